@@ -1,0 +1,47 @@
+"""Named errors raised by the library; the CLIs turn them into one-line messages and exit codes."""
+
+
+class ApplianceError(Exception):
+    """Base class of every error the library raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(ApplianceError):
+    """A setting, flag or input file is missing or malformed."""
+
+    exit_code = 2
+
+
+class KeyFileError(ApplianceError):
+    """A signing key or an allowed_signers file cannot be read or parsed."""
+
+    exit_code = 2
+
+
+class SignatureError(ApplianceError):
+    """A signature is malformed, made by an untrusted key, or does not match the data."""
+
+    exit_code = 3
+
+
+class PackRejected(ApplianceError):
+    """A result pack was refused; `reason` is a short machine-readable code, the message says why."""
+
+    exit_code = 3
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class SchemaError(ApplianceError):
+    """A table does not match the schema registry."""
+
+    exit_code = 3
+
+
+class StoreError(ApplianceError):
+    """The data store is missing, locked, or asked for something it does not hold."""
+
+    exit_code = 4

@@ -1,0 +1,180 @@
+"""The schema registry: which gold tables a result pack may carry, and their exact column types."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+from appliance.errors import SchemaError
+from appliance.pack_layout import METADATA_COLUMNS
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+REGISTRY_RESOURCE = "schema_registry.json"
+
+# Registry type name -> (Arrow type string as pyarrow prints it, DuckDB type).
+TYPE_NAMES: dict[str, tuple[str, str]] = {
+    "string": ("string", "VARCHAR"),
+    "int32": ("int32", "INTEGER"),
+    "double": ("double", "DOUBLE"),
+    "date": ("date32[day]", "DATE"),
+    "timestamp": ("timestamp[us, tz=UTC]", "TIMESTAMP WITH TIME ZONE"),
+}
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a gold table."""
+
+    name: str
+    type: str
+    nullable: bool
+    doc: str
+
+    @property
+    def duckdb_type(self) -> str:
+        """The DuckDB type this column is stored as on the node."""
+        return TYPE_NAMES[self.type][1]
+
+    def describe(self) -> dict[str, Any]:
+        """The column as written into a pack manifest's `schema` list."""
+        return {"name": self.name, "type": self.type, "nullable": self.nullable}
+
+
+@dataclass(frozen=True)
+class TableSchema:
+    """A gold table: its columns (data columns, then the metadata columns) and keys."""
+
+    name: str
+    doc: str
+    required: bool
+    columns: tuple[Column, ...]
+    primary_key: tuple[str, ...]
+    sort_key: tuple[str, ...]
+    foreign_keys: dict[str, str]
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        """Names of every column, in order."""
+        return tuple(column.name for column in self.columns)
+
+    @property
+    def data_columns(self) -> tuple[Column, ...]:
+        """The columns that are not traceability metadata."""
+        return tuple(c for c in self.columns if c.name not in METADATA_COLUMNS)
+
+    def describe(self) -> list[dict[str, Any]]:
+        """The schema as written into a pack manifest."""
+        return [column.describe() for column in self.columns]
+
+    def arrow_schema(self) -> pa.Schema:
+        """The exact Arrow schema a Parquet file of this table must have."""
+        import pyarrow as pa
+
+        return pa.schema(
+            [pa.field(c.name, arrow_type(c.type), nullable=c.nullable) for c in self.columns]
+        )
+
+
+@dataclass(frozen=True)
+class SchemaRegistry:
+    """Every gold table, by name, at one registry version."""
+
+    version: int
+    tables: dict[str, TableSchema]
+
+    def table(self, name: str) -> TableSchema:
+        """Return table `name`, or raise SchemaError naming the known tables."""
+        try:
+            return self.tables[name]
+        except KeyError:
+            known = ", ".join(sorted(self.tables))
+            msg = f"unknown table {name!r} (the registry knows {known})"
+            raise SchemaError(msg) from None
+
+    @property
+    def required_tables(self) -> tuple[str, ...]:
+        """Tables every pack must carry."""
+        return tuple(name for name, table in self.tables.items() if table.required)
+
+
+def arrow_type(type_name: str) -> pa.DataType:
+    """Map a registry type name to its Arrow type."""
+    import pyarrow as pa
+
+    factories = {
+        "string": pa.string,
+        "int32": pa.int32,
+        "double": pa.float64,
+        "date": pa.date32,
+        "timestamp": lambda: pa.timestamp("us", tz="UTC"),
+    }
+    return factories[type_name]()
+
+
+def _column(raw: dict[str, Any]) -> Column:
+    if raw["type"] not in TYPE_NAMES:
+        msg = f"schema registry: column {raw['name']!r} has unknown type {raw['type']!r}"
+        raise SchemaError(msg)
+    return Column(raw["name"], raw["type"], bool(raw["nullable"]), raw.get("doc", ""))
+
+
+def parse_registry(raw: dict[str, Any]) -> SchemaRegistry:
+    """Build a registry from its JSON form."""
+    metadata = tuple(_column(c) for c in raw["metadata_columns"])
+    if tuple(c.name for c in metadata) != METADATA_COLUMNS:
+        msg = f"schema registry: metadata columns must be {', '.join(METADATA_COLUMNS)}"
+        raise SchemaError(msg)
+    tables = {}
+    for name, spec in raw["tables"].items():
+        columns = tuple(_column(c) for c in spec["columns"]) + metadata
+        tables[name] = TableSchema(
+            name=name,
+            doc=spec.get("doc", ""),
+            required=bool(spec.get("required", True)),
+            columns=columns,
+            primary_key=tuple(spec["primary_key"]),
+            sort_key=tuple(spec["sort_key"]),
+            foreign_keys=dict(spec.get("foreign_keys", {})),
+        )
+    return SchemaRegistry(version=int(raw["registry_version"]), tables=tables)
+
+
+@cache
+def load_registry() -> SchemaRegistry:
+    """The registry shipped with this version of the appliance."""
+    text = resources.files("appliance").joinpath(REGISTRY_RESOURCE).read_text(encoding="utf-8")
+    return parse_registry(json.loads(text))
+
+
+def schema_problems(table: TableSchema, actual: pa.Schema) -> list[str]:
+    """Differences in names, order and types between a file's Arrow schema and the registry's.
+
+    Nullability is not compared: writers declare most columns optional, so nulls in non-nullable
+    columns are found by counting them in the data instead.
+    """
+    problems: list[str] = []
+    expected_names = table.column_names
+    actual_names = tuple(actual.names)
+    missing = [n for n in expected_names if n not in actual_names]
+    extra = [n for n in actual_names if n not in expected_names]
+    if missing:
+        problems.append(f"{table.name}: missing column(s) {', '.join(missing)}")
+    if extra:
+        problems.append(f"{table.name}: unexpected column(s) {', '.join(extra)}")
+    for column in table.columns:
+        if column.name not in actual_names:
+            continue
+        field = actual.field(column.name)
+        want = arrow_type(column.type)
+        if not field.type.equals(want):
+            problems.append(
+                f"{table.name}.{column.name}: type is {field.type}, registry says {column.type} ({want})"
+            )
+    if not missing and not extra and actual_names != expected_names:
+        problems.append(f"{table.name}: columns must be in registry order: {', '.join(expected_names)}")
+    return problems
