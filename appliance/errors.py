@@ -33,6 +33,7 @@ class PackRejected(ApplianceError):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
+        self.details: dict[str, str] = {}
 
 
 class SchemaError(ApplianceError):

@@ -34,6 +34,7 @@ class Column:
     type: str
     nullable: bool
     doc: str
+    pattern: str | None = None
 
     @property
     def duckdb_type(self) -> str:
@@ -43,6 +44,14 @@ class Column:
     def describe(self) -> dict[str, Any]:
         """The column as written into a pack manifest's `schema` list."""
         return {"name": self.name, "type": self.type, "nullable": self.nullable}
+
+
+@dataclass(frozen=True)
+class RowCheck:
+    """An invariant every row must satisfy, as a SQL boolean expression over the row's columns."""
+
+    name: str
+    sql: str
 
 
 @dataclass(frozen=True)
@@ -56,6 +65,7 @@ class TableSchema:
     primary_key: tuple[str, ...]
     sort_key: tuple[str, ...]
     foreign_keys: dict[str, str]
+    checks: tuple[RowCheck, ...] = ()
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -120,7 +130,9 @@ def _column(raw: dict[str, Any]) -> Column:
     if raw["type"] not in TYPE_NAMES:
         msg = f"schema registry: column {raw['name']!r} has unknown type {raw['type']!r}"
         raise SchemaError(msg)
-    return Column(raw["name"], raw["type"], bool(raw["nullable"]), raw.get("doc", ""))
+    return Column(
+        raw["name"], raw["type"], bool(raw["nullable"]), raw.get("doc", ""), raw.get("pattern")
+    )
 
 
 def parse_registry(raw: dict[str, Any]) -> SchemaRegistry:
@@ -140,6 +152,7 @@ def parse_registry(raw: dict[str, Any]) -> SchemaRegistry:
             primary_key=tuple(spec["primary_key"]),
             sort_key=tuple(spec["sort_key"]),
             foreign_keys=dict(spec.get("foreign_keys", {})),
+            checks=tuple(RowCheck(c["name"], c["sql"]) for c in spec.get("checks", [])),
         )
     return SchemaRegistry(version=int(raw["registry_version"]), tables=tables)
 

@@ -1,0 +1,199 @@
+"""The `appliance` command: import, list and roll back data versions on the node."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import Any, TypeVar
+
+import click
+
+from appliance import __version__
+from appliance import settings as cfg
+from appliance.errors import ApplianceError
+from appliance.importer import ImportOptions, import_pack, rollback
+from appliance.sshsig import load_allowed_signers
+from appliance.store import DataStore
+from appliance.version_build import BuildLimits
+from appliance.watch import InboxEvent, InboxWatcher
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def setting_option(setting: cfg.Setting, **kwargs: Any) -> Callable[[F], F]:
+    """A click option read from the flag, else the setting's environment variable, else its default."""
+    return click.option(
+        setting.flag,
+        setting.name,
+        envvar=setting.env,
+        default=setting.default,
+        show_default=True,
+        show_envvar=True,
+        help=setting.help,
+        **kwargs,
+    )
+
+
+data_dir_option = setting_option(cfg.DATA_DIR, type=click.Path(path_type=Path, file_okay=False))
+signers_option = setting_option(cfg.SIGNERS, type=click.Path(path_type=Path, dir_okay=False))
+
+
+def import_limit_options(func: F) -> F:
+    """Options bounding what DuckDB may use while building a version."""
+    func = setting_option(cfg.IMPORT_THREADS, type=click.IntRange(min=0, max=256))(func)
+    return setting_option(cfg.IMPORT_MEMORY, type=str)(func)
+
+
+class Progress:
+    """Prints library progress to stderr with the time since the command started."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+
+    def __call__(self, message: str) -> None:
+        elapsed = time.perf_counter() - self.started
+        click.echo(f"[{elapsed:6.1f}s] {message}", err=True)
+
+
+@contextmanager
+def reported_errors() -> Iterator[None]:
+    """Turn library errors into one line on stderr and the error's exit code."""
+    try:
+        yield
+    except ApplianceError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="appliance")
+def main() -> None:
+    """Offline analytics appliance: verify and import result packs, manage data versions."""
+
+
+@main.command("import")
+@click.argument("packs", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False))
+@data_dir_option
+@signers_option
+@click.option("--force-older", is_flag=True, help="Import a pack generated before the current version.")
+@import_limit_options
+def import_command(
+    packs: tuple[Path, ...],
+    data_dir: Path,
+    signers: Path,
+    force_older: bool,
+    import_memory: str,
+    import_threads: int,
+) -> None:
+    """Verify result packs and publish each as the new current data version.
+
+    Prints the id of each new version on stdout. A refused pack changes nothing in the store; its
+    reason is printed, recorded in history.jsonl and left in rejected/.
+    """
+    options = ImportOptions(force_older, BuildLimits(import_memory, import_threads))
+    store = DataStore(data_dir)
+    progress = Progress()
+    failures = 0
+    with reported_errors():
+        trusted = load_allowed_signers(signers)
+    for pack in packs:
+        try:
+            result = import_pack(store, pack, trusted, options, progress)
+        except ApplianceError as exc:
+            click.echo(f"error: {pack.name}: {exc}", err=True)
+            failures += 1
+            exit_code = exc.exit_code
+            continue
+        timing = ", ".join(f"{stage} {secs:.1f}s" for stage, secs in result.seconds.items())
+        progress(f"{pack.name}: published {result.vid} ({timing})")
+        click.echo(result.vid)
+    if failures:
+        sys.exit(exit_code if len(packs) == 1 else 1)
+
+
+@main.command("versions")
+@data_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (stable, for scripts).")
+def versions_command(data_dir: Path, as_json: bool) -> None:
+    """List the data versions in the store, oldest first; * marks the current one."""
+    store = DataStore(data_dir)
+    with reported_errors():
+        current = store.current_vid()
+        versions = store.versions()
+    rows = [v.summary(v.vid == current) for v in versions]
+    if as_json:
+        click.echo(json.dumps({"current": current, "versions": rows}, indent=2))
+        return
+    if not rows:
+        click.echo(f"no data versions in {data_dir} yet (import a pack with `appliance import`)")
+        return
+    click.echo(f"  {'VERSION':<8} {'GENERATED AT':<21} {'DATASET':<24} {'MODEL':<22} {'SOURCE':<10} IMPORTED AT")
+    for row in rows:
+        mark = "*" if row["current"] else " "
+        click.echo(
+            f"{mark} {row['version']:<8} {row['generated_at']:<21} {row['dataset_id']:<24} "
+            f"{row['model_version']:<22} {row['source']:<10} {row['imported_at']}"
+        )
+
+
+@main.command("rollback")
+@click.argument("vid")
+@data_dir_option
+def rollback_command(vid: str, data_dir: Path) -> None:
+    """Serve an earlier (or later) data version again, by id, e.g. v0002."""
+    with reported_errors():
+        previous, current = rollback(DataStore(data_dir), vid)
+    click.echo(f"current version: {current} (was {previous})")
+
+
+@main.command("watch")
+@click.argument("inboxes", nargs=-1, required=True, type=click.Path(path_type=Path, file_okay=False))
+@data_dir_option
+@signers_option
+@setting_option(cfg.WATCH_INTERVAL, type=click.FloatRange(min=0.05, max=3600))
+@click.option("--once", is_flag=True, help="Look twice, one interval apart, import what is ready, exit.")
+@import_limit_options
+def watch_command(
+    inboxes: tuple[Path, ...],
+    data_dir: Path,
+    signers: Path,
+    interval: float,
+    once: bool,
+    import_memory: str,
+    import_threads: int,
+) -> None:
+    """Import packs dropped into inbox folders (a network share, a USB stick mount).
+
+    Imported packs move to done/, refused ones to rejected/ with a .reason.txt beside them.
+    Stops cleanly on SIGTERM or Ctrl-C, after the import under way.
+    """
+    progress = Progress()
+    options = ImportOptions(limits=BuildLimits(import_memory, import_threads))
+    watcher = InboxWatcher(DataStore(data_dir), list(inboxes), signers, options, interval, progress)
+
+    def report(event: InboxEvent) -> None:
+        progress(f"{event.inbox}: {event.message}")
+
+    if once:
+        watcher.poll()
+        time.sleep(interval)
+        for event in watcher.poll():
+            report(event)
+        return
+    stop = threading.Event()
+
+    def request_stop(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    progress(f"watching {', '.join(map(str, inboxes))} every {interval:g}s")
+    watcher.run(interval, stop, report)
+    progress("stopped")

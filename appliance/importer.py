@@ -1,0 +1,222 @@
+"""Import a result pack into the data store: verify, build a version, publish it atomically."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from appliance import store_layout as layout
+from appliance.errors import PackRejected, StoreError
+from appliance.fsio import atomic_write_bytes, fsync_tree, scratch_dir
+from appliance.result_pack import PackManifest, format_timestamp, open_pack
+from appliance.schema_registry import load_registry
+from appliance.sshsig import AllowedSigner, VerifiedSignature
+from appliance.store import DataStore, history_fields, actor, now_utc
+from appliance.version_build import BuildLimits, build_database
+
+Progress = Callable[[str], None]
+
+# Staging holds the copied tables plus the database built from them, and DuckDB may spill.
+FREE_SPACE_FACTOR = 3
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    """How an import may deviate from the default rules, and what it may use."""
+
+    force_older: bool = False
+    limits: BuildLimits = field(default_factory=BuildLimits)
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """What an import published."""
+
+    vid: str
+    previous: str | None
+    manifest: PackManifest
+    rows: dict[str, int]
+    seconds: dict[str, float]
+    notes: list[str]
+
+
+def _quiet(_message: str) -> None:
+    """Progress sink that drops messages."""
+
+
+def _check_free_space(store: DataStore, pack: Path) -> None:
+    try:
+        need = pack.stat().st_size * FREE_SPACE_FACTOR
+    except OSError as exc:
+        raise PackRejected("not-a-pack", f"{pack}: {exc.strerror}") from exc
+    free = shutil.disk_usage(store.root).free
+    if free < need:
+        msg = f"not enough free space in {store.root}: need about {need >> 20} MiB, {free >> 20} MiB free"
+        raise StoreError(msg)
+
+
+def _admission(store: DataStore, options: ImportOptions) -> Callable[[PackManifest], None]:
+    """Refusals decided by the manifest alone (replay, older data), checked before any copying."""
+    imported = store.imported_pack_ids()
+    current = store.current()
+
+    def admit(manifest: PackManifest) -> None:
+        if manifest.pack_id in imported:
+            msg = f"pack {manifest.pack_id} was already imported as {imported[manifest.pack_id]}"
+            raise PackRejected("replay", msg)
+        if current and not options.force_older:
+            served = current.generated_at
+            if format_timestamp(manifest.generated_at) < served:
+                msg = (
+                    f"pack was generated at {format_timestamp(manifest.generated_at)}, before the "
+                    f"current version {current.vid} ({served}); use --force-older to import it anyway"
+                )
+                raise PackRejected("older", msg)
+
+    return admit
+
+
+def import_pack(
+    store: DataStore,
+    pack: Path,
+    signers: Sequence[AllowedSigner],
+    options: ImportOptions | None = None,
+    progress: Progress = _quiet,
+) -> ImportResult:
+    """Verify `pack` and publish it as the new current version; PackRejected changes nothing."""
+    options = options or ImportOptions()
+    with store.writer() as notes:
+        for note in notes:
+            progress(f"recovery: {note}")
+        _check_free_space(store, pack)
+        try:
+            return _import_locked(store, pack, signers, options, progress, notes)
+        except PackRejected as exc:
+            fields: dict[str, Any] = {
+                "pack_file": str(pack),
+                "reason": exc.reason,
+                "message": str(exc),
+                **exc.details,
+            }
+            store.write_rejection(
+                pack.name, fields | {"refused_at": format_timestamp(now_utc()), "actor": actor()}
+            )
+            store.record("reject", **fields)
+            raise
+
+
+def _import_locked(
+    store: DataStore,
+    pack: Path,
+    signers: Sequence[AllowedSigner],
+    options: ImportOptions,
+    progress: Progress,
+    notes: list[str],
+) -> ImportResult:
+    registry = load_registry()
+    seconds: dict[str, float] = {}
+    previous = store.current_vid()
+    vid = store.next_vid()
+    work = store.staging_dir / f"import-{vid}"
+    work.mkdir(mode=0o700)
+    try:
+        tables_dir = work / "tables"
+        version_dir = work / vid
+        tables_dir.mkdir()
+        version_dir.mkdir()
+        started = time.perf_counter()
+        progress(f"verifying {pack.name}")
+        opened = open_pack(pack, tables_dir, signers, progress, registry, _admission(store, options))
+        seconds["verify"] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        progress(f"building {vid}")
+        try:
+            rows = build_database(
+                opened, version_dir / layout.VERSION_DATABASE, options.limits, progress, registry
+            )
+        except PackRejected as exc:
+            exc.details |= {"pack_id": opened.manifest.pack_id, "dataset_id": opened.manifest.dataset_id}
+            raise
+        shutil.rmtree(tables_dir)
+        seconds["build"] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        manifest = opened.manifest
+        report = {
+            "version": vid,
+            "previous": previous,
+            "pack_file": pack.name,
+            "pack_id": manifest.pack_id,
+            "dataset_id": manifest.dataset_id,
+            "model_version": manifest.model_version,
+            "source": manifest.source,
+            "generated_at": format_timestamp(manifest.generated_at),
+            "created_by": manifest.created_by,
+            "schema_registry_version": manifest.schema_registry_version,
+            "manifest_sha256": opened.manifest_sha256,
+            "signer": {
+                "principal": opened.signer.principal,
+                "fingerprint": opened.signer.fingerprint,
+            },
+            "rows": rows,
+            "imported_at": format_timestamp(now_utc()),
+            "imported_by": actor(),
+            "forced_older": options.force_older,
+        }
+        (version_dir / layout.VERSION_MANIFEST).write_bytes(opened.manifest_bytes)
+        (version_dir / layout.VERSION_SIGNATURE).write_bytes(opened.signature)
+        atomic_write_bytes(
+            version_dir / layout.VERSION_REPORT,
+            (json.dumps(report, indent=2) + "\n").encode(),
+        )
+        for path in version_dir.iterdir():
+            path.chmod(0o444 if path.is_file() else 0o555)
+        fsync_tree(version_dir)
+        progress(f"publishing {vid}")
+        store.publish(version_dir, vid)
+        store.record("import", version=vid, **history_fields(report))
+        seconds["publish"] = time.perf_counter() - started
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return ImportResult(vid, previous, manifest, rows, seconds, notes)
+
+
+def rollback(store: DataStore, vid: str) -> tuple[str | None, str]:
+    """Serve version `vid` again; returns (previous, new) version ids."""
+    with store.writer():
+        target = store.version(vid)
+        previous = store.current_vid()
+        if previous == target.vid:
+            msg = f"{vid} is already the current version"
+            raise StoreError(msg)
+        store.switch_current(target.vid)
+        store.record(
+            "rollback",
+            version=target.vid,
+            previous=previous,
+            dataset_id=target.report.get("dataset_id"),
+            generated_at=target.generated_at,
+        )
+        return previous, target.vid
+
+
+def check_pack(
+    pack: Path,
+    signers: Sequence[AllowedSigner],
+    work_parent: Path,
+    limits: BuildLimits | None = None,
+    progress: Progress = _quiet,
+) -> tuple[PackManifest, VerifiedSignature, dict[str, int]]:
+    """Run every check an import runs, in a scratch folder, without a data store."""
+    with scratch_dir(work_parent, ".pack-check-") as work:
+        tables_dir = work / "tables"
+        tables_dir.mkdir()
+        opened = open_pack(pack, tables_dir, signers, progress)
+        rows = build_database(opened, work / "check.duckdb", limits or BuildLimits(), progress)
+        return opened.manifest, opened.signer, rows

@@ -1,0 +1,159 @@
+"""Watch inbox folders (a network share, a USB stick) and import the packs dropped there.
+
+A pack is read only once its size and modification time have not changed between two looks and
+it is at least one interval old, so a copy in progress is never read. Hidden files and the usual
+partial-copy names are ignored. Imported packs move to `done/`, refused ones to `rejected/` beside
+a `<name>.reason.txt`. A folder that disappears (the stick is pulled out) is waited for.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from appliance.errors import ApplianceError, PackRejected
+from appliance.importer import ImportOptions, import_pack
+from appliance.pack_layout import PACK_SUFFIX
+from appliance.sshsig import load_allowed_signers
+from appliance.store import DataStore
+
+DONE_DIR = "done"
+REJECTED_DIR = "rejected"
+REASON_SUFFIX = ".reason.txt"
+PARTIAL_SUFFIXES = (".part", ".partial", ".tmp", ".crdownload")
+
+
+@dataclass(frozen=True)
+class InboxEvent:
+    """Something the watcher did or noticed, for the CLI to print."""
+
+    kind: str  # imported, rejected, deferred, missing, back, error
+    inbox: Path
+    message: str
+    pack: Path | None = None
+
+
+@dataclass
+class _Inbox:
+    path: Path
+    present: bool | None = None
+    observed: dict[str, tuple[int, int]] = field(default_factory=dict)
+    handled: set[tuple[str, int, int]] = field(default_factory=set)
+
+
+def _is_candidate(entry: os.DirEntry[str]) -> bool:
+    name = entry.name
+    if name.startswith(".") or not name.endswith(PACK_SUFFIX) or name.endswith(PARTIAL_SUFFIXES):
+        return False
+    return entry.is_file(follow_symlinks=False)
+
+
+def _free_name(folder: Path, name: str) -> Path:
+    """`folder/name`, or `folder/name.N` for the first N that is not taken."""
+    target = folder / name
+    number = 1
+    while target.exists():
+        target = folder / f"{name}.{number}"
+        number += 1
+    return target
+
+
+class InboxWatcher:
+    """Polls inbox folders and imports every pack that has finished arriving."""
+
+    def __init__(
+        self,
+        store: DataStore,
+        inboxes: list[Path],
+        signers_file: Path,
+        options: ImportOptions,
+        settle_seconds: float,
+        progress: Callable[[str], None],
+    ) -> None:
+        self.store = store
+        self.inboxes = [_Inbox(path) for path in inboxes]
+        self.signers_file = signers_file
+        self.options = options
+        self.settle_seconds = settle_seconds
+        self.progress = progress
+
+    def poll(self) -> list[InboxEvent]:
+        """Look at every inbox once and import what is ready."""
+        events: list[InboxEvent] = []
+        for inbox in self.inboxes:
+            events += self._poll_inbox(inbox)
+        return events
+
+    def run(self, interval: float, stop: threading.Event, on_event: Callable[[InboxEvent], None]) -> None:
+        """Poll every `interval` seconds until `stop` is set."""
+        while not stop.is_set():
+            for event in self.poll():
+                on_event(event)
+            stop.wait(interval)
+
+    def _poll_inbox(self, inbox: _Inbox) -> list[InboxEvent]:
+        present = inbox.path.is_dir()
+        events = []
+        if present != inbox.present:
+            if not present:
+                inbox.observed.clear()
+                events.append(InboxEvent("missing", inbox.path, "inbox is not there; waiting for it"))
+            elif inbox.present is not None:
+                events.append(InboxEvent("back", inbox.path, "inbox is back"))
+            inbox.present = present
+        if not present:
+            return events
+        try:
+            entries = sorted(
+                (e for e in os.scandir(inbox.path) if _is_candidate(e)), key=lambda e: e.name
+            )
+            stats = {e.name: e.stat(follow_symlinks=False) for e in entries}
+        except OSError as exc:
+            inbox.present = None
+            return [*events, InboxEvent("error", inbox.path, f"cannot list inbox: {exc.strerror}")]
+        now = time.time()
+        observed: dict[str, tuple[int, int]] = {}
+        for name, stat in stats.items():
+            signature = (stat.st_size, stat.st_mtime_ns)
+            observed[name] = signature
+            if (name, *signature) in inbox.handled:
+                continue
+            settled = now - stat.st_mtime >= self.settle_seconds
+            if inbox.observed.get(name) == signature and settled:
+                events.append(self._import(inbox, inbox.path / name, signature))
+        inbox.observed = observed
+        return events
+
+    def _import(self, inbox: _Inbox, pack: Path, signature: tuple[int, int]) -> InboxEvent:
+        try:
+            signers = load_allowed_signers(self.signers_file)
+            result = import_pack(self.store, pack, signers, self.options, self.progress)
+        except PackRejected as exc:
+            moved = self._move(inbox, pack, signature, REJECTED_DIR, f"{exc.reason}: {exc}\n")
+            return InboxEvent("rejected", inbox.path, f"{pack.name} refused: {exc}{moved}", pack)
+        except (ApplianceError, OSError) as exc:
+            # Not the pack's fault (trust file unreadable, store locked, disk full): try again later.
+            return InboxEvent("deferred", inbox.path, f"{pack.name} waits: {exc}", pack)
+        moved = self._move(inbox, pack, signature, DONE_DIR, None)
+        return InboxEvent("imported", inbox.path, f"{pack.name} imported as {result.vid}{moved}", pack)
+
+    def _move(
+        self, inbox: _Inbox, pack: Path, signature: tuple[int, int], folder: str, reason: str | None
+    ) -> str:
+        """Move a handled pack aside; on read-only media remember it instead. Returns a note."""
+        try:
+            target_dir = inbox.path / folder
+            target_dir.mkdir(exist_ok=True)
+            target = _free_name(target_dir, pack.name)
+            pack.rename(target)
+            if reason is not None:
+                (target_dir / f"{target.name}{REASON_SUFFIX}").write_text(reason, encoding="utf-8")
+        except OSError as exc:
+            if inbox.path.is_dir():
+                inbox.handled.add((pack.name, *signature))
+            return f" (left in place: {exc.strerror})"
+        return f" -> {folder}/{target.name}"

@@ -1,0 +1,143 @@
+"""The `mlws` command: demo data, keys, signed result packs, verification and export."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+import click
+
+from appliance import __version__
+from appliance.errors import ApplianceError
+from appliance.importer import check_pack
+from appliance.pack_layout import SIGNATURE_NAMESPACE
+from appliance.result_pack import format_timestamp, parse_timestamp
+from appliance.sshsig import generate_key, load_allowed_signers
+from ml_workstation import demo
+from ml_workstation.export import export_pack
+from ml_workstation.pack_builder import PackRequest, build_pack
+
+
+class Progress:
+    """Prints progress to stderr with the time since the command started."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+
+    def __call__(self, message: str) -> None:
+        click.echo(f"[{time.perf_counter() - self.started:6.1f}s] {message}", err=True)
+
+
+@contextmanager
+def reported_errors() -> Iterator[None]:
+    """Turn library errors into one line on stderr and the error's exit code."""
+    try:
+        yield
+    except ApplianceError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+
+
+class Timestamp(click.ParamType):
+    """An RFC 3339 timestamp with an offset, e.g. 2026-11-01T06:00:00Z."""
+
+    name = "timestamp"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        try:
+            return parse_timestamp(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="mlws")
+def main() -> None:
+    """ML workstation tools: make, sign, check and export result packs for the appliance."""
+
+
+@main.command("demo")
+@click.option("--out", required=True, type=click.Path(path_type=Path, file_okay=False), help="Folder for the tables.")
+@click.option("--items", default=demo.DEFAULT_ITEMS, show_default=True, type=click.IntRange(min=1), help="Number of items.")
+@click.option("--days", default=demo.DEFAULT_DAYS, show_default=True, type=click.IntRange(min=1), help="Days of history plus horizon.")
+@click.option("--seed", default=demo.DEFAULT_SEED, show_default=True, type=int, help="Seed: the same seed gives the same tables.")
+@click.option("--dataset-id", default=demo.DEFAULT_DATASET_ID, show_default=True)
+@click.option("--model-version", default=demo.DEFAULT_MODEL_VERSION, show_default=True)
+@click.option("--source", default=demo.DEFAULT_SOURCE, show_default=True)
+@click.option("--generated-at", type=Timestamp(), default=format_timestamp(demo.DEFAULT_GENERATED_AT), show_default=True)
+def demo_command(
+    out: Path, items: int, days: int, seed: int, dataset_id: str, model_version: str, source: str, generated_at: datetime
+) -> None:
+    """Write deterministic demo gold tables (telecom spare parts) as Parquet files in OUT."""
+    progress = Progress()
+    with reported_errors():
+        spec = demo.DemoSpec(items, days, seed, dataset_id, model_version, source, generated_at)
+        rows = demo.generate_demo(out, spec, progress)
+    for table, count in rows.items():
+        click.echo(f"{table}\t{count}")
+
+
+@main.command("keygen")
+@click.option("--out", "key_file", required=True, type=click.Path(path_type=Path, dir_okay=False), help="Private key file; the public key goes to KEYFILE.pub.")
+@click.option("--principal", default="mlws@workstation", show_default=True, help="Name the node's allowed_signers gives this key.")
+def keygen_command(key_file: Path, principal: str) -> None:
+    """Make an Ed25519 signing key (OpenSSH format) and print its allowed_signers line."""
+    with reported_errors():
+        public = generate_key(key_file, principal)
+    click.echo(f"wrote {key_file} and {key_file}.pub ({public.fingerprint})", err=True)
+    click.echo(f'{principal} namespaces="{SIGNATURE_NAMESPACE}" {public.openssh_line()}')
+
+
+@main.command("pack")
+@click.argument("tables_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.option("--key", "key_file", required=True, type=click.Path(path_type=Path, dir_okay=False), help="Ed25519 private key (OpenSSH format).")
+@click.option("--dataset-id", required=True, help="Identifier of the input data set.")
+@click.option("--model-version", required=True, help="Version of the model that made the results.")
+@click.option("--source", required=True, help="Model family: prophet, arima, lstm, ensemble, ...")
+@click.option("--generated-at", type=Timestamp(), default=None, help="When the results were made [default: the tables' generated_at, else now].")
+@click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False), help="The pack file to write (NAME.pack).")
+def pack_command(
+    tables_dir: Path, key_file: Path, dataset_id: str, model_version: str, source: str, generated_at: datetime | None, out: Path
+) -> None:
+    """Check the tables in TABLES_DIR against the registry and write a signed result pack."""
+    progress = Progress()
+    with reported_errors():
+        request = PackRequest(tables_dir, dataset_id, model_version, source, generated_at)
+        manifest = build_pack(request, key_file, out, progress)
+    progress(f"wrote {out} (pack_id {manifest.pack_id})")
+    click.echo(str(out))
+
+
+@main.command("verify")
+@click.argument("pack", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--signers", required=True, type=click.Path(path_type=Path, dir_okay=False), help="allowed_signers file to trust.")
+def verify_command(pack: Path, signers: Path) -> None:
+    """Run every check the node's import runs on PACK, without importing it."""
+    progress = Progress()
+    with reported_errors():
+        trusted = load_allowed_signers(signers)
+        manifest, signer, rows = check_pack(pack, trusted, Path(tempfile.gettempdir()), progress=progress)
+    click.echo(f"{pack}: OK")
+    click.echo(f"  signed by   {signer.principal} ({signer.fingerprint})")
+    click.echo(f"  pack_id     {manifest.pack_id}")
+    click.echo(f"  dataset     {manifest.dataset_id}, model {manifest.model_version}, source {manifest.source}")
+    click.echo(f"  generated   {format_timestamp(manifest.generated_at)}")
+    for table, count in rows.items():
+        click.echo(f"  {table:<16}{count:>12,} rows")
+
+
+@main.command("export")
+@click.argument("pack", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--to", "destination", required=True, type=click.Path(path_type=Path, file_okay=False), help="Mounted stick or share folder.")
+def export_command(pack: Path, destination: Path) -> None:
+    """Copy PACK to a USB stick or share safely: temporary name, flush, read back, rename."""
+    with reported_errors():
+        copy, digest = export_pack(pack, destination)
+    click.echo(f"{copy}\tsha256 {digest}")
