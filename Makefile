@@ -1,0 +1,45 @@
+# Two commands set everything up: `make demo` and `make test` (see README.md).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEMO := .demo
+DEMO_ITEMS ?= 200
+DEMO_DAYS ?= 365
+
+.PHONY: demo test lint bench-import clean help
+.DEFAULT_GOAL := help
+
+help:  ## List the targets.
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(BIN)/.installed: requirements/dev.lock pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "error: Python 3.11 or newer is needed ($(PYTHON))"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements/dev.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e . || $(BIN)/python -m pip install --quiet --no-deps -e .
+	@touch $@
+
+demo: $(BIN)/.installed  ## Demo pack -> import -> list versions, all under .demo/.
+	@mkdir -p $(DEMO)
+	@test -f $(DEMO)/signing-key || $(BIN)/mlws keygen --out $(DEMO)/signing-key --principal demo@mlws > $(DEMO)/allowed_signers
+	$(BIN)/mlws demo --out $(DEMO)/tables --items $(DEMO_ITEMS) --days $(DEMO_DAYS) --generated-at $$(date -u +%Y-%m-%dT%H:%M:%SZ)
+	$(BIN)/mlws pack $(DEMO)/tables --key $(DEMO)/signing-key --dataset-id demo-telecom-spares \
+		--model-version demo-ensemble-1.0 --source ensemble --out $(DEMO)/demo.pack
+	$(BIN)/mlws verify $(DEMO)/demo.pack --signers $(DEMO)/allowed_signers
+	$(BIN)/appliance import $(DEMO)/demo.pack --data-dir $(DEMO)/data --signers $(DEMO)/allowed_signers
+	$(BIN)/appliance versions --data-dir $(DEMO)/data
+
+test: $(BIN)/.installed  ## Run every test (unit, integration).
+	$(BIN)/python -m pytest
+
+lint: $(BIN)/.installed  ## Ruff (lint and format check) and mypy.
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench-import: $(BIN)/.installed  ## Field-scale demo/pack/import benchmark against sha256sum.
+	$(BIN)/python benchmarks/bench_import.py
+
+clean:  ## Remove the venv, demo data and caches.
+	rm -rf $(VENV) $(DEMO) .bench .pytest_cache .mypy_cache .ruff_cache
