@@ -101,6 +101,7 @@ def import_command(
     store = DataStore(data_dir)
     progress = Progress()
     failures = 0
+    exit_code = 1
     with reported_errors():
         trusted = load_allowed_signers(signers)
     for pack in packs:
@@ -182,9 +183,9 @@ def watch_command(
         progress(f"{event.inbox}: {event.message}")
 
     if once:
-        watcher.poll()
+        first = watcher.poll()
         time.sleep(interval)
-        for event in watcher.poll():
+        for event in first + watcher.poll():
             report(event)
         return
     stop = threading.Event()

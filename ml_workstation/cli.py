@@ -78,7 +78,15 @@ def demo_command(
     """Write deterministic demo gold tables (telecom spare parts) as Parquet files in OUT."""
     progress = Progress()
     with reported_errors():
-        spec = demo.DemoSpec(items, days, seed, dataset_id, model_version, source, generated_at)
+        spec = demo.DemoSpec(
+            items=items,
+            days=days,
+            seed=seed,
+            dataset_id=dataset_id,
+            model_version=model_version,
+            source=source,
+            generated_at=generated_at,
+        )
         rows = demo.generate_demo(out, spec, progress)
     for table, count in rows.items():
         click.echo(f"{table}\t{count}")

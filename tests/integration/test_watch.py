@@ -1,0 +1,163 @@
+"""`appliance watch`: inbox folders on a share or a USB stick, run as the real command."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BIN, Signer, current_of, run
+
+INTERVAL = 0.3
+
+
+class Watcher:
+    """A running `appliance watch` process whose stderr is collected as it comes."""
+
+    def __init__(self, inboxes: list[Path], data_dir: Path, signer: Signer) -> None:
+        argv = [str(BIN / "appliance"), "watch", *map(str, inboxes), "--data-dir", str(data_dir)]
+        argv += ["--signers", str(signer.allowed_signers), "--interval", str(INTERVAL)]
+        self.process = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for(self, text: str, timeout: float = 30) -> str:
+        """The first output line containing `text`, waiting for it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(self.lines):
+                if text in line:
+                    return line
+            assert self.process.poll() is None, f"watch exited: {self.lines}"
+            time.sleep(0.05)
+        raise AssertionError(f"no line with {text!r} in {timeout}s: {self.lines}")
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=30)
+        self.reader.join(timeout=5)
+        return code
+
+
+@pytest.fixture
+def watcher_factory(tmp_path: Path, signer: Signer) -> Iterator[object]:
+    started: list[Watcher] = []
+
+    def start(*inboxes: Path) -> Watcher:
+        watcher = Watcher(list(inboxes), tmp_path / "data", signer)
+        started.append(watcher)
+        return watcher
+
+    yield start
+    for watcher in started:
+        if watcher.process.poll() is None:
+            watcher.process.kill()
+            watcher.process.wait()
+
+
+def test_watch_once_imports_a_pack_and_moves_it_to_done(tmp_path: Path, good_pack: Path, signer: Signer) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    dropped = Path(shutil.copy(good_pack, inbox / "results.pack"))
+    old = time.time() - 60
+    os.utime(dropped, (old, old))
+    done = run("appliance", "watch", inbox, "--once", "--interval", "0.2", "--data-dir", tmp_path / "data",
+               "--signers", signer.allowed_signers)
+    assert done.returncode == 0, done.stderr
+    assert "imported as v0001" in done.stderr
+    assert (inbox / "done" / "results.pack").is_file()
+    assert not dropped.exists()
+    assert current_of(tmp_path / "data") == "v0001"
+
+
+def test_refused_pack_moves_to_rejected_with_its_reason(tmp_path: Path, good_pack: Path, untrusted_signer: Signer) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    shutil.copy(good_pack, inbox / "foreign.pack")
+    os_time = time.time() - 60
+    os.utime(inbox / "foreign.pack", (os_time, os_time))
+    done = run("appliance", "watch", inbox, "--once", "--interval", "0.2", "--data-dir", tmp_path / "data",
+               "--signers", untrusted_signer.allowed_signers)
+    assert done.returncode == 0
+    assert (inbox / "rejected" / "foreign.pack").is_file()
+    reason = (inbox / "rejected" / "foreign.pack.reason.txt").read_text()
+    assert reason.startswith("signature:") and "not an allowed signer" in reason
+    assert current_of(tmp_path / "data") is None
+
+
+def test_a_pack_still_being_copied_is_not_read(tmp_path: Path, good_pack: Path, signer: Signer, watcher_factory) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    watcher = watcher_factory(inbox)
+    watcher.wait_for("watching")
+    data = good_pack.read_bytes()
+    target = inbox / "slow.pack"
+    # A slow copy: a chunk every 0.1 s for 3 s, so the file keeps changing for ten intervals.
+    pieces = 30
+    step = len(data) // pieces + 1
+    with target.open("wb") as handle:
+        for start in range(0, len(data), step):
+            handle.write(data[start : start + step])
+            handle.flush()
+            time.sleep(0.1)
+    watcher.wait_for("slow.pack imported as v0001")
+    assert not (inbox / "rejected").exists(), watcher.lines
+    assert (inbox / "done" / "slow.pack").read_bytes() == data
+    assert watcher.stop() == 0
+
+
+def test_hidden_and_partial_names_are_left_alone(tmp_path: Path, good_pack: Path, signer: Signer) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for name in (".results.pack.x1y2.part", "results.pack.part", "notes.txt"):
+        shutil.copy(good_pack, inbox / name)
+    done = run("appliance", "watch", inbox, "--once", "--interval", "0.2", "--data-dir", tmp_path / "data",
+               "--signers", signer.allowed_signers)
+    assert done.returncode == 0
+    assert sorted(p.name for p in inbox.iterdir()) == [".results.pack.x1y2.part", "notes.txt", "results.pack.part"]
+
+
+def test_watch_survives_the_stick_being_pulled_out_and_put_back(
+    tmp_path: Path, good_pack: Path, newer_pack: Path, signer: Signer, watcher_factory
+) -> None:
+    stick = tmp_path / "media" / "usb"
+    stick.mkdir(parents=True)
+    share = tmp_path / "share"
+    share.mkdir()
+    watcher = watcher_factory(stick, share)
+    watcher.wait_for("watching")
+    shutil.copy(good_pack, stick / "first.pack")
+    watcher.wait_for("first.pack imported as v0001")
+
+    pulled = tmp_path / "media" / "pulled"
+    stick.rename(pulled)
+    watcher.wait_for("inbox is not there")
+    time.sleep(3 * INTERVAL)
+    pulled.rename(stick)
+    watcher.wait_for("inbox is back")
+    shutil.copy(newer_pack, stick / "second.pack")
+    watcher.wait_for("second.pack imported as v0002")
+    assert current_of(tmp_path / "data") == "v0002"
+    assert watcher.stop() == 0
+    assert "stopped" in watcher.lines[-1]
+
+
+def test_watch_reports_a_missing_inbox_from_the_start(tmp_path: Path, signer: Signer, watcher_factory) -> None:
+    watcher = watcher_factory(tmp_path / "not-mounted")
+    watcher.wait_for("inbox is not there")
+    (tmp_path / "not-mounted").mkdir()
+    watcher.wait_for("inbox is back")
+    assert watcher.stop() == 0
