@@ -82,7 +82,9 @@ def main() -> None:
 @click.argument("packs", nargs=-1, required=True, type=click.Path(path_type=Path, dir_okay=False))
 @data_dir_option
 @signers_option
-@click.option("--force-older", is_flag=True, help="Import a pack generated before the current version.")
+@click.option(
+    "--force-older", is_flag=True, help="Import a pack generated before the current version."
+)
 @import_limit_options
 def import_command(
     packs: tuple[Path, ...],
@@ -112,7 +114,7 @@ def import_command(
             failures += 1
             exit_code = exc.exit_code
             continue
-        timing = ", ".join(f"{stage} {secs:.1f}s" for stage, secs in result.seconds.items())
+        timing = ", ".join(f"{stage} {secs:.3f}s" for stage, secs in result.seconds.items())
         progress(f"{pack.name}: published {result.vid} ({timing})")
         click.echo(result.vid)
     if failures:
@@ -135,7 +137,9 @@ def versions_command(data_dir: Path, as_json: bool) -> None:
     if not rows:
         click.echo(f"no data versions in {data_dir} yet (import a pack with `appliance import`)")
         return
-    click.echo(f"  {'VERSION':<8} {'GENERATED AT':<21} {'DATASET':<24} {'MODEL':<22} {'SOURCE':<10} IMPORTED AT")
+    click.echo(
+        f"  {'VERSION':<8} {'GENERATED AT':<21} {'DATASET':<24} {'MODEL':<22} {'SOURCE':<10} IMPORTED AT"
+    )
     for row in rows:
         mark = "*" if row["current"] else " "
         click.echo(
@@ -155,11 +159,15 @@ def rollback_command(vid: str, data_dir: Path) -> None:
 
 
 @main.command("watch")
-@click.argument("inboxes", nargs=-1, required=True, type=click.Path(path_type=Path, file_okay=False))
+@click.argument(
+    "inboxes", nargs=-1, required=True, type=click.Path(path_type=Path, file_okay=False)
+)
 @data_dir_option
 @signers_option
 @setting_option(cfg.WATCH_INTERVAL, type=click.FloatRange(min=0.05, max=3600))
-@click.option("--once", is_flag=True, help="Look twice, one interval apart, import what is ready, exit.")
+@click.option(
+    "--once", is_flag=True, help="Look twice, one interval apart, import what is ready, exit."
+)
 @import_limit_options
 def watch_command(
     inboxes: tuple[Path, ...],

@@ -16,7 +16,7 @@ from appliance.fsio import atomic_write_bytes, fsync_tree, scratch_dir
 from appliance.result_pack import PackManifest, format_timestamp, open_pack
 from appliance.schema_registry import load_registry
 from appliance.sshsig import AllowedSigner, VerifiedSignature
-from appliance.store import DataStore, history_fields, actor, now_utc
+from appliance.store import DataStore, actor, history_fields, now_utc
 from appliance.version_build import BuildLimits, build_database
 
 Progress = Callable[[str], None]
@@ -131,7 +131,9 @@ def _import_locked(
         version_dir.mkdir()
         started = time.perf_counter()
         progress(f"verifying {pack.name}")
-        opened = open_pack(pack, tables_dir, signers, progress, registry, _admission(store, options))
+        opened = open_pack(
+            pack, tables_dir, signers, progress, registry, _admission(store, options)
+        )
         seconds["verify"] = time.perf_counter() - started
 
         started = time.perf_counter()
@@ -141,7 +143,10 @@ def _import_locked(
                 opened, version_dir / layout.VERSION_DATABASE, options.limits, progress, registry
             )
         except PackRejected as exc:
-            exc.details |= {"pack_id": opened.manifest.pack_id, "dataset_id": opened.manifest.dataset_id}
+            exc.details |= {
+                "pack_id": opened.manifest.pack_id,
+                "dataset_id": opened.manifest.dataset_id,
+            }
             raise
         shutil.rmtree(tables_dir)
         seconds["build"] = time.perf_counter() - started

@@ -101,8 +101,7 @@ class PackManifest:
 
 def format_timestamp(moment: datetime) -> str:
     """RFC 3339 in UTC with a Z, microseconds only when present."""
-    text = moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
-    return text
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def parse_timestamp(text: str) -> datetime:
@@ -374,7 +373,9 @@ def _copy_verified(
     if copied != entry.bytes:
         raise PackRejected("truncated", f"pack is truncated inside {member.name}")
     if digest.hexdigest() != entry.sha256:
-        raise PackRejected("hash-mismatch", f"{member.name} does not match its SHA-256 in pack.json")
+        raise PackRejected(
+            "hash-mismatch", f"{member.name} does not match its SHA-256 in pack.json"
+        )
 
 
 def _check_trailer(handle: BinaryIO, offset: int) -> None:

@@ -189,5 +189,7 @@ def schema_problems(table: TableSchema, actual: pa.Schema) -> list[str]:
                 f"{table.name}.{column.name}: type is {field.type}, registry says {column.type} ({want})"
             )
     if not missing and not extra and actual_names != expected_names:
-        problems.append(f"{table.name}: columns must be in registry order: {', '.join(expected_names)}")
+        problems.append(
+            f"{table.name}: columns must be in registry order: {', '.join(expected_names)}"
+        )
     return problems

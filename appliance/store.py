@@ -188,9 +188,7 @@ class DataStore:
     def next_vid(self) -> str:
         """An id no version ever had: one past the highest in versions/ and in the history."""
         numbers = [layout.version_number(vid) or 0 for vid in self.version_ids()]
-        numbers += [
-            layout.version_number(str(e.get("version", ""))) or 0 for e in self.history()
-        ]
+        numbers += [layout.version_number(str(e.get("version", ""))) or 0 for e in self.history()]
         return layout.version_id(max(numbers, default=0) + 1)
 
     def publish(self, built: Path, vid: str) -> None:

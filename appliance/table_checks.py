@@ -58,7 +58,7 @@ def _row_problems(
             rules.append(
                 (
                     "metadata",
-                    f"{column.name} different from pack.json ({expected!s})",
+                    f"{column.name} other than the pack's ({expected!s})",
                     f"{value} IS DISTINCT FROM ?",
                 )
             )

@@ -99,4 +99,4 @@ def _write_version_meta(con: duckdb.DuckDBPyConnection, opened: OpenedPack) -> N
         "generated_at": format_timestamp(manifest.generated_at),
     }
     con.execute(f"CREATE TABLE {META_TABLE} (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)")
-    con.executemany(f"INSERT INTO {META_TABLE} VALUES (?, ?)", list(values.items()))
+    con.executemany(f"INSERT INTO {META_TABLE} VALUES (?, ?)", list(values.items()))  # noqa: S608

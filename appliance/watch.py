@@ -88,7 +88,9 @@ class InboxWatcher:
             events += self._poll_inbox(inbox)
         return events
 
-    def run(self, interval: float, stop: threading.Event, on_event: Callable[[InboxEvent], None]) -> None:
+    def run(
+        self, interval: float, stop: threading.Event, on_event: Callable[[InboxEvent], None]
+    ) -> None:
         """Poll every `interval` seconds until `stop` is set."""
         while not stop.is_set():
             for event in self.poll():
@@ -101,7 +103,9 @@ class InboxWatcher:
         if present != inbox.present:
             if not present:
                 inbox.observed.clear()
-                events.append(InboxEvent("missing", inbox.path, "inbox is not there; waiting for it"))
+                events.append(
+                    InboxEvent("missing", inbox.path, "inbox is not there; waiting for it")
+                )
             elif inbox.present is not None:
                 events.append(InboxEvent("back", inbox.path, "inbox is back"))
             inbox.present = present
@@ -139,7 +143,9 @@ class InboxWatcher:
             # Not the pack's fault (trust file unreadable, store locked, disk full): try again later.
             return InboxEvent("deferred", inbox.path, f"{pack.name} waits: {exc}", pack)
         moved = self._move(inbox, pack, signature, DONE_DIR, None)
-        return InboxEvent("imported", inbox.path, f"{pack.name} imported as {result.vid}{moved}", pack)
+        return InboxEvent(
+            "imported", inbox.path, f"{pack.name} imported as {result.vid}{moved}", pack
+        )
 
     def _move(
         self, inbox: _Inbox, pack: Path, signature: tuple[int, int], folder: str, reason: str | None

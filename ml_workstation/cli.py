@@ -48,7 +48,9 @@ class Timestamp(click.ParamType):
 
     name = "timestamp"
 
-    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> datetime:
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> datetime:
         if isinstance(value, datetime):
             return value
         try:
@@ -64,16 +66,51 @@ def main() -> None:
 
 
 @main.command("demo")
-@click.option("--out", required=True, type=click.Path(path_type=Path, file_okay=False), help="Folder for the tables.")
-@click.option("--items", default=demo.DEFAULT_ITEMS, show_default=True, type=click.IntRange(min=1), help="Number of items.")
-@click.option("--days", default=demo.DEFAULT_DAYS, show_default=True, type=click.IntRange(min=1), help="Days of history plus horizon.")
-@click.option("--seed", default=demo.DEFAULT_SEED, show_default=True, type=int, help="Seed: the same seed gives the same tables.")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Folder for the tables.",
+)
+@click.option(
+    "--items",
+    default=demo.DEFAULT_ITEMS,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Number of items.",
+)
+@click.option(
+    "--days",
+    default=demo.DEFAULT_DAYS,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Days of history plus horizon.",
+)
+@click.option(
+    "--seed",
+    default=demo.DEFAULT_SEED,
+    show_default=True,
+    type=int,
+    help="Seed: the same seed gives the same tables.",
+)
 @click.option("--dataset-id", default=demo.DEFAULT_DATASET_ID, show_default=True)
 @click.option("--model-version", default=demo.DEFAULT_MODEL_VERSION, show_default=True)
 @click.option("--source", default=demo.DEFAULT_SOURCE, show_default=True)
-@click.option("--generated-at", type=Timestamp(), default=format_timestamp(demo.DEFAULT_GENERATED_AT), show_default=True)
+@click.option(
+    "--generated-at",
+    type=Timestamp(),
+    default=format_timestamp(demo.DEFAULT_GENERATED_AT),
+    show_default=True,
+)
 def demo_command(
-    out: Path, items: int, days: int, seed: int, dataset_id: str, model_version: str, source: str, generated_at: datetime
+    out: Path,
+    items: int,
+    days: int,
+    seed: int,
+    dataset_id: str,
+    model_version: str,
+    source: str,
+    generated_at: datetime,
 ) -> None:
     """Write deterministic demo gold tables (telecom spare parts) as Parquet files in OUT."""
     progress = Progress()
@@ -93,8 +130,19 @@ def demo_command(
 
 
 @main.command("keygen")
-@click.option("--out", "key_file", required=True, type=click.Path(path_type=Path, dir_okay=False), help="Private key file; the public key goes to KEYFILE.pub.")
-@click.option("--principal", default="mlws@workstation", show_default=True, help="Name the node's allowed_signers gives this key.")
+@click.option(
+    "--out",
+    "key_file",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Private key file; the public key goes to KEYFILE.pub.",
+)
+@click.option(
+    "--principal",
+    default="mlws@workstation",
+    show_default=True,
+    help="Name the node's allowed_signers gives this key.",
+)
 def keygen_command(key_file: Path, principal: str) -> None:
     """Make an Ed25519 signing key (OpenSSH format) and print its allowed_signers line."""
     with reported_errors():
@@ -105,14 +153,36 @@ def keygen_command(key_file: Path, principal: str) -> None:
 
 @main.command("pack")
 @click.argument("tables_dir", type=click.Path(path_type=Path, file_okay=False))
-@click.option("--key", "key_file", required=True, type=click.Path(path_type=Path, dir_okay=False), help="Ed25519 private key (OpenSSH format).")
+@click.option(
+    "--key",
+    "key_file",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Ed25519 private key (OpenSSH format).",
+)
 @click.option("--dataset-id", required=True, help="Identifier of the input data set.")
 @click.option("--model-version", required=True, help="Version of the model that made the results.")
 @click.option("--source", required=True, help="Model family: prophet, arima, lstm, ensemble, ...")
-@click.option("--generated-at", type=Timestamp(), default=None, help="When the results were made [default: the tables' generated_at, else now].")
-@click.option("--out", required=True, type=click.Path(path_type=Path, dir_okay=False), help="The pack file to write (NAME.pack).")
+@click.option(
+    "--generated-at",
+    type=Timestamp(),
+    default=None,
+    help="When the results were made [default: the tables' generated_at, else now].",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="The pack file to write (NAME.pack).",
+)
 def pack_command(
-    tables_dir: Path, key_file: Path, dataset_id: str, model_version: str, source: str, generated_at: datetime | None, out: Path
+    tables_dir: Path,
+    key_file: Path,
+    dataset_id: str,
+    model_version: str,
+    source: str,
+    generated_at: datetime | None,
+    out: Path,
 ) -> None:
     """Check the tables in TABLES_DIR against the registry and write a signed result pack."""
     progress = Progress()
@@ -125,17 +195,26 @@ def pack_command(
 
 @main.command("verify")
 @click.argument("pack", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--signers", required=True, type=click.Path(path_type=Path, dir_okay=False), help="allowed_signers file to trust.")
+@click.option(
+    "--signers",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="allowed_signers file to trust.",
+)
 def verify_command(pack: Path, signers: Path) -> None:
     """Run every check the node's import runs on PACK, without importing it."""
     progress = Progress()
     with reported_errors():
         trusted = load_allowed_signers(signers)
-        manifest, signer, rows = check_pack(pack, trusted, Path(tempfile.gettempdir()), progress=progress)
+        manifest, signer, rows = check_pack(
+            pack, trusted, Path(tempfile.gettempdir()), progress=progress
+        )
     click.echo(f"{pack}: OK")
     click.echo(f"  signed by   {signer.principal} ({signer.fingerprint})")
     click.echo(f"  pack_id     {manifest.pack_id}")
-    click.echo(f"  dataset     {manifest.dataset_id}, model {manifest.model_version}, source {manifest.source}")
+    click.echo(
+        f"  dataset     {manifest.dataset_id}, model {manifest.model_version}, source {manifest.source}"
+    )
     click.echo(f"  generated   {format_timestamp(manifest.generated_at)}")
     for table, count in rows.items():
         click.echo(f"  {table:<16}{count:>12,} rows")
@@ -143,7 +222,13 @@ def verify_command(pack: Path, signers: Path) -> None:
 
 @main.command("export")
 @click.argument("pack", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--to", "destination", required=True, type=click.Path(path_type=Path, file_okay=False), help="Mounted stick or share folder.")
+@click.option(
+    "--to",
+    "destination",
+    required=True,
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Mounted stick or share folder.",
+)
 def export_command(pack: Path, destination: Path) -> None:
     """Copy PACK to a USB stick or share safely: temporary name, flush, read back, rename."""
     with reported_errors():

@@ -65,12 +65,13 @@ def export_pack(pack: Path, destination: Path) -> tuple[Path, str]:
         finally:
             os.close(fd)
         copy_hash = _reread_sha256(temp)
-        if copy_hash != source_hash:
-            msg = f"{destination}: the copy reads back differently from {pack.name} (bad medium?)"
-            raise ConfigError(msg)
-        os.replace(temp, final)
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
+    if copy_hash != source_hash:
+        temp.unlink()
+        msg = f"{destination}: the copy reads back differently from {pack.name} (bad medium?)"
+        raise ConfigError(msg)
+    os.replace(temp, final)
     fsync_path(destination)
     return final, source_hash

@@ -1,9 +1,9 @@
 """Build signed result packs from a folder of gold tables (one `<table>.parquet` per table).
 
-Each table is checked against the schema registry, given the traceability metadata columns if it
-lacks them (or checked against the flags if it has them), rewritten in canonical form (registry
-column order, sorted by the sort key, ZSTD), checked with the same data checks the node runs, and
-listed with its size and SHA-256 in pack.json, which is signed with SSHSIG.
+Each table is checked against the schema registry. A table without the traceability metadata
+columns is rewritten with them (registry column order, sorted by the sort key, ZSTD); a table with
+them goes in byte for byte, and its values must equal the flags. Every table then passes the same
+data checks the node runs, and is listed with its size and SHA-256 in pack.json, signed with SSHSIG.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+import shutil
 import socket
 import tarfile
 import tempfile
@@ -95,7 +96,9 @@ def _has_metadata(table: TableSchema, path: Path) -> bool:
     return bool(present)
 
 
-def _generated_at(con: duckdb.DuckDBPyConnection, stamped: dict[str, Path], request: PackRequest) -> datetime:
+def _generated_at(
+    con: duckdb.DuckDBPyConnection, stamped: dict[str, Path], request: PackRequest
+) -> datetime:
     """The pack's generated_at: the flag's, else the one value the tables carry, else now."""
     values: set[datetime] = set()
     for path in stamped.values():
@@ -119,14 +122,11 @@ def _write_canonical(
     table: TableSchema,
     source: Path,
     target: Path,
-    stamp: dict[str, str] | None,
+    stamp: dict[str, str],
 ) -> None:
-    """Rewrite a table in registry column order, sorted, ZSTD; add metadata columns if `stamp`."""
+    """Rewrite a table in registry column order, sorted, ZSTD, with the metadata columns added."""
     columns = [quote(c.name) for c in table.data_columns]
-    if stamp is None:
-        columns += [quote(c) for c in layout.METADATA_COLUMNS]
-    else:
-        columns += [f"{value} AS {quote(name)}" for name, value in stamp.items()]
+    columns += [f"{value} AS {quote(name)}" for name, value in stamp.items()]
     order = ", ".join(quote(c) for c in table.sort_key)
     con.execute(
         f"COPY (SELECT {', '.join(columns)} FROM read_parquet({literal(str(source))}) "  # noqa: S608
@@ -135,7 +135,10 @@ def _write_canonical(
 
 
 def _check_tables(
-    con: duckdb.DuckDBPyConnection, files: dict[str, Path], manifest: PackManifest, registry: SchemaRegistry
+    con: duckdb.DuckDBPyConnection,
+    files: dict[str, Path],
+    manifest: PackManifest,
+    registry: SchemaRegistry,
 ) -> None:
     """Run the node's data checks on the canonical files; SchemaError on the first problem."""
     relations = {}
@@ -171,7 +174,10 @@ def write_pack_archive(
     try:
         with os.fdopen(fd, "wb") as handle:
             with tarfile.open(fileobj=handle, mode="w", format=tarfile.PAX_FORMAT) as tar:
-                for name, data in ((layout.MANIFEST_NAME, manifest_bytes), (layout.SIGNATURE_NAME, signature)):
+                for name, data in (
+                    (layout.MANIFEST_NAME, manifest_bytes),
+                    (layout.SIGNATURE_NAME, signature),
+                ):
                     info = _tar_member(name, len(data), mtime)
                     tar.addfile(info, io.BytesIO(data))
                 for table, path in files.items():
@@ -227,11 +233,13 @@ def build_pack(
             canonical: dict[str, Path] = {}
             for name, path in sources.items():
                 target = work / f"{name}{layout.TABLE_SUFFIX}"
-                _write_canonical(
-                    con, registry.table(name), path, target, None if name in stamped else stamp
-                )
+                if name in stamped:
+                    # Already in registry layout with its metadata: the bytes go in as they are.
+                    shutil.copyfile(path, target)
+                else:
+                    _write_canonical(con, registry.table(name), path, target, stamp)
+                    progress(f"{name}: metadata columns added")
                 canonical[name] = target
-                progress(f"{name}: rewritten in canonical form")
             _check_tables(con, canonical, manifest, registry)
             progress("data checks passed")
         finally:
@@ -241,9 +249,7 @@ def build_pack(
         parse_manifest(manifest_bytes, registry)  # the node must accept what we sign
         signature = sign(manifest_bytes, private_key, layout.SIGNATURE_NAMESPACE)
         progress(f"signed by {public_key_of(private_key).fingerprint}")
-        write_pack_archive(
-            out, manifest_bytes, signature, canonical, int(generated_at.timestamp())
-        )
+        write_pack_archive(out, manifest_bytes, signature, canonical, int(generated_at.timestamp()))
     return manifest
 
 

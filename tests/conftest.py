@@ -97,7 +97,9 @@ def pack_copy(tmp_path: Path, good_pack: Path) -> Path:
     return Path(shutil.copy(good_pack, tmp_path / "copy.pack"))
 
 
-def run(*argv: str | Path, check: bool = False, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run(
+    *argv: str | Path, check: bool = False, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """Run one of the project's commands (appliance, mlws) from this venv."""
     command = [str(BIN / str(argv[0])), *map(str, argv[1:])]
     return subprocess.run(command, capture_output=True, text=True, check=check, timeout=timeout)

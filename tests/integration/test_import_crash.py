@@ -23,7 +23,14 @@ HARNESS = Path(__file__).with_name("crash_harness.py")
 
 
 def import_under_harness(limit: int, log: Path, pack: Path, data_dir: Path, signer: Signer) -> int:
-    argv = ["import", str(pack), "--data-dir", str(data_dir), "--signers", str(signer.allowed_signers)]
+    argv = [
+        "import",
+        str(pack),
+        "--data-dir",
+        str(data_dir),
+        "--signers",
+        str(signer.allowed_signers),
+    ]
     done = subprocess.run(
         [sys.executable, str(HARNESS), str(limit), str(log), *argv],
         capture_output=True,
@@ -47,12 +54,23 @@ def served_rows(data_dir: Path) -> int:
 def base_store(tmp_path_factory: pytest.TempPathFactory, good_pack: Path, signer: Signer) -> Path:
     """A store serving good_pack as v0001."""
     data_dir = tmp_path_factory.mktemp("crash") / "data"
-    run("appliance", "import", good_pack, "--data-dir", data_dir, "--signers", signer.allowed_signers, check=True)
+    run(
+        "appliance",
+        "import",
+        good_pack,
+        "--data-dir",
+        data_dir,
+        "--signers",
+        signer.allowed_signers,
+        check=True,
+    )
     return data_dir
 
 
 @pytest.fixture(scope="module")
-def crash_points(tmp_path_factory: pytest.TempPathFactory, base_store: Path, newer_pack: Path, signer: Signer) -> list[str]:
+def crash_points(
+    tmp_path_factory: pytest.TempPathFactory, base_store: Path, newer_pack: Path, signer: Signer
+) -> list[str]:
     """Every step of a clean import of newer_pack, in order."""
     data_dir = tmp_path_factory.mktemp("clean") / "data"
     shutil.copytree(base_store, data_dir, symlinks=True)
@@ -87,7 +105,9 @@ def test_sigkill_at_every_step_leaves_a_consistent_store(
     for limit in range(1, len(crash_points) + 1):
         data_dir = tmp_path / f"kill-{limit:03d}" / "data"
         shutil.copytree(base_store, data_dir, symlinks=True)
-        code = import_under_harness(limit, data_dir.parent / "steps.log", newer_pack, data_dir, signer)
+        code = import_under_harness(
+            limit, data_dir.parent / "steps.log", newer_pack, data_dir, signer
+        )
         where = f"killed before step {limit}: {crash_points[limit - 1]}"
         assert code == -signal.SIGKILL, where
 
@@ -97,7 +117,15 @@ def test_sigkill_at_every_step_leaves_a_consistent_store(
         if limit <= commit:
             assert served_rows(data_dir) == old_rows, where
 
-        again = run("appliance", "import", newer_pack, "--data-dir", data_dir, "--signers", signer.allowed_signers)
+        again = run(
+            "appliance",
+            "import",
+            newer_pack,
+            "--data-dir",
+            data_dir,
+            "--signers",
+            signer.allowed_signers,
+        )
         if limit <= commit:
             assert again.returncode == 0, f"{where}\n{again.stderr}"
             assert current_of(data_dir) == again.stdout.split()[-1]

@@ -24,7 +24,9 @@ class Watcher:
     def __init__(self, inboxes: list[Path], data_dir: Path, signer: Signer) -> None:
         argv = [str(BIN / "appliance"), "watch", *map(str, inboxes), "--data-dir", str(data_dir)]
         argv += ["--signers", str(signer.allowed_signers), "--interval", str(INTERVAL)]
-        self.process = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+        self.process = subprocess.Popen(
+            argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+        )
         self.lines: list[str] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -68,14 +70,26 @@ def watcher_factory(tmp_path: Path, signer: Signer) -> Iterator[object]:
             watcher.process.wait()
 
 
-def test_watch_once_imports_a_pack_and_moves_it_to_done(tmp_path: Path, good_pack: Path, signer: Signer) -> None:
+def test_watch_once_imports_a_pack_and_moves_it_to_done(
+    tmp_path: Path, good_pack: Path, signer: Signer
+) -> None:
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     dropped = Path(shutil.copy(good_pack, inbox / "results.pack"))
     old = time.time() - 60
     os.utime(dropped, (old, old))
-    done = run("appliance", "watch", inbox, "--once", "--interval", "0.2", "--data-dir", tmp_path / "data",
-               "--signers", signer.allowed_signers)
+    done = run(
+        "appliance",
+        "watch",
+        inbox,
+        "--once",
+        "--interval",
+        "0.2",
+        "--data-dir",
+        tmp_path / "data",
+        "--signers",
+        signer.allowed_signers,
+    )
     assert done.returncode == 0, done.stderr
     assert "imported as v0001" in done.stderr
     assert (inbox / "done" / "results.pack").is_file()
@@ -83,14 +97,26 @@ def test_watch_once_imports_a_pack_and_moves_it_to_done(tmp_path: Path, good_pac
     assert current_of(tmp_path / "data") == "v0001"
 
 
-def test_refused_pack_moves_to_rejected_with_its_reason(tmp_path: Path, good_pack: Path, untrusted_signer: Signer) -> None:
+def test_refused_pack_moves_to_rejected_with_its_reason(
+    tmp_path: Path, good_pack: Path, untrusted_signer: Signer
+) -> None:
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     shutil.copy(good_pack, inbox / "foreign.pack")
     os_time = time.time() - 60
     os.utime(inbox / "foreign.pack", (os_time, os_time))
-    done = run("appliance", "watch", inbox, "--once", "--interval", "0.2", "--data-dir", tmp_path / "data",
-               "--signers", untrusted_signer.allowed_signers)
+    done = run(
+        "appliance",
+        "watch",
+        inbox,
+        "--once",
+        "--interval",
+        "0.2",
+        "--data-dir",
+        tmp_path / "data",
+        "--signers",
+        untrusted_signer.allowed_signers,
+    )
     assert done.returncode == 0
     assert (inbox / "rejected" / "foreign.pack").is_file()
     reason = (inbox / "rejected" / "foreign.pack.reason.txt").read_text()
@@ -98,7 +124,9 @@ def test_refused_pack_moves_to_rejected_with_its_reason(tmp_path: Path, good_pac
     assert current_of(tmp_path / "data") is None
 
 
-def test_a_pack_still_being_copied_is_not_read(tmp_path: Path, good_pack: Path, signer: Signer, watcher_factory) -> None:
+def test_a_pack_still_being_copied_is_not_read(
+    tmp_path: Path, good_pack: Path, signer: Signer, watcher_factory
+) -> None:
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     watcher = watcher_factory(inbox)
@@ -119,15 +147,31 @@ def test_a_pack_still_being_copied_is_not_read(tmp_path: Path, good_pack: Path, 
     assert watcher.stop() == 0
 
 
-def test_hidden_and_partial_names_are_left_alone(tmp_path: Path, good_pack: Path, signer: Signer) -> None:
+def test_hidden_and_partial_names_are_left_alone(
+    tmp_path: Path, good_pack: Path, signer: Signer
+) -> None:
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     for name in (".results.pack.x1y2.part", "results.pack.part", "notes.txt"):
         shutil.copy(good_pack, inbox / name)
-    done = run("appliance", "watch", inbox, "--once", "--interval", "0.2", "--data-dir", tmp_path / "data",
-               "--signers", signer.allowed_signers)
+    done = run(
+        "appliance",
+        "watch",
+        inbox,
+        "--once",
+        "--interval",
+        "0.2",
+        "--data-dir",
+        tmp_path / "data",
+        "--signers",
+        signer.allowed_signers,
+    )
     assert done.returncode == 0
-    assert sorted(p.name for p in inbox.iterdir()) == [".results.pack.x1y2.part", "notes.txt", "results.pack.part"]
+    assert sorted(p.name for p in inbox.iterdir()) == [
+        ".results.pack.x1y2.part",
+        "notes.txt",
+        "results.pack.part",
+    ]
 
 
 def test_watch_survives_the_stick_being_pulled_out_and_put_back(
@@ -155,7 +199,9 @@ def test_watch_survives_the_stick_being_pulled_out_and_put_back(
     assert "stopped" in watcher.lines[-1]
 
 
-def test_watch_reports_a_missing_inbox_from_the_start(tmp_path: Path, signer: Signer, watcher_factory) -> None:
+def test_watch_reports_a_missing_inbox_from_the_start(
+    tmp_path: Path, signer: Signer, watcher_factory
+) -> None:
     watcher = watcher_factory(tmp_path / "not-mounted")
     watcher.wait_for("inbox is not there")
     (tmp_path / "not-mounted").mkdir()
