@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
 from appliance import pack_layout as layout
 from appliance.errors import PackRejected, SignatureError
@@ -284,7 +284,7 @@ def _check_member(member: tarfile.TarInfo, seen: set[str]) -> bool:
     return True
 
 
-def _member_stream(tar: tarfile.TarFile, member: tarfile.TarInfo) -> BinaryIO:
+def _member_stream(tar: tarfile.TarFile, member: tarfile.TarInfo) -> IO[bytes]:
     handle = tar.extractfile(member)
     if handle is None:
         raise PackRejected("unsafe-member", f"member {member.name!r} has no readable data")

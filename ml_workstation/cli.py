@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -43,7 +44,7 @@ def reported_errors() -> Iterator[None]:
         sys.exit(exc.exit_code)
 
 
-class Timestamp(click.ParamType):
+class Timestamp(click.ParamType[datetime, Any]):
     """An RFC 3339 timestamp with an offset, e.g. 2026-11-01T06:00:00Z."""
 
     name = "timestamp"

@@ -18,7 +18,7 @@ from ml_workstation.demo import DemoSpec, generate_demo
 from ml_workstation.pack_builder import PackRequest, build_pack
 
 BIN = Path(sys.executable).parent
-SMALL = {"items": 30, "days": 40}
+SMALL_ITEMS, SMALL_DAYS = 30, 40
 GENERATED_AT = datetime(2026, 11, 1, 6, 0, tzinfo=UTC)
 
 
@@ -57,7 +57,7 @@ def untrusted_signer(tmp_path_factory: pytest.TempPathFactory) -> Signer:
 
 
 def make_tables(folder: Path, seed: int = 7, generated_at: datetime = GENERATED_AT) -> Path:
-    generate_demo(folder, DemoSpec(seed=seed, generated_at=generated_at, **SMALL))
+    generate_demo(folder, DemoSpec(items=SMALL_ITEMS, days=SMALL_DAYS, seed=seed, generated_at=generated_at))
     return folder
 
 
