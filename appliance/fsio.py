@@ -79,6 +79,16 @@ def iter_chunks(handle: BinaryIO, size: int | None = None) -> Iterator[bytes]:
         yield chunk
 
 
+def unused_path(folder: Path, stem: str, suffix: str = "") -> Path:
+    """`folder/stem+suffix`, or `folder/stem.N+suffix` for the first N not taken."""
+    target = folder / f"{stem}{suffix}"
+    number = 1
+    while target.exists() or target.is_symlink():
+        target = folder / f"{stem}.{number}{suffix}"
+        number += 1
+    return target
+
+
 def remove_tree(path: Path) -> None:
     """Remove a folder and everything in it; a missing folder is fine."""
     if path.exists():

@@ -13,7 +13,7 @@ from typing import Any
 from appliance import store_layout as layout
 from appliance.errors import PackRejected, StoreError
 from appliance.fsio import atomic_write_bytes, fsync_tree, scratch_dir
-from appliance.result_pack import PackManifest, format_timestamp, open_pack
+from appliance.result_pack import PackManifest, format_timestamp, open_pack, parse_timestamp
 from appliance.schema_registry import load_registry
 from appliance.sshsig import AllowedSigner, VerifiedSignature
 from appliance.store import DataStore, actor, history_fields, now_utc
@@ -71,7 +71,7 @@ def _admission(store: DataStore, options: ImportOptions) -> Callable[[PackManife
             raise PackRejected("replay", msg)
         if current and not options.force_older:
             served = current.generated_at
-            if format_timestamp(manifest.generated_at) < served:
+            if manifest.generated_at < parse_timestamp(served):
                 msg = (
                     f"pack was generated at {format_timestamp(manifest.generated_at)}, before the "
                     f"current version {current.vid} ({served}); use --force-older to import it anyway"
@@ -93,8 +93,8 @@ def import_pack(
     with store.writer() as notes:
         for note in notes:
             progress(f"recovery: {note}")
-        _check_free_space(store, pack)
         try:
+            _check_free_space(store, pack)
             return _import_locked(store, pack, signers, options, progress, notes)
         except PackRejected as exc:
             fields: dict[str, Any] = {

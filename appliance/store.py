@@ -23,7 +23,7 @@ from typing import Any
 from appliance import __version__
 from appliance import store_layout as layout
 from appliance.errors import StoreError
-from appliance.fsio import append_line, atomic_write_bytes, fsync_path, remove_tree
+from appliance.fsio import append_line, atomic_write_bytes, fsync_path, remove_tree, unused_path
 from appliance.result_pack import format_timestamp
 
 DIR_MODE = 0o750
@@ -241,7 +241,7 @@ class DataStore:
         """Leave a reason file for a refused pack in rejected/."""
         self.ensure()
         stamp = now_utc().strftime("%Y%m%dT%H%M%SZ")
-        path = self.rejected_dir / f"{stamp}-{Path(name).name}.reason.json"
+        path = unused_path(self.rejected_dir, f"{stamp}-{Path(name).name}", ".reason.json")
         atomic_write_bytes(path, (json.dumps(fields, indent=2, default=str) + "\n").encode())
         return path
 

@@ -64,10 +64,16 @@ def build_database(
             columns = ", ".join(quote(c) for c in table.column_names)
             order = ", ".join(quote(c) for c in table.sort_key)
             source = literal(str(opened.table_files[name]))
-            con.execute(
-                f"CREATE TABLE {quote(name)} AS SELECT {columns} "  # noqa: S608
-                f"FROM read_parquet({source}) ORDER BY {order}"
-            )
+            try:
+                con.execute(
+                    f"CREATE TABLE {quote(name)} AS SELECT {columns} "  # noqa: S608
+                    f"FROM read_parquet({source}) ORDER BY {order}"
+                )
+            except duckdb.Error as exc:
+                # The footer was readable, the pages are not: signed, but not valid Parquet data.
+                detail = str(exc).splitlines()[0]
+                msg = f"{name}: the Parquet data cannot be read ({detail})"
+                raise PackRejected("unreadable-table", msg) from exc
             metadata_problems, data_problems = table_problems(
                 con, table, quote(name), opened.manifest.metadata
             )

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from appliance.errors import ApplianceError, PackRejected
+from appliance.fsio import unused_path
 from appliance.importer import ImportOptions, import_pack
 from appliance.pack_layout import PACK_SUFFIX
 from appliance.sshsig import load_allowed_signers
@@ -50,16 +51,6 @@ def _is_candidate(entry: os.DirEntry[str]) -> bool:
     if name.startswith(".") or not name.endswith(PACK_SUFFIX) or name.endswith(PARTIAL_SUFFIXES):
         return False
     return entry.is_file(follow_symlinks=False)
-
-
-def _free_name(folder: Path, name: str) -> Path:
-    """`folder/name`, or `folder/name.N` for the first N that is not taken."""
-    target = folder / name
-    number = 1
-    while target.exists():
-        target = folder / f"{name}.{number}"
-        number += 1
-    return target
 
 
 class InboxWatcher:
@@ -154,7 +145,7 @@ class InboxWatcher:
         try:
             target_dir = inbox.path / folder
             target_dir.mkdir(exist_ok=True)
-            target = _free_name(target_dir, pack.name)
+            target = unused_path(target_dir, pack.name)
             pack.rename(target)
             if reason is not None:
                 (target_dir / f"{target.name}{REASON_SUFFIX}").write_text(reason, encoding="utf-8")

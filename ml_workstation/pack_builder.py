@@ -242,6 +242,9 @@ def build_pack(
                 canonical[name] = target
             _check_tables(con, canonical, manifest, registry)
             progress("data checks passed")
+        except duckdb.Error as exc:
+            msg = f"{request.tables_dir}: a table cannot be read ({str(exc).splitlines()[0]})"
+            raise SchemaError(msg) from exc
         finally:
             con.close()
         manifest = _with_entries(manifest, canonical, registry)

@@ -57,7 +57,9 @@ def untrusted_signer(tmp_path_factory: pytest.TempPathFactory) -> Signer:
 
 
 def make_tables(folder: Path, seed: int = 7, generated_at: datetime = GENERATED_AT) -> Path:
-    generate_demo(folder, DemoSpec(items=SMALL_ITEMS, days=SMALL_DAYS, seed=seed, generated_at=generated_at))
+    generate_demo(
+        folder, DemoSpec(items=SMALL_ITEMS, days=SMALL_DAYS, seed=seed, generated_at=generated_at)
+    )
     return folder
 
 

@@ -75,7 +75,7 @@ def allowed_line(key: SignerKey, principals: str = PRINCIPAL, options: str = "")
 
 def seeded_random(seed: int) -> random.Random:
     """A reproducible source of fuzz bytes."""
-    return random.Random(seed)  # noqa: S311 -- test noise, never a secret
+    return random.Random(seed)
 
 
 def armor(blob: bytes) -> bytes:
