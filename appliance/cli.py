@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import sys
 import threading
@@ -45,10 +46,21 @@ data_dir_option = setting_option(cfg.DATA_DIR, type=click.Path(path_type=Path, f
 signers_option = setting_option(cfg.SIGNERS, type=click.Path(path_type=Path, dir_okay=False))
 
 
+MEMORY_SIZE = re.compile(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", re.IGNORECASE)
+
+
+def check_memory_size(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
+    """Accept what DuckDB's memory_limit accepts: a number and a unit, e.g. 4GB or 512MiB."""
+    if not MEMORY_SIZE.fullmatch(value.strip()):
+        msg = f"{value!r} is not a memory size like 4GB or 512MiB"
+        raise click.BadParameter(msg)
+    return value.strip()
+
+
 def import_limit_options(func: F) -> F:
     """Options bounding what DuckDB may use while building a version."""
     func = setting_option(cfg.IMPORT_THREADS, type=click.IntRange(min=0, max=256))(func)
-    return setting_option(cfg.IMPORT_MEMORY, type=str)(func)
+    return setting_option(cfg.IMPORT_MEMORY, type=str, callback=check_memory_size)(func)
 
 
 class Progress:
@@ -181,7 +193,8 @@ def watch_command(
     """Import packs dropped into inbox folders (a network share, a USB stick mount).
 
     Imported packs move to done/, refused ones to rejected/ with a .reason.txt beside them.
-    Stops cleanly on SIGTERM or Ctrl-C, after the import under way.
+    Stops cleanly on SIGTERM or Ctrl-C, after the import under way. With --once, exits 3 if a
+    pack was refused or had to wait.
     """
     progress = Progress()
     options = ImportOptions(limits=BuildLimits(import_memory, import_threads))
@@ -193,8 +206,11 @@ def watch_command(
     if once:
         first = watcher.poll()
         time.sleep(interval)
-        for event in first + watcher.poll():
+        events = first + watcher.poll()
+        for event in events:
             report(event)
+        if any(event.kind in ("rejected", "deferred", "error") for event in events):
+            sys.exit(3)
         return
     stop = threading.Event()
 

@@ -14,6 +14,16 @@ from typing import BinaryIO
 CHUNK_BYTES = 1 << 20
 
 
+def format_bytes(count: int) -> str:
+    """A byte count for people: 812 B, 3.4 MiB, 1.2 GiB."""
+    size = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{count} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TiB"
+
+
 def fsync_path(path: Path) -> None:
     """Flush a file or a folder entry to stable storage."""
     fd = os.open(path, os.O_RDONLY)

@@ -12,7 +12,7 @@ from typing import Any
 
 from appliance import store_layout as layout
 from appliance.errors import PackRejected, StoreError
-from appliance.fsio import atomic_write_bytes, fsync_tree, scratch_dir
+from appliance.fsio import atomic_write_bytes, format_bytes, fsync_tree, scratch_dir
 from appliance.result_pack import PackManifest, format_timestamp, open_pack, parse_timestamp
 from appliance.schema_registry import load_registry
 from appliance.sshsig import AllowedSigner, VerifiedSignature
@@ -53,10 +53,10 @@ def _check_free_space(store: DataStore, pack: Path) -> None:
     try:
         need = pack.stat().st_size * FREE_SPACE_FACTOR
     except OSError as exc:
-        raise PackRejected("not-a-pack", f"{pack}: {exc.strerror}") from exc
+        raise PackRejected("not-a-pack", f"cannot read the pack ({exc.strerror})") from exc
     free = shutil.disk_usage(store.root).free
     if free < need:
-        msg = f"not enough free space in {store.root}: need about {need >> 20} MiB, {free >> 20} MiB free"
+        msg = f"not enough free space in {store.root}: need about {format_bytes(need)}, {format_bytes(free)} free"
         raise StoreError(msg)
 
 
@@ -156,7 +156,7 @@ def _import_locked(
         report = {
             "version": vid,
             "previous": previous,
-            "pack_file": pack.name,
+            "pack_file": str(pack),
             "pack_id": manifest.pack_id,
             "dataset_id": manifest.dataset_id,
             "model_version": manifest.model_version,
@@ -196,7 +196,10 @@ def rollback(store: DataStore, vid: str) -> tuple[str | None, str]:
     """Serve version `vid` again; returns (previous, new) version ids."""
     with store.writer():
         target = store.version(vid)
-        previous = store.current_vid()
+        try:
+            previous = store.current_vid()
+        except StoreError:
+            previous = None  # a broken pointer: this rollback repairs it
         if previous == target.vid:
             msg = f"{vid} is already the current version"
             raise StoreError(msg)

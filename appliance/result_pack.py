@@ -406,12 +406,12 @@ def open_pack(
     """
     registry = registry or load_registry()
     if not path.is_file():
-        raise PackRejected("not-a-pack", f"{path}: not a regular file")
+        raise PackRejected("not-a-pack", "not a regular file")
     with path.open("rb") as handle:
         try:
             tar = tarfile.open(fileobj=handle, mode="r:")  # noqa: SIM115 (closed below)
         except tarfile.TarError as exc:
-            msg = f"{path.name}: not an uncompressed tar archive ({exc})"
+            msg = f"not an uncompressed tar archive ({exc})"
             raise PackRejected("not-a-pack", msg) from exc
         with tar:
             reader = _PackReader(tar, handle)

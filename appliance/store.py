@@ -27,6 +27,7 @@ from appliance.fsio import append_line, atomic_write_bytes, fsync_path, remove_t
 from appliance.result_pack import format_timestamp
 
 DIR_MODE = 0o750
+REPAIR = "`appliance rollback VID` points it at a version again"
 
 
 def now_utc() -> datetime:
@@ -115,11 +116,11 @@ class DataStore:
         except FileNotFoundError:
             return None
         except OSError as exc:
-            msg = f"{self.current_link} is not a symlink to a version ({exc.strerror})"
+            msg = f"{self.current_link} is not a symlink to a version ({exc.strerror}); {REPAIR}"
             raise StoreError(msg) from exc
         vid = Path(target).name
         if layout.version_number(vid) is None or not (self.versions_dir / vid).is_dir():
-            msg = f"{self.current_link} points at {target!r}, which is not a published version"
+            msg = f"{self.current_link} points at {target!r}, which is not a version; {REPAIR}"
             raise StoreError(msg)
         return vid
 
@@ -152,8 +153,12 @@ class DataStore:
         return sorted(ids, key=lambda vid: layout.version_number(vid) or 0)
 
     def versions(self) -> list[DataVersion]:
-        """Every published version, oldest first."""
-        return [self.version(vid) for vid in self.version_ids()]
+        """Every published version, oldest first (not one a crash left half-published)."""
+        published = self._recorded_imports() | {self.current_vid()}
+        return [self.version(vid) for vid in self.version_ids() if vid in published]
+
+    def _recorded_imports(self) -> set[str | None]:
+        return {e.get("version") for e in self.history() if e.get("event") == "import"}
 
     def history(self) -> list[dict[str, Any]]:
         """Every event of the audit trail, oldest first (a torn last line is skipped)."""
@@ -220,8 +225,13 @@ class DataStore:
             notes.append(f"removed {leftover.name} left in staging/ by an interrupted import")
         for stray in self.root.glob(f".{layout.CURRENT_LINK}.*.tmp"):
             stray.unlink()
-        recorded = {e.get("version") for e in self.history() if e.get("event") == "import"}
-        current = self.current_vid()
+        recorded = self._recorded_imports()
+        try:
+            current = self.current_vid()
+        except StoreError as exc:
+            # Repaired by the next import or rollback, which points `current` at a real version.
+            notes.append(f"{exc}; the next import or rollback repairs it")
+            current = None
         for vid in self.version_ids():
             if vid in recorded:
                 continue
@@ -235,7 +245,17 @@ class DataStore:
                 remove_tree(discard)
                 self.record("import-discarded", version=vid, reason="interrupted before publish")
                 notes.append(f"removed {vid}, an import interrupted before it was published")
+        notes += self._recover_switch(current)
         return notes
+
+    def _recover_switch(self, current: str | None) -> list[str]:
+        """Record a switch of `current` (a rollback) whose history line a crash prevented."""
+        switches = [e for e in self.history() if e.get("event") in ("import", "rollback")]
+        logged = switches[-1].get("version") if switches else None
+        if current is None or logged is None or current == logged:
+            return []
+        self.record("rollback", version=current, previous=logged, recovered=True)
+        return [f"recorded the switch from {logged} to {current}, interrupted before it was logged"]
 
     def write_rejection(self, name: str, fields: dict[str, Any]) -> Path:
         """Leave a reason file for a refused pack in rejected/."""
@@ -259,5 +279,6 @@ def history_fields(report: dict[str, Any]) -> dict[str, Any]:
         "pack_file",
         "manifest_sha256",
         "rows",
+        "forced_older",
     )
     return {k: report.get(k) for k in keys}

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from appliance.errors import PackRejected
+from appliance.errors import PackRejected, StoreError
 from appliance.pack_layout import METADATA_COLUMNS
 from appliance.result_pack import OpenedPack, format_timestamp
 from appliance.schema_registry import SchemaRegistry, load_registry
@@ -69,6 +69,11 @@ def build_database(
                     f"CREATE TABLE {quote(name)} AS SELECT {columns} "  # noqa: S608
                     f"FROM read_parquet({source}) ORDER BY {order}"
                 )
+            except (duckdb.OutOfMemoryException, duckdb.IOException) as exc:
+                # The node's limits, not the pack's fault: refuse nothing, tell the admin.
+                detail = str(exc).splitlines()[0]
+                msg = f"building {name} failed on this node ({detail}); raise --import-memory or free disk space"
+                raise StoreError(msg) from exc
             except duckdb.Error as exc:
                 # The footer was readable, the pages are not: signed, but not valid Parquet data.
                 detail = str(exc).splitlines()[0]

@@ -77,21 +77,21 @@ def main() -> None:
     "--items",
     default=demo.DEFAULT_ITEMS,
     show_default=True,
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=demo.MAX_ITEMS),
     help="Number of items.",
 )
 @click.option(
     "--days",
     default=demo.DEFAULT_DAYS,
     show_default=True,
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=demo.MIN_DAYS, max=demo.MAX_DAYS),
     help="Days of history plus horizon.",
 )
 @click.option(
     "--seed",
     default=demo.DEFAULT_SEED,
     show_default=True,
-    type=int,
+    type=click.IntRange(min=0, max=demo.MAX_SEED),
     help="Seed: the same seed gives the same tables.",
 )
 @click.option("--dataset-id", default=demo.DEFAULT_DATASET_ID, show_default=True)

@@ -13,7 +13,9 @@ import tempfile
 from pathlib import Path
 
 from appliance.errors import ConfigError
-from appliance.fsio import CHUNK_BYTES, fsync_path, sha256_file
+from appliance.fsio import CHUNK_BYTES, format_bytes, fsync_path, sha256_file
+
+PACK_MODE = 0o644  # readable by the node's import user on a shared folder
 
 
 def _copy_hashing(source: Path, target_fd: int) -> str:
@@ -55,16 +57,25 @@ def export_pack(pack: Path, destination: Path) -> tuple[Path, str]:
         raise ConfigError(msg)
     free = shutil.disk_usage(destination).free
     if free < size:
-        msg = f"{destination}: {free >> 20} MiB free, the pack needs {size >> 20} MiB"
+        msg = f"{destination}: {format_bytes(free)} free, the pack needs {format_bytes(size)}"
         raise ConfigError(msg)
-    fd, temp_name = tempfile.mkstemp(prefix=f".{pack.name}.", suffix=".part", dir=destination)
+    try:
+        fd, temp_name = tempfile.mkstemp(prefix=f".{pack.name}.", suffix=".part", dir=destination)
+    except OSError as exc:
+        msg = f"{destination}: cannot write there ({exc.strerror}; is it mounted read-only?)"
+        raise ConfigError(msg) from exc
     temp = Path(temp_name)
+    os.fchmod(fd, PACK_MODE)
     try:
         try:
             source_hash = _copy_hashing(pack, fd)
         finally:
             os.close(fd)
         copy_hash = _reread_sha256(temp)
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        msg = f"{destination}: copy failed ({exc.strerror})"
+        raise ConfigError(msg) from exc
     except BaseException:
         temp.unlink(missing_ok=True)
         raise

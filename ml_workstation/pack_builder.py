@@ -185,6 +185,7 @@ def write_pack_archive(
                     with path.open("rb") as source:
                         tar.addfile(info, source)
             handle.flush()
+            os.fchmod(handle.fileno(), 0o644)
             os.fsync(handle.fileno())
         os.replace(temp, out)
     except BaseException:

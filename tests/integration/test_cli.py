@@ -323,8 +323,8 @@ def test_verify_refuses_an_untrusted_pack_in_one_line(
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["--items", "0"], "0 is not in the range x>=1"),
-        (["--days", "3"], "days"),
+        (["--items", "0"], "0 is not in the range 1<=x<=1000000"),
+        (["--days", "3"], "3 is not in the range 14<=x<=3660"),
         (["--generated-at", "2026-13-01T00:00:00Z"], "Invalid value for '--generated-at'"),
         (["--seed", "-1"], "seed"),
     ],
@@ -579,3 +579,92 @@ def test_make_pack_fixture_matches_cli_output(
         f"tables/{t}.parquet"
         for t in ("dim_item", "fact_forecast", "fact_inventory", "fact_metrics")
     ]
+
+
+def test_export_to_read_only_media_fails_in_one_line(tmp_path: Path, good_pack: Path) -> None:
+    media = tmp_path / "ro-stick"
+    media.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=4m", "tmpfs", str(media)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(
+            f"mounting a read-only tmpfs needs CAP_SYS_ADMIN: {mounted.stderr.decode().strip()}"
+        )
+    try:
+        line = one_error_line(run("mlws", "export", good_pack, "--to", media))
+        assert "Read-only file system" in line
+        assert list(media.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(media)], check=True)
+
+
+def test_packs_and_exported_copies_are_readable_by_the_import_user(
+    tmp_path: Path, demo_tables: Path, signer: Signer
+) -> None:
+    pack = make_pack(demo_tables, signer, tmp_path / "modes.pack")
+    assert pack.stat().st_mode & 0o777 == 0o644
+    (tmp_path / "share").mkdir()
+    run("mlws", "export", pack, "--to", tmp_path / "share", check=True)
+    assert (tmp_path / "share" / "modes.pack").stat().st_mode & 0o777 == 0o644
+
+
+def test_a_memory_limit_that_is_not_a_size_is_a_usage_error(
+    tmp_path: Path, good_pack: Path, signer: Signer
+) -> None:
+    argv = [
+        "appliance",
+        "import",
+        good_pack,
+        "--data-dir",
+        tmp_path / "d",
+        "--signers",
+        signer.allowed_signers,
+    ]
+    done = run(*argv, "--import-memory", "lots")
+    assert done.returncode == 2
+    assert "'lots' is not a memory size like 4GB or 512MiB" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_running_out_of_memory_is_the_nodes_problem_not_a_refusal(
+    tmp_path: Path, good_pack: Path, signer: Signer
+) -> None:
+    data = tmp_path / "data"
+    argv = [
+        "appliance",
+        "import",
+        good_pack,
+        "--data-dir",
+        data,
+        "--signers",
+        signer.allowed_signers,
+    ]
+    line = one_error_line(run(*argv, "--import-memory", "1MB"))
+    assert "failed on this node" in line and "raise --import-memory" in line
+    assert list((data / "rejected").iterdir()) == []
+    assert not (data / "history.jsonl").exists()
+    assert list((data / "staging").iterdir()) == []
+    run(*argv, check=True)  # the same pack, with enough memory, imports
+
+
+def test_rollback_repairs_a_broken_current_pointer(
+    tmp_path: Path, good_pack: Path, signer: Signer
+) -> None:
+    data = tmp_path / "data"
+    run(
+        "appliance",
+        "import",
+        good_pack,
+        "--data-dir",
+        data,
+        "--signers",
+        signer.allowed_signers,
+        check=True,
+    )
+    (data / "current").unlink()
+    (data / "current").symlink_to("versions/v0042")
+    line = one_error_line(run("appliance", "versions", "--data-dir", data))
+    assert "appliance rollback VID" in line
+    run("appliance", "rollback", "v0001", "--data-dir", data, check=True)
+    assert current_of(data) == "v0001"

@@ -117,7 +117,7 @@ def test_refused_pack_moves_to_rejected_with_its_reason(
         "--signers",
         untrusted_signer.allowed_signers,
     )
-    assert done.returncode == 0
+    assert done.returncode == 3
     assert (inbox / "rejected" / "foreign.pack").is_file()
     reason = (inbox / "rejected" / "foreign.pack.reason.txt").read_text()
     assert reason.startswith("signature:") and "not an allowed signer" in reason

@@ -56,7 +56,7 @@ def test_switching_current_is_a_symlink_swap(store: DataStore) -> None:
 
 def test_a_current_pointing_nowhere_is_an_error(store: DataStore) -> None:
     os.symlink("versions/v0042", store.current_link)
-    with pytest.raises(StoreError, match="not a published version"):
+    with pytest.raises(StoreError, match="which is not a version"):
         store.current_vid()
 
 
@@ -137,3 +137,37 @@ def test_an_unreadable_report_is_a_clear_error(store: DataStore) -> None:
     (folder / "import.json").write_text("{")
     with pytest.raises(StoreError, match=r"unreadable import\.json"):
         store.version("v0001")
+
+
+def test_a_half_published_version_is_not_listed(store: DataStore) -> None:
+    fake_version(store, "v0001")
+    store.switch_current("v0001")
+    store.record("import", version="v0001")
+    fake_version(store, "v0002")  # a crash left it in versions/ before the swap
+    assert [v.vid for v in store.versions()] == ["v0001"]
+
+
+def test_recovery_records_a_rollback_interrupted_before_its_history_line(store: DataStore) -> None:
+    for vid in ("v0001", "v0002"):
+        fake_version(store, vid)
+        store.switch_current(vid)
+        store.record("import", version=vid)
+    store.switch_current("v0001")  # the rollback's swap, then the crash
+    notes = store.recover()
+    last = store.history()[-1]
+    assert (last["event"], last["version"], last["previous"], last["recovered"]) == (
+        "rollback",
+        "v0001",
+        "v0002",
+        True,
+    )
+    assert notes and store.recover() == []
+
+
+def test_recovery_tolerates_a_broken_current_pointer(store: DataStore) -> None:
+    fake_version(store, "v0001")
+    store.record("import", version="v0001")
+    os.symlink("versions/v0099", store.current_link)
+    notes = store.recover()
+    assert any("not a version" in note for note in notes)
+    assert store.version_ids() == ["v0001"]
