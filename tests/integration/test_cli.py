@@ -612,7 +612,7 @@ def test_packs_and_exported_copies_are_readable_by_the_import_user(
 def test_a_memory_limit_that_is_not_a_size_is_a_usage_error(
     tmp_path: Path, good_pack: Path, signer: Signer
 ) -> None:
-    argv = [
+    argv: list[str | Path] = [
         "appliance",
         "import",
         good_pack,
@@ -631,7 +631,7 @@ def test_running_out_of_memory_is_the_nodes_problem_not_a_refusal(
     tmp_path: Path, good_pack: Path, signer: Signer
 ) -> None:
     data = tmp_path / "data"
-    argv = [
+    argv: list[str | Path] = [
         "appliance",
         "import",
         good_pack,
