@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import re
+import os
 import signal
 import sys
 import threading
@@ -18,7 +18,7 @@ import click
 
 from appliance import __version__
 from appliance import settings as cfg
-from appliance.errors import ApplianceError
+from appliance.errors import ApplianceError, StoreError
 from appliance.importer import ImportOptions, import_pack, rollback
 from appliance.sshsig import load_allowed_signers
 from appliance.store import DataStore
@@ -46,12 +46,9 @@ data_dir_option = setting_option(cfg.DATA_DIR, type=click.Path(path_type=Path, f
 signers_option = setting_option(cfg.SIGNERS, type=click.Path(path_type=Path, dir_okay=False))
 
 
-MEMORY_SIZE = re.compile(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", re.IGNORECASE)
-
-
 def check_memory_size(_ctx: click.Context, _param: click.Parameter, value: str) -> str:
     """Accept what DuckDB's memory_limit accepts: a number and a unit, e.g. 4GB or 512MiB."""
-    if not MEMORY_SIZE.fullmatch(value.strip()):
+    if not cfg.MEMORY_SIZE.fullmatch(value.strip()):
         msg = f"{value!r} is not a memory size like 4GB or 512MiB"
         raise click.BadParameter(msg)
     return value.strip()
@@ -222,3 +219,62 @@ def watch_command(
     progress(f"watching {', '.join(map(str, inboxes))} every {interval:g}s")
     watcher.run(interval, stop, report)
     progress("stopped")
+
+
+@main.command("serve")
+@data_dir_option
+@signers_option
+@setting_option(cfg.HOST, type=str)
+@setting_option(cfg.PORT, type=click.IntRange(min=1, max=65535))
+@setting_option(cfg.WORKERS, type=click.IntRange(min=0, max=64))
+def serve_command(data_dir: Path, signers: Path, host: str, port: int, workers: int) -> None:
+    """Serve the read-only API on HOST:PORT with Granian worker processes.
+
+    Every other server setting (tokens, limits, cache, DuckDB) comes from its APPLIANCE_*
+    environment variable; see docs/configuration.md.
+    """
+    flags = {
+        cfg.DATA_DIR: data_dir,
+        cfg.SIGNERS: signers,
+        cfg.HOST: host,
+        cfg.PORT: port,
+        cfg.WORKERS: workers,
+    }
+    for setting, value in flags.items():
+        os.environ[setting.env] = str(value)  # the workers read their settings from the environment
+    with reported_errors():
+        settings = cfg.load_server_settings()
+        notes = prepare_to_serve(settings)
+    progress = Progress()
+    for note in notes:
+        progress(note)
+    progress(f"serving {data_dir} on http://{host}:{port} with {settings.workers} workers")
+    from granian import Granian
+    from granian.constants import Interfaces
+    from granian.log import LogLevels
+
+    Granian(
+        "server.asgi:app",
+        address=host,
+        port=port,
+        interface=Interfaces.ASGI,
+        workers=settings.workers,
+        respawn_failed_workers=True,
+        log_level=LogLevels(settings.log_level),
+    ).serve()
+
+
+def prepare_to_serve(settings: cfg.ServerSettings) -> list[str]:
+    """Before the workers start: fresh shared counters, and a store recovered from any crash."""
+    from server.metrics import reset_directory
+
+    settings.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    reset_directory(settings.run_dir / "metrics")
+    for limiter_file in settings.run_dir.glob("ratelimit-*"):
+        limiter_file.unlink()
+    store = DataStore(settings.data_dir)
+    try:
+        with store.writer() as notes:
+            return [f"recovery: {note}" for note in notes]
+    except StoreError as exc:
+        return [f"store not checked now: {exc}"]

@@ -140,7 +140,12 @@ def _import_locked(
         progress(f"building {vid}")
         try:
             rows = build_database(
-                opened, version_dir / layout.VERSION_DATABASE, options.limits, progress, registry
+                opened,
+                version_dir / layout.VERSION_DATABASE,
+                options.limits,
+                progress,
+                registry,
+                vid,
             )
         except PackRejected as exc:
             exc.details |= {

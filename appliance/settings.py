@@ -6,7 +6,15 @@ The CLI builds its shared options from this table and docs/admin-guide.md docume
 
 from __future__ import annotations
 
+import os
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
+
+from appliance.errors import ConfigError
+
+MEMORY_SIZE = re.compile(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -56,4 +64,211 @@ IMPORT_THREADS = Setting(
     "Threads DuckDB may use while building a version; 0 means one per core.",
 )
 
-SETTINGS = (DATA_DIR, SIGNERS, WATCH_INTERVAL, IMPORT_MEMORY, IMPORT_THREADS)
+
+# --- the server (`appliance serve`) -------------------------------------------------------------
+
+HOST = Setting("host", "APPLIANCE_HOST", "127.0.0.1", "Address the server listens on.")
+PORT = Setting("port", "APPLIANCE_PORT", "8080", "TCP port the server listens on.")
+WORKERS = Setting(
+    "workers",
+    "APPLIANCE_WORKERS",
+    "0",
+    "Server worker processes; 0 means one per core, at most 8.",
+)
+ADMIN_TOKEN = Setting(
+    "admin_token",
+    "APPLIANCE_ADMIN_TOKEN",
+    "",
+    "Bearer token for the admin endpoints (refresh, upload, rollback). Empty: admin endpoints "
+    "are refused. Prefer APPLIANCE_ADMIN_TOKEN_FILE.",
+)
+ADMIN_TOKEN_FILE = Setting(
+    "admin_token_file",
+    "APPLIANCE_ADMIN_TOKEN_FILE",
+    "",
+    "File holding the admin bearer token (first line); wins over APPLIANCE_ADMIN_TOKEN.",
+)
+VIEWER_TOKEN = Setting(
+    "viewer_token",
+    "APPLIANCE_VIEWER_TOKEN",
+    "",
+    "Bearer token the read endpoints require; empty means reads are open.",
+)
+VIEWER_TOKEN_FILE = Setting(
+    "viewer_token_file",
+    "APPLIANCE_VIEWER_TOKEN_FILE",
+    "",
+    "File holding the viewer bearer token (first line); wins over APPLIANCE_VIEWER_TOKEN.",
+)
+RATE_LIMIT = Setting(
+    "rate_limit",
+    "APPLIANCE_RATE_LIMIT",
+    "6000",
+    "Requests per minute one client address may make to the API, counted across all workers; "
+    "0 turns the limit off.",
+)
+ADMIN_RATE_LIMIT = Setting(
+    "admin_rate_limit",
+    "APPLIANCE_ADMIN_RATE_LIMIT",
+    "30",
+    "Admin requests per minute one client address may make (bad tokens included).",
+)
+CACHE_MB = Setting(
+    "cache_mb",
+    "APPLIANCE_CACHE_MB",
+    "256",
+    "Size cap of the response cache shared by the workers (data_dir/cache), in MiB.",
+)
+MAX_UPLOAD_MB = Setting(
+    "max_upload_mb",
+    "APPLIANCE_MAX_UPLOAD_MB",
+    "2048",
+    "Largest result pack POST /api/v1/data/packs accepts, in MiB.",
+)
+DUCKDB_MEMORY = Setting(
+    "duckdb_memory",
+    "APPLIANCE_DUCKDB_MEMORY",
+    "1GB",
+    "Memory each worker's DuckDB may use for queries (keep workers x this well under RAM).",
+)
+DUCKDB_THREADS = Setting(
+    "duckdb_threads",
+    "APPLIANCE_DUCKDB_THREADS",
+    "1",
+    "Threads each worker's DuckDB may use per query.",
+)
+LOG_LEVEL = Setting(
+    "log_level",
+    "APPLIANCE_LOG_LEVEL",
+    "info",
+    "Server log level: debug, info, warning or error (JSON lines on stderr).",
+)
+
+SERVER_SETTINGS = (
+    DATA_DIR,
+    SIGNERS,
+    HOST,
+    PORT,
+    WORKERS,
+    ADMIN_TOKEN,
+    ADMIN_TOKEN_FILE,
+    VIEWER_TOKEN,
+    VIEWER_TOKEN_FILE,
+    RATE_LIMIT,
+    ADMIN_RATE_LIMIT,
+    CACHE_MB,
+    MAX_UPLOAD_MB,
+    DUCKDB_MEMORY,
+    DUCKDB_THREADS,
+    IMPORT_MEMORY,
+    IMPORT_THREADS,
+    LOG_LEVEL,
+)
+MAX_WORKERS = 8
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+SETTINGS = (
+    *SERVER_SETTINGS[:2],
+    WATCH_INTERVAL,
+    *(s for s in SERVER_SETTINGS[2:] if s not in (IMPORT_MEMORY, IMPORT_THREADS)),
+    IMPORT_MEMORY,
+    IMPORT_THREADS,
+)
+"""Every setting of the node, in documentation order."""
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """The server's settings, read once per process from APPLIANCE_* variables."""
+
+    data_dir: Path
+    signers: Path
+    host: str
+    port: int
+    workers: int
+    admin_token: str
+    viewer_token: str
+    rate_limit: int
+    admin_rate_limit: int
+    cache_bytes: int
+    max_upload_bytes: int
+    duckdb_memory: str
+    duckdb_threads: int
+    import_memory: str
+    import_threads: int
+    log_level: str
+
+    @property
+    def run_dir(self) -> Path:
+        """Per-run shared state of the workers: metrics snapshots, rate-limit counters."""
+        return self.data_dir / "run"
+
+    @property
+    def cache_dir(self) -> Path:
+        """The response cache shared by the workers."""
+        return self.data_dir / "cache"
+
+
+def _read_token(env: Mapping[str, str], value: Setting, file: Setting) -> str:
+    path = env.get(file.env, file.default)
+    if path:
+        try:
+            lines = Path(path).read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            msg = f"{file.env}: cannot read {path} ({exc.strerror})"
+            raise ConfigError(msg) from exc
+        token = lines[0].strip() if lines else ""
+        if not token:
+            msg = f"{file.env}: {path} holds no token"
+            raise ConfigError(msg)
+        return token
+    return env.get(value.env, value.default).strip()
+
+
+def _integer(env: Mapping[str, str], setting: Setting, low: int, high: int) -> int:
+    raw = env.get(setting.env, setting.default)
+    try:
+        value = int(raw)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        msg = f"{setting.env}={raw!r}: must be a whole number from {low} to {high}"
+        raise ConfigError(msg)
+    return value
+
+
+def default_workers() -> int:
+    """One worker per core, at most MAX_WORKERS."""
+    return max(1, min(os.cpu_count() or 1, MAX_WORKERS))
+
+
+def load_server_settings(env: Mapping[str, str] | None = None) -> ServerSettings:
+    """Read and check every server setting; ConfigError names the first bad one."""
+    env = os.environ if env is None else env
+    workers = _integer(env, WORKERS, 0, 64) or default_workers()
+    log_level = env.get(LOG_LEVEL.env, LOG_LEVEL.default).lower()
+    if log_level not in LOG_LEVELS:
+        msg = f"{LOG_LEVEL.env}={log_level!r}: must be one of {', '.join(LOG_LEVELS)}"
+        raise ConfigError(msg)
+    for setting in (DUCKDB_MEMORY, IMPORT_MEMORY):
+        if not MEMORY_SIZE.fullmatch(env.get(setting.env, setting.default).strip()):
+            msg = f"{setting.env}: must be a size like 4GB or 512MiB"
+            raise ConfigError(msg)
+    return ServerSettings(
+        data_dir=Path(env.get(DATA_DIR.env, DATA_DIR.default)),
+        signers=Path(env.get(SIGNERS.env, SIGNERS.default)),
+        host=env.get(HOST.env, HOST.default),
+        port=_integer(env, PORT, 1, 65535),
+        workers=workers,
+        admin_token=_read_token(env, ADMIN_TOKEN, ADMIN_TOKEN_FILE),
+        viewer_token=_read_token(env, VIEWER_TOKEN, VIEWER_TOKEN_FILE),
+        rate_limit=_integer(env, RATE_LIMIT, 0, 10_000_000),
+        admin_rate_limit=_integer(env, ADMIN_RATE_LIMIT, 0, 100_000),
+        cache_bytes=_integer(env, CACHE_MB, 1, 1_000_000) << 20,
+        max_upload_bytes=_integer(env, MAX_UPLOAD_MB, 1, 1_000_000) << 20,
+        duckdb_memory=env.get(DUCKDB_MEMORY.env, DUCKDB_MEMORY.default).strip(),
+        duckdb_threads=_integer(env, DUCKDB_THREADS, 1, 256),
+        import_memory=env.get(IMPORT_MEMORY.env, IMPORT_MEMORY.default).strip(),
+        import_threads=_integer(env, IMPORT_THREADS, 0, 256),
+        log_level=log_level,
+    )

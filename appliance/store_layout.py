@@ -12,6 +12,7 @@ VERSION_MANIFEST = "pack.json"
 VERSION_SIGNATURE = "pack.json.sig"
 VERSION_DATABASE = "data.duckdb"
 VERSION_REPORT = "import.json"
+VERSION_ANSWERS = "answers.bin"
 
 VERSION_PREFIX = "v"
 VERSION_DIGITS = 4

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from appliance.answers import build_answers
 from appliance.errors import PackRejected, StoreError
 from appliance.pack_layout import METADATA_COLUMNS
 from appliance.result_pack import OpenedPack, format_timestamp
@@ -46,8 +47,13 @@ def build_database(
     limits: BuildLimits,
     progress: Callable[[str], None],
     registry: SchemaRegistry | None = None,
+    vid: str | None = None,
 ) -> dict[str, int]:
-    """Load, sort and check every table of `opened` into a new DuckDB file; rows per table."""
+    """Load, sort and check every table of `opened` into a new DuckDB file; rows per table.
+
+    With `vid` (a real import, not a dry run), also precompute the per-item answers the server
+    serves without a query (answers.bin beside the database).
+    """
     import duckdb
 
     registry = registry or load_registry()
@@ -66,7 +72,7 @@ def build_database(
             source = literal(str(opened.table_files[name]))
             try:
                 con.execute(
-                    f"CREATE TABLE {quote(name)} AS SELECT {columns} "  # noqa: S608
+                    f"CREATE TABLE {quote(name)} AS SELECT {columns} "
                     f"FROM read_parquet({source}) ORDER BY {order}"
                 )
             except (duckdb.OutOfMemoryException, duckdb.IOException) as exc:
@@ -86,21 +92,23 @@ def build_database(
                 raise PackRejected("metadata", metadata_problems[0])
             if data_problems:
                 raise PackRejected("data", data_problems[0])
-            count = con.execute(f"SELECT count(*) FROM {quote(name)}").fetchone()  # noqa: S608
+            count = con.execute(f"SELECT count(*) FROM {quote(name)}").fetchone()
             rows[name] = int(count[0]) if count else 0
             relations[name] = quote(name)
             progress(f"{name}: {rows[name]:,} rows loaded, sorted and checked")
         problems = foreign_key_problems(con, registry, relations)
         if problems:
             raise PackRejected("data", problems[0])
-        _write_version_meta(con, opened)
+        meta = _write_version_meta(con, opened)
+        if vid is not None:
+            build_answers(con, db_path.parent, meta | {"version": vid}, progress)
         con.execute("CHECKPOINT")
     finally:
         con.close()
     return rows
 
 
-def _write_version_meta(con: duckdb.DuckDBPyConnection, opened: OpenedPack) -> None:
+def _write_version_meta(con: duckdb.DuckDBPyConnection, opened: OpenedPack) -> dict[str, str]:
     """Record the pack's identity inside the database, so a server can tell what it serves."""
     manifest = opened.manifest
     values = {
@@ -110,4 +118,5 @@ def _write_version_meta(con: duckdb.DuckDBPyConnection, opened: OpenedPack) -> N
         "generated_at": format_timestamp(manifest.generated_at),
     }
     con.execute(f"CREATE TABLE {META_TABLE} (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)")
-    con.executemany(f"INSERT INTO {META_TABLE} VALUES (?, ?)", list(values.items()))  # noqa: S608
+    con.executemany(f"INSERT INTO {META_TABLE} VALUES (?, ?)", list(values.items()))
+    return values

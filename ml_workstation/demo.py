@@ -562,8 +562,7 @@ def _write_table(con: duckdb.DuckDBPyConnection, table: TableSchema, out_dir: Pa
     # DuckDB keeps the subquery's order through the projection. Identifiers come from the
     # registry, never from input.
     query = (
-        f"SELECT {', '.join(data + metadata)} "  # noqa: S608
-        f'FROM (SELECT * FROM "{table.name}" ORDER BY {order})'
+        f'SELECT {", ".join(data + metadata)} FROM (SELECT * FROM "{table.name}" ORDER BY {order})'
     )
     fd, temp_name = tempfile.mkstemp(prefix=f".{table.name}.", suffix=".tmp", dir=out_dir)
     os.close(fd)

@@ -103,7 +103,7 @@ def _generated_at(
     values: set[datetime] = set()
     for path in stamped.values():
         rows = con.execute(
-            f"SELECT DISTINCT epoch_us(generated_at) FROM read_parquet({literal(str(path))})"  # noqa: S608
+            f"SELECT DISTINCT epoch_us(generated_at) FROM read_parquet({literal(str(path))})"
         ).fetchall()
         values |= {from_epoch_us(row[0]) for row in rows if row[0] is not None}
     if request.generated_at is not None:
@@ -129,7 +129,7 @@ def _write_canonical(
     columns += [f"{value} AS {quote(name)}" for name, value in stamp.items()]
     order = ", ".join(quote(c) for c in table.sort_key)
     con.execute(
-        f"COPY (SELECT {', '.join(columns)} FROM read_parquet({literal(str(source))}) "  # noqa: S608
+        f"COPY (SELECT {', '.join(columns)} FROM read_parquet({literal(str(source))}) "
         f"ORDER BY {order}) TO {literal(str(target))} (FORMAT parquet, COMPRESSION zstd)"
     )
 

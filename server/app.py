@@ -1,0 +1,139 @@
+"""The Litestar application: read-only analytics API, admin actions, health and metrics."""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import msgspec
+from litestar import Litestar, MediaType, Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi import OpenAPIConfig
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+from appliance import __version__
+from appliance.settings import ServerSettings, load_server_settings
+from server.controllers.data import DataController
+from server.controllers.forecasts import ForecastsController
+from server.controllers.health import HealthController, get_metrics
+from server.controllers.inventory import InventoryController
+from server.controllers.items import ItemsController
+from server.logs import JsonLog
+from server.runtime import Runtime
+from server.schemas import ErrorBody, ErrorDetail
+
+ERROR_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    414: "uri_too_long",
+    422: "pack_rejected",
+    429: "rate_limited",
+    500: "internal_error",
+    503: "unavailable",
+}
+DEFAULT_BODY_LIMIT = 1 << 20  # every body but an uploaded pack is a small JSON object
+
+
+def request_id(request: Request[Any, Any, Any]) -> str:
+    """The id the request edge gave this request."""
+    rid: str = request.scope.get("state", {}).get("request_id", "")
+    return rid
+
+
+def public_name(request: Request[Any, Any, Any], key: str) -> str:
+    """The name a client uses for a handler parameter (`from`, not the Python name `start`)."""
+    handler = request.scope.get("route_handler")
+    field = getattr(handler, "parsed_fn_signature", None)
+    definition = getattr(field.parameters.get(key), "kwarg_definition", None) if field else None
+    alias = getattr(definition, "query", None) or getattr(definition, "header", None)
+    return str(alias or key)
+
+
+def one_line(request: Request[Any, Any, Any], exc: HTTPException) -> str:
+    """The error's message on one line; validation errors name the first bad parameter."""
+    if isinstance(exc, ValidationException) and isinstance(exc.extra, list) and exc.extra:
+        first = exc.extra[0]
+        if isinstance(first, dict) and first.get("key"):
+            source = getattr(first.get("source"), "value", "parameter")
+            name = public_name(request, first["key"])
+            return f"invalid {source} parameter {name!r}: {first.get('message')}"
+    return " ".join(str(exc.detail).split())
+
+
+def error_body(
+    status: int, message: str, request: Request[Any, Any, Any], reason: str | None = None
+) -> bytes:
+    """The envelope every error uses."""
+    detail = ErrorDetail(
+        status, ERROR_CODES.get(status, "error"), message, request_id(request), reason
+    )
+    return msgspec.json.encode(ErrorBody(detail))
+
+
+def handle_http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
+    """Any HTTP error, in the one envelope."""
+    reason = exc.extra.get("reason") if isinstance(exc.extra, dict) else None
+    headers = {"cache-control": "no-store", **(exc.headers or {})}
+    body = error_body(exc.status_code, one_line(request, exc), request, reason)
+    return Response(body, status_code=exc.status_code, media_type=MediaType.JSON, headers=headers)
+
+
+def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    """A bug: log it with its traceback, answer 500 without details."""
+    log: JsonLog | None = getattr(request.app.state, "log", None)
+    if log is not None:
+        log.event("error", "unhandled exception", request_id=request_id(request), error=repr(exc),
+                  traceback=traceback.format_exc())  # fmt: skip
+    body = error_body(
+        HTTP_500_INTERNAL_SERVER_ERROR, "internal error; the server log has the details", request
+    )
+    return Response(body, status_code=HTTP_500_INTERNAL_SERVER_ERROR, media_type=MediaType.JSON)
+
+
+def create_app(settings: ServerSettings | None = None) -> Litestar:
+    """The one app factory: settings from APPLIANCE_* unless given."""
+    settings = settings or load_server_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        runtime = Runtime.open(settings)
+        app.state.runtime = runtime
+        app.state.log = JsonLog(settings.log_level, runtime.worker)
+        handle = runtime.data.current()
+        app.state.log.event(
+            "info", "worker started", data_version=handle.vid if handle else None,
+            dataset_id=handle.meta.get("dataset_id") if handle else None,
+            model_version=handle.meta.get("model_version") if handle else None,
+            ml_importable=list(runtime.compliance.importable),
+        )  # fmt: skip
+        try:
+            yield
+        finally:
+            runtime.close()
+
+    return Litestar(
+        route_handlers=[
+            ItemsController,
+            ForecastsController,
+            InventoryController,
+            DataController,
+            HealthController,
+            get_metrics,
+        ],
+        lifespan=[lifespan],
+        exception_handlers={HTTPException: handle_http_error, Exception: handle_unexpected},
+        openapi_config=OpenAPIConfig(
+            title="Offline analytics appliance API",
+            version=__version__,
+            description="Read-only access to precomputed forecasts, KPIs and inventory; admin actions on data versions.",
+            path="/schema",
+        ),
+        request_max_body_size=DEFAULT_BODY_LIMIT,
+    )

@@ -1,0 +1,17 @@
+"""The ASGI entry point Granian loads in each worker: the app behind the request edge."""
+
+from __future__ import annotations
+
+from server.app import create_app
+from server.middleware import RequestEdge
+from server.runtime import Runtime
+
+litestar_app = create_app()
+
+
+def _runtime() -> Runtime | None:
+    runtime: Runtime | None = getattr(litestar_app.state, "runtime", None)
+    return runtime
+
+
+app = RequestEdge(litestar_app, _runtime)

@@ -1,0 +1,196 @@
+"""Data versions: what is served, what was imported, and the admin actions on them."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import anyio.to_thread
+from litestar import Controller, Request, Response, get, post
+from litestar.exceptions import ClientException, HTTPException, NotFoundException
+from litestar.status_codes import (
+    HTTP_200_OK,
+    HTTP_201_CREATED,
+    HTTP_409_CONFLICT,
+    HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+    HTTP_422_UNPROCESSABLE_ENTITY,
+)
+
+from appliance.errors import ApplianceError, PackRejected, StoreError
+from appliance.importer import ImportOptions, import_pack, rollback
+from appliance.result_pack import format_timestamp
+from appliance.sshsig import load_allowed_signers
+from appliance.store import DataStore
+from appliance.version_build import BuildLimits
+from server.responses import NoDataError, require_version, runtime, trace
+from server.schemas import DataVersion, DataVersions, ImportResult, RollbackRequest
+from server.security import require_admin, require_viewer
+
+HISTORY_LIMIT = 200
+UPLOADS = "uploads"
+
+
+class PackRefused(HTTPException):
+    """The uploaded pack was refused; `reason` is the importer's reason code."""
+
+    status_code = HTTP_422_UNPROCESSABLE_ENTITY
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail=detail, extra={"reason": reason})
+
+
+class StoreBusy(HTTPException):
+    """The store could not take the change now (locked, full)."""
+
+    status_code = HTTP_409_CONFLICT
+
+
+def describe(report: dict[str, Any], current: bool) -> DataVersion:
+    """An import report as the API shows it."""
+    return DataVersion(
+        version=report["version"],
+        current=current,
+        pack_id=report["pack_id"],
+        dataset_id=report["dataset_id"],
+        model_version=report["model_version"],
+        source=report["source"],
+        generated_at=report["generated_at"],
+        imported_at=report["imported_at"],
+        imported_by=report.get("imported_by"),
+        signer=report.get("signer"),
+        rows=report.get("rows", {}),
+    )
+
+
+def list_versions(store: DataStore) -> DataVersions:
+    """Every version and the latest history events (in a worker thread)."""
+    current = store.current_vid()
+    versions = [describe(v.report | {"version": v.vid}, v.vid == current) for v in store.versions()]
+    history = store.history()[-HISTORY_LIMIT:]
+    return DataVersions(current, versions, history)
+
+
+async def receive_pack(request: Request[Any, Any, Any], folder: Path, limit: int) -> Path:
+    """Stream the request body to a private file, refusing it past `limit` bytes."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix="upload-", suffix=".pack", dir=folder)
+    path = Path(name)
+    received = 0
+    try:
+        with os.fdopen(fd, "wb") as out:
+            async for chunk in request.stream():
+                received += len(chunk)
+                if received > limit:
+                    break
+                out.write(chunk)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    if received > limit:
+        path.unlink()
+        msg = f"pack is larger than the {limit >> 20} MiB upload limit (APPLIANCE_MAX_UPLOAD_MB)"
+        raise ClientException(detail=msg, status_code=HTTP_413_REQUEST_ENTITY_TOO_LARGE)
+    if received == 0:
+        path.unlink()
+        raise ClientException(detail="empty request body: send the .pack file as the body")
+    return path
+
+
+class DataController(Controller):
+    """The served data version, the list of versions, and the admin actions."""
+
+    path = "/api/v1/data"
+    tags = ["data"]  # noqa: RUF012
+
+    @get(
+        "/current",
+        operation_id="get_current_version",
+        summary="The data version being served",
+        guards=[require_viewer],
+    )
+    async def get_current(self, request: Request[Any, Any, Any]) -> DataVersion:
+        with runtime(request).data.lease() as leased:
+            handle = require_version(leased)
+            trace(request, handle)
+            return describe(handle.report | {"version": handle.vid}, current=True)
+
+    @get(
+        "/versions",
+        operation_id="list_versions",
+        summary="Every data version and the import history",
+        guards=[require_viewer],
+    )
+    async def get_versions(self, request: Request[Any, Any, Any]) -> DataVersions:
+        try:
+            return await anyio.to_thread.run_sync(list_versions, runtime(request).store)
+        except StoreError as exc:
+            raise NoDataError(detail=str(exc)) from exc
+
+    @post(
+        "/refresh",
+        operation_id="refresh_data",
+        summary="Switch this worker to the current version now",
+        guards=[require_admin],
+        status_code=HTTP_200_OK,
+    )
+    async def refresh(self, request: Request[Any, Any, Any]) -> DataVersion:
+        handle = require_version(await anyio.to_thread.run_sync(runtime(request).data.refresh))
+        trace(request, handle)
+        return describe(handle.report | {"version": handle.vid}, current=True)
+
+    @post(
+        "/packs",
+        operation_id="upload_pack",
+        summary="Upload a result pack (the file as the request body); import it like `appliance import`",
+        guards=[require_admin],
+        status_code=HTTP_201_CREATED,
+        request_max_body_size=None,
+    )
+    async def upload_pack(self, request: Request[Any, Any, Any]) -> ImportResult:
+        rt = runtime(request)
+        pack = await receive_pack(
+            request, rt.settings.run_dir / UPLOADS, rt.settings.max_upload_bytes
+        )
+        try:
+            signers = load_allowed_signers(rt.settings.signers)
+            options = ImportOptions(
+                limits=BuildLimits(rt.settings.import_memory, rt.settings.import_threads)
+            )
+            result = await anyio.to_thread.run_sync(import_pack, rt.store, pack, signers, options)
+        except PackRejected as exc:
+            raise PackRefused(exc.reason, str(exc)) from exc
+        except ApplianceError as exc:
+            raise StoreBusy(detail=str(exc)) from exc
+        finally:
+            pack.unlink(missing_ok=True)
+        await anyio.to_thread.run_sync(rt.data.refresh)
+        manifest = result.manifest
+        return ImportResult(
+            result.vid, result.previous, manifest.pack_id, manifest.dataset_id,
+            format_timestamp(manifest.generated_at), result.rows,
+        )  # fmt: skip
+
+    @post(
+        "/rollback",
+        operation_id="rollback_data",
+        summary="Serve another version again",
+        guards=[require_admin],
+        status_code=HTTP_200_OK,
+    )
+    async def rollback_version(
+        self, request: Request[Any, Any, Any], data: RollbackRequest
+    ) -> DataVersion:
+        rt = runtime(request)
+        try:
+            await anyio.to_thread.run_sync(rollback, rt.store, data.version)
+        except StoreError as exc:
+            if "no version" in str(exc) or "not a version id" in str(exc):
+                raise NotFoundException(detail=str(exc)) from exc
+            raise StoreBusy(detail=str(exc)) from exc
+        handle = require_version(await anyio.to_thread.run_sync(rt.data.refresh))
+        return describe(handle.report | {"version": handle.vid}, current=True)
+
+
+__all__ = ["DataController", "PackRefused", "Response"]

@@ -1,0 +1,115 @@
+"""Building data responses: version headers, ETags and 304s, gzip bodies, the shared cache."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from typing import Any
+
+import anyio.to_thread
+from litestar import Request, Response
+from litestar.exceptions import HTTPException
+from litestar.status_codes import HTTP_304_NOT_MODIFIED, HTTP_503_SERVICE_UNAVAILABLE
+
+from appliance.answers import decompress
+from server.data import VersionHandle
+from server.runtime import Runtime, runtime_of
+
+JSON = "application/json"
+
+
+class NoDataError(HTTPException):
+    """No data version has been imported on this node yet."""
+
+    status_code = HTTP_503_SERVICE_UNAVAILABLE
+
+
+def runtime(request: Request[Any, Any, Any]) -> Runtime:
+    """The worker runtime of the app serving `request`."""
+    return runtime_of(request.app)
+
+
+def require_version(handle: VersionHandle | None) -> VersionHandle:
+    """The leased version, or 503 when nothing was imported yet."""
+    if handle is None:
+        msg = "no data version has been imported yet (appliance import, or POST /api/v1/data/packs)"
+        raise NoDataError(detail=msg)
+    return handle
+
+
+def etag_for(handle: VersionHandle, request: Request[Any, Any, Any]) -> str:
+    """A strong ETag: the version (immutable) and the exact request target."""
+    target = request.scope["path"].encode() + b"?" + request.scope.get("query_string", b"")
+    return f'"{handle.vid}-{hashlib.blake2b(target, digest_size=8).hexdigest()}"'
+
+
+def matches(request: Request[Any, Any, Any], etag: str) -> bool:
+    """Whether If-None-Match names `etag` (or *), so a 304 will do."""
+    header = request.headers.get("if-none-match")
+    if not header:
+        return False
+    candidates = {tag.strip().removeprefix("W/") for tag in header.split(",")}
+    return etag in candidates or "*" in candidates
+
+
+def accepts_gzip(request: Request[Any, Any, Any]) -> bool:
+    """Whether the client takes a gzip body (and did not refuse it with q=0)."""
+    for part in request.headers.get("accept-encoding", "").split(","):
+        coding, _, params = part.strip().partition(";")
+        if coding.strip().lower() in ("gzip", "*"):
+            return params.replace(" ", "") not in ("q=0", "q=0.0", "q=0.00", "q=0.000")
+    return False
+
+
+def version_headers(handle: VersionHandle, etag: str) -> dict[str, str]:
+    """Headers every data answer carries."""
+    return {
+        "x-data-version": handle.vid,
+        "etag": etag,
+        "cache-control": "no-cache",
+        "vary": "accept-encoding, authorization",
+    }
+
+
+def trace(request: Request[Any, Any, Any], handle: VersionHandle) -> None:
+    """Note the version on the request, for its log line."""
+    state = request.scope.setdefault("state", {})
+    state["data_version"] = handle.vid
+    state["dataset_id"] = handle.meta.get("dataset_id")
+    state["model_version"] = handle.meta.get("model_version")
+
+
+def not_modified(handle: VersionHandle, etag: str) -> Response[Any]:
+    """A 304 for a client that already holds this version's answer."""
+    return Response(b"", status_code=HTTP_304_NOT_MODIFIED, headers=version_headers(handle, etag))
+
+
+def gzip_answer(
+    request: Request[Any, Any, Any], handle: VersionHandle, etag: str, stored: bytes
+) -> Response[Any]:
+    """Send a precomputed gzip body as it is, or inflated for clients that do not take gzip."""
+    headers = version_headers(handle, etag)
+    if accepts_gzip(request):
+        headers["content-encoding"] = "gzip"
+        return Response(stored, media_type=JSON, headers=headers)
+    return Response(decompress(stored), media_type=JSON, headers=headers)
+
+
+async def cached_answer(
+    request: Request[Any, Any, Any], handle: VersionHandle, compute: Callable[[], bytes]
+) -> Response[Any]:
+    """A query answer: 304 if the client has it, else from the shared cache, else computed."""
+    etag = etag_for(handle, request)
+    trace(request, handle)
+    if matches(request, etag):
+        return not_modified(handle, etag)
+    rt = runtime(request)
+    key = f"{handle.vid}|{etag}"
+    body = rt.cache.get(key)
+    if body is None:
+        rt.metrics.inc("appliance_cache_misses_total")
+        body = await anyio.to_thread.run_sync(compute)
+        rt.cache.set(key, body)
+    else:
+        rt.metrics.inc("appliance_cache_hits_total")
+    return Response(body, media_type=JSON, headers=version_headers(handle, etag))

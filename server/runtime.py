@@ -1,0 +1,85 @@
+"""Everything one worker holds open while it serves, built at startup and closed at shutdown."""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from appliance.compliance import ComplianceReport, check_compliance
+from appliance.settings import ServerSettings
+from appliance.store import DataStore
+from server.cache import ResponseCache
+from server.data import DataSource
+from server.metrics import WorkerMetrics
+from server.ratelimit import SharedRateLimiter
+
+if TYPE_CHECKING:
+    from litestar import Litestar
+
+RATE_WINDOW_SECONDS = 60.0
+METRICS_FLUSH_SECONDS = 1.0
+
+
+@dataclass
+class Runtime:
+    """The open resources of one worker process."""
+
+    settings: ServerSettings
+    store: DataStore
+    data: DataSource
+    cache: ResponseCache
+    metrics: WorkerMetrics
+    read_limiter: SharedRateLimiter
+    admin_limiter: SharedRateLimiter
+    compliance: ComplianceReport
+    worker: int = field(default_factory=os.getpid)
+    started: bool = False
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    @classmethod
+    def open(cls, settings: ServerSettings) -> Runtime:
+        """Open the store, the cache, the shared counters and the current version."""
+        store = DataStore(settings.data_dir)
+        run_dir = settings.run_dir
+        run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        data = DataSource(store, settings.duckdb_memory, settings.duckdb_threads)
+        runtime = cls(
+            settings=settings,
+            store=store,
+            data=data,
+            cache=ResponseCache(settings.cache_dir, settings.cache_bytes),
+            metrics=WorkerMetrics(run_dir / "metrics", str(os.getpid())),
+            read_limiter=SharedRateLimiter(
+                run_dir / "ratelimit-read", settings.rate_limit, RATE_WINDOW_SECONDS
+            ),
+            admin_limiter=SharedRateLimiter(
+                run_dir / "ratelimit-admin", settings.admin_rate_limit, RATE_WINDOW_SECONDS
+            ),
+            compliance=check_compliance(),
+        )
+        data.refresh()
+        threading.Thread(target=runtime._flush_metrics, name="metrics-flush", daemon=True).start()
+        runtime.started = True
+        return runtime
+
+    def _flush_metrics(self) -> None:
+        """Write this worker's counters for the others to read, every METRICS_FLUSH_SECONDS."""
+        while not self._stop.wait(METRICS_FLUSH_SECONDS):
+            self.metrics.flush()
+
+    def close(self) -> None:
+        """Release everything (worker shutdown)."""
+        self._stop.set()
+        self.metrics.flush()
+        self.data.close()
+        self.cache.close()
+        self.read_limiter.close()
+        self.admin_limiter.close()
+
+
+def runtime_of(app: Litestar) -> Runtime:
+    """The worker's runtime, as the app's lifespan stored it."""
+    runtime: Runtime = app.state.runtime
+    return runtime

@@ -1,0 +1,186 @@
+"""Response and request shapes of the API (msgspec Structs; the OpenAPI schema comes from them)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+
+class ErrorDetail(msgspec.Struct, omit_defaults=True):
+    """What went wrong, in one line, with the id to find the request in the logs."""
+
+    status: int
+    code: str
+    message: str
+    request_id: str
+    reason: str | None = None
+
+
+class ErrorBody(msgspec.Struct):
+    """The one error envelope of every error response."""
+
+    error: ErrorDetail
+
+
+class Traceability(msgspec.Struct):
+    """Where the numbers come from: every data answer carries it."""
+
+    version: str
+    dataset_id: str
+    model_version: str
+    source: str
+    generated_at: str
+
+
+class Timeseries(msgspec.Struct):
+    """Daily forecast of one item with its interval, and actuals where observed (columns)."""
+
+    item_id: str
+    name: str
+    category: str
+    site: str
+    unit: str
+    version: str
+    dataset_id: str
+    model_version: str
+    source: str
+    generated_at: str
+    points: int
+    dates: list[str]
+    yhat: list[float]
+    yhat_lower: list[float]
+    yhat_upper: list[float]
+    actual: list[float | None]
+
+
+class Inventory(msgspec.Struct):
+    """Projected stock position of one item over the forecast horizon."""
+
+    item_id: str
+    name: str
+    category: str
+    site: str
+    unit: str
+    lead_time_days: int
+    unit_cost: float | None
+    version: str
+    dataset_id: str
+    model_version: str
+    source: str
+    generated_at: str
+    on_hand_now: float | None
+    reorder_point: float | None
+    safety_stock: float | None
+    days_of_cover_now: float | None
+    max_stockout_risk: float | None
+    first_below_reorder_point: str | None
+    dates: list[str]
+    on_hand: list[float]
+    days_of_cover: list[float | None]
+    stockout_risk: list[float]
+
+
+class ItemSummary(msgspec.Struct):
+    """One item in a list, with what the overview sorts and filters on."""
+
+    item_id: str
+    name: str
+    category: str
+    site: str
+    unit: str
+    max_stockout_risk: float | None
+    days_of_cover_now: float | None
+    forecast_next_30d: float
+
+
+class ItemsPage(msgspec.Struct):
+    """A page of items; pass `next` back as `cursor` for the following page (null at the end)."""
+
+    items: list[ItemSummary]
+    next: str | None
+    total: int
+    data: Traceability
+
+
+class Kpi(msgspec.Struct):
+    """One KPI from fact_metrics."""
+
+    metric: str
+    value: float
+    period: str
+
+
+class ForecastSummary(msgspec.Struct):
+    """Aggregated KPIs for all items, a category, a site, or both."""
+
+    category: str | None
+    site: str | None
+    kpi_scope: str
+    items: int
+    items_at_risk: int
+    forecast_units_next_30d: float
+    kpis: list[Kpi]
+    categories: list[str]
+    sites: list[str]
+    data: Traceability
+
+
+class DataVersion(msgspec.Struct):
+    """One imported data version and where it came from."""
+
+    version: str
+    current: bool
+    pack_id: str
+    dataset_id: str
+    model_version: str
+    source: str
+    generated_at: str
+    imported_at: str
+    imported_by: str | None
+    signer: dict[str, str] | None
+    rows: dict[str, int]
+
+
+class DataVersions(msgspec.Struct):
+    """Every published version (oldest first) and the audit trail of imports and rollbacks."""
+
+    current: str | None
+    versions: list[DataVersion]
+    history: list[dict[str, Any]]
+
+
+class RollbackRequest(msgspec.Struct):
+    """Which version to serve."""
+
+    version: str
+
+
+class ImportResult(msgspec.Struct):
+    """A pack uploaded and published."""
+
+    version: str
+    previous: str | None
+    pack_id: str
+    dataset_id: str
+    generated_at: str
+    rows: dict[str, int]
+
+
+class Check(msgspec.Struct):
+    """One health check."""
+
+    name: str
+    ok: bool
+    detail: str
+
+
+class Health(msgspec.Struct):
+    """Health of this worker: status, data version, the no-ML compliance check."""
+
+    status: str
+    worker: int
+    version: str | None
+    checks: list[Check]
+    ml_importable: list[str]
+    ml_loaded: list[str]

@@ -1,0 +1,62 @@
+"""Bearer tokens for admin and (optionally) read endpoints, compared in constant time."""
+
+from __future__ import annotations
+
+import hmac
+
+from litestar.connection import ASGIConnection
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.handlers.base import BaseRouteHandler
+
+from server.runtime import runtime_of
+
+
+def bearer_token(connection: ASGIConnection) -> str | None:  # type: ignore[type-arg]
+    """The token of an `Authorization: Bearer ...` header, if any."""
+    header = connection.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def token_matches(given: str, expected: str) -> bool:
+    """Constant-time comparison, so timing does not leak how much of a token was right."""
+    return bool(expected) and hmac.compare_digest(given.encode(), expected.encode())
+
+
+def require_admin(connection: ASGIConnection, _handler: BaseRouteHandler) -> None:  # type: ignore[type-arg]
+    """Guard of the admin endpoints: refresh, upload, rollback."""
+    settings = runtime_of(connection.app).settings
+    if not settings.admin_token:
+        msg = "admin endpoints are disabled on this node (set APPLIANCE_ADMIN_TOKEN_FILE)"
+        raise PermissionDeniedException(msg)
+    token = bearer_token(connection)
+    if token is None:
+        msg = "admin token required (Authorization: Bearer ...)"
+        raise NotAuthorizedException(msg, headers={"WWW-Authenticate": 'Bearer realm="admin"'})
+    if token_matches(token, settings.admin_token):
+        return
+    if token_matches(token, settings.viewer_token):
+        msg = "a viewer token cannot use admin endpoints"
+        raise PermissionDeniedException(msg)
+    msg = "admin token not valid"
+    raise NotAuthorizedException(
+        msg, headers={"WWW-Authenticate": 'Bearer realm="admin", error="invalid_token"'}
+    )
+
+
+def require_viewer(connection: ASGIConnection, _handler: BaseRouteHandler) -> None:  # type: ignore[type-arg]
+    """Guard of the read endpoints when the node sets a viewer token (admins may read too)."""
+    settings = runtime_of(connection.app).settings
+    if not settings.viewer_token:
+        return
+    token = bearer_token(connection)
+    if token is None:
+        msg = "viewer token required (Authorization: Bearer ...)"
+        raise NotAuthorizedException(msg, headers={"WWW-Authenticate": 'Bearer realm="data"'})
+    if not (
+        token_matches(token, settings.viewer_token) or token_matches(token, settings.admin_token)
+    ):
+        msg = "token not valid"
+        raise NotAuthorizedException(
+            msg, headers={"WWW-Authenticate": 'Bearer realm="data", error="invalid_token"'}
+        )
