@@ -20,7 +20,7 @@ $(BIN)/.installed: requirements/dev.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e . || $(BIN)/python -m pip install --quiet --no-deps -e .
 	@touch $@
 
-demo: $(BIN)/.installed  ## Demo pack -> import -> list versions, all under .demo/.
+demo: $(BIN)/.installed  ## Demo pack -> import -> server on http://127.0.0.1:8080 (all under .demo/).
 	@mkdir -p $(DEMO)
 	@test -f $(DEMO)/signing-key || $(BIN)/mlws keygen --out $(DEMO)/signing-key --principal demo@mlws > $(DEMO)/allowed_signers
 	$(BIN)/mlws demo --out $(DEMO)/tables --items $(DEMO_ITEMS) --days $(DEMO_DAYS) --generated-at $$(date -u +%Y-%m-%dT%H:%M:%SZ)
@@ -29,6 +29,10 @@ demo: $(BIN)/.installed  ## Demo pack -> import -> list versions, all under .dem
 	$(BIN)/mlws verify $(DEMO)/demo.pack --signers $(DEMO)/allowed_signers
 	$(BIN)/appliance import $(DEMO)/demo.pack --data-dir $(DEMO)/data --signers $(DEMO)/allowed_signers
 	$(BIN)/appliance versions --data-dir $(DEMO)/data
+	@test -f $(DEMO)/admin.token || { umask 077; $(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(24))' > $(DEMO)/admin.token; }
+	@echo "API on http://127.0.0.1:8080/api/v1 (OpenAPI: /schema); admin token in $(DEMO)/admin.token; Ctrl-C stops."
+	APPLIANCE_ADMIN_TOKEN_FILE=$(DEMO)/admin.token $(BIN)/appliance serve --data-dir $(DEMO)/data \
+		--signers $(DEMO)/allowed_signers --host 127.0.0.1 --port 8080
 
 test: $(BIN)/.installed  ## Run every test (unit, integration).
 	$(BIN)/python -m pytest
