@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Callable
 from typing import Any
@@ -107,9 +108,31 @@ async def cached_answer(
     key = f"{handle.vid}|{etag}"
     body = rt.cache.get(key)
     if body is None:
-        rt.metrics.inc("appliance_cache_misses_total")
-        body = await anyio.to_thread.run_sync(compute)
-        rt.cache.set(key, body)
+        body = await _compute_once(rt, key, compute)
     else:
         rt.metrics.inc("appliance_cache_hits_total")
     return Response(body, media_type=JSON, headers=version_headers(handle, etag))
+
+
+_computing: dict[str, asyncio.Future[bytes]] = {}
+
+
+async def _compute_once(rt: Runtime, key: str, compute: Callable[[], bytes]) -> bytes:
+    """Compute a missing answer once per worker, however many requests ask for it at once."""
+    pending = _computing.get(key)
+    if pending is not None:
+        return await asyncio.shield(pending)
+    future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+    _computing[key] = future
+    try:
+        rt.metrics.inc("appliance_cache_misses_total")
+        body = await anyio.to_thread.run_sync(compute)
+        rt.cache.set(key, body)
+        future.set_result(body)
+    except BaseException as exc:
+        future.set_exception(exc)
+        future.exception()  # retrieved here, so a miss nobody else awaited is not reported twice
+        raise
+    finally:
+        del _computing[key]
+    return body
