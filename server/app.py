@@ -11,6 +11,7 @@ import msgspec
 from litestar import Litestar, MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin, YamlRenderPlugin
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from appliance import __version__
@@ -38,6 +39,13 @@ ERROR_CODES = {
     500: "internal_error",
     503: "unavailable",
 }
+SOURCE_NAMES = {
+    "query": "query parameter",
+    "path": "path parameter",
+    "header": "header",
+    "cookie": "cookie",
+    "body": "body field",
+}
 DEFAULT_BODY_LIMIT = 1 << 20  # every body but an uploaded pack is a small JSON object
 
 
@@ -61,9 +69,10 @@ def one_line(request: Request[Any, Any, Any], exc: HTTPException) -> str:
     if isinstance(exc, ValidationException) and isinstance(exc.extra, list) and exc.extra:
         first = exc.extra[0]
         if isinstance(first, dict) and first.get("key"):
-            source = getattr(first.get("source"), "value", "parameter")
+            source = str(getattr(first.get("source"), "value", first.get("source") or "body"))
+            where = SOURCE_NAMES.get(source, "value")
             name = public_name(request, first["key"])
-            return f"invalid {source} parameter {name!r}: {first.get('message')}"
+            return f"invalid {where} {name!r}: {first.get('message')}"
     return " ".join(str(exc.detail).split())
 
 
@@ -134,6 +143,11 @@ def create_app(settings: ServerSettings | None = None) -> Litestar:
             version=__version__,
             description="Read-only access to precomputed forecasts, KPIs and inventory; admin actions on data versions.",
             path="/schema",
+            # The document only: the HTML viewers fetch their scripts from CDNs a node cannot reach.
+            render_plugins=[
+                JsonRenderPlugin(path=["/", "/openapi.json"]),
+                YamlRenderPlugin(path="/openapi.yaml"),
+            ],
         ),
         request_max_body_size=DEFAULT_BODY_LIMIT,
     )

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio.to_thread
+import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.exceptions import ClientException, HTTPException, NotFoundException
 from litestar.status_codes import (
@@ -24,7 +25,7 @@ from appliance.result_pack import format_timestamp
 from appliance.sshsig import load_allowed_signers
 from appliance.store import DataStore
 from appliance.version_build import BuildLimits
-from server.responses import NoDataError, require_version, runtime, trace
+from server.responses import NoDataError, cached_answer, require_version, runtime, trace
 from server.schemas import DataVersion, DataVersions, ImportResult, RollbackRequest
 from server.security import require_admin, require_viewer
 
@@ -110,11 +111,11 @@ class DataController(Controller):
         summary="The data version being served",
         guards=[require_viewer],
     )
-    async def get_current(self, request: Request[Any, Any, Any]) -> DataVersion:
+    async def get_current(self, request: Request[Any, Any, Any]) -> Response[DataVersion]:
         with runtime(request).data.lease() as leased:
             handle = require_version(leased)
-            trace(request, handle)
-            return describe(handle.report | {"version": handle.vid}, current=True)
+            version = describe(handle.report | {"version": handle.vid}, current=True)
+            return await cached_answer(request, handle, lambda: msgspec.json.encode(version))
 
     @get(
         "/versions",
@@ -186,8 +187,10 @@ class DataController(Controller):
         try:
             await anyio.to_thread.run_sync(rollback, rt.store, data.version)
         except StoreError as exc:
-            if "no version" in str(exc) or "not a version id" in str(exc):
-                raise NotFoundException(detail=str(exc)) from exc
+            if data.version not in rt.store.version_ids():
+                raise NotFoundException(
+                    detail=f"no data version {data.version!r} on this node"
+                ) from exc
             raise StoreBusy(detail=str(exc)) from exc
         handle = require_version(await anyio.to_thread.run_sync(rt.data.refresh))
         return describe(handle.report | {"version": handle.vid}, current=True)

@@ -91,4 +91,5 @@ async def get_metrics(request: Request[Any, Any, Any]) -> Response[str]:
         "appliance_data_version_info", 1.0, version=handle.vid if handle else "none"
     )
     text = render_prometheus(rt.metrics.directory, rt.metrics)
-    return Response(text, media_type=CONTENT_TYPE)
+    # Litestar appends the charset to text/* types; CONTENT_TYPE has it already.
+    return Response(text, media_type=CONTENT_TYPE.removesuffix("; charset=utf-8"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from datetime import date
 from typing import Annotated, Any
 
@@ -58,7 +59,8 @@ def decode_cursor(token: str, sort: str) -> tuple[str, float | None]:
         kind, item_id, risk = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
     except (ValueError, TypeError, binascii.Error) as exc:
         raise ValidationException(detail=msg) from exc
-    if kind != sort or not isinstance(item_id, str) or not isinstance(risk, int | float | None):
+    finite = risk is None or (type(risk) in (int, float) and math.isfinite(risk))
+    if kind != sort or not isinstance(item_id, str) or not finite:
         raise ValidationException(detail=msg)
     return item_id, risk
 
