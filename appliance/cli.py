@@ -8,8 +8,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
@@ -18,6 +17,7 @@ import click
 
 from appliance import __version__
 from appliance import settings as cfg
+from appliance.console import Progress, reported_errors
 from appliance.errors import ApplianceError, StoreError
 from appliance.importer import ImportOptions, import_pack, rollback
 from appliance.sshsig import load_allowed_signers
@@ -58,27 +58,6 @@ def import_limit_options(func: F) -> F:
     """Options bounding what DuckDB may use while building a version."""
     func = setting_option(cfg.IMPORT_THREADS, type=click.IntRange(min=0, max=256))(func)
     return setting_option(cfg.IMPORT_MEMORY, type=str, callback=check_memory_size)(func)
-
-
-class Progress:
-    """Prints library progress to stderr with the time since the command started."""
-
-    def __init__(self) -> None:
-        self.started = time.perf_counter()
-
-    def __call__(self, message: str) -> None:
-        elapsed = time.perf_counter() - self.started
-        click.echo(f"[{elapsed:6.1f}s] {message}", err=True)
-
-
-@contextmanager
-def reported_errors() -> Iterator[None]:
-    """Turn library errors into one line on stderr and the error's exit code."""
-    try:
-        yield
-    except ApplianceError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

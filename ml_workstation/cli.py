@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import sys
 import tempfile
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -14,7 +10,7 @@ from typing import Any
 import click
 
 from appliance import __version__
-from appliance.errors import ApplianceError
+from appliance.console import Progress, reported_errors
 from appliance.importer import check_pack
 from appliance.pack_layout import SIGNATURE_NAMESPACE
 from appliance.result_pack import format_timestamp, parse_timestamp
@@ -22,26 +18,6 @@ from appliance.sshsig import generate_key, load_allowed_signers
 from ml_workstation import demo
 from ml_workstation.export import export_pack
 from ml_workstation.pack_builder import PackRequest, build_pack
-
-
-class Progress:
-    """Prints progress to stderr with the time since the command started."""
-
-    def __init__(self) -> None:
-        self.started = time.perf_counter()
-
-    def __call__(self, message: str) -> None:
-        click.echo(f"[{time.perf_counter() - self.started:6.1f}s] {message}", err=True)
-
-
-@contextmanager
-def reported_errors() -> Iterator[None]:
-    """Turn library errors into one line on stderr and the error's exit code."""
-    try:
-        yield
-    except ApplianceError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
 
 
 class Timestamp(click.ParamType[datetime, Any]):

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from appliance.errors import ConfigError
+from appliance.fsio import fsync_path
 from appliance.pack_layout import METADATA_COLUMNS, TABLE_SUFFIX
 from appliance.schema_registry import TableSchema, load_registry
 
@@ -459,7 +460,7 @@ def generate_demo(
                 report(f"{name}: {rows[name]:,} rows")
         finally:
             con.close()
-        _fsync_dir(out_dir)
+        fsync_path(out_dir)
         return rows
     finally:
         shutil.rmtree(spill_dir, ignore_errors=True)
@@ -572,23 +573,9 @@ def _write_table(con: duckdb.DuckDBPyConnection, table: TableSchema, out_dir: Pa
         written = con.execute(
             f"COPY ({query}) TO '{target}' (FORMAT parquet, COMPRESSION zstd)"
         ).fetchone()
-        _fsync_file(temp_path)
+        fsync_path(temp_path)
         temp_path.replace(out_dir / f"{table.name}{TABLE_SUFFIX}")
     except BaseException:
         temp_path.unlink(missing_ok=True)
         raise
     return int(written[0]) if written else 0
-
-
-def _fsync_file(path: Path) -> None:
-    """Flush a file to disk before it is renamed into place."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make the renames in a directory durable."""
-    _fsync_file(path)

@@ -9,7 +9,7 @@ from typing import Any
 
 import anyio.to_thread
 from litestar import Request, Response
-from litestar.exceptions import HTTPException
+from litestar.exceptions import HTTPException, NotFoundException
 from litestar.status_codes import HTTP_304_NOT_MODIFIED, HTTP_503_SERVICE_UNAVAILABLE
 
 from appliance.answers import decompress
@@ -94,6 +94,20 @@ def gzip_answer(
         headers["content-encoding"] = "gzip"
         return Response(stored, media_type=JSON, headers=headers)
     return Response(decompress(stored), media_type=JSON, headers=headers)
+
+
+def precomputed_answer(
+    request: Request[Any, Any, Any], handle: VersionHandle, kind: str, item_id: str
+) -> Response[Any]:
+    """An answer built at import: 304 if the client has it, else the stored body; 404 if none."""
+    etag = etag_for(handle, request)
+    trace(request, handle)
+    if matches(request, etag):
+        return not_modified(handle, etag)
+    stored = handle.answer(kind, item_id)
+    if stored is None:
+        raise NotFoundException(detail=f"no {kind} for item {item_id} in data version {handle.vid}")
+    return gzip_answer(request, handle, etag, stored)
 
 
 async def cached_answer(

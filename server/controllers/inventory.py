@@ -5,19 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, Request, Response, get
-from litestar.exceptions import NotFoundException
 
 from appliance.answers import INVENTORY
 from server.controllers.items import ItemId
-from server.responses import (
-    etag_for,
-    gzip_answer,
-    matches,
-    not_modified,
-    require_version,
-    runtime,
-    trace,
-)
+from server.responses import precomputed_answer, require_version, runtime
 from server.schemas import Inventory
 from server.security import require_viewer
 
@@ -35,13 +26,4 @@ class InventoryController(Controller):
     ) -> Response[Inventory]:
         with runtime(request).data.lease() as leased:
             handle = require_version(leased)
-            etag = etag_for(handle, request)
-            trace(request, handle)
-            if matches(request, etag):
-                return not_modified(handle, etag)
-            stored = handle.answer(INVENTORY, item_id)
-            if stored is None:
-                raise NotFoundException(
-                    detail=f"no inventory for item {item_id} in data version {handle.vid}"
-                )
-            return gzip_answer(request, handle, etag, stored)
+            return precomputed_answer(request, handle, INVENTORY, item_id)

@@ -18,13 +18,9 @@ from appliance.answers import OVERVIEW_TABLE, TIMESERIES
 from server.data import VersionHandle
 from server.responses import (
     cached_answer,
-    etag_for,
-    gzip_answer,
-    matches,
-    not_modified,
+    precomputed_answer,
     require_version,
     runtime,
-    trace,
 )
 from server.schemas import ItemsPage, ItemSummary, Timeseries, Traceability
 from server.security import require_viewer
@@ -209,16 +205,7 @@ class ItemsController(Controller):
             if not handle.has_item(item_id):
                 raise NotFoundException(detail=f"no item {item_id} in data version {handle.vid}")
             if start is None and end is None:
-                etag = etag_for(handle, request)
-                trace(request, handle)
-                if matches(request, etag):
-                    return not_modified(handle, etag)
-                stored = handle.answer(TIMESERIES, item_id)
-                if stored is None:
-                    raise NotFoundException(
-                        detail=f"no forecast for item {item_id} in {handle.vid}"
-                    )
-                return gzip_answer(request, handle, etag, stored)
+                return precomputed_answer(request, handle, TIMESERIES, item_id)
             return await cached_answer(
                 request, handle, lambda: timeseries_query(handle, item_id, start, end)
             )

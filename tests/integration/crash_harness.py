@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from appliance import cli
+from appliance import cli, console
 
 LIMIT = int(sys.argv[1])
 LOG = sys.argv[2]
@@ -45,14 +45,14 @@ def wrap(name: str) -> None:
 for function in ("mkdir", "write", "fsync", "rename", "replace", "symlink", "unlink"):
     wrap(function)
 
-progress_call = cli.Progress.__call__
+progress_call = console.Progress.__call__
 
 
-def progress(self: cli.Progress, message: str) -> None:
+def progress(self: console.Progress, message: str) -> None:
     step("progress", message)
     progress_call(self, message)
 
 
-cli.Progress.__call__ = progress  # type: ignore[method-assign]
+console.Progress.__call__ = progress  # type: ignore[method-assign]
 sys.argv = ["appliance", *sys.argv[3:]]
 cli.main()

@@ -160,7 +160,7 @@ def test_failed_write_leaves_previous_table_and_no_temp_file(tmp_path, monkeypat
     def fail(path: Path) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(demo, "_fsync_file", fail)
+    monkeypatch.setattr(demo, "fsync_path", fail)
     with pytest.raises(OSError, match="disk full"):
         generate_demo(tmp_path, SMALL)
     assert [p.name for p in tmp_path.iterdir()] == ["dim_item.parquet"]

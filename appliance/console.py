@@ -1,0 +1,33 @@
+"""What both command lines (appliance, mlws) share: progress lines and one-line errors."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import click
+
+from appliance.errors import ApplianceError
+
+
+class Progress:
+    """Prints library progress to stderr with the time since the command started."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+
+    def __call__(self, message: str) -> None:
+        elapsed = time.perf_counter() - self.started
+        click.echo(f"[{elapsed:6.1f}s] {message}", err=True)
+
+
+@contextmanager
+def reported_errors() -> Iterator[None]:
+    """Turn library errors into one line on stderr and the error's exit code."""
+    try:
+        yield
+    except ApplianceError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
