@@ -72,6 +72,8 @@ def one_line(request: Request[Any, Any, Any], exc: HTTPException) -> str:
             source = str(getattr(first.get("source"), "value", first.get("source") or "body"))
             where = SOURCE_NAMES.get(source, "value")
             name = public_name(request, first["key"])
+            if source == "body" and name == "data":  # the whole body is missing or not an object
+                return "the request body is missing or is not the JSON object this endpoint takes"
             return f"invalid {where} {name!r}: {first.get('message')}"
     return " ".join(str(exc.detail).split())
 

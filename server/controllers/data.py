@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,14 @@ import anyio.to_thread
 import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.exceptions import ClientException, HTTPException, NotFoundException
+from litestar.openapi.spec import (
+    OpenAPIFormat,
+    OpenAPIMediaType,
+    OpenAPIType,
+    Operation,
+    RequestBody,
+    Schema,
+)
 from litestar.status_codes import (
     HTTP_200_OK,
     HTTP_201_CREATED,
@@ -25,12 +34,33 @@ from appliance.result_pack import format_timestamp
 from appliance.sshsig import load_allowed_signers
 from appliance.store import DataStore
 from appliance.version_build import BuildLimits
-from server.responses import NoDataError, cached_answer, require_version, runtime, trace
+from server.responses import (
+    ADMIN_ERRORS,
+    READ_ERRORS,
+    NoDataError,
+    cached_answer,
+    require_version,
+    runtime,
+    trace,
+)
 from server.schemas import DataVersion, DataVersions, ImportResult, RollbackRequest
 from server.security import require_admin, require_viewer
 
 HISTORY_LIMIT = 200
 UPLOADS = "uploads"
+
+
+@dataclass
+class PackUploadOperation(Operation):
+    """OpenAPI of the upload: the request body is the .pack file itself (it is streamed, not parsed)."""
+
+    def __post_init__(self) -> None:
+        binary = Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)
+        self.request_body = RequestBody(
+            content={"application/octet-stream": OpenAPIMediaType(schema=binary)},
+            description="The result pack file (`*.pack`), as made by `mlws pack`.",
+            required=True,
+        )
 
 
 class PackRefused(HTTPException):
@@ -110,6 +140,7 @@ class DataController(Controller):
         operation_id="get_current_version",
         summary="The data version being served",
         guards=[require_viewer],
+        responses=READ_ERRORS,
     )
     async def get_current(self, request: Request[Any, Any, Any]) -> Response[DataVersion]:
         with runtime(request).data.lease() as leased:
@@ -122,6 +153,7 @@ class DataController(Controller):
         operation_id="list_versions",
         summary="Every data version and the import history",
         guards=[require_viewer],
+        responses=READ_ERRORS,
     )
     async def get_versions(self, request: Request[Any, Any, Any]) -> DataVersions:
         try:
@@ -135,6 +167,7 @@ class DataController(Controller):
         summary="Switch this worker to the current version now",
         guards=[require_admin],
         status_code=HTTP_200_OK,
+        responses=ADMIN_ERRORS,
     )
     async def refresh(self, request: Request[Any, Any, Any]) -> DataVersion:
         handle = require_version(await anyio.to_thread.run_sync(runtime(request).data.refresh))
@@ -147,7 +180,9 @@ class DataController(Controller):
         summary="Upload a result pack (the file as the request body); import it like `appliance import`",
         guards=[require_admin],
         status_code=HTTP_201_CREATED,
+        operation_class=PackUploadOperation,
         request_max_body_size=None,
+        responses=ADMIN_ERRORS,
     )
     async def upload_pack(self, request: Request[Any, Any, Any]) -> ImportResult:
         rt = runtime(request)
@@ -179,6 +214,7 @@ class DataController(Controller):
         summary="Serve another version again",
         guards=[require_admin],
         status_code=HTTP_200_OK,
+        responses=ADMIN_ERRORS,
     )
     async def rollback_version(
         self, request: Request[Any, Any, Any], data: RollbackRequest

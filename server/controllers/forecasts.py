@@ -11,7 +11,7 @@ from litestar.params import Parameter
 from appliance.answers import OVERVIEW_TABLE
 from server.controllers.items import traceability
 from server.data import VersionHandle
-from server.responses import cached_answer, require_version, runtime
+from server.responses import READ_ERRORS, cached_answer, require_version, runtime
 from server.schemas import ForecastSummary, Kpi
 from server.security import require_viewer
 
@@ -70,6 +70,7 @@ class ForecastsController(Controller):
         "/summary",
         operation_id="get_forecast_summary",
         summary="KPIs for all items, a category and/or a site",
+        responses=READ_ERRORS,
     )
     async def get_summary(
         self, request: Request[Any, Any, Any], category: Filter = None, site: Filter = None

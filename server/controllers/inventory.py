@@ -8,7 +8,7 @@ from litestar import Controller, Request, Response, get
 
 from appliance.answers import INVENTORY
 from server.controllers.items import ItemId
-from server.responses import precomputed_answer, require_version, runtime
+from server.responses import READ_ERRORS, precomputed_answer, require_version, runtime
 from server.schemas import Inventory
 from server.security import require_viewer
 
@@ -20,7 +20,12 @@ class InventoryController(Controller):
     tags = ["inventory"]  # noqa: RUF012
     guards = [require_viewer]  # noqa: RUF012
 
-    @get("/{item_id:str}", operation_id="get_inventory", summary="Projected inventory of one item")
+    @get(
+        "/{item_id:str}",
+        operation_id="get_inventory",
+        summary="Projected inventory of one item",
+        responses=READ_ERRORS,
+    )
     async def get_inventory(
         self, request: Request[Any, Any, Any], item_id: ItemId
     ) -> Response[Inventory]:

@@ -17,6 +17,7 @@ from litestar.params import Parameter
 from appliance.answers import OVERVIEW_TABLE, TIMESERIES
 from server.data import VersionHandle
 from server.responses import (
+    READ_ERRORS,
     cached_answer,
     precomputed_answer,
     require_version,
@@ -150,7 +151,12 @@ class ItemsController(Controller):
     tags = ["items"]  # noqa: RUF012
     guards = [require_viewer]  # noqa: RUF012
 
-    @get("/", operation_id="list_items", summary="Search and page through items")
+    @get(
+        "/",
+        operation_id="list_items",
+        summary="Search and page through items",
+        responses=READ_ERRORS,
+    )
     async def list_items(
         self,
         request: Request[Any, Any, Any],
@@ -186,6 +192,7 @@ class ItemsController(Controller):
         "/{item_id:str}/timeseries",
         operation_id="get_timeseries",
         summary="Forecast, interval and actuals of one item",
+        responses=READ_ERRORS,
     )
     async def get_timeseries(
         self,
