@@ -89,15 +89,21 @@ def live_server(
 ) -> Iterator[LiveServer]:
     """Start `appliance serve` on a free port, wait until /health/ready answers 200, stop after."""
     port = free_port()
-    environment = os.environ | {
-        "APPLIANCE_ADMIN_TOKEN": ADMIN_TOKEN,
-        "APPLIANCE_RATE_LIMIT": "0",
-        "APPLIANCE_ADMIN_RATE_LIMIT": "0",
-        "APPLIANCE_IMPORT_MEMORY": "1GB",
-    } | (env or {})
+    environment = (
+        os.environ
+        | {
+            "APPLIANCE_ADMIN_TOKEN": ADMIN_TOKEN,
+            "APPLIANCE_RATE_LIMIT": "0",
+            "APPLIANCE_ADMIN_RATE_LIMIT": "0",
+            "APPLIANCE_IMPORT_MEMORY": "1GB",
+        }
+        | (env or {})
+    )
     argv = [str(BIN / "appliance"), "serve", "--data-dir", str(data_dir), "--signers", str(signers)]
     argv += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
-    process = subprocess.Popen(argv, env=environment, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    process = subprocess.Popen(
+        argv, env=environment, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
+    )
     server = LiveServer(data_dir, port, workers, process)
     reader = threading.Thread(target=_collect, args=(process, server.log_lines), daemon=True)
     reader.start()
