@@ -6,7 +6,7 @@ DEMO := .demo
 DEMO_ITEMS ?= 200
 DEMO_DAYS ?= 365
 
-.PHONY: demo test lint bench-import clean help
+.PHONY: demo test lint bench-import bench-server clean help
 .DEFAULT_GOAL := help
 
 help:  ## List the targets.
@@ -44,6 +44,9 @@ lint: $(BIN)/.installed  ## Ruff (lint and format check) and mypy.
 
 bench-import: $(BIN)/.installed  ## Field-scale demo/pack/import benchmark against sha256sum.
 	$(BIN)/python benchmarks/bench_import.py
+
+bench-server: $(BIN)/.installed  ## Field-scale API benchmark: ours vs Datasette vs ROAPI (needs wrk).
+	$(BIN)/python benchmarks/bench_server.py
 
 clean:  ## Remove the venv, demo data and caches.
 	rm -rf $(VENV) $(DEMO) .bench .pytest_cache .mypy_cache .ruff_cache

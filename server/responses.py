@@ -19,6 +19,7 @@ from server.runtime import Runtime, runtime_of
 from server.schemas import ErrorBody
 
 JSON = "application/json"
+GZIP_VARIANT = "-gz"  # the gzip and the plain body of one answer are different representations
 
 
 class NoDataError(HTTPException):
@@ -40,10 +41,10 @@ def require_version(handle: VersionHandle | None) -> VersionHandle:
     return handle
 
 
-def etag_for(handle: VersionHandle, request: Request[Any, Any, Any]) -> str:
-    """A strong ETag: the version (immutable) and the exact request target."""
+def etag_for(handle: VersionHandle, request: Request[Any, Any, Any], variant: str = "") -> str:
+    """A strong ETag: the version (immutable), the exact request target, and the encoding."""
     target = request.scope["path"].encode() + b"?" + request.scope.get("query_string", b"")
-    return f'"{handle.vid}-{hashlib.blake2b(target, digest_size=8).hexdigest()}"'
+    return f'"{handle.vid}-{hashlib.blake2b(target, digest_size=8).hexdigest()}{variant}"'
 
 
 def matches(request: Request[Any, Any, Any], etag: str) -> bool:
@@ -87,12 +88,10 @@ def not_modified(handle: VersionHandle, etag: str) -> Response[Any]:
     return Response(b"", status_code=HTTP_304_NOT_MODIFIED, headers=version_headers(handle, etag))
 
 
-def gzip_answer(
-    request: Request[Any, Any, Any], handle: VersionHandle, etag: str, stored: bytes
-) -> Response[Any]:
+def gzip_answer(gzip: bool, handle: VersionHandle, etag: str, stored: bytes) -> Response[Any]:
     """Send a precomputed gzip body as it is, or inflated for clients that do not take gzip."""
     headers = version_headers(handle, etag)
-    if accepts_gzip(request):
+    if gzip:
         headers["content-encoding"] = "gzip"
         return Response(stored, media_type=JSON, headers=headers)
     return Response(decompress(stored), media_type=JSON, headers=headers)
@@ -102,14 +101,15 @@ def precomputed_answer(
     request: Request[Any, Any, Any], handle: VersionHandle, kind: str, item_id: str
 ) -> Response[Any]:
     """An answer built at import: 304 if the client has it, else the stored body; 404 if none."""
-    etag = etag_for(handle, request)
+    gzip = accepts_gzip(request)
+    etag = etag_for(handle, request, GZIP_VARIANT if gzip else "")
     trace(request, handle)
     if matches(request, etag):
         return not_modified(handle, etag)
     stored = handle.answer(kind, item_id)
     if stored is None:
         raise NotFoundException(detail=f"no {kind} for item {item_id} in data version {handle.vid}")
-    return gzip_answer(request, handle, etag, stored)
+    return gzip_answer(gzip, handle, etag, stored)
 
 
 async def cached_answer(

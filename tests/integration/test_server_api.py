@@ -1147,3 +1147,22 @@ def test_the_openapi_document_has_no_ml_route(server: LiveServer) -> None:
         assert path in DOCUMENTED_PATHS, path
     assert "/api/v1/forecasts/summary" in paths
     assert set(paths["/api/v1/forecasts/summary"]) == {"get"}
+
+
+def test_gzip_and_plain_bodies_of_one_answer_have_different_strong_etags(
+    server: LiveServer,
+) -> None:
+    path = "/api/v1/items/IT-0000003/timeseries"
+    plain = server.get(path, headers={"Accept-Encoding": "identity"})
+    zipped = server.get(path, headers={"Accept-Encoding": "gzip"})
+    assert zipped.headers["content-encoding"] == "gzip"
+    assert plain.headers["etag"] != zipped.headers["etag"]
+    for response, encoding in ((plain, "identity"), (zipped, "gzip")):
+        again = server.get(
+            path, headers={"Accept-Encoding": encoding, "If-None-Match": response.headers["etag"]}
+        )
+        assert again.status_code == 304
+    crossed = server.get(
+        path, headers={"Accept-Encoding": "identity", "If-None-Match": zipped.headers["etag"]}
+    )
+    assert crossed.status_code == 200
