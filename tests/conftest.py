@@ -107,6 +107,22 @@ def run(
     return subprocess.run(command, capture_output=True, text=True, check=check, timeout=timeout)
 
 
+def import_into(
+    data_dir: Path, pack: Path, signer: Signer, *, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """`appliance import PACK` into `data_dir`, trusting `signer`, as an admin runs it."""
+    return run(
+        "appliance",
+        "import",
+        pack,
+        "--data-dir",
+        data_dir,
+        "--signers",
+        signer.allowed_signers,
+        check=check,
+    )
+
+
 def versions_json(data_dir: Path) -> str:
     """What `appliance versions --json` prints for `data_dir`."""
     return run("appliance", "versions", "--data-dir", data_dir, "--json", check=True).stdout

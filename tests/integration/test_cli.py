@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from appliance.pack_layout import SIGNATURE_NAMESPACE
-from tests.conftest import BIN, Signer, current_of, make_pack, run, versions_json
+from tests.conftest import BIN, Signer, current_of, import_into, make_pack, run, versions_json
 from tests.packs import ForgedPack
 
 REPO = Path(__file__).resolve().parents[2]
@@ -149,15 +149,7 @@ def test_a_pack_signed_with_stock_ssh_keygen_is_imported(
     )
     stock_signature = (tmp_path / "pack.json.sig").read_bytes()
     pack = parts.write(tmp_path / "stock-signed.pack", signer.key, signature=stock_signature)
-    done = run(
-        "appliance",
-        "import",
-        pack,
-        "--data-dir",
-        tmp_path / "data",
-        "--signers",
-        signer.allowed_signers,
-    )
+    done = import_into(tmp_path / "data", pack, signer, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "v0001"
 
@@ -217,16 +209,7 @@ def test_pack_stamps_metadata_onto_tables_that_lack_it(
         check=True,
     )
     data = tmp_path / "data"
-    run(
-        "appliance",
-        "import",
-        pack,
-        "--data-dir",
-        data,
-        "--signers",
-        signer.allowed_signers,
-        check=True,
-    )
+    import_into(data, pack, signer)
     versions = json.loads(versions_json(data))["versions"]
     assert versions[0]["model_version"] == "lstm-3.1"
     assert versions[0]["generated_at"] == "2026-11-05T00:00:00Z"
@@ -458,15 +441,7 @@ def test_import_with_a_missing_signers_file_fails_before_touching_the_store(
 
 
 def test_import_of_a_missing_file_is_refused(tmp_path: Path, signer: Signer) -> None:
-    done = run(
-        "appliance",
-        "import",
-        tmp_path / "ghost.pack",
-        "--data-dir",
-        tmp_path / "d",
-        "--signers",
-        signer.allowed_signers,
-    )
+    done = import_into(tmp_path / "d", tmp_path / "ghost.pack", signer, check=False)
     assert "ghost.pack" in one_error_line(done)
 
 
@@ -477,15 +452,7 @@ def test_a_locked_store_is_reported_not_waited_on(
     data.mkdir()
     with (data / ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        done = run(
-            "appliance",
-            "import",
-            good_pack,
-            "--data-dir",
-            data,
-            "--signers",
-            signer.allowed_signers,
-        )
+        done = import_into(data, good_pack, signer, check=False)
     assert "locked by another import" in one_error_line(done)
     assert done.returncode == 4
 
@@ -501,16 +468,7 @@ def test_rollback_switches_versions_and_is_recorded(
 ) -> None:
     data = tmp_path / "data"
     for pack in (good_pack, newer_pack):
-        run(
-            "appliance",
-            "import",
-            pack,
-            "--data-dir",
-            data,
-            "--signers",
-            signer.allowed_signers,
-            check=True,
-        )
+        import_into(data, pack, signer)
     assert current_of(data) == "v0002"
     done = run("appliance", "rollback", "v0001", "--data-dir", data, check=True)
     assert done.stdout.strip() == "current version: v0001 (was v0002)"
@@ -533,16 +491,7 @@ def test_rollback_refuses_bad_targets(
     tmp_path: Path, good_pack: Path, signer: Signer, vid: str, expected: str
 ) -> None:
     data = tmp_path / "data"
-    run(
-        "appliance",
-        "import",
-        good_pack,
-        "--data-dir",
-        data,
-        "--signers",
-        signer.allowed_signers,
-        check=True,
-    )
+    import_into(data, good_pack, signer)
     before = versions_json(data)
     assert expected in one_error_line(run("appliance", "rollback", vid, "--data-dir", data))
     assert versions_json(data) == before
@@ -554,16 +503,7 @@ def test_the_served_database_is_sorted_for_item_lookups(
     import duckdb
 
     data = tmp_path / "data"
-    run(
-        "appliance",
-        "import",
-        good_pack,
-        "--data-dir",
-        data,
-        "--signers",
-        signer.allowed_signers,
-        check=True,
-    )
+    import_into(data, good_pack, signer)
     con = duckdb.connect(str(data / "current" / "data.duckdb"), read_only=True)
     unsorted = con.execute(
         "SELECT count(*) FROM (SELECT item_id, date, lag(item_id) OVER w AS pi, lag(date) OVER w AS pd "
@@ -668,16 +608,7 @@ def test_rollback_repairs_a_broken_current_pointer(
     tmp_path: Path, good_pack: Path, signer: Signer
 ) -> None:
     data = tmp_path / "data"
-    run(
-        "appliance",
-        "import",
-        good_pack,
-        "--data-dir",
-        data,
-        "--signers",
-        signer.allowed_signers,
-        check=True,
-    )
+    import_into(data, good_pack, signer)
     (data / "current").unlink()
     (data / "current").symlink_to("versions/v0042")
     line = one_error_line(run("appliance", "versions", "--data-dir", data))

@@ -17,7 +17,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from tests.conftest import Signer, current_of, run
+from tests.conftest import Signer, current_of, import_into
 
 HARNESS = Path(__file__).with_name("crash_harness.py")
 
@@ -54,16 +54,7 @@ def served_rows(data_dir: Path) -> int:
 def base_store(tmp_path_factory: pytest.TempPathFactory, good_pack: Path, signer: Signer) -> Path:
     """A store serving good_pack as v0001."""
     data_dir = tmp_path_factory.mktemp("crash") / "data"
-    run(
-        "appliance",
-        "import",
-        good_pack,
-        "--data-dir",
-        data_dir,
-        "--signers",
-        signer.allowed_signers,
-        check=True,
-    )
+    import_into(data_dir, good_pack, signer)
     return data_dir
 
 
@@ -117,15 +108,7 @@ def test_sigkill_at_every_step_leaves_a_consistent_store(
         if limit <= commit:
             assert served_rows(data_dir) == old_rows, where
 
-        again = run(
-            "appliance",
-            "import",
-            newer_pack,
-            "--data-dir",
-            data_dir,
-            "--signers",
-            signer.allowed_signers,
-        )
+        again = import_into(data_dir, newer_pack, signer, check=False)
         if limit <= commit:
             assert again.returncode == 0, f"{where}\n{again.stderr}"
             assert current_of(data_dir) == again.stdout.split()[-1]
