@@ -5,13 +5,16 @@ from __future__ import annotations
 import traceback
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import msgspec
-from litestar import Litestar, MediaType, Request, Response
+from litestar import Litestar, MediaType, Request, Response, Router
+from litestar.datastructures import CacheControlHeader
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, YamlRenderPlugin
+from litestar.static_files import create_static_files_router
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from appliance import __version__
@@ -46,6 +49,7 @@ SOURCE_NAMES = {
     "cookie": "cookie",
     "body": "body field",
 }
+DASHBOARD_DIR = Path(__file__).parent / "frontend" / "dist"
 DEFAULT_BODY_LIMIT = 1 << 20  # every body but an uploaded pack is a small JSON object
 
 
@@ -108,6 +112,29 @@ def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Respon
     return Response(body, status_code=HTTP_500_INTERNAL_SERVER_ERROR, media_type=MediaType.JSON)
 
 
+def dashboard_routes() -> list[Router]:
+    """The prebuilt dashboard: hashed assets cached for good, index.html revalidated each time."""
+    if not (DASHBOARD_DIR / "index.html").is_file():
+        return []  # a checkout without the built dashboard still serves the API
+    return [
+        create_static_files_router(
+            path="/assets",
+            directories=[DASHBOARD_DIR / "assets"],
+            cache_control=CacheControlHeader(public=True, max_age=31_536_000, immutable=True),
+            include_in_schema=False,
+            name="dashboard-assets",
+        ),
+        create_static_files_router(
+            path="/",
+            directories=[DASHBOARD_DIR],
+            html_mode=True,
+            cache_control=CacheControlHeader(no_cache=True),
+            include_in_schema=False,
+            name="dashboard",
+        ),
+    ]
+
+
 def create_app(settings: ServerSettings | None = None) -> Litestar:
     """The one app factory: settings from APPLIANCE_* unless given."""
     settings = settings or load_server_settings()
@@ -137,6 +164,7 @@ def create_app(settings: ServerSettings | None = None) -> Litestar:
             DataController,
             HealthController,
             get_metrics,
+            *dashboard_routes(),
         ],
         lifespan=[lifespan],
         exception_handlers={HTTPException: handle_http_error, Exception: handle_unexpected},
