@@ -1,0 +1,187 @@
+// Item: forecast with its interval and the actuals, projected stock, each with a table and a CSV.
+import type { PageContext } from "../app";
+import { ApiError, ITEM_ID, apiPath, getJson } from "../api";
+import { forecastChart, inventoryChart } from "../charts";
+import { fill, h } from "../dom";
+import { num, pct, utc } from "../format";
+import type { Inventory, Timeseries } from "../types";
+import { card, csvLink, empty, errorState, table, toCsv, traceLine } from "../ui";
+import { riskCell } from "./overview";
+
+function notFound(id: string): ApiError {
+  return new ApiError("not-found", 404, `no item ${id}`);
+}
+
+export async function itemPage(ctx: PageContext): Promise<void> {
+  const id = ctx.params[0] ?? "";
+  const notFoundText = `There is no item “${id}” in the data served now. Check the id, or find the item with the search on the overview.`;
+  if (!ITEM_ID.test(id)) {
+    ctx.root.replaceChildren(errorState(notFound(id), { notFoundTitle: "Item not found", notFoundText }));
+    return;
+  }
+  const [tsResult, invResult] = await Promise.allSettled([
+    getJson<Timeseries>(apiPath(`items/${encodeURIComponent(id)}/timeseries`), ctx.signal),
+    getJson<Inventory>(apiPath(`inventory/${encodeURIComponent(id)}`), ctx.signal),
+  ]);
+  if (tsResult.status === "rejected" && invResult.status === "rejected") {
+    const err = tsResult.reason;
+    if (err instanceof ApiError && err.kind === "not-found") {
+      ctx.root.replaceChildren(errorState(err, { notFoundTitle: `Item ${id} not found`, notFoundText }));
+      return;
+    }
+    throw err;
+  }
+  const ts = tsResult.status === "fulfilled" ? tsResult.value : null;
+  const inv = invResult.status === "fulfilled" ? invResult.value : null;
+  const about = ts ?? inv;
+  if (!about) throw notFound(id);
+  ctx.showing(about.version);
+  document.title = `${about.item_id} · Site Analytics`;
+
+  const cost = inv?.unit_cost;
+  fill(
+    ctx.root,
+    h("nav", { class: "crumbs", "aria-label": "Breadcrumb" }, h("a", { href: "#/" }, "Overview"), h("span", { "aria-hidden": "true" }, " / "), h("span", { "aria-current": "page" }, about.item_id)),
+    h(
+      "div",
+      { class: "page-head" },
+      h(
+        "div",
+        null,
+        h("h1", { "data-testid": "item-title" }, h("span", { class: "mono" }, about.item_id), h("span", { class: "title-sep", "aria-hidden": "true" }, " — "), about.name),
+        h(
+          "div",
+          { class: "chips" },
+          h("span", { class: "chip" }, "Category ", h("strong", null, about.category)),
+          h("span", { class: "chip" }, "Site ", h("strong", null, about.site)),
+          h("span", { class: "chip" }, "Unit ", h("strong", null, about.unit)),
+          inv ? h("span", { class: "chip" }, "Lead time ", h("strong", null, `${inv.lead_time_days} days`)) : null,
+          cost !== null && cost !== undefined ? h("span", { class: "chip" }, "Unit cost ", h("strong", null, num(cost, 2))) : null,
+        ),
+      ),
+    ),
+    inv ? positionStrip(inv) : null,
+    ts ? forecastCard(ctx, ts) : card("Demand forecast", {}, errorState(tsResult.status === "rejected" ? tsResult.reason : null)),
+    inv ? inventoryCard(ctx, inv) : card("Projected stock", {}, errorState(invResult.status === "rejected" ? invResult.reason : null)),
+  );
+  // Charts need their container in the document to know their width.
+  if (ts?.points) mountChart(ctx, () => forecastChart(ctx.root.querySelector<HTMLElement>('[data-testid="forecast-chart"]')!, ts));
+  if (inv?.dates.length) mountChart(ctx, () => inventoryChart(ctx.root.querySelector<HTMLElement>('[data-testid="inventory-chart"]')!, inv));
+}
+
+function mountChart(ctx: PageContext, make: () => { destroy(): void }): void {
+  const chart = make();
+  ctx.signal.addEventListener("abort", () => chart.destroy(), { once: true });
+}
+
+function positionStrip(inv: Inventory): HTMLElement {
+  const u = ` ${inv.unit}`;
+  const stat = (label: string, value: HTMLElement | string, tone = ""): HTMLElement =>
+    h("div", { class: `stat ${tone}`.trim() }, h("div", { class: "stat-label" }, label), h("div", { class: "stat-value" }, value));
+  const below = inv.first_below_reorder_point;
+  return h(
+    "section",
+    { class: "stats", "aria-label": "Stock position now" },
+    stat("On hand now", `${num(inv.on_hand_now, 1)}${u}`),
+    stat("Reorder point", `${num(inv.reorder_point, 1)}${u}`),
+    stat("Safety stock", `${num(inv.safety_stock, 1)}${u}`),
+    stat("Days of cover", num(inv.days_of_cover_now, 1)),
+    stat("Highest stock-out risk", riskCell(inv.max_stockout_risk)),
+    stat("First day below reorder point", below ?? "not in horizon", below ? "stat-warn" : ""),
+  );
+}
+
+function chartBox(testid: string, points: number, label: string): HTMLElement {
+  return h("div", { class: "chart", "data-testid": testid, "data-points": String(points), role: "img", "aria-label": label });
+}
+
+function scrollTable(label: string, t: HTMLTableElement): HTMLElement {
+  return h("div", { class: "table-scroll", tabindex: "0", role: "region", "aria-label": label }, t);
+}
+
+function forecastCard(ctx: PageContext, ts: Timeseries): HTMLElement {
+  const observed = ts.actual.filter((v) => v !== null).length;
+  const first = ts.dates[0];
+  const last = ts.dates[ts.dates.length - 1];
+  const label =
+    ts.points === 0
+      ? `Chart of the daily demand forecast for ${ts.item_id}: no days in this data version.`
+      : `Chart of the daily demand forecast for ${ts.item_id} (${ts.name}) in ${ts.unit}, ${ts.points} days from ${first} to ${last}: ` +
+        `the forecast line with its interval from lower to upper bound, and ${observed} observed actuals as points. ` +
+        `The same numbers are in the table below the chart.`;
+  const rows = ts.dates.map((date, i) => ({ date, yhat: ts.yhat[i], lower: ts.yhat_lower[i], upper: ts.yhat_upper[i], actual: ts.actual[i] }));
+  type Row = (typeof rows)[number];
+  const csv = toCsv(
+    ["date", "yhat", "yhat_lower", "yhat_upper", "actual"],
+    rows.map((r) => [r.date, r.yhat, r.lower, r.upper, r.actual]),
+  );
+  const columns = [
+    { label: "Date", cell: (r: Row) => r.date },
+    { label: `Forecast (${ts.unit})`, num: true, cell: (r: Row) => num(r.yhat, 3) },
+    { label: "Lower bound", num: true, cell: (r: Row) => num(r.lower, 3) },
+    { label: "Upper bound", num: true, cell: (r: Row) => num(r.upper, 3) },
+    { label: "Actual", num: true, cell: (r: Row) => num(r.actual, 3) },
+  ];
+  return card(
+    "Demand forecast",
+    {
+      sub: traceLine(ts),
+      actions: csvLink(`${ts.item_id}-forecast.csv`, csv, `Download the forecast of ${ts.item_id} as CSV`, ctx.signal),
+      cls: "card-chart",
+    },
+    ts.points ? chartBox("forecast-chart", ts.points, label) : h("div", { "data-testid": "forecast-chart", "data-points": "0" }, empty("No forecast days for this item.")),
+    h("p", { class: "chart-note muted small" }, `Daily units, UTC days. Shaded: the forecast interval. Dots: observed actuals (${observed} days). Dashed line: when the data was generated (${utc(ts.generated_at)}).`),
+    scrollTable(
+      `Forecast table of ${ts.item_id}`,
+      table(`Forecast of ${ts.item_id}, ${ts.points} days, in ${ts.unit}`, columns, rows, {
+        testid: "forecast-table",
+        captionHidden: true,
+        cls: "table-compact",
+        rowAttrs: (r) => ({ "data-testid": "table-row", "data-date": r.date }),
+      }),
+    ),
+  );
+}
+
+function inventoryCard(ctx: PageContext, inv: Inventory): HTMLElement {
+  const n = inv.dates.length;
+  const label =
+    n === 0
+      ? `Chart of the projected stock of ${inv.item_id}: no days in this data version.`
+      : `Chart of the projected stock on hand of ${inv.item_id} (${inv.name}) in ${inv.unit}, ${n} days from ${inv.dates[0]} to ${inv.dates[n - 1]}, ` +
+        `with horizontal lines at the reorder point (${num(inv.reorder_point, 1)}) and the safety stock (${num(inv.safety_stock, 1)}). ` +
+        `The same numbers are in the table below the chart.`;
+  const rows = inv.dates.map((date, i) => ({ date, onHand: inv.on_hand[i], cover: inv.days_of_cover[i], risk: inv.stockout_risk[i] }));
+  type Row = (typeof rows)[number];
+  const csv = toCsv(
+    ["date", "on_hand", "reorder_point", "safety_stock", "days_of_cover", "stockout_risk"],
+    rows.map((r) => [r.date, r.onHand, inv.reorder_point, inv.safety_stock, r.cover, r.risk]),
+  );
+  const columns = [
+    { label: "Date", cell: (r: Row) => r.date },
+    { label: `On hand (${inv.unit})`, num: true, cell: (r: Row) => num(r.onHand, 1) },
+    { label: "Reorder point", num: true, cell: () => num(inv.reorder_point, 1) },
+    { label: "Safety stock", num: true, cell: () => num(inv.safety_stock, 1) },
+    { label: "Days of cover", num: true, cell: (r: Row) => num(r.cover, 1) },
+    { label: "Stock-out risk", num: true, cell: (r: Row) => pct(r.risk, 1) },
+  ];
+  return card(
+    "Projected stock",
+    {
+      sub: traceLine(inv),
+      actions: csvLink(`${inv.item_id}-inventory.csv`, csv, `Download the projected stock of ${inv.item_id} as CSV`, ctx.signal),
+      cls: "card-chart",
+    },
+    n ? chartBox("inventory-chart", n, label) : h("div", { "data-testid": "inventory-chart", "data-points": "0" }, empty("No projected stock for this item.")),
+    h("p", { class: "chart-note muted small" }, "Projected units on hand per UTC day. Dashed lines: reorder point and safety stock."),
+    scrollTable(
+      `Projected stock table of ${inv.item_id}`,
+      table(`Projected stock of ${inv.item_id}, ${n} days, in ${inv.unit}`, columns, rows, {
+        testid: "inventory-table",
+        captionHidden: true,
+        cls: "table-compact",
+        rowAttrs: (r) => ({ "data-testid": "table-row", "data-date": r.date }),
+      }),
+    ),
+  );
+}

@@ -1,0 +1,128 @@
+// Shapes of the API answers (server/schemas.py is the source of truth).
+
+export interface Traceability {
+  version: string;
+  dataset_id: string;
+  model_version: string;
+  source: string;
+  generated_at: string;
+}
+
+export interface ErrorDetail {
+  status: number;
+  code: string;
+  message: string;
+  request_id: string;
+  reason?: string;
+}
+
+export interface Timeseries extends Traceability {
+  item_id: string;
+  name: string;
+  category: string;
+  site: string;
+  unit: string;
+  points: number;
+  dates: string[];
+  yhat: number[];
+  yhat_lower: number[];
+  yhat_upper: number[];
+  actual: (number | null)[];
+}
+
+export interface Inventory extends Traceability {
+  item_id: string;
+  name: string;
+  category: string;
+  site: string;
+  unit: string;
+  lead_time_days: number;
+  unit_cost: number | null;
+  on_hand_now: number | null;
+  reorder_point: number | null;
+  safety_stock: number | null;
+  days_of_cover_now: number | null;
+  max_stockout_risk: number | null;
+  first_below_reorder_point: string | null;
+  dates: string[];
+  on_hand: number[];
+  days_of_cover: (number | null)[];
+  stockout_risk: number[];
+}
+
+export interface ItemSummary {
+  item_id: string;
+  name: string;
+  category: string;
+  site: string;
+  unit: string;
+  max_stockout_risk: number | null;
+  days_of_cover_now: number | null;
+  forecast_next_30d: number;
+}
+
+export interface ItemsPage {
+  items: ItemSummary[];
+  next: string | null;
+  total: number;
+  data: Traceability;
+}
+
+export interface Kpi {
+  metric: string;
+  value: number;
+  period: string;
+}
+
+export interface ForecastSummary {
+  category: string | null;
+  site: string | null;
+  kpi_scope: string;
+  items: number;
+  items_at_risk: number;
+  forecast_units_next_30d: number;
+  kpis: Kpi[];
+  categories: string[];
+  sites: string[];
+  data: Traceability;
+}
+
+export interface DataVersion {
+  version: string;
+  current: boolean;
+  pack_id: string;
+  dataset_id: string;
+  model_version: string;
+  source: string;
+  generated_at: string;
+  imported_at: string;
+  imported_by: string | null;
+  signer: Record<string, string> | null;
+  rows: Record<string, number>;
+}
+
+export interface HistoryEvent {
+  ts?: string;
+  event?: string;
+  actor?: string;
+  version?: string;
+  previous?: string | null;
+  reason?: string;
+  message?: string;
+  [key: string]: unknown;
+}
+
+export interface DataVersions {
+  current: string | null;
+  versions: DataVersion[];
+  history: HistoryEvent[];
+}
+
+export interface ImportResult {
+  version: string;
+  previous: string | null;
+  pack_id: string;
+  dataset_id: string;
+  generated_at: string;
+  rows: Record<string, number>;
+}

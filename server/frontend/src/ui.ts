@@ -1,0 +1,208 @@
+// Building blocks shared by the pages: loading and error states, freshness lines, cards, tables, CSV.
+import { ApiError, tokens } from "./api";
+import { h, icon, type Child } from "./dom";
+import { lastUpdatedText, utc } from "./format";
+import type { Traceability } from "./types";
+
+export function loading(text = "Loading…"): HTMLElement {
+  return h(
+    "div",
+    { class: "loading", "data-testid": "loading", role: "status", "aria-live": "polite" },
+    h("span", { class: "spinner", "aria-hidden": "true" }),
+    text,
+  );
+}
+
+export interface ErrorOptions {
+  retry?: () => void;
+  notFoundTitle?: string;
+  notFoundText?: string;
+}
+
+/** The `error-state` of a failed load; `data-kind` tells the reason apart. */
+export function errorState(err: unknown, options: ErrorOptions = {}): HTMLElement {
+  const e = err instanceof ApiError ? err : new ApiError("error", 0, err instanceof Error ? err.message : String(err));
+  let iconName = "alert";
+  let title: string;
+  let body: Child[];
+  const retry = options.retry
+    ? h("button", { type: "button", class: "btn", onclick: () => options.retry?.() }, icon("refresh"), "Try again")
+    : null;
+  switch (e.kind) {
+    case "no-data":
+      iconName = "inbox";
+      title = "No data imported yet";
+      body = [
+        h(
+          "p",
+          null,
+          "This appliance has not imported a result pack yet, so there is nothing to show. An admin can import one with ",
+          h("code", null, "appliance import <file>.pack"),
+          " or upload it on the ",
+          h("a", { href: "#/admin" }, "Admin page"),
+          ". The dashboard notices the new data by itself.",
+        ),
+      ];
+      break;
+    case "unreachable":
+      iconName = "plug";
+      title = "Server unreachable";
+      body = [
+        h(
+          "p",
+          null,
+          "The dashboard could not reach the appliance server. It may be restarting or stopped, or the network between you and the node is down. The page keeps checking; you can also try again now.",
+        ),
+      ];
+      break;
+    case "unauthorized":
+      iconName = "lock";
+      title = e.status === 403 ? "Access refused" : "Access token required";
+      body = [h("p", null, `The server answered: ${e.message}.`), viewerTokenForm(options.retry)];
+      break;
+    case "not-found":
+      iconName = "search";
+      title = options.notFoundTitle ?? "Not found";
+      body = [
+        h("p", null, options.notFoundText ?? `The server answered: ${e.message}.`),
+        h("p", null, h("a", { href: "#/" }, "Back to the overview")),
+      ];
+      break;
+    default:
+      title = "Something went wrong";
+      body = [h("p", null, `The server answered${e.status ? ` ${e.status}` : ""}: ${e.message}.`)];
+  }
+  return h(
+    "div",
+    { class: `state state-${e.kind}`, "data-testid": "error-state", "data-kind": e.kind, role: "alert" },
+    icon(iconName, "state-icon"),
+    h("div", { class: "state-body" }, h("h2", null, title), body, e.requestId ? h("p", { class: "muted small" }, `Request id ${e.requestId}`) : null, e.kind !== "not-found" && e.kind !== "unauthorized" ? retry : null),
+  );
+}
+
+/** Lets a reader enter the viewer token a node may require for reading (kept for this browser tab). */
+function viewerTokenForm(retry?: () => void): HTMLElement {
+  const input = h("input", { type: "password", id: "viewer-token", autocomplete: "off", spellcheck: "false", required: true });
+  return h(
+    "form",
+    {
+      class: "inline-form",
+      onsubmit: (event: Event) => {
+        event.preventDefault();
+        tokens.setViewer(input.value.trim() || null);
+        retry?.();
+      },
+    },
+    h("label", { for: "viewer-token" }, "Access token"),
+    input,
+    h("button", { type: "submit", class: "btn btn-primary" }, "Continue"),
+  );
+}
+
+/** The empty state of a part of a page (no rows, no results). */
+export function empty(text: string, iconName = "info"): HTMLElement {
+  return h("div", { class: "empty" }, icon(iconName), h("span", null, text));
+}
+
+/** "Last updated …" with the absolute UTC time and the age; refreshed every 30 s by main.ts. */
+export function lastUpdated(generatedAt: string): HTMLElement {
+  return h(
+    "span",
+    { class: "last-updated js-age", "data-testid": "last-updated", "data-generated-at": generatedAt, title: `generated_at ${generatedAt}` },
+    lastUpdatedText(generatedAt),
+  );
+}
+
+/** Where the numbers come from: freshness, model version, source, dataset and data version. */
+export function traceLine(t: Traceability): HTMLElement {
+  return h(
+    "div",
+    { class: "trace" },
+    h("span", { class: "dot", "aria-hidden": "true" }),
+    lastUpdated(t.generated_at),
+    h("span", { "data-testid": "model-info", class: "model-info" }, `Model ${t.model_version} · source ${t.source}`),
+    h("span", { class: "muted" }, `Dataset ${t.dataset_id} · data ${t.version}`),
+  );
+}
+
+let ids = 0;
+export function uid(prefix: string): string {
+  ids += 1;
+  return `${prefix}-${ids}`;
+}
+
+/** A titled card; `actions` go to the right of the title. */
+export function card(title: string, options: { sub?: Child; actions?: Child; cls?: string; id?: string } = {}, ...body: Child[]): HTMLElement {
+  const headingId = options.id ?? uid("card");
+  return h(
+    "section",
+    { class: `card ${options.cls ?? ""}`.trim(), "aria-labelledby": headingId },
+    h(
+      "header",
+      { class: "card-head" },
+      h("div", { class: "card-titles" }, h("h2", { id: headingId }, title), options.sub ? h("div", { class: "card-sub" }, options.sub) : null),
+      options.actions ? h("div", { class: "card-actions" }, options.actions) : null,
+    ),
+    body,
+  );
+}
+
+export interface Column<R> {
+  label: string;
+  num?: boolean;
+  cls?: string; // e.g. "hide-narrow": left out below tablet width
+  cell: (row: R) => Child;
+}
+
+const colClass = (c: { num?: boolean; cls?: string }): string => [c.num ? "num" : "", c.cls ?? ""].filter(Boolean).join(" ");
+
+/** A table with a caption, numeric columns right-aligned; `rowAttrs` adds test ids and the like. */
+export function table<R>(
+  caption: string,
+  columns: Column<R>[],
+  rows: R[],
+  options: { testid?: string; rowAttrs?: (row: R) => Record<string, string>; captionHidden?: boolean; cls?: string } = {},
+): HTMLTableElement {
+  return h(
+    "table",
+    { class: `table ${options.cls ?? ""}`.trim(), "data-testid": options.testid },
+    h("caption", { class: options.captionHidden ? "sr-only" : "" }, caption),
+    h("thead", null, h("tr", null, columns.map((c) => h("th", { scope: "col", class: colClass(c) || null }, c.label)))),
+    h(
+      "tbody",
+      null,
+      rows.map((row) => h("tr", options.rowAttrs ? options.rowAttrs(row) : null, columns.map((c) => h("td", { class: colClass(c) || null }, c.cell(row))))),
+    ),
+  );
+}
+
+/** CSV text (RFC 4180): quoted where needed, empty for null, CRLF line ends. */
+export function toCsv(header: string[], rows: (string | number | null | undefined)[][]): string {
+  const field = (v: string | number | null | undefined): string => {
+    if (v === null || v === undefined) return "";
+    const s = String(v);
+    return /[",\r\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+  };
+  return [header, ...rows].map((r) => r.map(field).join(",")).join("\r\n") + "\r\n";
+}
+
+/** An `<a download>` with the CSV as a Blob URL; `signal` revokes the URL when the page goes away. */
+export function csvLink(fileName: string, csv: string, label: string, signal: AbortSignal): HTMLAnchorElement {
+  const url = URL.createObjectURL(new Blob([csv], { type: "text/csv;charset=utf-8" }));
+  signal.addEventListener("abort", () => URL.revokeObjectURL(url), { once: true });
+  return h(
+    "a",
+    { class: "btn btn-small", href: url, download: fileName, "data-testid": "csv-download", "aria-label": label },
+    icon("download"),
+    "CSV",
+  );
+}
+
+/** A key/value list. */
+export function facts(pairs: [string, Child][]): HTMLElement {
+  return h("dl", { class: "facts" }, pairs.map(([k, v]) => h("div", { class: "fact" }, h("dt", null, k), h("dd", null, v))));
+}
+
+export function timeCell(iso: string | null | undefined): HTMLElement {
+  return h("time", { datetime: iso ?? "", title: iso ?? "" }, utc(iso));
+}
