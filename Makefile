@@ -6,7 +6,7 @@ DEMO := .demo
 DEMO_ITEMS ?= 200
 DEMO_DAYS ?= 365
 
-.PHONY: demo test lint bench-import bench-server clean help
+.PHONY: demo test lint frontend frontend-check screenshots bench-import bench-server bench-dashboard clean help
 .DEFAULT_GOAL := help
 
 help:  ## List the targets.
@@ -42,11 +42,24 @@ lint: $(BIN)/.installed  ## Ruff (lint and format check) and mypy.
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+frontend:  ## Rebuild the dashboard into server/frontend/dist (needs Node 20.19+; the result is committed).
+	cd server/frontend && npm ci --no-audit --no-fund && npm run build
+
+frontend-check: frontend  ## Fail if a fresh build differs from the committed dashboard.
+	@git diff --exit-code --stat -- server/frontend/dist && test -z "$$(git status --porcelain -- server/frontend/dist)" \
+		|| { echo "error: server/frontend/dist differs from a fresh build: run make frontend and commit"; exit 1; }
+
+screenshots: $(BIN)/.installed  ## Retake docs/images/*.png with Chromium (needs /usr/bin/chromium).
+	UPDATE_SCREENSHOTS=1 $(BIN)/python -m pytest tests/browser -k screenshot -q
+
 bench-import: $(BIN)/.installed  ## Field-scale demo/pack/import benchmark against sha256sum.
 	$(BIN)/python benchmarks/bench_import.py
 
 bench-server: $(BIN)/.installed  ## Field-scale API benchmark: ours vs Datasette vs ROAPI (needs wrk).
 	$(BIN)/python benchmarks/bench_server.py
+
+bench-dashboard: $(BIN)/.installed  ## First render of the dashboard in Chromium, 10 runs.
+	$(BIN)/python benchmarks/bench_dashboard.py
 
 clean:  ## Remove the venv, demo data and caches.
 	rm -rf $(VENV) $(DEMO) .bench .pytest_cache .mypy_cache .ruff_cache

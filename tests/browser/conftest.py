@@ -1,0 +1,181 @@
+"""Browser fixtures: Debian's Chromium, driven by Playwright, against the real server.
+
+One Chromium runs for the session; each test gets a fresh context (no cache, no storage) and a
+page whose every request is logged, so test_dashboard can prove that the dashboard talks to its
+own server only. The servers are `appliance serve` (Granian, 2 workers) over stores made by the
+CLI, exactly as in the integration tests.
+"""
+
+from __future__ import annotations
+
+import tarfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from appliance.pack_layout import table_member
+from server.app import DASHBOARD_DIR
+from tests.browser.dashboard import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    DESKTOP,
+    PAGE_TIMEOUT_MS,
+    Dashboard,
+    RequestLog,
+)
+from tests.conftest import Signer, import_into
+from tests.integration.live_server import VIEWER_TOKEN, LiveServer, live_server
+from tests.packs import ForgedPack, Member
+
+HERE = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Skip every browser test when Debian's Chromium is not installed."""
+    if CHROMIUM.exists():
+        return
+    skip = pytest.mark.skip(
+        reason=f"{CHROMIUM} is missing (apt-get install chromium; CI installs it). "
+        "These tests never use a browser downloaded by Playwright."
+    )
+    for item in items:
+        if HERE in item.path.parents:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def built_dashboard() -> Path:
+    """server/frontend/dist, which the server serves at / only when index.html exists."""
+    if not (DASHBOARD_DIR / "index.html").is_file():
+        pytest.fail(f"{DASHBOARD_DIR / 'index.html'} is missing: build the dashboard first")
+    return DASHBOARD_DIR
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium, headless, with every background service that could call out turned off."""
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="session")
+def request_log() -> RequestLog:
+    """The URLs every test page requested, and the origins of the servers the tests started."""
+    return RequestLog()
+
+
+@pytest.fixture
+def page(browser: Browser, request_log: RequestLog) -> Iterator[Page]:
+    """A page in a fresh 1366x768 context; each of its requests goes into `request_log`."""
+    context = browser.new_context(viewport=DESKTOP)
+    context.set_default_timeout(PAGE_TIMEOUT_MS)
+    tab = context.new_page()
+    tab.on("request", lambda request: request_log.urls.append(request.url))
+    yield tab
+    context.close()
+
+
+def started(
+    data_dir: Path, signer: Signer, request_log: RequestLog, env: dict[str, str] | None = None
+) -> Iterator[LiveServer]:
+    """`appliance serve` on `data_dir` with 2 workers, its origin registered as ours."""
+    with live_server(data_dir, signer.allowed_signers, workers=2, env=env) as running:
+        request_log.origins.add(running.base)
+        yield running
+
+
+@pytest.fixture(scope="module")
+def server(
+    tmp_path_factory: pytest.TempPathFactory,
+    built_dashboard: Path,
+    good_pack: Path,
+    signer: Signer,
+    request_log: RequestLog,
+) -> Iterator[LiveServer]:
+    """The server the read-only tests share: good_pack imported as v0001."""
+    data_dir = tmp_path_factory.mktemp("store") / "data"
+    import_into(data_dir, good_pack, signer)
+    yield from started(data_dir, signer, request_log)
+
+
+@pytest.fixture
+def fresh_server(
+    tmp_path: Path,
+    built_dashboard: Path,
+    good_pack: Path,
+    signer: Signer,
+    request_log: RequestLog,
+) -> Iterator[LiveServer]:
+    """A server of its own for a test that changes the data: good_pack imported as v0001."""
+    data_dir = tmp_path / "data"
+    import_into(data_dir, good_pack, signer)
+    yield from started(data_dir, signer, request_log)
+
+
+@pytest.fixture(scope="module")
+def viewer_server(
+    tmp_path_factory: pytest.TempPathFactory,
+    built_dashboard: Path,
+    good_pack: Path,
+    signer: Signer,
+    request_log: RequestLog,
+) -> Iterator[LiveServer]:
+    """A server whose reads need the viewer (or the admin) token: good_pack imported as v0001."""
+    data_dir = tmp_path_factory.mktemp("viewer") / "data"
+    import_into(data_dir, good_pack, signer)
+    env = {"APPLIANCE_VIEWER_TOKEN": VIEWER_TOKEN}
+    yield from started(data_dir, signer, request_log, env)
+
+
+@pytest.fixture(scope="module")
+def empty_server(
+    tmp_path_factory: pytest.TempPathFactory,
+    built_dashboard: Path,
+    signer: Signer,
+    request_log: RequestLog,
+) -> Iterator[LiveServer]:
+    """A server over a store nothing was imported into yet (the tests only read it)."""
+    yield from started(tmp_path_factory.mktemp("empty") / "data", signer, request_log)
+
+
+@pytest.fixture
+def fresh_empty_server(
+    tmp_path: Path, built_dashboard: Path, signer: Signer, request_log: RequestLog
+) -> Iterator[LiveServer]:
+    """A server of its own over an empty store, for a test that imports into it."""
+    yield from started(tmp_path / "data", signer, request_log)
+
+
+@pytest.fixture
+def dashboard(page: Page, server: LiveServer) -> Dashboard:
+    """The page, on the shared read-only server."""
+    return Dashboard(page, server)
+
+
+def good_parts(good_pack: Path) -> ForgedPack:
+    """good_pack's parts under a fresh pack_id, so a refusal is never a replay by accident."""
+    parts = ForgedPack.read(good_pack)
+    parts.manifest["pack_id"] = str(uuid.uuid4())
+    return parts
+
+
+@pytest.fixture
+def pack_signed_by_untrusted_key(tmp_path: Path, good_pack: Path, untrusted_signer: Signer) -> Path:
+    return good_parts(good_pack).write(tmp_path / "untrusted.pack", untrusted_signer.key)
+
+
+@pytest.fixture
+def pack_with_symlink(tmp_path: Path, good_pack: Path, signer: Signer) -> Path:
+    name = table_member("fact_metrics")
+    link = Member(name, type=tarfile.SYMTYPE, linkname="/etc/shadow")
+
+    def replace_table_by_link(members: list[Member]) -> list[Member]:
+        return [link if member.name == name else member for member in members]
+
+    out = tmp_path / "symlink.pack"
+    return good_parts(good_pack).write(out, signer.key, transform=replace_table_by_link)

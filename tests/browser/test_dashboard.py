@@ -1,0 +1,645 @@
+"""The dashboard in Debian's Chromium against the real server with demo data.
+
+Issue acceptance points: navigation through every page; each chart has as many points as the API
+returned; "Last updated" is the API's `generated_at`; an admin upload of a good pack switches the
+displayed version, a bad one shows the refusal reason and changes nothing; a new data version
+while the page is open offers a reload; the no-data, unreachable, unauthorized and not-found
+states; keyboard navigation with a visible focus; charts labelled for screen readers; no
+horizontal scrollbar at 1366x768 and 768x1024; no ML wording; no request to any other origin; the
+JS+CSS budget. Screenshots for the README are written to docs/images/ with UPDATE_SCREENSHOTS=1.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+from collections import Counter
+from collections.abc import Iterator
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from playwright.sync_api import Error, Page, Request, Response, Route, ViewportSize, expect
+
+from tests.browser.dashboard import (
+    DESKTOP,
+    JS_CSS_BUDGET,
+    POLL_SECONDS,
+    TABLET,
+    Dashboard,
+    RequestLog,
+    gzipped_sizes,
+)
+from tests.conftest import Signer, current_of, import_into, versions_json
+from tests.integration.live_server import VIEWER_TOKEN, LiveServer
+
+REPO = Path(__file__).resolve().parents[2]
+SCREENSHOTS = REPO / "docs" / "images"
+KPI_METRICS = {
+    "items",
+    "items_at_risk",
+    "forecast_units_next_30d",
+    "mape",
+    "wape",
+    "bias",
+    "coverage",
+}
+ML_WORDS = re.compile(r"\b(predict|train|retrain|inference)", re.IGNORECASE)
+SEARCH = "IT-000001"  # ten of the thirty demo items: IT-0000010 to IT-0000019
+UPLOAD_TIMEOUT_MS = 30_000
+BANNER_TIMEOUT_MS = 10_000
+
+# What an element in focus shows: an outline that is drawn, or a box shadow (a focus ring).
+FOCUS = """() => {
+  const element = document.activeElement;
+  if (!element || element === document.body) return null;
+  const style = getComputedStyle(element);
+  return {
+    testid: element.getAttribute("data-testid"),
+    tag: element.tagName.toLowerCase(),
+    text: (element.textContent || "").trim().slice(0, 40),
+    ring: (style.outlineStyle !== "none" && parseFloat(style.outlineWidth) > 0)
+      || style.boxShadow !== "none",
+  };
+}"""
+# The chart's accessible label: on the container itself or on an element inside it.
+CHART_LABEL = """container => {
+  const image = container.matches('[role="img"]') ? container : container.querySelector('[role="img"]');
+  return image ? image.getAttribute("aria-label") : null;
+}"""
+# Everything a user can read or hear on the page: text (hidden too), labels, tooltips, title.
+READABLE = """() => [
+  document.title,
+  document.body.textContent,
+  ...[...document.querySelectorAll("[aria-label],[title],[placeholder],[alt]")].flatMap(e =>
+    ["aria-label", "title", "placeholder", "alt"].map(a => e.getAttribute(a) || "")),
+].join("\\n")"""
+# How many pixels the chart's canvases have drawn on (uPlot draws on canvas; 0: a blank chart).
+INKED_PIXELS = """container => [...container.querySelectorAll("canvas")].reduce((inked, canvas) => {
+  const pixels = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+  let count = 0;
+  for (let i = 3; i < pixels.length; i += 4) if (pixels[i] > 0) count += 1;
+  return inked + count;
+}, 0)"""
+OVERFLOW = "() => [document.documentElement.scrollWidth, window.innerWidth]"
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def api(server: LiveServer, path: str, **params: str | int) -> Any:
+    """The JSON answer of a GET on the API, fetched directly (not through the browser)."""
+    response = server.get(path, params=params)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def number(value: int) -> re.Pattern[str]:
+    """Text that shows `value` as a whole number (so 3 does not match inside 30)."""
+    return re.compile(rf"(?<![\d.,]){value:,}(?![\d,]|\.\d)")
+
+
+def every_page(dashboard: Dashboard, item_id: str) -> Iterator[str]:
+    """Open each page in turn, signed in on the admin page; yield its name once it has loaded."""
+    dashboard.open_overview()
+    yield "overview"
+    dashboard.open_item(item_id)
+    yield "item"
+    dashboard.open_data()
+    yield "data"
+    dashboard.open_admin()
+    yield "admin"
+
+
+def tab_through(page: Page, presses: int) -> list[dict[str, Any]]:
+    """Press Tab `presses` times; what had the focus after each press (nothing: body)."""
+    focused = []
+    for _ in range(presses):
+        page.keyboard.press("Tab")
+        element = page.evaluate(FOCUS)
+        if element is not None:
+            focused.append(element)
+    return focused
+
+
+def upload(dashboard: Dashboard, pack: Path) -> None:
+    """Choose `pack` in the admin panel and upload it."""
+    dashboard.get("upload-input").set_input_files(pack)
+    dashboard.get("upload-button").click()
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """Width and height from a PNG's IHDR chunk."""
+    header = path.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    width, height = struct.unpack(">II", header[16:24])
+    return width, height
+
+
+class AssetLinks(HTMLParser):
+    """The src and href values of index.html that name files (not data: URLs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: set[str] = set()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        for name, value in attrs:
+            if name in {"src", "href"} and value and not value.startswith(("data:", "#")):
+                self.links.add(value)
+
+
+def dist_path(url_path: str) -> str:
+    """A URL path or index.html link as a path relative to dist/ (`./assets/a.js` -> `assets/a.js`)."""
+    return url_path.removeprefix("./").lstrip("/")
+
+
+@pytest.fixture(scope="module")
+def riskiest_item(server: LiveServer) -> str:
+    """The item with the highest stock-out risk: the one an analyst opens first."""
+    item_id: str = api(server, "/api/v1/items", sort="risk", limit=1)["items"][0]["item_id"]
+    return item_id
+
+
+# --- navigation and overview ---------------------------------------------------------------------
+
+
+def test_nav_and_search_reach_every_page(dashboard: Dashboard) -> None:
+    page = dashboard.page
+    crashes: list[Error] = []
+    # Playwright marks each handler with an attribute, which a bound builtin cannot take: a lambda.
+    page.on("pageerror", lambda error: crashes.append(error))  # noqa: PLW0108
+    dashboard.open_overview()
+    expect(dashboard.badge()).to_have_text("v0001")
+
+    dashboard.get("nav-data").click()
+    expect(page).to_have_url(re.compile(r"#/data$"))
+    expect(dashboard.get("current-version")).to_have_attribute("data-version", "v0001")
+
+    dashboard.get("nav-admin").click()
+    expect(page).to_have_url(re.compile(r"#/admin$"))
+    expect(dashboard.get("admin-token-input")).to_be_visible()
+
+    dashboard.get("nav-overview").click()
+    expect(page).to_have_url(re.compile(r"#/$"))
+    expect(dashboard.get("kpi-card").first).to_be_visible()
+
+    dashboard.get("search-input").fill("IT-0000007")
+    result = dashboard.get("search-result")
+    expect(result).to_have_count(1)
+    result.click()
+    expect(page).to_have_url(re.compile(r"#/items/IT-0000007$"))
+    expect(dashboard.get("item-title")).to_contain_text("#00007")
+    dashboard.wait_for_charts()
+    assert not crashes, f"uncaught errors in the page: {crashes}"
+
+
+def test_overview_shows_every_kpi_and_the_riskiest_items(
+    dashboard: Dashboard, server: LiveServer
+) -> None:
+    summary = api(server, "/api/v1/forecasts/summary")
+    riskiest = api(server, "/api/v1/items", sort="risk", limit=10)["items"]
+    dashboard.open_overview()
+
+    cards = dashboard.get("kpi-card")
+    metrics = [card.get_attribute("data-metric") for card in cards.all()]
+    assert set(metrics) >= KPI_METRICS, f"KPI cards: {metrics}"
+    assert len(metrics) == len(set(metrics)), f"a KPI shown twice: {metrics}"
+    for metric in ("items", "items_at_risk"):
+        card = dashboard.page.locator(f'[data-testid="kpi-card"][data-metric="{metric}"]')
+        expect(card).to_have_text(number(summary[metric]))
+
+    shown = [row.get_attribute("data-item-id") for row in dashboard.get("risk-row").all()]
+    assert shown == [item["item_id"] for item in riskiest]
+
+
+def test_filters_offer_the_api_values_and_narrow_the_overview(
+    dashboard: Dashboard, server: LiveServer
+) -> None:
+    summary = api(server, "/api/v1/forecasts/summary")
+    dashboard.open_overview()
+    for name, values in (
+        ("filter-category", summary["categories"]),
+        ("filter-site", summary["sites"]),
+    ):
+        options = dashboard.get(name).locator("option")
+        offered = [option.get_attribute("value") for option in options.all()]
+        assert offered == ["", *values], f"{name} offers {offered}"
+
+    category = summary["categories"][0]
+    narrowed = api(server, "/api/v1/forecasts/summary", category=category)
+    assert narrowed["items"] != summary["items"]
+    riskiest = api(server, "/api/v1/items", sort="risk", limit=10, category=category)["items"]
+    dashboard.get("filter-category").select_option(category)
+    items = dashboard.page.locator('[data-testid="kpi-card"][data-metric="items"]')
+    expect(items).to_have_text(number(narrowed["items"]))
+    rows = dashboard.get("risk-row")
+    expect(rows).to_have_count(len(riskiest))
+    assert [row.get_attribute("data-item-id") for row in rows.all()] == [
+        item["item_id"] for item in riskiest
+    ]
+
+
+def test_search_lists_the_items_the_api_finds(dashboard: Dashboard, server: LiveServer) -> None:
+    found = [item["item_id"] for item in api(server, "/api/v1/items", q=SEARCH)["items"]]
+    assert len(found) == 10
+    dashboard.open_overview()
+    dashboard.get("search-input").fill(SEARCH)
+    results = dashboard.get("search-result")
+    expect(results).to_have_count(len(found))
+    assert [result.get_attribute("data-item-id") for result in results.all()] == found
+
+
+# --- item page -----------------------------------------------------------------------------------
+
+
+def test_charts_plot_as_many_points_as_the_api_returned(
+    dashboard: Dashboard, server: LiveServer, riskiest_item: str
+) -> None:
+    series = api(server, f"/api/v1/items/{riskiest_item}/timeseries")
+    inventory = api(server, f"/api/v1/inventory/{riskiest_item}")
+    assert series["points"] == len(series["dates"])
+    dashboard.open_item(riskiest_item)
+
+    for chart, table, dates in (
+        ("forecast-chart", "forecast-table", series["dates"]),
+        ("inventory-chart", "inventory-table", inventory["dates"]),
+    ):
+        expect(dashboard.get(chart)).to_have_attribute("data-points", str(len(dates)))
+        rows = dashboard.get(table).get_by_test_id("table-row")
+        expect(rows).to_have_count(len(dates))
+        expect(rows.first).to_contain_text(dates[0])
+        expect(rows.last).to_contain_text(dates[-1])
+        assert dashboard.get(chart).evaluate(INKED_PIXELS) > 0, f"{chart}: nothing drawn"
+
+
+def test_last_updated_is_the_generated_at_of_the_api(
+    dashboard: Dashboard, server: LiveServer, riskiest_item: str
+) -> None:
+    series = api(server, f"/api/v1/items/{riskiest_item}/timeseries")
+    dashboard.open_item(riskiest_item)
+    stamps = dashboard.get("last-updated")
+    expect(stamps).to_have_count(2)
+    for stamp in stamps.all():
+        expect(stamp).to_have_attribute("data-generated-at", series["generated_at"])
+        expect(stamp).to_contain_text(series["generated_at"][:10])
+        expect(stamp).to_contain_text("ago")
+    infos = dashboard.get("model-info")
+    expect(infos.first).to_be_visible()
+    for info in infos.all():
+        expect(info).to_contain_text(series["model_version"])
+        expect(info).to_contain_text(series["source"])
+
+
+def test_csv_downloads_hold_the_plotted_days(
+    dashboard: Dashboard, server: LiveServer, riskiest_item: str
+) -> None:
+    series = api(server, f"/api/v1/items/{riskiest_item}/timeseries")
+    inventory = api(server, f"/api/v1/inventory/{riskiest_item}")
+    dashboard.open_item(riskiest_item)
+    links = dashboard.get("csv-download")
+    expect(links).to_have_count(2)
+    downloaded = []
+    for link in links.all():
+        with dashboard.page.expect_download() as download:
+            link.click()
+        lines = Path(download.value.path()).read_text().splitlines()
+        downloaded.append([line.split(",")[0].strip('"') for line in lines[1:] if line])
+    assert sorted(downloaded) == sorted([series["dates"], inventory["dates"]])
+
+
+def test_charts_are_labelled_for_screen_readers(dashboard: Dashboard, riskiest_item: str) -> None:
+    dashboard.open_item(riskiest_item)
+    for chart in ("forecast-chart", "inventory-chart"):
+        label = dashboard.get(chart).evaluate(CHART_LABEL)
+        assert label and label.strip(), f'{chart}: no role="img" with a non-empty aria-label'
+
+
+# --- data and admin pages ------------------------------------------------------------------------
+
+
+def test_data_page_shows_the_served_version_and_its_history(
+    dashboard: Dashboard, server: LiveServer
+) -> None:
+    versions = api(server, "/api/v1/data/versions")
+    dashboard.open_data()
+    expect(dashboard.get("current-version")).to_have_attribute("data-version", versions["current"])
+    expect(dashboard.get("current-version")).to_contain_text(versions["current"])
+    rows = dashboard.get("history-row")
+    expect(rows).to_have_count(len(versions["history"]))
+    events = Counter(row.get_attribute("data-event") for row in rows.all())
+    assert events == Counter(event["event"] for event in versions["history"])
+
+
+def test_wrong_admin_token_opens_nothing(dashboard: Dashboard) -> None:
+    dashboard.open_admin(token=None)
+    dashboard.enter_token("not-the-admin-token-0123456789")
+    refusal = dashboard.page.locator(
+        '[data-testid="admin-message"], [data-testid="error-state"][data-kind="unauthorized"]'
+    )
+    expect(refusal.first).to_be_visible()
+    expect(refusal.first).to_have_text(re.compile(r"\S"))
+    expect(dashboard.get("admin-panel")).to_have_count(0)
+
+
+def test_admin_upload_of_a_good_pack_switches_the_version(
+    page: Page, fresh_server: LiveServer, newer_pack: Path
+) -> None:
+    dashboard = Dashboard(page, fresh_server)
+    dashboard.open_admin()
+    expect(dashboard.badge()).to_have_text("v0001")
+    upload(dashboard, newer_pack)
+
+    result = dashboard.get("upload-result")
+    expect(result).to_have_attribute("data-status", "ok", timeout=UPLOAD_TIMEOUT_MS)
+    expect(result).to_contain_text("v0002")
+    expect(dashboard.get("upload-progress")).to_have_js_property("value", 100)
+    expect(dashboard.badge()).to_have_text("v0002")
+    assert current_of(fresh_server.data_dir) == "v0002"
+
+    dashboard.get("nav-data").click()
+    expect(dashboard.get("current-version")).to_have_attribute("data-version", "v0002")
+    events = Counter(row.get_attribute("data-event") for row in dashboard.get("history-row").all())
+    assert events == Counter({"import": 2})
+
+
+@pytest.mark.parametrize(
+    ("bad_pack", "reason"),
+    [
+        ("pack_signed_by_untrusted_key", "is not an allowed signer"),
+        ("pack_with_symlink", "is a symbolic link"),
+    ],
+)
+def test_admin_upload_of_a_bad_pack_shows_why_and_changes_nothing(
+    page: Page,
+    fresh_server: LiveServer,
+    request: pytest.FixtureRequest,
+    bad_pack: str,
+    reason: str,
+) -> None:
+    pack: Path = request.getfixturevalue(bad_pack)
+    before = versions_json(fresh_server.data_dir)
+    dashboard = Dashboard(page, fresh_server)
+    dashboard.open_admin()
+    upload(dashboard, pack)
+
+    result = dashboard.get("upload-result")
+    expect(result).to_have_attribute("data-status", "refused", timeout=UPLOAD_TIMEOUT_MS)
+    expect(result).to_contain_text(reason)
+    expect(dashboard.badge()).to_have_text("v0001")
+    assert versions_json(fresh_server.data_dir) == before
+    assert api(fresh_server, "/api/v1/data/current")["version"] == "v0001"
+
+    dashboard.get("nav-data").click()  # the refusal is in the audit trail, with its reason
+    refusal = dashboard.page.locator('[data-testid="history-row"][data-event="reject"]')
+    expect(refusal).to_have_count(1)
+    expect(refusal).to_contain_text(reason)
+
+
+def test_admin_rollback_serves_the_chosen_version(
+    page: Page, fresh_server: LiveServer, newer_pack: Path, signer: Signer
+) -> None:
+    import_into(fresh_server.data_dir, newer_pack, signer)
+    dashboard = Dashboard(page, fresh_server)
+    dashboard.open_admin()
+    expect(dashboard.badge()).to_have_text("v0002")
+    dashboard.get("rollback-select").select_option("v0001")
+    dashboard.get("rollback-button").click()
+    expect(dashboard.badge()).to_have_text("v0001")
+    expect(dashboard.get("admin-message")).to_contain_text("v0001")
+    assert current_of(fresh_server.data_dir) == "v0001"
+
+
+def test_admin_refresh_reports_the_served_version(dashboard: Dashboard) -> None:
+    dashboard.open_admin()
+    dashboard.get("refresh-button").click()
+    expect(dashboard.get("admin-message")).to_contain_text("v0001")
+
+
+# --- freshness and error states ------------------------------------------------------------------
+
+
+def test_new_data_version_offers_a_reload(
+    page: Page, fresh_server: LiveServer, newer_pack: Path, signer: Signer
+) -> None:
+    dashboard = Dashboard(page, fresh_server)
+    dashboard.open_overview(poll=POLL_SECONDS)
+    page.wait_for_timeout(2_500 * POLL_SECONDS)  # a few polls that see the same version
+    banner = dashboard.get("version-banner")
+    expect(banner).to_have_count(0)
+
+    import_into(fresh_server.data_dir, newer_pack, signer)
+    expect(banner).to_be_visible(timeout=BANNER_TIMEOUT_MS)
+    banner.get_by_test_id("reload-button").click()
+    expect(dashboard.badge()).to_have_text("v0002")
+    expect(dashboard.get("kpi-card").first).to_be_visible()
+    expect(banner).to_have_count(0)
+
+
+@pytest.mark.parametrize("route", ["/", "/items/IT-0000001", "/data"])
+def test_store_without_data_shows_the_no_data_state(
+    page: Page, empty_server: LiveServer, route: str
+) -> None:
+    dashboard = Dashboard(page, empty_server)
+    dashboard.open(route)
+    state = dashboard.error_state("no-data")
+    expect(state.first).to_be_visible()
+    expect(state.first).to_have_text(re.compile(r"\S"))
+    expect(dashboard.get("kpi-card")).to_have_count(0)
+    expect(dashboard.get("forecast-chart")).to_have_count(0)
+
+
+def test_first_import_is_noticed_by_an_open_page(
+    page: Page, fresh_empty_server: LiveServer, good_pack: Path, signer: Signer
+) -> None:
+    dashboard = Dashboard(page, fresh_empty_server)
+    dashboard.open("/", poll=POLL_SECONDS)
+    expect(dashboard.error_state("no-data")).to_be_visible()
+    import_into(fresh_empty_server.data_dir, good_pack, signer)
+    banner = dashboard.get("version-banner")
+    expect(banner).to_be_visible(timeout=BANNER_TIMEOUT_MS)
+    banner.get_by_test_id("reload-button").click()
+    expect(dashboard.get("kpi-card").first).to_be_visible()
+    expect(dashboard.badge()).to_have_text("v0001")
+
+
+def test_loading_state_shows_until_the_answers_come(dashboard: Dashboard) -> None:
+    held: list[Route] = []
+    dashboard.page.route("**/api/v1/forecasts/summary*", lambda route: held.append(route))  # noqa: PLW0108
+    dashboard.open("/")
+    expect(dashboard.get("loading").first).to_be_visible()
+    expect(dashboard.get("kpi-card")).to_have_count(0)
+    for _ in range(100):  # the route handler runs while Playwright waits: give it 5 s
+        if held:
+            break
+        dashboard.page.wait_for_timeout(50)
+    assert held, "the overview never asked for the summary"
+    for route in held:
+        route.continue_()
+    expect(dashboard.get("kpi-card").first).to_be_visible()
+    expect(dashboard.get("loading")).to_have_count(0)
+
+
+def test_viewer_token_is_asked_for_and_a_wrong_one_refused(
+    page: Page, viewer_server: LiveServer
+) -> None:
+    dashboard = Dashboard(page, viewer_server)
+    dashboard.open("/")
+    refused = dashboard.error_state("unauthorized")
+    expect(refused).to_be_visible()
+    for token in ("not-the-viewer-token-0123456789", VIEWER_TOKEN):
+        refused.get_by_label("Access token").fill(token)
+        refused.get_by_role("button", name="Continue").click()
+        if token != VIEWER_TOKEN:
+            expect(refused).to_be_visible()
+            expect(dashboard.get("kpi-card")).to_have_count(0)
+    expect(dashboard.get("kpi-card").first).to_be_visible()
+    expect(dashboard.error_state("unauthorized")).to_have_count(0)
+
+
+def test_unreachable_server_shows_the_unreachable_state(dashboard: Dashboard) -> None:
+    dashboard.open_overview()
+    dashboard.page.route("**/api/**", lambda route: route.abort())
+    dashboard.page.reload()
+    expect(dashboard.error_state("unreachable")).to_be_visible()
+
+
+def test_page_recovers_when_the_server_is_back(dashboard: Dashboard) -> None:
+    """The unreachable state says the page keeps checking: it does, at the poll interval."""
+    dashboard.open_overview(poll=POLL_SECONDS)
+    dashboard.page.route("**/api/**", lambda route: route.abort())
+    dashboard.page.reload()
+    expect(dashboard.error_state("unreachable")).to_be_visible()
+    dashboard.page.unroute("**/api/**")
+    expect(dashboard.get("kpi-card").first).to_be_visible(timeout=BANNER_TIMEOUT_MS)
+    expect(dashboard.error_state("unreachable")).to_have_count(0)
+
+
+def test_unknown_item_shows_the_not_found_state(dashboard: Dashboard) -> None:
+    dashboard.open("/items/NOPE")
+    expect(dashboard.error_state("not-found")).to_be_visible()
+    expect(dashboard.get("forecast-chart")).to_have_count(0)
+
+
+# --- accessibility and layout --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("route", "expected"),
+    [
+        ("/", {"nav-overview", "nav-data", "nav-admin", "filter-category", "filter-site", "search-input"}),
+        ("/admin", {"nav-admin", "upload-input", "upload-button", "refresh-button", "rollback-select", "rollback-button"}),
+    ],
+    ids=["overview", "admin"],
+)  # fmt: skip
+def test_keyboard_reaches_nav_and_controls_with_a_visible_focus(
+    dashboard: Dashboard, route: str, expected: set[str]
+) -> None:
+    if route == "/admin":
+        dashboard.open_admin()
+    else:
+        dashboard.open_overview()
+    dashboard.page.evaluate("() => document.activeElement && document.activeElement.blur()")
+    focused = tab_through(dashboard.page, 40)
+    reached = {element["testid"] for element in focused}
+    assert expected <= reached, f"Tab never reaches {expected - reached}"
+    unmarked = [element for element in focused if not element["ring"]]
+    assert not unmarked, f"focused without a visible outline or ring: {unmarked}"
+
+
+def test_keyboard_follows_a_nav_link(dashboard: Dashboard) -> None:
+    dashboard.open_overview()
+    dashboard.get("nav-data").focus()
+    dashboard.page.keyboard.press("Enter")
+    expect(dashboard.get("current-version")).to_be_visible()
+
+
+@pytest.mark.parametrize("viewport", [DESKTOP, TABLET], ids=["1366x768", "768x1024"])
+def test_no_page_scrolls_sideways(
+    dashboard: Dashboard, riskiest_item: str, viewport: ViewportSize
+) -> None:
+    dashboard.page.set_viewport_size(viewport)
+    for name in every_page(dashboard, riskiest_item):
+        scroll_width, inner_width = dashboard.page.evaluate(OVERFLOW)
+        assert scroll_width <= inner_width, f"{name}: {scroll_width} px wide in {inner_width} px"
+
+
+def test_no_page_offers_ml(dashboard: Dashboard, riskiest_item: str) -> None:
+    for name in every_page(dashboard, riskiest_item):
+        words = sorted({m.group(0) for m in ML_WORDS.finditer(dashboard.page.evaluate(READABLE))})
+        assert not words, f"{name} page says {words}"
+
+
+# --- what the page loads -------------------------------------------------------------------------
+
+
+def test_js_and_css_fit_the_budget(built_dashboard: Path) -> None:
+    sizes = gzipped_sizes(built_dashboard)
+    assert sizes, f"no .js or .css file under {built_dashboard}"
+    total = sum(sizes.values())
+    assert total <= JS_CSS_BUDGET, f"{total:,} bytes (gzip -9) > {JS_CSS_BUDGET:,}: {sizes}"
+
+
+def test_page_loads_only_the_built_assets(
+    dashboard: Dashboard, built_dashboard: Path, riskiest_item: str
+) -> None:
+    parser = AssetLinks()
+    parser.feed((built_dashboard / "index.html").read_text())
+    missing = sorted(
+        link for link in parser.links if not (built_dashboard / dist_path(link)).is_file()
+    )
+    assert not missing, f"index.html links to files dist/ does not have: {missing}"
+
+    loaded: list[Request] = []
+    dashboard.page.on("request", lambda request: loaded.append(request))  # noqa: PLW0108
+    failed: list[str] = []
+    dashboard.page.on("requestfailed", lambda request: failed.append(request.url))
+
+    def note_error(response: Response) -> None:
+        if response.status >= 400:
+            failed.append(f"{response.status} {response.url}")
+
+    dashboard.page.on("response", note_error)
+    for _ in every_page(dashboard, riskiest_item):
+        pass
+    code = {
+        dist_path(urlsplit(request.url).path)
+        for request in loaded
+        if request.resource_type in {"script", "stylesheet"}
+    }
+    assert code, "the page loaded no JS or CSS"
+    assert code <= set(gzipped_sizes(built_dashboard)), f"JS/CSS not from dist/: {code}"
+    linked = {dist_path(link) for link in parser.links if link.endswith((".js", ".css"))}
+    assert linked <= code, f"index.html links {linked - code} but the page never loaded them"
+    assert not failed, f"requests that failed while visiting every page: {failed}"
+
+
+def test_screenshots_of_every_page(
+    dashboard: Dashboard, riskiest_item: str, tmp_path: Path
+) -> None:
+    """Saved to docs/images/ for the README with UPDATE_SCREENSHOTS=1, else to a temporary folder."""
+    folder = SCREENSHOTS if os.environ.get("UPDATE_SCREENSHOTS") == "1" else tmp_path
+    folder.mkdir(parents=True, exist_ok=True)
+    shots: dict[str, ViewportSize] = {}
+    for name in every_page(dashboard, riskiest_item):
+        shots[f"{name}.png"] = DESKTOP
+        dashboard.page.screenshot(path=folder / f"{name}.png", animations="disabled")
+    dashboard.page.set_viewport_size(TABLET)
+    dashboard.open_overview()
+    shots["overview-tablet.png"] = TABLET
+    dashboard.page.screenshot(path=folder / "overview-tablet.png", animations="disabled")
+    for file, viewport in shots.items():
+        assert png_size(folder / file) == (viewport["width"], viewport["height"]), file
+
+
+def test_no_request_leaves_the_server(
+    dashboard: Dashboard, riskiest_item: str, request_log: RequestLog
+) -> None:
+    """Every test page's requests so far, and this test's own visit of every page."""
+    for _ in every_page(dashboard, riskiest_item):
+        pass
+    assert request_log.urls
+    assert not request_log.foreign(), f"requests to other origins: {request_log.foreign()}"
