@@ -41,6 +41,7 @@ lint: $(BIN)/.installed  ## Ruff (lint and format check) and mypy.
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/appliance audit --source .
 
 frontend:  ## Rebuild the dashboard into server/frontend/dist (needs Node 20.19+; the result is committed).
 	cd server/frontend && npm ci --no-audit --no-fund && npm run build

@@ -257,3 +257,41 @@ def prepare_to_serve(settings: cfg.ServerSettings) -> list[str]:
             return [f"recovery: {note}" for note in notes]
     except StoreError as exc:
         return [f"store not checked now: {exc}"]
+
+
+@main.command("audit")
+@click.option(
+    "--source",
+    "source",
+    required=True,
+    type=click.Path(path_type=Path, file_okay=False),
+    help="A source tree (the repository) to check for ML on the node.",
+)
+@click.option(
+    "--json",
+    "json_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Also write the findings as JSON to this file.",
+)
+def audit_command(source: Path, json_file: Path | None) -> None:
+    """Check that no ML library can reach the node: imports, dependencies, server routes.
+
+    Scans the node's shipped code (appliance/, server/, bundle/), its dependencies and locks,
+    and the routes of the server built from that tree. ml_workstation/ may use ML and is not
+    scanned. Exits 1 if anything is found.
+    """
+    from appliance.audit_source import audit_source
+
+    with reported_errors():
+        audit = audit_source(source)
+    if json_file is not None:
+        json_file.write_text(json.dumps(audit.as_json(), indent=2) + "\n", encoding="utf-8")
+    checked = ", ".join(f"{count} {what}" for what, count in audit.checked.items())
+    for finding in audit.findings:
+        click.echo(f"{finding.kind:<10} {finding.where}: {finding.detail}")
+    if not audit.ok:
+        click.echo(
+            f"error: {len(audit.findings)} ML finding(s) in {source} ({checked} checked)", err=True
+        )
+        sys.exit(1)
+    click.echo(f"no ML on the node: {checked} checked")

@@ -615,3 +615,29 @@ def test_rollback_repairs_a_broken_current_pointer(
     assert "appliance rollback VID" in line
     run("appliance", "rollback", "v0001", "--data-dir", data, check=True)
     assert current_of(data) == "v0001"
+
+
+def test_audit_of_this_repository_finds_no_ml_on_the_node() -> None:
+    done = run("appliance", "audit", "--source", REPO, check=True)
+    assert done.stdout.startswith("no ML on the node:")
+
+
+def test_audit_reports_a_planted_ml_import_and_writes_json(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    (tree / "appliance").mkdir(parents=True)
+    shutil.copy(REPO / "pyproject.toml", tree / "pyproject.toml")
+    (tree / "appliance" / "shortcut.py").write_text(
+        "import json\nfrom sklearn.linear_model import Ridge\n"
+    )
+    report = tmp_path / "audit.json"
+    done = run("appliance", "audit", "--source", tree, "--json", report)
+    assert done.returncode == 1
+    assert "appliance/shortcut.py:2" in done.stdout and "sklearn" in done.stdout
+    assert "1 ML finding(s)" in one_error_line(done)
+    findings = json.loads(report.read_text())["findings"]
+    assert [(f["kind"], f["where"]) for f in findings] == [("import", "appliance/shortcut.py:2")]
+
+
+def test_audit_of_a_missing_tree_is_a_usage_error(tmp_path: Path) -> None:
+    done = run("appliance", "audit", "--source", tmp_path / "nothing")
+    assert done.returncode == 2
