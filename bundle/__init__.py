@@ -1,0 +1,1 @@
+"""Building the offline install bundle: layout constants, checksums, signature, archive."""

@@ -1,0 +1,56 @@
+"""The install bundle format as constants: builder, verifier and installer all read them from here.
+
+A bundle is an uncompressed POSIX tar `appliance-<version>.tar` holding one top folder
+`appliance-<version>/`. SHA256SUMS lists every other file in `sha256sum -c` format and
+SHA256SUMS.sig is its SSH signature (namespace "appliance-bundle"). See DESIGN.md, "The bundle".
+"""
+
+import re
+
+BUNDLE_PREFIX = "appliance-"
+ARCHIVE_SUFFIX = ".tar"
+
+INSTALL_SCRIPT = "install.sh"
+CHECKSUMS = "SHA256SUMS"
+CHECKSUMS_SIG = "SHA256SUMS.sig"
+MANIFEST = "manifest.json"
+WHEELS_DIR = "wheels"
+IMAGES_DIR = "images"
+ANSIBLE_DIR = "ansible"
+SBOM_DIR = "sbom"
+DOCS_DIR = "docs"
+
+# The two files SHA256SUMS cannot list: itself and its signature.
+UNLISTED_FILES = (CHECKSUMS, CHECKSUMS_SIG)
+
+SIGNATURE_NAMESPACE = "appliance-bundle"
+MANIFEST_FORMAT = "appliance-bundle"
+MANIFEST_VERSION = 1
+MANIFEST_REQUIRED_FIELDS = ("format", "format_version", "version", "min_upgrade_from", "images")
+IMAGE_ENTRY_FIELDS = ("file", "sha256", "size")
+
+# Small files read whole into memory during verification; anything larger is refused.
+MAX_CHECKSUMS_BYTES = 4 << 20
+MAX_SIGNATURE_BYTES = 16 << 10
+MAX_MANIFEST_BYTES = 1 << 20
+TAR_BLOCK = 512
+
+VERSION_PATTERN = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+~_-]{0,63}")
+
+
+def archive_name(version: str) -> str:
+    """The bundle archive's file name: appliance-<version>.tar."""
+    return f"{top_dir(version)}{ARCHIVE_SUFFIX}"
+
+
+def top_dir(version: str) -> str:
+    """The single top folder inside the archive: appliance-<version>."""
+    return f"{BUNDLE_PREFIX}{version}"
+
+
+def version_of(top: str) -> str | None:
+    """The version named by a top folder `appliance-<version>`, or None if it is not one."""
+    if not top.startswith(BUNDLE_PREFIX):
+        return None
+    version = top[len(BUNDLE_PREFIX) :]
+    return version if VERSION_PATTERN.fullmatch(version) else None
