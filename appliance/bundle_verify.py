@@ -32,6 +32,7 @@ from typing import IO, Any, BinaryIO
 
 from appliance.errors import ApplianceError, ConfigError, SignatureError
 from appliance.fsio import CHUNK_BYTES
+from appliance.safe_tar import member_kind, trailer_problem
 from appliance.sshsig import AllowedSigner, VerifiedSignature, verify
 from bundle import layout
 from bundle.checksums import bundle_files, check_relative_path, parse_checksums
@@ -193,17 +194,6 @@ def _unsafe(name: str, problem: str) -> BundleRejected:
     return BundleRejected("unsafe-member", f"member {name!r} {problem}")
 
 
-def _member_kind(member: tarfile.TarInfo) -> str:
-    kinds = {
-        tarfile.SYMTYPE: "a symbolic link",
-        tarfile.LNKTYPE: "a hard link",
-        tarfile.CHRTYPE: "a character device",
-        tarfile.BLKTYPE: "a block device",
-        tarfile.FIFOTYPE: "a FIFO",
-    }
-    return kinds.get(member.type, f"an unsupported member type {member.type!r}")
-
-
 def _next_member(tar: tarfile.TarFile) -> tarfile.TarInfo | None:
     try:
         return tar.next()
@@ -240,7 +230,7 @@ def _member_path(member: tarfile.TarInfo, top: str, seen: set[str]) -> str | Non
     if member.isdir():
         return None
     if not member.isreg():
-        raise _unsafe(name, f"is {_member_kind(member)}")
+        raise _unsafe(name, f"is {member_kind(member)}")
     if member.issparse():
         raise _unsafe(name, "is a sparse file")
     return name[len(top) + 1 :]
@@ -248,15 +238,9 @@ def _member_path(member: tarfile.TarInfo, top: str, seen: set[str]) -> str | Non
 
 def _check_trailer(handle: BinaryIO, offset: int) -> None:
     """The archive must end with its end-of-archive marker: zero blocks and nothing else."""
-    handle.seek(offset)
-    zeros = 0
-    while chunk := handle.read(CHUNK_BYTES):
-        if chunk.count(0) != len(chunk):
-            msg = "bundle has bytes after its last readable member (corrupt or truncated header)"
-            raise BundleRejected("truncated", msg)
-        zeros += len(chunk)
-    if zeros < 2 * layout.TAR_BLOCK:
-        raise BundleRejected("truncated", "bundle is truncated (no end-of-archive marker)")
+    problem = trailer_problem(handle, offset)
+    if problem is not None:
+        raise BundleRejected("truncated", f"bundle {problem}")
 
 
 def _read_archive(path: Path, tally: _Tally) -> str:

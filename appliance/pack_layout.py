@@ -32,7 +32,6 @@ TABLE_ENTRY_FIELDS = ("path", "rows", "bytes", "sha256", "schema")
 MAX_MANIFEST_BYTES = 1 << 20
 MAX_SIGNATURE_BYTES = 16 << 10
 MAX_TABLES = 64
-TAR_BLOCK = 512
 
 
 def table_member(name: str) -> str:

@@ -21,6 +21,7 @@ from typing import IO, Any, BinaryIO
 from appliance import pack_layout as layout
 from appliance.errors import PackRejected, SignatureError
 from appliance.fsio import CHUNK_BYTES
+from appliance.safe_tar import member_kind, trailer_problem
 from appliance.schema_registry import SchemaRegistry, load_registry, schema_problems
 from appliance.sshsig import AllowedSigner, VerifiedSignature, verify
 
@@ -245,18 +246,6 @@ class OpenedPack:
         return hashlib.sha256(self.manifest_bytes).hexdigest()
 
 
-def _member_kind(member: tarfile.TarInfo) -> str:
-    kinds = {
-        tarfile.SYMTYPE: "a symbolic link",
-        tarfile.LNKTYPE: "a hard link",
-        tarfile.CHRTYPE: "a character device",
-        tarfile.BLKTYPE: "a block device",
-        tarfile.FIFOTYPE: "a FIFO",
-        tarfile.DIRTYPE: "a directory",
-    }
-    return kinds.get(member.type, f"an unsupported member type {member.type!r}")
-
-
 def _check_member_name(name: str) -> None:
     """Refuse names that could escape the extraction folder or are not canonical."""
     if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
@@ -278,7 +267,7 @@ def _check_member(member: tarfile.TarInfo, seen: set[str]) -> bool:
     if member.isdir() and name.rstrip("/") == layout.TABLES_DIR:
         return False
     if not member.isreg():
-        raise PackRejected("unsafe-member", f"member {name!r} is {_member_kind(member)}")
+        raise PackRejected("unsafe-member", f"member {name!r} is {member_kind(member)}")
     if member.issparse():
         raise PackRejected("unsafe-member", f"member {name!r} is a sparse file")
     return True
@@ -380,15 +369,9 @@ def _copy_verified(
 
 def _check_trailer(handle: BinaryIO, offset: int) -> None:
     """The archive must end with its end-of-archive marker: zero blocks and nothing else."""
-    handle.seek(offset)
-    zeros = 0
-    while chunk := handle.read(CHUNK_BYTES):
-        if chunk.count(0) != len(chunk):
-            msg = "pack has bytes after its last readable member (corrupt or truncated header)"
-            raise PackRejected("truncated", msg)
-        zeros += len(chunk)
-    if zeros < 2 * layout.TAR_BLOCK:
-        raise PackRejected("truncated", "pack is truncated (no end-of-archive marker)")
+    problem = trailer_problem(handle, offset)
+    if problem is not None:
+        raise PackRejected("truncated", f"pack {problem}")
 
 
 def open_pack(

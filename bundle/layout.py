@@ -33,7 +33,6 @@ IMAGE_ENTRY_FIELDS = ("file", "sha256", "size")
 MAX_CHECKSUMS_BYTES = 4 << 20
 MAX_SIGNATURE_BYTES = 16 << 10
 MAX_MANIFEST_BYTES = 1 << 20
-TAR_BLOCK = 512
 
 VERSION_PATTERN = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+~_-]{0,63}")
 

@@ -35,9 +35,9 @@ from appliance.pack_layout import (
     MAX_MANIFEST_BYTES,
     SIGNATURE_NAME,
     SIGNATURE_NAMESPACE,
-    TAR_BLOCK,
     table_member,
 )
+from appliance.safe_tar import TAR_BLOCK
 from appliance.sshsig import load_private_key, sign
 from appliance.store import DataStore
 from tests.conftest import Signer, current_of, make_pack, run, versions_json
