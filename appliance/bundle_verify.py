@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
-from appliance.errors import ApplianceError, ConfigError, SignatureError
+from appliance.errors import BundleRejected, ConfigError, SignatureError
 from appliance.fsio import CHUNK_BYTES
 from appliance.safe_tar import member_kind, trailer_problem
 from appliance.sshsig import AllowedSigner, VerifiedSignature, verify
@@ -41,16 +41,6 @@ Progress = Callable[[str], None]
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _SHOWN_NAMES = 5
-
-
-class BundleRejected(ApplianceError):
-    """A bundle was refused; `reason` is a short machine-readable code, the message says why."""
-
-    exit_code = 3
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 @dataclass(frozen=True)

@@ -25,15 +25,26 @@ class SignatureError(ApplianceError):
     exit_code = 3
 
 
-class PackRejected(ApplianceError):
-    """A result pack was refused; `reason` is a short machine-readable code, the message says why."""
+class Rejected(ApplianceError):
+    """Something signed was refused; `reason` is a short machine-readable code, the message says why."""
 
     exit_code = 3
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class PackRejected(Rejected):
+    """A result pack was refused; `details` carries its pack_id and dataset_id once known."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(reason, message)
         self.details: dict[str, str] = {}
+
+
+class BundleRejected(Rejected):
+    """A bundle was refused."""
 
 
 class SchemaError(ApplianceError):
