@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from appliance.bundle_verify import BundleRejected, verify_bundle
+from appliance.bundle_verify import verify_bundle
+from appliance.errors import BundleRejected
 from appliance.sshsig import AllowedSigner, load_allowed_signers
 from bundle import layout
 from bundle.archive import write_archive
