@@ -41,12 +41,17 @@ def fsync_tree(root: Path) -> None:
         fsync_path(Path(dirpath))
 
 
-def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write `data` to `path` so that readers see the old file or the whole new one, never a part."""
+@contextmanager
+def atomic_output(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
+    """A file to write that appears at `path` whole, and flushed, when the block ends.
+
+    Readers see the old file or the whole new one, never a part; on an error the partial file
+    (a hidden temporary name beside `path`) is removed.
+    """
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            yield handle
             handle.flush()
             os.fchmod(handle.fileno(), mode)
             os.fsync(handle.fileno())
@@ -55,6 +60,12 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_path(path.parent)
+
+
+def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write `data` to `path` so that readers see the old file or the whole new one, never a part."""
+    with atomic_output(path, mode) as handle:
+        handle.write(data)
 
 
 def append_line(path: Path, line: str) -> None:

@@ -11,11 +11,10 @@ from __future__ import annotations
 import os
 import stat
 import tarfile
-import tempfile
 from pathlib import Path
 
 from appliance.errors import ConfigError
-from appliance.fsio import fsync_path
+from appliance.fsio import atomic_output
 from bundle import layout
 
 DIR_MODE = 0o755
@@ -68,23 +67,14 @@ def write_archive(root: Path, out: Path, source_date_epoch: int) -> None:
         msg = f"SOURCE_DATE_EPOCH must be >= 0, got {source_date_epoch}"
         raise ConfigError(msg)
     entries = _entries(root)
-    fd, temp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    temp = Path(temp_name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            with tarfile.open(fileobj=handle, mode="w", format=tarfile.PAX_FORMAT) as tar:
-                for name, path in entries:
-                    info = _tar_info(name, path, source_date_epoch)
-                    if info.isdir():
-                        tar.addfile(info)
-                        continue
-                    with path.open("rb") as source:
-                        tar.addfile(info, source)
-            handle.flush()
-            os.fchmod(handle.fileno(), FILE_MODE)
-            os.fsync(handle.fileno())
-        os.replace(temp, out)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    fsync_path(out.parent)
+    with (
+        atomic_output(out, FILE_MODE) as handle,
+        tarfile.open(fileobj=handle, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
+        for name, path in entries:
+            info = _tar_info(name, path, source_date_epoch)
+            if info.isdir():
+                tar.addfile(info)
+                continue
+            with path.open("rb") as source:
+                tar.addfile(info, source)

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import os
 import shutil
 import socket
 import tarfile
-import tempfile
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +23,7 @@ from typing import TYPE_CHECKING
 from appliance import __version__
 from appliance import pack_layout as layout
 from appliance.errors import ConfigError, SchemaError
-from appliance.fsio import fsync_path, scratch_dir, sha256_file
+from appliance.fsio import atomic_output, scratch_dir, sha256_file
 from appliance.result_pack import PackManifest, TableEntry, format_timestamp, parse_manifest
 from appliance.schema_registry import SchemaRegistry, TableSchema, load_registry, schema_problems
 from appliance.sshsig import load_private_key, public_key_of, sign
@@ -169,29 +167,20 @@ def _tar_member(name: str, size: int, mtime: int) -> tarfile.TarInfo:
 def write_pack_archive(
     out: Path, manifest_bytes: bytes, signature: bytes, files: dict[str, Path], mtime: int
 ) -> None:
-    """Write the pack tar to a temporary name beside `out`, flush it, then rename it into place."""
-    fd, temp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            with tarfile.open(fileobj=handle, mode="w", format=tarfile.PAX_FORMAT) as tar:
-                for name, data in (
-                    (layout.MANIFEST_NAME, manifest_bytes),
-                    (layout.SIGNATURE_NAME, signature),
-                ):
-                    info = _tar_member(name, len(data), mtime)
-                    tar.addfile(info, io.BytesIO(data))
-                for table, path in files.items():
-                    info = _tar_member(layout.table_member(table), path.stat().st_size, mtime)
-                    with path.open("rb") as source:
-                        tar.addfile(info, source)
-            handle.flush()
-            os.fchmod(handle.fileno(), 0o644)
-            os.fsync(handle.fileno())
-        os.replace(temp, out)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    fsync_path(out.parent)
+    """Write the pack tar so that `out` appears whole (temporary name, flush, rename)."""
+    with (
+        atomic_output(out, 0o644) as handle,
+        tarfile.open(fileobj=handle, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
+        for name, data in (
+            (layout.MANIFEST_NAME, manifest_bytes),
+            (layout.SIGNATURE_NAME, signature),
+        ):
+            tar.addfile(_tar_member(name, len(data), mtime), io.BytesIO(data))
+        for table, path in files.items():
+            info = _tar_member(layout.table_member(table), path.stat().st_size, mtime)
+            with path.open("rb") as source:
+                tar.addfile(info, source)
 
 
 def build_pack(
