@@ -54,6 +54,21 @@ class Watcher:
         return code
 
 
+def watch_once(inbox: Path, data_dir: Path, trusted: Signer) -> subprocess.CompletedProcess[str]:
+    """`appliance watch --once` on one inbox: look twice, import what is ready, exit."""
+    argv: list[str | Path] = [
+        "appliance",
+        "watch",
+        inbox,
+        "--once",
+        "--interval",
+        "0.2",
+        "--data-dir",
+        data_dir,
+    ]
+    return run(*argv, "--signers", trusted.allowed_signers)
+
+
 @pytest.fixture
 def watcher_factory(tmp_path: Path, signer: Signer) -> Iterator[object]:
     started: list[Watcher] = []
@@ -78,18 +93,7 @@ def test_watch_once_imports_a_pack_and_moves_it_to_done(
     dropped = Path(shutil.copy(good_pack, inbox / "results.pack"))
     old = time.time() - 60
     os.utime(dropped, (old, old))
-    done = run(
-        "appliance",
-        "watch",
-        inbox,
-        "--once",
-        "--interval",
-        "0.2",
-        "--data-dir",
-        tmp_path / "data",
-        "--signers",
-        signer.allowed_signers,
-    )
+    done = watch_once(inbox, tmp_path / "data", signer)
     assert done.returncode == 0, done.stderr
     assert "imported as v0001" in done.stderr
     assert (inbox / "done" / "results.pack").is_file()
@@ -105,18 +109,7 @@ def test_refused_pack_moves_to_rejected_with_its_reason(
     shutil.copy(good_pack, inbox / "foreign.pack")
     os_time = time.time() - 60
     os.utime(inbox / "foreign.pack", (os_time, os_time))
-    done = run(
-        "appliance",
-        "watch",
-        inbox,
-        "--once",
-        "--interval",
-        "0.2",
-        "--data-dir",
-        tmp_path / "data",
-        "--signers",
-        untrusted_signer.allowed_signers,
-    )
+    done = watch_once(inbox, tmp_path / "data", untrusted_signer)
     assert done.returncode == 3
     assert (inbox / "rejected" / "foreign.pack").is_file()
     reason = (inbox / "rejected" / "foreign.pack.reason.txt").read_text()
@@ -154,18 +147,7 @@ def test_hidden_and_partial_names_are_left_alone(
     inbox.mkdir()
     for name in (".results.pack.x1y2.part", "results.pack.part", "notes.txt"):
         shutil.copy(good_pack, inbox / name)
-    done = run(
-        "appliance",
-        "watch",
-        inbox,
-        "--once",
-        "--interval",
-        "0.2",
-        "--data-dir",
-        tmp_path / "data",
-        "--signers",
-        signer.allowed_signers,
-    )
+    done = watch_once(inbox, tmp_path / "data", signer)
     assert done.returncode == 0
     assert sorted(p.name for p in inbox.iterdir()) == [
         ".results.pack.x1y2.part",
