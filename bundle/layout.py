@@ -53,3 +53,27 @@ def version_of(top: str) -> str | None:
         return None
     version = top[len(BUNDLE_PREFIX) :]
     return version if VERSION_PATTERN.fullmatch(version) else None
+
+# --- what goes inside: wheel cache, images, SBOMs -------------------------------------------------
+
+WHEELS_LOCK = "requirements.lock"  # wheels/requirements.lock: every wheel with its sha256
+SERVER_IMAGE_FILE = "images/server.tar"
+SERVER_IMAGE_NAME = "localhost/appliance-server"
+SBOM_WHEELS = "sbom/wheels.cdx.json"
+SBOM_SERVER_IMAGE = "sbom/server-image.cdx.json"
+
+# The node the bundle targets (DESIGN.md: Debian 12, CPython 3.11, x86_64).
+TARGET_PYTHON = "3.11"
+TARGET_DEBIAN_SUITE = "bookworm"
+TARGET_ARCH = "amd64"
+TARGET_GLIBC = (2, 36)  # Debian 12's glibc: manylinux wheels up to manylinux_2_36 run there
+
+# Inside the server image.
+IMAGE_USER_ID = 10001
+IMAGE_USER = "appliance"
+IMAGE_PYTHON = "/usr/bin/python3.11"
+IMAGE_SITE_PACKAGES = "usr/local/lib/python3.11/dist-packages"
+IMAGE_DATA_DIR = "/var/lib/appliance"
+IMAGE_CONFIG_DIR = "/etc/appliance"
+IMAGE_PACK_SIGNERS = "/etc/appliance/pack_signers"
+IMAGE_PORT = 8080

@@ -1,0 +1,40 @@
+"""`python -m appliance.healthcheck [PATH]`: exit 0 when the local server answers PATH with 200.
+
+The server image's HEALTHCHECK. It asks http://127.0.0.1:$APPLIANCE_PORT/health/startup (the
+worker finished starting) by default; the installer's health gate asks /health/ready as well.
+Standard library only, so it starts fast and adds nothing to the image.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import urllib.error
+import urllib.request
+
+DEFAULT_PATH = "/health/startup"
+TIMEOUT_SECONDS = 3.0
+
+
+def probe(port: int, path: str = DEFAULT_PATH, timeout: float = TIMEOUT_SECONDS) -> tuple[bool, str]:
+    """(healthy, one-line reason) for GET http://127.0.0.1:<port><path>."""
+    url = f"http://127.0.0.1:{port}{path}"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as answer:  # noqa: S310 (fixed http URL)
+            return answer.status == 200, f"{url}: {answer.status}"
+    except urllib.error.HTTPError as exc:
+        return False, f"{url}: {exc.code}"
+    except (urllib.error.URLError, OSError) as exc:
+        return False, f"{url}: {getattr(exc, 'reason', exc)}"
+
+
+def main(argv: list[str]) -> int:
+    path = argv[1] if len(argv) > 1 else DEFAULT_PATH
+    port = int(os.environ.get("APPLIANCE_PORT", "8080"))
+    healthy, reason = probe(port, path)
+    print(reason)  # noqa: T201 (engines keep the healthcheck's output in the container's log)
+    return 0 if healthy else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,235 @@
+"""The server image's base root filesystem: Debian 12 packages, unpacked without any registry.
+
+`mmdebstrap --variant=extract` unpacks just the packages the Python runtime needs (no apt, no
+maintainer scripts) into a tar, cached under the build cache; `--base-rootfs TAR` replaces it with
+a tarball the builder brings. What the server never uses (documentation, locales, dpkg, the
+Python test suite...) is pruned when the layer is written; each package's copyright stays.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import tarfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from appliance.errors import ConfigError
+from bundle import layout
+from bundle.oci import Entry, clean_name
+
+Progress = Callable[[str], None]
+
+# The Python runtime and the C/C++ runtime libraries the manylinux wheels link against.
+DEBIAN_PACKAGES = ("python3.11-minimal", "libpython3.11-stdlib", "libstdc++6", "libgcc-s1")
+PACKAGES_FILE = "packages.tsv"  # beside the cached rootfs.tar: name, version, arch, deb sha256
+
+# Paths (and everything below them) the server never reads.
+PRUNED = (
+    "bin/tar",
+    "dev",  # engines mount their own /dev
+    "etc/dpkg",
+    "usr/bin/dpkg",
+    "usr/bin/dpkg-deb",
+    "usr/bin/dpkg-divert",
+    "usr/bin/dpkg-maintscript-helper",
+    "usr/bin/dpkg-query",
+    "usr/bin/dpkg-realpath",
+    "usr/bin/dpkg-split",
+    "usr/bin/dpkg-statoverride",
+    "usr/bin/dpkg-trigger",
+    "usr/bin/update-alternatives",
+    "usr/lib/dpkg",
+    "usr/lib/python3.11/config-3.11-x86_64-linux-gnu",
+    "usr/lib/python3.11/ensurepip",
+    "usr/lib/python3.11/idlelib",
+    "usr/lib/python3.11/lib2to3",
+    "usr/lib/python3.11/pydoc_data",
+    "usr/lib/python3.11/test",
+    "usr/lib/python3.11/tkinter",
+    "usr/lib/python3.11/turtledemo",
+    "usr/lib/python3.11/pydoc.py",
+    "usr/lib/python3.11/turtle.py",
+    "usr/lib/python3.11/unittest",
+    "usr/lib/python3.11/xmlrpc",
+    "usr/lib/x86_64-linux-gnu/gconv",
+    "usr/libexec/dpkg",
+    "usr/sbin",
+    "usr/share/bug",
+    "usr/share/dpkg",
+    "usr/share/info",
+    "usr/share/lintian",
+    "usr/share/locale",
+    "usr/share/man",
+    "usr/share/menu",
+    "usr/share/polkit-1",
+    "usr/share/readline",
+    "var/cache",
+    "var/lib/dpkg",
+    "var/log",
+)
+# Extension modules for terminals, old databases, NIS and Asian legacy codecs, and the
+# libraries only they (or the pruned dpkg and tar) load. Checked by the image smoke test.
+PRUNED_MODULES = ("_codecs_", "_curses", "_dbm", "_gdbm", "nis.", "readline.")
+PRUNED_LIBRARIES = (
+    "libacl.",
+    "libcom_err.",
+    "libdb-",
+    "libgssapi_krb5.",
+    "libk5crypto.",
+    "libkeyutils.",
+    "libkrb5.",
+    "libkrb5support.",
+    "libmd.",
+    "libncursesw.",
+    "libnsl.",
+    "libpcre2-8.",
+    "libreadline.",
+    "libselinux.",
+    "libtinfo.",
+    "libtirpc.",
+    "libzstd.",
+)
+DYNLOAD_DIR = "usr/lib/python3.11/lib-dynload/"
+LIBRARY_DIRS = ("lib/x86_64-linux-gnu/", "usr/lib/x86_64-linux-gnu/")
+DOC_DIR = "usr/share/doc"
+KEPT_DOC_NAMES = ("copyright",)
+
+# A shell script run by mmdebstrap after unpacking: lists the .deb files it unpacked.
+_LIST_PACKAGES_HOOK = (
+    'for deb in "$1"/var/cache/apt/archives/*.deb; do '
+    'printf "%s\\t%s\\t%s\\t%s\\n" "$(dpkg-deb -f "$deb" Package)" '
+    '"$(dpkg-deb -f "$deb" Version)" "$(dpkg-deb -f "$deb" Architecture)" '
+    '"$(sha256sum < "$deb" | cut -d" " -f1)"; done > {out}'
+)
+
+
+@dataclass(frozen=True, order=True)
+class DebianPackage:
+    name: str
+    version: str
+    arch: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class BaseRootfs:
+    """A base root filesystem tar and the Debian packages it was made of (if known)."""
+
+    tarball: Path
+    packages: tuple[DebianPackage, ...]
+    origin: str
+
+
+def read_packages(path: Path) -> tuple[DebianPackage, ...]:
+    if not path.is_file():
+        return ()
+    rows = [line.split("\t") for line in path.read_text(encoding="utf-8").splitlines() if line]
+    return tuple(sorted(DebianPackage(*row[:4]) for row in rows if len(row) >= 4))
+
+
+def _cache_key(suite: str, packages: tuple[str, ...]) -> str:
+    text = "\n".join([suite, layout.TARGET_ARCH, *packages])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def debian_rootfs(
+    cache_dir: Path, source_date_epoch: int, progress: Progress, *, refresh: bool = False
+) -> BaseRootfs:
+    """The cached rootfs of DEBIAN_PACKAGES, made with mmdebstrap the first time (or on refresh)."""
+    suite = layout.TARGET_DEBIAN_SUITE
+    folder = cache_dir / "rootfs" / _cache_key(suite, DEBIAN_PACKAGES)
+    tarball, listing = folder / "rootfs.tar", folder / PACKAGES_FILE
+    if tarball.is_file() and listing.is_file() and not refresh:
+        progress(f"base rootfs: cached {tarball}")
+        return BaseRootfs(tarball, read_packages(listing), f"debian {suite} (cached mmdebstrap)")
+    if shutil.which("mmdebstrap") is None:
+        msg = "base rootfs: mmdebstrap not found; install it (apt-get install mmdebstrap) or pass --base-rootfs TAR"
+        raise ConfigError(msg)
+    folder.mkdir(parents=True, exist_ok=True)
+    partial, partial_listing = folder / "rootfs.tar.partial", folder / f"{PACKAGES_FILE}.partial"
+    progress(f"base rootfs: mmdebstrap {suite} {' '.join(DEBIAN_PACKAGES)}")
+    command = [
+        "mmdebstrap",
+        "--quiet",
+        "--variant=extract",
+        f"--architectures={layout.TARGET_ARCH}",
+        f"--include={','.join(DEBIAN_PACKAGES)}",
+        f"--extract-hook={_LIST_PACKAGES_HOOK.format(out=partial_listing)}",
+        "--format=tar",
+        suite,
+        str(partial),
+    ]
+    env = {"SOURCE_DATE_EPOCH": str(source_date_epoch), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    result = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
+    if result.returncode != 0:
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        msg = f"base rootfs: mmdebstrap failed: {lines[-1] if lines else result.returncode}"
+        raise ConfigError(msg)
+    partial_listing.replace(listing)
+    partial.replace(tarball)
+    return BaseRootfs(tarball, read_packages(listing), f"debian {suite} (mmdebstrap)")
+
+
+def given_rootfs(tarball: Path) -> BaseRootfs:
+    """A builder's own base tarball; its packages come from a `<tar>.packages.tsv` beside it."""
+    if not tarball.is_file():
+        msg = f"--base-rootfs {tarball}: no such file"
+        raise ConfigError(msg)
+    listing = tarball.with_name(f"{tarball.name}.{PACKAGES_FILE}")
+    return BaseRootfs(tarball, read_packages(listing), f"given tarball {tarball.name}")
+
+
+def is_pruned(name: str) -> bool:
+    """Whether the rootfs path `name` stays out of the image."""
+    for prefix in PRUNED:
+        if name == prefix or name.startswith(f"{prefix}/"):
+            return True
+    if name.startswith(DYNLOAD_DIR) and name[len(DYNLOAD_DIR) :].startswith(PRUNED_MODULES):
+        return True
+    for folder in LIBRARY_DIRS:
+        if name.startswith(folder) and name[len(folder) :].startswith(PRUNED_LIBRARIES):
+            return True
+    if name.startswith(f"{DOC_DIR}/"):
+        return name.count("/") > 3 or (
+            name.count("/") == 3 and name.rsplit("/", 1)[1] not in KEPT_DOC_NAMES
+        )
+    return "/__pycache__" in f"/{name}"
+
+
+def runtime_entries(rootfs: BaseRootfs) -> Iterator[Entry]:
+    """The rootfs's folders, files and symlinks that the image keeps, with their modes.
+
+    Hard links become plain copies; device nodes and the like are refused.
+    """
+    try:
+        tar = tarfile.open(rootfs.tarball, "r:*")  # noqa: SIM115 (members are read lazily below)
+    except (OSError, tarfile.TarError) as exc:
+        msg = f"base rootfs {rootfs.tarball}: not a readable tar ({exc})"
+        raise ConfigError(msg) from exc
+    with tar:
+        members = {}
+        for member in tar:
+            if member.name in (".", "./"):
+                continue
+            members[clean_name(member.name)] = member
+        for name, member in members.items():
+            if is_pruned(name):
+                continue
+            mode = member.mode & 0o1777  # no setuid or setgid bits in the image
+            if member.isdir():
+                yield Entry(name, "dir", mode, member.uid, member.gid)
+            elif member.issym():
+                yield Entry(name, "symlink", 0o777, link=member.linkname)
+            elif member.isfile() or member.islnk():
+                source = members.get(clean_name(member.linkname)) if member.islnk() else member
+                extracted = tar.extractfile(source) if source is not None else None
+                if extracted is None:
+                    msg = f"base rootfs: cannot read {name}"
+                    raise ConfigError(msg)
+                yield Entry(name, "file", mode, member.uid, member.gid, data=extracted.read())
+            else:
+                msg = f"base rootfs: {name} is a device or special file; the image holds none"
+                raise ConfigError(msg)

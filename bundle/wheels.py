@@ -1,0 +1,276 @@
+"""The wheel cache: every wheel the node installs, for the node's Python, pinned by hash.
+
+Third-party wheels come from `requirements/node.lock` (made with `uv pip compile
+--generate-hashes` for the target, see docs/building.md) and are fetched by `pip download` for
+the target's tags, not the build machine's. Downloads are cached under the build cache, outside
+the bundle. The project's own wheel is written here, reproducibly, from the source tree.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import subprocess
+import sys
+import tomllib
+import zipfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from appliance.errors import ConfigError
+from appliance.fsio import atomic_output, atomic_write_bytes, sha256_file
+from bundle import layout
+
+Progress = Callable[[str], None]
+
+# The project's own wheel carries the node side only: ml_workstation/ stays on the workstation.
+PROJECT_PACKAGES = ("appliance", "bundle", "server")
+PROJECT_SCRIPTS = {"appliance": "appliance.cli:main"}
+PROJECT_DATA_SUFFIXES = (".json", ".typed", ".html", ".svg", ".js", ".css", ".woff2")
+WHEEL_TAG = "py3-none-any"
+
+_LOCK_LINE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s\\;]+)")
+_HASH = re.compile(r"--hash=sha256:([0-9a-f]{64})")
+
+
+@dataclass(frozen=True)
+class Pinned:
+    """One locked distribution: its name, exact version and the sha256 of each allowed file."""
+
+    name: str
+    version: str
+    hashes: tuple[str, ...]
+
+    @property
+    def key(self) -> str:
+        return normalise(self.name)
+
+
+def normalise(name: str) -> str:
+    """PEP 503 normal form: lower case, runs of -_. as one '-'."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def read_lock(path: Path) -> list[Pinned]:
+    """Parse a hash-pinned requirements lock; every requirement must be `name==version` with hashes."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        msg = f"cannot read the lock {path}: {exc.strerror}"
+        raise ConfigError(msg) from exc
+    pinned: list[Pinned] = []
+    current: tuple[str, str] | None = None
+    hashes: list[str] = []
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        match = _LOCK_LINE.match(line)
+        if match:
+            if current:
+                pinned.append(Pinned(*current, tuple(hashes)))
+            current, hashes = (match[1], match[2]), []
+        elif current is None:
+            msg = f"{path}: {raw.strip()!r} is not a pinned requirement (name==version)"
+            raise ConfigError(msg)
+        hashes.extend(_HASH.findall(line))
+    if current:
+        pinned.append(Pinned(*current, tuple(hashes)))
+    unhashed = [p.name for p in pinned if not p.hashes]
+    if unhashed:
+        msg = f"{path}: no --hash for {', '.join(unhashed)}; regenerate it with --generate-hashes"
+        raise ConfigError(msg)
+    return pinned
+
+
+def target_platforms(glibc: tuple[int, int] = layout.TARGET_GLIBC) -> list[str]:
+    """pip --platform values for an x86_64 glibc node: every manylinux tag it can run."""
+    major, minor = glibc
+    tags = [f"manylinux_{major}_{m}_x86_64" for m in range(minor, 4, -1)]
+    return [*tags, "manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64"]
+
+
+def target_flags(python: str) -> list[str]:
+    """The pip flags that select wheels for the target instead of the build machine."""
+    flags = ["--only-binary=:all:", "--python-version", python, "--implementation", "cp"]
+    for platform in target_platforms():
+        flags += ["--platform", platform]
+    return flags
+
+
+def download(
+    lock: Path, dest: Path, cache_dir: Path, python: str, progress: Progress
+) -> list[Path]:
+    """Fetch every wheel the lock pins, for the target, checking each hash; returns the files."""
+    dest.mkdir(parents=True, exist_ok=True)
+    pinned = read_lock(lock)
+    progress(f"wheels: fetching {len(pinned)} pinned distributions for CPython {python} x86_64")
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--no-deps",
+        "--require-hashes",
+        "--cache-dir",
+        str(cache_dir / "pip"),
+        "--dest",
+        str(dest),
+        *target_flags(python),
+        "-r",
+        str(lock),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        reason = lines[-1] if lines else f"pip exited with {result.returncode}"
+        msg = f"wheels: download failed: {reason.strip()}"
+        raise ConfigError(msg)
+    return match_lock(pinned, dest.glob("*.whl"))
+
+
+def match_lock(pinned: Iterable[Pinned], files: Iterable[Path]) -> list[Path]:
+    """The one wheel file per pinned distribution, checked against the lock's hashes."""
+    by_key: dict[str, list[Path]] = {}
+    for path in files:
+        by_key.setdefault(normalise(path.name.split("-")[0]), []).append(path)
+    chosen: list[Path] = []
+    for pin in pinned:
+        candidates = [p for p in by_key.get(pin.key, []) if p.name.split("-")[1] == pin.version]
+        if len(candidates) != 1:
+            msg = f"wheels: expected one wheel of {pin.name}=={pin.version}, found {len(candidates)}"
+            raise ConfigError(msg)
+        digest = sha256_file(candidates[0])
+        if digest not in pin.hashes:
+            msg = f"wheels: {candidates[0].name} has sha256 {digest}, which the lock does not allow"
+            raise ConfigError(msg)
+        chosen.append(candidates[0])
+    return sorted(chosen)
+
+
+def _record_hash(data: bytes) -> str:
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    return f"sha256={digest}"
+
+
+def project_metadata(root: Path) -> tuple[str, str, list[str], str]:
+    """(name, version, dependencies, summary) from pyproject.toml."""
+    try:
+        project = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    except (OSError, KeyError, tomllib.TOMLDecodeError) as exc:
+        msg = f"cannot read [project] from {root / 'pyproject.toml'}: {exc}"
+        raise ConfigError(msg) from exc
+    return (
+        project["name"],
+        project["version"],
+        list(project.get("dependencies", [])),
+        project.get("description", ""),
+    )
+
+
+def _project_files(root: Path) -> list[tuple[str, Path]]:
+    files: list[tuple[str, Path]] = []
+    for package in PROJECT_PACKAGES:
+        for path in sorted((root / package).rglob("*")):
+            relative = path.relative_to(root)
+            if not path.is_file() or "__pycache__" in relative.parts or "node_modules" in relative.parts:
+                continue
+            if package == "server" and "frontend" in relative.parts and "dist" not in relative.parts:
+                continue  # the frontend's sources stay in the repository; its build ships
+            if path.suffix == ".py" or path.suffix in PROJECT_DATA_SUFFIXES:
+                files.append((relative.as_posix(), path))
+    return files
+
+
+def build_project_wheel(root: Path, dest: Path, source_date_epoch: int) -> Path:
+    """Write the project's node-side wheel from `root`, byte for byte the same for the same tree."""
+    name, version, dependencies, summary = project_metadata(root)
+    dist = f"{name.replace('-', '_')}-{version}"
+    info = f"{dist}.dist-info"
+    metadata = "\n".join(
+        [
+            "Metadata-Version: 2.1",
+            f"Name: {name}",
+            f"Version: {version}",
+            f"Summary: {summary}",
+            "Requires-Python: >=3.11",
+            *(f"Requires-Dist: {dep}" for dep in dependencies),
+            "",
+        ]
+    )
+    wheel = f"Wheel-Version: 1.0\nGenerator: appliance build_bundle\nRoot-Is-Purelib: true\nTag: {WHEEL_TAG}\n"
+    scripts = "".join(f"{k} = {v}\n" for k, v in PROJECT_SCRIPTS.items())
+    members: list[tuple[str, bytes]] = [
+        (arcname, path.read_bytes()) for arcname, path in _project_files(root)
+    ]
+    members += [
+        (f"{info}/METADATA", metadata.encode()),
+        (f"{info}/WHEEL", wheel.encode()),
+        (f"{info}/entry_points.txt", f"[console_scripts]\n{scripts}".encode()),
+    ]
+    record = "".join(f"{n},{_record_hash(d)},{len(d)}\n" for n, d in members) + f"{info}/RECORD,,\n"
+    members.append((f"{info}/RECORD", record.encode()))
+    stamp = max(source_date_epoch, 315532800)  # zip times start in 1980
+    date_time = _zip_time(stamp)
+    out = dest / f"{dist}-{WHEEL_TAG}.whl"
+    with atomic_output(out) as handle, zipfile.ZipFile(handle, "w", zipfile.ZIP_DEFLATED) as zf:
+        for arcname, data in members:
+            entry = zipfile.ZipInfo(arcname, date_time)
+            entry.external_attr = 0o644 << 16
+            entry.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(entry, data)
+    return out
+
+
+def _zip_time(epoch: int) -> tuple[int, int, int, int, int, int]:
+    import time
+
+    t = time.gmtime(epoch)
+    return (t.tm_year, t.tm_mon, t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec)
+
+
+def write_wheel_lock(out: Path, pinned: list[Pinned], project_wheel: Path) -> None:
+    """wheels/requirements.lock: the node lock plus the project's wheel, every line hash-pinned."""
+    name, version = project_wheel.name.split("-")[:2]
+    lines = [
+        "# Install on the node with:",
+        f"#   pip install --no-index --find-links wheels/ --require-hashes -r wheels/{layout.WHEELS_LOCK}",
+    ]
+    entries = [*pinned, Pinned(name, version, (sha256_file(project_wheel),))]
+    for pin in sorted(entries, key=lambda p: p.key):
+        hashes = " \\\n".join(f"    --hash=sha256:{h}" for h in sorted(pin.hashes))
+        lines.append(f"{pin.key}=={pin.version} \\\n{hashes}")
+    atomic_write_bytes(out, ("\n".join(lines) + "\n").encode())
+
+
+def install_target(
+    wheels: Iterable[Path], target: Path, python: str, progress: Progress
+) -> None:
+    """Unpack `wheels` into the folder `target` (a site-packages), as pip does, without .pyc files."""
+    files = sorted(wheels)
+    progress(f"image: installing {len(files)} wheels into its site-packages")
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "--no-index",
+        "--no-deps",
+        "--no-compile",
+        "--target",
+        str(target),
+        *target_flags(python),
+        *map(str, files),
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        reason = lines[-1] if lines else f"pip exited with {result.returncode}"
+        msg = f"image: installing wheels failed: {reason.strip()}"
+        raise ConfigError(msg)
