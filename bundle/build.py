@@ -1,0 +1,271 @@
+"""Build the signed bundle: each step in order, each in its own module, progress to a callback.
+
+    1 lock       requirements/node.lock covers the project's dependencies and ansible-core
+    2 wheels     the wheel cache for the target (bundle/wheels.py)
+    3 frontend   the prebuilt dashboard is whole (bundle/frontend.py)
+    4 rootfs     the base root filesystem (bundle/rootfs.py)
+    5 image      the server image archive (bundle/image.py, bundle/oci.py)
+    6 engine     the engine loads and runs it, healthy (bundle/engine.py)
+    7 files      install.sh, ansible/ and the guides, when the tree has them
+    8 sbom       CycloneDX SBOMs (bundle/sbom.py)
+    9 manifest   manifest.json (bundle/manifest.py)
+   10 sign       SHA256SUMS and SHA256SUMS.sig (bundle/checksums.py, bundle/sign.py)
+   11 archive    appliance-<version>.tar (bundle/archive.py), then verified as a node would
+
+The bundle folder is assembled in a scratch folder beside the output and removed afterwards;
+the archive appears whole or not at all.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from appliance.bundle_verify import BundleReport, verify_bundle
+from appliance.errors import ConfigError
+from appliance.fsio import atomic_write_bytes, scratch_dir, sha256_file
+from appliance.sshsig import AllowedSigner, load_private_key, public_key_of
+from bundle import archive, checksums, engine, frontend, image, layout, manifest, rootfs, sbom, sign, wheels
+from bundle.oci import ImageArchive
+
+Progress = Callable[[str], None]
+
+NODE_LOCK = Path("requirements/node.lock")
+NODE_TOOLS = ("ansible-core",)  # what install.sh needs from the wheel cache besides the project
+COPIED = (layout.INSTALL_SCRIPT, layout.ANSIBLE_DIR)
+BUNDLED_DOCS = ("docs/operator-guide.md", "docs/auditor-guide.md", "docs/admin-guide.md")
+DEFAULT_MIN_UPGRADE_FROM = "0.1.0"
+LICENSE = "Apache-2.0"
+_NAME = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    version: str
+    key_file: Path
+    out_dir: Path
+    source_root: Path
+    cache_dir: Path
+    source_date_epoch: int
+    revision: str
+    target_python: str = layout.TARGET_PYTHON
+    base_rootfs: Path | None = None
+    min_upgrade_from: str = DEFAULT_MIN_UPGRADE_FROM
+    engine_check: bool = True
+    rebuild_frontend: bool = False
+    refresh_rootfs: bool = False
+
+
+@dataclass
+class BuildResult:
+    archive: Path
+    sha256: str
+    size: int
+    image: ImageArchive
+    report: BundleReport
+    step_seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _git(root: Path, *args: str) -> str | None:
+    try:
+        result = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
+    except OSError:
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def source_revision(root: Path) -> str:
+    """The git commit of `root`, with '-dirty' when the tree has uncommitted changes."""
+    head = _git(root, "rev-parse", "HEAD")
+    if head is None:
+        return "unknown"
+    dirty = _git(root, "status", "--porcelain", "--untracked-files=no")
+    return f"{head}-dirty" if dirty else head
+
+
+def default_source_date_epoch(root: Path) -> int:
+    """The time of the last commit: the same for every build of the same commit."""
+    stamp = _git(root, "log", "-1", "--format=%ct")
+    if not stamp:
+        msg = "SOURCE_DATE_EPOCH is not set and the source tree is not a git checkout; set it"
+        raise ConfigError(msg)
+    return int(stamp)
+
+
+def check_options(options: BuildOptions) -> None:
+    if not layout.VERSION_PATTERN.fullmatch(options.version):
+        msg = f"--version {options.version!r} must match {layout.VERSION_PATTERN.pattern}"
+        raise ConfigError(msg)
+    if not layout.VERSION_PATTERN.fullmatch(options.min_upgrade_from):
+        msg = f"--min-upgrade-from {options.min_upgrade_from!r} is not a version"
+        raise ConfigError(msg)
+    if options.target_python != layout.TARGET_PYTHON:
+        msg = f"--target-python {options.target_python}: only {layout.TARGET_PYTHON} (Debian 12) is supported"
+        raise ConfigError(msg)
+    if options.source_date_epoch < 315532800:
+        msg = f"SOURCE_DATE_EPOCH {options.source_date_epoch} is before 1980 (zip and tar times need later)"
+        raise ConfigError(msg)
+    if not (options.source_root / NODE_LOCK).is_file():
+        msg = f"{options.source_root / NODE_LOCK} is missing; see docs/building.md to make it"
+        raise ConfigError(msg)
+
+
+def check_lock(root: Path) -> list[wheels.Pinned]:
+    """The node lock must pin every project dependency and what install.sh needs."""
+    pinned = wheels.read_lock(root / NODE_LOCK)
+    names = {pin.key for pin in pinned}
+    _, _, dependencies, _ = wheels.project_metadata(root)
+    wanted = [wheels.normalise(match[1]) for dep in dependencies if (match := _NAME.match(dep))]
+    missing = [name for name in [*wanted, *NODE_TOOLS] if name not in names]
+    if missing:
+        msg = f"{NODE_LOCK} does not pin {', '.join(missing)}; regenerate it (docs/building.md)"
+        raise ConfigError(msg)
+    return pinned
+
+
+def _copy_files(root: Path, bundle_root: Path, progress: Progress) -> list[str]:
+    copied = []
+    for name in COPIED:
+        source = root / name
+        if source.is_dir():
+            shutil.copytree(source, bundle_root / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            copied.append(f"{name}/")
+        elif source.is_file():
+            shutil.copy2(source, bundle_root / name)
+            copied.append(name)
+    for doc in BUNDLED_DOCS:
+        if (root / doc).is_file():
+            (bundle_root / layout.DOCS_DIR).mkdir(exist_ok=True)
+            shutil.copy2(root / doc, bundle_root / layout.DOCS_DIR / Path(doc).name)
+            copied.append(doc)
+    progress(f"files: {', '.join(copied) or 'none'}")
+    return copied
+
+
+class _Steps:
+    """Numbered steps with their durations."""
+
+    def __init__(self, progress: Progress, total: int) -> None:
+        self.progress = progress
+        self.total = total
+        self.number = 0
+        self.seconds: dict[str, float] = {}
+        self._name = ""
+        self._started = 0.0
+
+    def next(self, name: str) -> None:
+        self._close()
+        self.number += 1
+        self._name = name
+        self._started = time.monotonic()
+        self.progress(f"[{self.number}/{self.total}] {name}")
+
+    def _close(self) -> None:
+        if self._name:
+            self.seconds[self._name] = time.monotonic() - self._started
+
+    def done(self) -> dict[str, float]:
+        self._close()
+        self._name = ""
+        return self.seconds
+
+
+def build_bundle(options: BuildOptions, progress: Progress) -> BuildResult:
+    """Build `out_dir/appliance-<version>.tar` from `options`; ConfigError says what stopped it."""
+    check_options(options)
+    private_key = load_private_key(options.key_file)
+    signer_key = public_key_of(private_key, "bundle-signer")
+    root, sde, version = options.source_root, options.source_date_epoch, options.version
+    options.out_dir.mkdir(parents=True, exist_ok=True)
+    steps = _Steps(progress, 11)
+    with scratch_dir(options.out_dir, f".appliance-{version}.build-") as scratch:
+        bundle_root = scratch / layout.top_dir(version)
+        work = scratch / "work"
+        (bundle_root / layout.IMAGES_DIR).mkdir(parents=True)
+        (bundle_root / layout.SBOM_DIR).mkdir()
+
+        steps.next("lock")
+        pinned = check_lock(root)
+        progress(f"lock: {len(pinned)} pinned distributions in {NODE_LOCK}")
+
+        steps.next("wheels")
+        wheel_dir = bundle_root / layout.WHEELS_DIR
+        third_party = wheels.download(root / NODE_LOCK, wheel_dir, options.cache_dir, options.target_python, progress)
+        project_wheel = wheels.build_project_wheel(root, wheel_dir, sde)
+        wheels.write_wheel_lock(wheel_dir / layout.WHEELS_LOCK, pinned, project_wheel)
+        all_wheels = [*third_party, project_wheel]
+        progress(f"wheels: {len(all_wheels)} wheels, {sum(p.stat().st_size for p in all_wheels) / 1e6:.1f} MB")
+
+        steps.next("frontend")
+        if options.rebuild_frontend:
+            frontend.rebuild(root, progress)
+        frontend.check_dist(root, progress)
+
+        steps.next("rootfs")
+        if options.base_rootfs is not None:
+            base = rootfs.given_rootfs(options.base_rootfs)
+        else:
+            base = rootfs.debian_rootfs(options.cache_dir, sde, progress, refresh=options.refresh_rootfs)
+        progress(f"rootfs: {base.origin}, {len(base.packages)} Debian packages")
+
+        steps.next("image")
+        sources = image.ImageSources(base, tuple(third_party), project_wheel, version, options.revision, sde, LICENSE)
+        server = image.build_server_image(sources, work / "image", bundle_root / layout.SERVER_IMAGE_FILE, progress)
+
+        steps.next("engine")
+        if options.engine_check:
+            engine.check_image(server, progress)
+        else:
+            progress("engine: skipped (--skip-engine-check)")
+
+        steps.next("files")
+        copied = _copy_files(root, bundle_root, progress)
+
+        steps.next("sbom")
+        image_wheels = [*image.server_wheels(third_party), project_wheel]
+        sbom.write(bundle_root / layout.SBOM_WHEELS, sbom.wheels_sbom(all_wheels, version, sde))
+        sbom.write(
+            bundle_root / layout.SBOM_SERVER_IMAGE,
+            sbom.image_sbom(layout.SERVER_IMAGE_NAME, version, server.image_id, base.packages, image_wheels, sde),
+        )
+        progress(f"sbom: {layout.SBOM_WHEELS}, {layout.SBOM_SERVER_IMAGE}")
+
+        steps.next("manifest")
+        components = {
+            "wheels": len(all_wheels),
+            "debian_packages": len(base.packages),
+            "base_rootfs": base.origin,
+            "frontend": "server/frontend/dist (in the project wheel)",
+            "files": copied,
+        }
+        document = manifest.build_manifest(
+            version=version,
+            min_upgrade_from=options.min_upgrade_from,
+            revision=options.revision,
+            source_date_epoch=sde,
+            images=[server],
+            bundle_root=bundle_root,
+            components=components,
+        )
+        manifest.write_manifest(bundle_root / layout.MANIFEST, document)
+
+        steps.next("sign")
+        sums = checksums.write_checksums(bundle_root)
+        atomic_write_bytes(bundle_root / layout.CHECKSUMS, sums)
+        atomic_write_bytes(bundle_root / layout.CHECKSUMS_SIG, sign.sign_checksums(sums, options.key_file))
+        listed = len(sums.splitlines())
+        progress(f"sign: {listed} files listed, signed by {signer_key.fingerprint}")
+
+        steps.next("archive")
+        out = options.out_dir / layout.archive_name(version)
+        archive.write_archive(bundle_root, out, sde)
+    trusted = AllowedSigner(("bundle-signer",), signer_key, (layout.SIGNATURE_NAMESPACE,))
+    report = verify_bundle(out, [trusted])
+    digest = sha256_file(out)
+    progress(f"archive: {out} {out.stat().st_size / 1e6:.1f} MB sha256 {digest}")
+    return BuildResult(out, digest, out.stat().st_size, server, report, steps.done())
