@@ -274,3 +274,15 @@ def install_target(
         reason = lines[-1] if lines else f"pip exited with {result.returncode}"
         msg = f"image: installing wheels failed: {reason.strip()}"
         raise ConfigError(msg)
+    _forget_wheel_paths(target)
+
+
+def _forget_wheel_paths(target: Path) -> None:
+    """Drop pip's direct_url.json (it records the wheel's build-time path) and its RECORD line."""
+    for direct_url in sorted(target.glob("*.dist-info/direct_url.json")):
+        record = direct_url.with_name("RECORD")
+        direct_url.unlink()
+        if record.is_file():
+            lines = record.read_text(encoding="utf-8").splitlines(keepends=True)
+            kept = [line for line in lines if not line.startswith(f"{direct_url.parent.name}/direct_url.json,")]
+            record.write_text("".join(kept), encoding="utf-8")
