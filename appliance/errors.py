@@ -53,6 +53,10 @@ class SchemaError(ApplianceError):
     exit_code = 3
 
 
+class UnreadableParquet(SchemaError):
+    """A table file is not Parquet, or its footer cannot be read."""
+
+
 class StoreError(ApplianceError):
     """The data store is missing, locked, or asked for something it does not hold."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -12,17 +13,19 @@ from appliance.errors import SchemaError
 from appliance.pack_layout import METADATA_COLUMNS
 
 if TYPE_CHECKING:
-    import pyarrow as pa
+    from appliance.parquet_footer import FileColumn
 
 REGISTRY_RESOURCE = "schema_registry.json"
 
-# Registry type name -> (Arrow type string as pyarrow prints it, DuckDB type).
-TYPE_NAMES: dict[str, tuple[str, str]] = {
-    "string": ("string", "VARCHAR"),
-    "int32": ("int32", "INTEGER"),
-    "double": ("double", "DOUBLE"),
-    "date": ("date32[day]", "DATE"),
-    "timestamp": ("timestamp[us, tz=UTC]", "TIMESTAMP WITH TIME ZONE"),
+# Registry type name -> (DuckDB type, Parquet converted type a file's column must also carry).
+# The converted type tells apart what DuckDB reads as one type: a timestamp in milliseconds from
+# one in microseconds, an enum or JSON from a string. None: the DuckDB type alone is exact.
+TYPE_NAMES: dict[str, tuple[str, str | None]] = {
+    "string": ("VARCHAR", "UTF8"),
+    "int32": ("INTEGER", None),
+    "double": ("DOUBLE", None),
+    "date": ("DATE", None),
+    "timestamp": ("TIMESTAMP WITH TIME ZONE", "TIMESTAMP_MICROS"),
 }
 
 
@@ -39,7 +42,7 @@ class Column:
     @property
     def duckdb_type(self) -> str:
         """The DuckDB type this column is stored as on the node."""
-        return TYPE_NAMES[self.type][1]
+        return TYPE_NAMES[self.type][0]
 
     def describe(self) -> dict[str, Any]:
         """The column as written into a pack manifest's `schema` list."""
@@ -81,14 +84,6 @@ class TableSchema:
         """The schema as written into a pack manifest."""
         return [column.describe() for column in self.columns]
 
-    def arrow_schema(self) -> pa.Schema:
-        """The exact Arrow schema a Parquet file of this table must have."""
-        import pyarrow as pa
-
-        return pa.schema(
-            [pa.field(c.name, arrow_type(c.type), nullable=c.nullable) for c in self.columns]
-        )
-
 
 @dataclass(frozen=True)
 class SchemaRegistry:
@@ -110,20 +105,6 @@ class SchemaRegistry:
     def required_tables(self) -> tuple[str, ...]:
         """Tables every pack must carry."""
         return tuple(name for name, table in self.tables.items() if table.required)
-
-
-def arrow_type(type_name: str) -> pa.DataType:
-    """Map a registry type name to its Arrow type."""
-    import pyarrow as pa
-
-    factories = {
-        "string": pa.string,
-        "int32": pa.int32,
-        "double": pa.float64,
-        "date": pa.date32,
-        "timestamp": lambda: pa.timestamp("us", tz="UTC"),
-    }
-    return factories[type_name]()
 
 
 def _column(raw: dict[str, Any]) -> Column:
@@ -164,31 +145,49 @@ def load_registry() -> SchemaRegistry:
     return parse_registry(json.loads(text))
 
 
-def schema_problems(table: TableSchema, actual: pa.Schema) -> list[str]:
-    """Differences in names, order and types between a file's Arrow schema and the registry's.
+def registry_type(column: FileColumn) -> str | None:
+    """The registry type a file's column holds exactly, or None."""
+    for name, (duckdb_type, converted_type) in TYPE_NAMES.items():
+        if column.duckdb_type == duckdb_type and converted_type in (None, column.converted_type):
+            return name
+    return None
+
+
+def _stored_as(type_name: str) -> str:
+    """How a registry type must be stored, for a message."""
+    duckdb_type, converted_type = TYPE_NAMES[type_name]
+    return f"{duckdb_type}, Parquet {converted_type}" if converted_type else duckdb_type
+
+
+def schema_problems(table: TableSchema, actual: Sequence[FileColumn]) -> list[str]:
+    """Differences in names, order and types between a Parquet file's columns and the registry's.
 
     Nullability is not compared: writers declare most columns optional, so nulls in non-nullable
     columns are found by counting them in the data instead.
     """
     problems: list[str] = []
     expected_names = table.column_names
-    actual_names = tuple(actual.names)
+    actual_names = tuple(column.name for column in actual)
     missing = [n for n in expected_names if n not in actual_names]
     extra = [n for n in actual_names if n not in expected_names]
+    repeated = sorted({n for n in actual_names if actual_names.count(n) > 1})
     if missing:
         problems.append(f"{table.name}: missing column(s) {', '.join(missing)}")
     if extra:
         problems.append(f"{table.name}: unexpected column(s) {', '.join(extra)}")
+    if repeated:
+        problems.append(f"{table.name}: repeated column(s) {', '.join(repeated)}")
+    found = {column.name: column for column in actual}
     for column in table.columns:
-        if column.name not in actual_names:
+        if column.name not in found:
             continue
-        field = actual.field(column.name)
-        want = arrow_type(column.type)
-        if not field.type.equals(want):
+        file_column = found[column.name]
+        held = registry_type(file_column)
+        if held != column.type:
             problems.append(
-                f"{table.name}.{column.name}: type is {field.type}, registry says {column.type} ({want})"
+                f"{table.name}.{column.name}: type is {held or file_column.describe()}, registry says {column.type} ({_stored_as(column.type)})"
             )
-    if not missing and not extra and actual_names != expected_names:
+    if not missing and not extra and not repeated and actual_names != expected_names:
         problems.append(
             f"{table.name}: columns must be in registry order: {', '.join(expected_names)}"
         )

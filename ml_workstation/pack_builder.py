@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING
 
 from appliance import __version__
 from appliance import pack_layout as layout
-from appliance.errors import ConfigError, SchemaError
+from appliance.errors import ConfigError, SchemaError, UnreadableParquet
 from appliance.fsio import atomic_output, scratch_dir, sha256_file
+from appliance.parquet_footer import read_footer
 from appliance.result_pack import PackManifest, TableEntry, format_timestamp, parse_manifest
 from appliance.schema_registry import SchemaRegistry, TableSchema, load_registry, schema_problems
 from appliance.sshsig import load_private_key, public_key_of, sign
@@ -74,21 +75,22 @@ def find_tables(tables_dir: Path, registry: SchemaRegistry) -> dict[str, Path]:
 
 
 def _has_metadata(table: TableSchema, path: Path) -> bool:
-    """Whether the file carries the metadata columns (all of them), after checking its schema."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    """Whether the file carries the metadata columns (all of them), after checking its schema.
 
+    The check is the node's, so a table that passes here passes the import.
+    """
     try:
-        schema = pq.read_schema(path)
-    except (pa.ArrowException, OSError) as exc:
+        columns = read_footer(path).columns
+    except UnreadableParquet as exc:
         msg = f"{path}: not a readable Parquet file ({exc})"
         raise SchemaError(msg) from exc
-    present = [c for c in layout.METADATA_COLUMNS if c in schema.names]
+    names = [column.name for column in columns]
+    present = [c for c in layout.METADATA_COLUMNS if c in names]
     if present and len(present) != len(layout.METADATA_COLUMNS):
         msg = f"{path.name}: has {', '.join(present)} but not all of {', '.join(layout.METADATA_COLUMNS)}"
         raise SchemaError(msg)
     expected = table if present else dataclasses.replace(table, columns=table.data_columns)
-    problems = schema_problems(expected, schema)
+    problems = schema_problems(expected, columns)
     if problems:
         raise SchemaError(problems[0])
     return bool(present)
