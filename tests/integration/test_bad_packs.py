@@ -13,6 +13,7 @@ test_forged_pack_without_fault_is_accepted shows that the forge itself adds no f
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import random
 import re
@@ -25,6 +26,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 import appliance.store
@@ -498,6 +501,72 @@ def pack_with_missing_metadata_column(
 
 
 @pytest.fixture
+def pack_with_int64_column(good_parts: ForgedPack, tmp_path: Path, signer: Signer) -> Path:
+    sql = "SELECT * REPLACE (CAST(lead_time_days AS BIGINT) AS lead_time_days) FROM t"
+    good_parts.edit_table("dim_item", sql, tmp_path)
+    return good_parts.write(tmp_path / "pack_with_int64_column.pack", signer.key)
+
+
+@pytest.fixture
+def pack_with_binary_string_column(good_parts: ForgedPack, tmp_path: Path, signer: Signer) -> Path:
+    good_parts.edit_table(
+        "dim_item", "SELECT * REPLACE (CAST(name AS BLOB) AS name) FROM t", tmp_path
+    )
+    return good_parts.write(tmp_path / "pack_with_binary_string_column.pack", signer.key)
+
+
+@pytest.fixture
+def pack_with_date_as_timestamp(good_parts: ForgedPack, tmp_path: Path, signer: Signer) -> Path:
+    sql = "SELECT * REPLACE (CAST(date AS TIMESTAMP) AS date) FROM t"
+    good_parts.edit_table("fact_forecast", sql, tmp_path)
+    return good_parts.write(tmp_path / "pack_with_date_as_timestamp.pack", signer.key)
+
+
+@pytest.fixture
+def pack_with_local_timestamp(good_parts: ForgedPack, tmp_path: Path, signer: Signer) -> Path:
+    sql = "SELECT * REPLACE (CAST(generated_at AS TIMESTAMP) AS generated_at) FROM t"
+    good_parts.edit_table("fact_inventory", sql, tmp_path)
+    return good_parts.write(tmp_path / "pack_with_local_timestamp.pack", signer.key)
+
+
+def _retype_with_pyarrow(
+    parts: ForgedPack, name: str, column: str, arrow_type: pa.DataType
+) -> None:
+    """Rewrite table `name` with pyarrow, `column` cast to `arrow_type` (values kept)."""
+    table = pq.read_table(io.BytesIO(parts.tables[table_member(name)]))
+    index = table.schema.get_field_index(column)
+    table = table.set_column(index, column, table[column].cast(arrow_type))
+    out = io.BytesIO()
+    pq.write_table(table, out)
+    parts.set_table(name, out.getvalue())
+
+
+@pytest.fixture
+def pack_with_millisecond_timestamp(good_parts: ForgedPack, tmp_path: Path, signer: Signer) -> Path:
+    _retype_with_pyarrow(good_parts, "dim_item", "generated_at", pa.timestamp("ms", tz="UTC"))
+    return good_parts.write(tmp_path / "pack_with_millisecond_timestamp.pack", signer.key)
+
+
+@pytest.fixture
+def pack_with_nanosecond_timestamp(good_parts: ForgedPack, tmp_path: Path, signer: Signer) -> Path:
+    _retype_with_pyarrow(good_parts, "dim_item", "generated_at", pa.timestamp("ns", tz="UTC"))
+    return good_parts.write(tmp_path / "pack_with_nanosecond_timestamp.pack", signer.key)
+
+
+@pytest.fixture
+def pack_with_columns_out_of_order(good_parts: ForgedPack, tmp_path: Path, signer: Signer) -> Path:
+    sql = "SELECT name, item_id, * EXCLUDE (name, item_id) FROM t"
+    good_parts.edit_table("dim_item", sql, tmp_path)
+    return good_parts.write(tmp_path / "pack_with_columns_out_of_order.pack", signer.key)
+
+
+@pytest.fixture
+def pack_with_extra_column(good_parts: ForgedPack, tmp_path: Path, signer: Signer) -> Path:
+    good_parts.edit_table("fact_metrics", "SELECT *, 'checked' AS note FROM t", tmp_path)
+    return good_parts.write(tmp_path / "pack_with_extra_column.pack", signer.key)
+
+
+@pytest.fixture
 def pack_with_contradicting_metadata(
     good_parts: ForgedPack, tmp_path: Path, signer: Signer
 ) -> Path:
@@ -655,6 +724,22 @@ CORPUS = [
     fault("pack_with_corrupt_parquet_page", None, "dim_item"),
     fault("pack_with_wrong_column_type", "schema", "yhat: type is string, registry says double"),
     fault("pack_with_missing_metadata_column", "schema", "missing column(s) dataset_id"),
+    fault("pack_with_int64_column", "schema", "dim_item.lead_time_days: type is BIGINT"),
+    fault("pack_with_binary_string_column", "schema", "dim_item.name: type is BLOB"),
+    fault("pack_with_date_as_timestamp", "schema", "fact_forecast.date: type is TIMESTAMP ("),
+    fault(
+        "pack_with_local_timestamp", "schema", "fact_inventory.generated_at: type is TIMESTAMP ("
+    ),
+    fault("pack_with_millisecond_timestamp", "schema", "generated_at: type is", "TIMESTAMP_MILLIS"),
+    fault(
+        "pack_with_nanosecond_timestamp",
+        "schema",
+        "generated_at: type is TIMESTAMPTZ_NS (Parquet INT64)",
+    ),
+    fault(
+        "pack_with_columns_out_of_order", "schema", "dim_item: columns must be in registry order"
+    ),
+    fault("pack_with_extra_column", "schema", "fact_metrics: unexpected column(s) note"),
     fault("pack_with_contradicting_metadata", "metadata", "fact_forecast", "model_version"),
     fault("pack_with_contradicting_generated_at", "metadata", "fact_inventory", "generated_at"),
     fault("pack_with_null_in_required_column", "data", "row(s) with null yhat"),
