@@ -15,7 +15,13 @@ import click
 from appliance.console import Progress, reported_errors
 from appliance.errors import ConfigError
 from bundle import layout
-from bundle.build import DEFAULT_MIN_UPGRADE_FROM, BuildOptions, build_bundle, default_source_date_epoch, source_revision
+from bundle.build import (
+    DEFAULT_MIN_UPGRADE_FROM,
+    BuildOptions,
+    build_bundle,
+    default_source_date_epoch,
+    source_revision,
+)
 
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "appliance-bundle"
 
@@ -32,16 +38,57 @@ def _source_date_epoch(root: Path) -> int:
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--version", "version", required=True, help="Bundle version, e.g. 1.2.0.")
-@click.option("--key", "key_file", required=True, type=click.Path(path_type=Path, dir_okay=False), help="Ed25519 signing key (OpenSSH format).")
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path, file_okay=False), help="Folder for appliance-<version>.tar.")
-@click.option("--target-python", default=layout.TARGET_PYTHON, show_default=True, help="The node's Python (Debian 12: 3.11).")
-@click.option("--base-rootfs", type=click.Path(path_type=Path, dir_okay=False), help="Base root filesystem tar for the image instead of mmdebstrap.")
-@click.option("--min-upgrade-from", default=DEFAULT_MIN_UPGRADE_FROM, show_default=True, help="Oldest installed version that may upgrade to this one.")
-@click.option("--cache-dir", type=click.Path(path_type=Path, file_okay=False), default=DEFAULT_CACHE, show_default=True, help="Downloads and the base rootfs, kept between builds.")
-@click.option("--source-root", type=click.Path(path_type=Path, file_okay=False, exists=True), default=Path(__file__).resolve().parent, help="The source tree to build (default: this file's folder).")
-@click.option("--skip-engine-check", is_flag=True, help="Do not load and run the image in a container engine.")
+@click.option(
+    "--key",
+    "key_file",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Ed25519 signing key (OpenSSH format).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Folder for appliance-<version>.tar.",
+)
+@click.option(
+    "--target-python",
+    default=layout.TARGET_PYTHON,
+    show_default=True,
+    help="The node's Python (Debian 12: 3.11).",
+)
+@click.option(
+    "--base-rootfs",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Base root filesystem tar for the image instead of mmdebstrap.",
+)
+@click.option(
+    "--min-upgrade-from",
+    default=DEFAULT_MIN_UPGRADE_FROM,
+    show_default=True,
+    help="Oldest installed version that may upgrade to this one.",
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=DEFAULT_CACHE,
+    show_default=True,
+    help="Downloads and the base rootfs, kept between builds.",
+)
+@click.option(
+    "--source-root",
+    type=click.Path(path_type=Path, file_okay=False, exists=True),
+    default=Path(__file__).resolve().parent,
+    help="The source tree to build (default: this file's folder).",
+)
+@click.option(
+    "--skip-engine-check", is_flag=True, help="Do not load and run the image in a container engine."
+)
 @click.option("--rebuild-frontend", is_flag=True, help="Run npm ci and npm run build first.")
-@click.option("--refresh-rootfs", is_flag=True, help="Make the base rootfs again instead of the cached one.")
+@click.option(
+    "--refresh-rootfs", is_flag=True, help="Make the base rootfs again instead of the cached one."
+)
 def main(
     version: str,
     key_file: Path,
@@ -82,9 +129,14 @@ def main(
     click.echo(f"bundle   {result.archive}")
     click.echo(f"sha256   {result.sha256}")
     click.echo(f"size     {result.size / 1e6:.1f} MB")
-    click.echo(f"image    {image.repo_tag} {image.image_id} {image.uncompressed_bytes / 1e6:.1f} MB uncompressed")
+    click.echo(
+        f"image    {image.repo_tag} {image.image_id} {image.uncompressed_bytes / 1e6:.1f} MB uncompressed"
+    )
     click.echo(f"signer   {result.report.fingerprint}")
-    click.echo("steps    " + ", ".join(f"{name} {seconds:.1f}s" for name, seconds in result.step_seconds.items()))
+    click.echo(
+        "steps    "
+        + ", ".join(f"{name} {seconds:.1f}s" for name, seconds in result.step_seconds.items())
+    )
 
 
 if __name__ == "__main__":

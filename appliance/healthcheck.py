@@ -16,11 +16,13 @@ DEFAULT_PATH = "/health/startup"
 TIMEOUT_SECONDS = 3.0
 
 
-def probe(port: int, path: str = DEFAULT_PATH, timeout: float = TIMEOUT_SECONDS) -> tuple[bool, str]:
+def probe(
+    port: int, path: str = DEFAULT_PATH, timeout: float = TIMEOUT_SECONDS
+) -> tuple[bool, str]:
     """(healthy, one-line reason) for GET http://127.0.0.1:<port><path>."""
     url = f"http://127.0.0.1:{port}{path}"
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as answer:  # noqa: S310 (fixed http URL)
+        with urllib.request.urlopen(url, timeout=timeout) as answer:
             return answer.status == 200, f"{url}: {answer.status}"
     except urllib.error.HTTPError as exc:
         return False, f"{url}: {exc.code}"

@@ -30,7 +30,19 @@ from appliance.bundle_verify import BundleReport, verify_bundle
 from appliance.errors import ConfigError
 from appliance.fsio import atomic_write_bytes, scratch_dir, sha256_file
 from appliance.sshsig import AllowedSigner, load_private_key, public_key_of
-from bundle import archive, checksums, engine, frontend, image, layout, manifest, rootfs, sbom, sign, wheels
+from bundle import (
+    archive,
+    checksums,
+    engine,
+    frontend,
+    image,
+    layout,
+    manifest,
+    rootfs,
+    sbom,
+    sign,
+    wheels,
+)
 from bundle.oci import ImageArchive
 
 Progress = Callable[[str], None]
@@ -73,7 +85,9 @@ class BuildResult:
 
 def _git(root: Path, *args: str) -> str | None:
     try:
-        result = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False)
+        result = subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, check=False
+        )
     except OSError:
         return None
     return result.stdout.strip() if result.returncode == 0 else None
@@ -133,7 +147,9 @@ def _copy_files(root: Path, bundle_root: Path, progress: Progress) -> list[str]:
     for name in COPIED:
         source = root / name
         if source.is_dir():
-            shutil.copytree(source, bundle_root / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            shutil.copytree(
+                source, bundle_root / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+            )
             copied.append(f"{name}/")
         elif source.is_file():
             shutil.copy2(source, bundle_root / name)
@@ -175,7 +191,7 @@ class _Steps:
         return self.seconds
 
 
-def build_bundle(options: BuildOptions, progress: Progress) -> BuildResult:
+def build_bundle(options: BuildOptions, progress: Progress) -> BuildResult:  # noqa: PLR0915 (the steps, in order, in one place)
     """Build `out_dir/appliance-<version>.tar` from `options`; ConfigError says what stopped it."""
     check_options(options)
     private_key = load_private_key(options.key_file)
@@ -195,11 +211,15 @@ def build_bundle(options: BuildOptions, progress: Progress) -> BuildResult:
 
         steps.next("wheels")
         wheel_dir = bundle_root / layout.WHEELS_DIR
-        third_party = wheels.download(root / NODE_LOCK, wheel_dir, options.cache_dir, options.target_python, progress)
+        third_party = wheels.download(
+            root / NODE_LOCK, wheel_dir, options.cache_dir, options.target_python, progress
+        )
         project_wheel = wheels.build_project_wheel(root, wheel_dir, sde)
         wheels.write_wheel_lock(wheel_dir / layout.WHEELS_LOCK, pinned, project_wheel)
         all_wheels = [*third_party, project_wheel]
-        progress(f"wheels: {len(all_wheels)} wheels, {sum(p.stat().st_size for p in all_wheels) / 1e6:.1f} MB")
+        progress(
+            f"wheels: {len(all_wheels)} wheels, {sum(p.stat().st_size for p in all_wheels) / 1e6:.1f} MB"
+        )
 
         steps.next("frontend")
         if options.rebuild_frontend:
@@ -210,12 +230,18 @@ def build_bundle(options: BuildOptions, progress: Progress) -> BuildResult:
         if options.base_rootfs is not None:
             base = rootfs.given_rootfs(options.base_rootfs)
         else:
-            base = rootfs.debian_rootfs(options.cache_dir, sde, progress, refresh=options.refresh_rootfs)
+            base = rootfs.debian_rootfs(
+                options.cache_dir, sde, progress, refresh=options.refresh_rootfs
+            )
         progress(f"rootfs: {base.origin}, {len(base.packages)} Debian packages")
 
         steps.next("image")
-        sources = image.ImageSources(base, tuple(third_party), project_wheel, version, options.revision, sde, LICENSE)
-        server = image.build_server_image(sources, work / "image", bundle_root / layout.SERVER_IMAGE_FILE, progress)
+        sources = image.ImageSources(
+            base, tuple(third_party), project_wheel, version, options.revision, sde, LICENSE
+        )
+        server = image.build_server_image(
+            sources, work / "image", bundle_root / layout.SERVER_IMAGE_FILE, progress
+        )
 
         steps.next("engine")
         if options.engine_check:
@@ -231,7 +257,9 @@ def build_bundle(options: BuildOptions, progress: Progress) -> BuildResult:
         sbom.write(bundle_root / layout.SBOM_WHEELS, sbom.wheels_sbom(all_wheels, version, sde))
         sbom.write(
             bundle_root / layout.SBOM_SERVER_IMAGE,
-            sbom.image_sbom(layout.SERVER_IMAGE_NAME, version, server.image_id, base.packages, image_wheels, sde),
+            sbom.image_sbom(
+                layout.SERVER_IMAGE_NAME, version, server.image_id, base.packages, image_wheels, sde
+            ),
         )
         progress(f"sbom: {layout.SBOM_WHEELS}, {layout.SBOM_SERVER_IMAGE}")
 
@@ -257,7 +285,9 @@ def build_bundle(options: BuildOptions, progress: Progress) -> BuildResult:
         steps.next("sign")
         sums = checksums.write_checksums(bundle_root)
         atomic_write_bytes(bundle_root / layout.CHECKSUMS, sums)
-        atomic_write_bytes(bundle_root / layout.CHECKSUMS_SIG, sign.sign_checksums(sums, options.key_file))
+        atomic_write_bytes(
+            bundle_root / layout.CHECKSUMS_SIG, sign.sign_checksums(sums, options.key_file)
+        )
         listed = len(sums.splitlines())
         progress(f"sign: {listed} files listed, signed by {signer_key.fingerprint}")
 

@@ -64,7 +64,10 @@ def _client(url: str) -> Any:
     except DockerException as exc:
         msg = f"container engine at {url} does not answer: {exc}"
         raise ConfigError(msg) from exc
-    return client, f"{version.get('Components', [{}])[0].get('Name', 'engine')} {version.get('Version', '?')}"
+    return (
+        client,
+        f"{version.get('Components', [{}])[0].get('Name', 'engine')} {version.get('Version', '?')}",
+    )
 
 
 def _run_options() -> dict[str, Any]:
@@ -73,7 +76,7 @@ def _run_options() -> dict[str, Any]:
     return {
         "detach": True,
         "read_only": True,
-        "tmpfs": {"/tmp": "rw,nosuid,nodev,size=128m,mode=1777"},
+        "tmpfs": {"/tmp": "rw,nosuid,nodev,size=128m,mode=1777"},  # noqa: S108 (inside the container)
         "cap_drop": ["ALL"],
         "security_opt": ["no-new-privileges"],
         "network_mode": "none",

@@ -29,10 +29,14 @@ def rebuild(root: Path, progress: Progress) -> None:
         raise ConfigError(msg)
     for command in (["npm", "ci", "--no-audit", "--no-fund"], ["npm", "run", "build"]):
         progress(f"frontend: {' '.join(command)}")
-        result = subprocess.run(command, cwd=root / FRONTEND_DIR, capture_output=True, text=True, check=False)
+        result = subprocess.run(
+            command, cwd=root / FRONTEND_DIR, capture_output=True, text=True, check=False
+        )
         if result.returncode != 0:
             lines = [line for line in (result.stderr or result.stdout).splitlines() if line.strip()]
-            msg = f"frontend: {' '.join(command)} failed: {lines[-1] if lines else result.returncode}"
+            msg = (
+                f"frontend: {' '.join(command)} failed: {lines[-1] if lines else result.returncode}"
+            )
             raise ConfigError(msg)
 
 

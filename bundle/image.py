@@ -13,7 +13,7 @@ what it imports into PYTHONPYCACHEPREFIX on the /tmp tmpfs, about 0.2 s once per
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any

@@ -54,6 +54,7 @@ def version_of(top: str) -> str | None:
     version = top[len(BUNDLE_PREFIX) :]
     return version if VERSION_PATTERN.fullmatch(version) else None
 
+
 # --- what goes inside: wheel cache, images, SBOMs -------------------------------------------------
 
 WHEELS_LOCK = "requirements.lock"  # wheels/requirements.lock: every wheel with its sha256

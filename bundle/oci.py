@@ -215,20 +215,22 @@ def write_image_archive(
         "manifest.json": canonical_json(manifest),
         "repositories": canonical_json({name: {tag: layers[-1].digest}}),
     }
-    with atomic_output(out, 0o644) as handle:
-        with tarfile.open(fileobj=handle, mode="w", format=tarfile.GNU_FORMAT) as tar:
-            for layer in layers:
-                folder = Entry(layer.digest, "dir", 0o755)
-                tar.addfile(_header(folder, source_date_epoch))
-                info = _header(
-                    Entry(f"{layer.digest}/layer.tar", "file", 0o644, data=layer.path),
-                    source_date_epoch,
-                )
-                with layer.path.open("rb") as source:
-                    tar.addfile(info, source)
-            for member, data in small.items():
-                info = _header(Entry(member, "file", 0o644, data=data), source_date_epoch)
-                tar.addfile(info, io.BytesIO(data))
+    with (
+        atomic_output(out, 0o644) as handle,
+        tarfile.open(fileobj=handle, mode="w", format=tarfile.GNU_FORMAT) as tar,
+    ):
+        for layer in layers:
+            folder = Entry(layer.digest, "dir", 0o755)
+            tar.addfile(_header(folder, source_date_epoch))
+            info = _header(
+                Entry(f"{layer.digest}/layer.tar", "file", 0o644, data=layer.path),
+                source_date_epoch,
+            )
+            with layer.path.open("rb") as source:
+                tar.addfile(info, source)
+        for member, data in small.items():
+            info = _header(Entry(member, "file", 0o644, data=data), source_date_epoch)
+            tar.addfile(info, io.BytesIO(data))
     digest = hashlib.sha256()
     with out.open("rb") as written:
         while chunk := written.read(CHUNK_BYTES):

@@ -178,6 +178,9 @@ def given_rootfs(tarball: Path) -> BaseRootfs:
     if not tarball.is_file():
         msg = f"--base-rootfs {tarball}: no such file"
         raise ConfigError(msg)
+    if not tarfile.is_tarfile(tarball):
+        msg = f"--base-rootfs {tarball}: not a tar archive"
+        raise ConfigError(msg)
     listing = tarball.with_name(f"{tarball.name}.{PACKAGES_FILE}")
     return BaseRootfs(tarball, read_packages(listing), f"given tarball {tarball.name}")
 
@@ -207,7 +210,8 @@ def runtime_entries(rootfs: BaseRootfs) -> Iterator[Entry]:
     try:
         tar = tarfile.open(rootfs.tarball, "r:*")  # noqa: SIM115 (members are read lazily below)
     except (OSError, tarfile.TarError) as exc:
-        msg = f"base rootfs {rootfs.tarball}: not a readable tar ({exc})"
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        msg = f"base rootfs {rootfs.tarball}: not a readable tar archive ({reason})"
         raise ConfigError(msg) from exc
     with tar:
         members = {}

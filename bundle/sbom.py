@@ -38,7 +38,9 @@ def wheel_metadata(path: Path) -> dict[str, str]:
     return {
         "name": headers.get("Name", ""),
         "version": headers.get("Version", ""),
-        "license": license_text.splitlines()[0][:200] if license_text.strip() else ", ".join(classifiers),
+        "license": license_text.splitlines()[0][:200]
+        if license_text.strip()
+        else ", ".join(classifiers),
     }
 
 
@@ -95,7 +97,9 @@ def write(path: Path, doc: dict[str, Any]) -> None:
     atomic_write_bytes(path, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())
 
 
-def wheels_sbom(wheel_files: Iterable[Path], version: str, source_date_epoch: int) -> dict[str, Any]:
+def wheels_sbom(
+    wheel_files: Iterable[Path], version: str, source_date_epoch: int
+) -> dict[str, Any]:
     """The wheel cache: one component per wheel, with the wheel's SHA-256."""
     components = [python_component(wheel_metadata(p), sha256_file(p)) for p in wheel_files]
     subject = {
@@ -126,7 +130,10 @@ def image_sbom(
         "hashes": [{"alg": "SHA-256", "content": image_id.removeprefix("sha256:")}],
         "properties": [
             {"name": "appliance:image-file", "value": layout.SERVER_IMAGE_FILE},
-            {"name": "appliance:pruned", "value": "see docs/building.md, 'What the image leaves out'"},
+            {
+                "name": "appliance:pruned",
+                "value": "see docs/building.md, 'What the image leaves out'",
+            },
         ],
     }
     return document(subject, components, source_date_epoch)

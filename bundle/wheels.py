@@ -142,7 +142,9 @@ def match_lock(pinned: Iterable[Pinned], files: Iterable[Path]) -> list[Path]:
     for pin in pinned:
         candidates = [p for p in by_key.get(pin.key, []) if p.name.split("-")[1] == pin.version]
         if len(candidates) != 1:
-            msg = f"wheels: expected one wheel of {pin.name}=={pin.version}, found {len(candidates)}"
+            msg = (
+                f"wheels: expected one wheel of {pin.name}=={pin.version}, found {len(candidates)}"
+            )
             raise ConfigError(msg)
         digest = sha256_file(candidates[0])
         if digest not in pin.hashes:
@@ -177,9 +179,17 @@ def _project_files(root: Path) -> list[tuple[str, Path]]:
     for package in PROJECT_PACKAGES:
         for path in sorted((root / package).rglob("*")):
             relative = path.relative_to(root)
-            if not path.is_file() or "__pycache__" in relative.parts or "node_modules" in relative.parts:
+            if (
+                not path.is_file()
+                or "__pycache__" in relative.parts
+                or "node_modules" in relative.parts
+            ):
                 continue
-            if package == "server" and "frontend" in relative.parts and "dist" not in relative.parts:
+            if (
+                package == "server"
+                and "frontend" in relative.parts
+                and "dist" not in relative.parts
+            ):
                 continue  # the frontend's sources stay in the repository; its build ships
             if path.suffix == ".py" or path.suffix in PROJECT_DATA_SUFFIXES:
                 files.append((relative.as_posix(), path))
@@ -247,9 +257,7 @@ def write_wheel_lock(out: Path, pinned: list[Pinned], project_wheel: Path) -> No
     atomic_write_bytes(out, ("\n".join(lines) + "\n").encode())
 
 
-def install_target(
-    wheels: Iterable[Path], target: Path, python: str, progress: Progress
-) -> None:
+def install_target(wheels: Iterable[Path], target: Path, python: str, progress: Progress) -> None:
     """Unpack `wheels` into the folder `target` (a site-packages), as pip does, without .pyc files."""
     files = sorted(wheels)
     progress(f"image: installing {len(files)} wheels into its site-packages")
@@ -284,5 +292,9 @@ def _forget_wheel_paths(target: Path) -> None:
         direct_url.unlink()
         if record.is_file():
             lines = record.read_text(encoding="utf-8").splitlines(keepends=True)
-            kept = [line for line in lines if not line.startswith(f"{direct_url.parent.name}/direct_url.json,")]
+            kept = [
+                line
+                for line in lines
+                if not line.startswith(f"{direct_url.parent.name}/direct_url.json,")
+            ]
             record.write_text("".join(kept), encoding="utf-8")

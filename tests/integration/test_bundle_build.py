@@ -1,0 +1,541 @@
+"""build_bundle.py end to end: a real bundle, checked with stock tools, Podman and a fresh venv.
+
+One bundle is built per session (tests/integration/conftest.py) with the engine check on; the
+tests read it as an operator, an auditor and the node would. A second build proves that the
+same sources, lock and SOURCE_DATE_EPOCH give the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+import venv
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bundle import layout, rootfs
+from bundle.image import SERVER_DISTRIBUTIONS
+from bundle.oci import iso_time
+from bundle.wheels import normalise, read_lock
+from tests.conftest import Signer, import_into, run
+from tests.integration.conftest import (
+    BUNDLE_VERSION,
+    PODMAN_FLAGS,
+    REPO,
+    SOURCE_DATE_EPOCH,
+    BuiltBundle,
+    build_command,
+    build_env,
+)
+
+ULIMITS = ("--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1000:1000")
+IMAGE_GOAL_BYTES = 150_000_000
+READY_WITHIN_SECONDS = 60.0
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def manifest_of(unpacked: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((unpacked / layout.MANIFEST).read_text())
+    return data
+
+
+def podman(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["podman", *PODMAN_FLAGS, *args], capture_output=True, text=True, check=check, timeout=300
+    )
+
+
+def layer_names(unpacked: Path) -> dict[str, list[str]]:
+    """Every path in each layer of the server image, by layer diff_id."""
+    names: dict[str, list[str]] = {}
+    with tarfile.open(unpacked / layout.SERVER_IMAGE_FILE) as image:
+        manifest = json.load(image.extractfile("manifest.json"))  # type: ignore[arg-type]
+        for layer in manifest[0]["Layers"]:
+            handle = image.extractfile(layer)
+            assert handle is not None
+            with tarfile.open(fileobj=handle, mode="r|") as members:
+                names[layer.split("/")[0]] = [member.name for member in members]
+    return names
+
+
+# --- the archive and its manifest -----------------------------------------------------------------
+
+
+def test_the_bundle_has_the_documented_layout(unpacked_bundle: Path) -> None:
+    top = sorted(p.name for p in unpacked_bundle.iterdir())
+    for expected in (
+        layout.CHECKSUMS,
+        layout.CHECKSUMS_SIG,
+        layout.MANIFEST,
+        layout.WHEELS_DIR,
+        layout.IMAGES_DIR,
+        layout.SBOM_DIR,
+        layout.DOCS_DIR,
+    ):
+        assert expected in top
+    assert (unpacked_bundle / layout.SERVER_IMAGE_FILE).is_file()
+    assert (unpacked_bundle / layout.WHEELS_DIR / layout.WHEELS_LOCK).is_file()
+
+
+def test_the_manifest_records_version_revision_time_target_and_images(
+    unpacked_bundle: Path,
+) -> None:
+    manifest = manifest_of(unpacked_bundle)
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert manifest["format"] == layout.MANIFEST_FORMAT
+    assert manifest["version"] == BUNDLE_VERSION
+    assert manifest["min_upgrade_from"] == "0.1.0"
+    assert manifest["build"]["revision"].removesuffix("-dirty") == head
+    assert manifest["build"]["source_date_epoch"] == int(SOURCE_DATE_EPOCH)
+    assert manifest["build"]["created"] == iso_time(int(SOURCE_DATE_EPOCH))
+    assert manifest["target"] == {"os": "debian-12 (bookworm)", "arch": "amd64", "python": "3.11"}
+    [image] = manifest["images"]
+    image_file = unpacked_bundle / image["file"]
+    assert image["sha256"] == sha256_of(image_file)
+    assert image["size"] == image_file.stat().st_size
+    assert image["name"] == f"{layout.SERVER_IMAGE_NAME}:{BUNDLE_VERSION}"
+    assert image["uncompressed_bytes"] == sum(layer["size"] for layer in image["layers"])
+
+
+def test_stock_sha256sum_and_ssh_keygen_accept_the_bundle(
+    unpacked_bundle: Path, built_bundle: BuiltBundle
+) -> None:
+    if shutil.which("ssh-keygen") is None:
+        pytest.skip("needs OpenSSH's ssh-keygen (.ci/run installs openssh-client)")
+    sums = subprocess.run(
+        ["sha256sum", "--strict", "-c", layout.CHECKSUMS],
+        cwd=unpacked_bundle,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert sums.returncode == 0, sums.stdout + sums.stderr
+    listed = [
+        line.split("  ", 1)[1]
+        for line in (unpacked_bundle / layout.CHECKSUMS).read_text().splitlines()
+    ]
+    on_disk = sorted(
+        p.relative_to(unpacked_bundle).as_posix()
+        for p in unpacked_bundle.rglob("*")
+        if p.is_file() and p.name not in layout.UNLISTED_FILES
+    )
+    assert sorted(listed) == on_disk
+    with (unpacked_bundle / layout.CHECKSUMS).open("rb") as message:
+        verify = subprocess.run(
+            [
+                "ssh-keygen",
+                "-Y",
+                "verify",
+                "-f",
+                str(built_bundle.allowed_signers),
+                "-I",
+                built_bundle.principal,
+                "-n",
+                layout.SIGNATURE_NAMESPACE,
+                "-s",
+                str(unpacked_bundle / layout.CHECKSUMS_SIG),
+            ],
+            stdin=message,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    assert verify.returncode == 0, verify.stderr
+    assert built_bundle.fingerprint in verify.stdout + verify.stderr
+
+
+def test_appliance_verify_accepts_the_bundle_and_names_the_signer(
+    built_bundle: BuiltBundle,
+) -> None:
+    result = run(
+        "appliance",
+        "verify",
+        built_bundle.archive,
+        "--signers",
+        built_bundle.allowed_signers,
+        "--json",
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["principal"] == built_bundle.principal
+    assert report["fingerprint"] == built_bundle.fingerprint
+    assert report["version"] == BUNDLE_VERSION
+
+
+def test_the_build_prints_each_step_and_the_archive_digest(built_bundle: BuiltBundle) -> None:
+    for step in (
+        "lock",
+        "wheels",
+        "frontend",
+        "rootfs",
+        "image",
+        "engine",
+        "sbom",
+        "manifest",
+        "sign",
+        "archive",
+    ):
+        assert f"] {step}" in built_bundle.build_output
+    assert f"sha256   {sha256_of(built_bundle.archive)}" in built_bundle.build_output
+    assert "engine: healthy after" in built_bundle.build_output
+
+
+def test_a_second_build_is_byte_identical(tmp_path: Path, built_bundle: BuiltBundle) -> None:
+    """Same sources, lock and SOURCE_DATE_EPOCH: same sha256 (image and archive are rebuilt)."""
+    result = subprocess.run(
+        build_command(BUNDLE_VERSION, built_bundle.key, tmp_path, "--skip-engine-check"),
+        capture_output=True,
+        text=True,
+        env=build_env(),
+        timeout=900,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "image: base layer" in result.stderr  # the image was made again, not copied
+    again = tmp_path / layout.archive_name(BUNDLE_VERSION)
+    assert sha256_of(again) == sha256_of(built_bundle.archive)
+
+
+# --- the server image ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def loaded_image(unpacked_bundle: Path, built_bundle: BuiltBundle) -> str:
+    """The image loaded with the podman CLI (as `podman load` on a node); returns its name."""
+    loaded = podman("load", "-i", str(unpacked_bundle / layout.SERVER_IMAGE_FILE))
+    assert "Loaded image" in loaded.stdout + loaded.stderr
+    return f"{layout.SERVER_IMAGE_NAME}:{BUNDLE_VERSION}"
+
+
+def test_podman_load_gives_the_image_id_the_manifest_names(
+    loaded_image: str, unpacked_bundle: Path
+) -> None:
+    [entry] = manifest_of(unpacked_bundle)["images"]
+    inspected = json.loads(podman("image", "inspect", loaded_image).stdout)[0]
+    assert f"sha256:{inspected['Id']}" == entry["image_id"] or inspected["Id"] == entry["image_id"]
+
+
+def test_the_image_is_non_root_labelled_and_has_a_healthcheck(
+    loaded_image: str, unpacked_bundle: Path
+) -> None:
+    inspected = json.loads(podman("image", "inspect", loaded_image).stdout)[0]
+    config = inspected["Config"]
+    assert config["User"] == f"{layout.IMAGE_USER_ID}:{layout.IMAGE_USER_ID}"
+    labels = config["Labels"]
+    revision = manifest_of(unpacked_bundle)["build"]["revision"]
+    assert labels["org.opencontainers.image.title"] == "appliance-server"
+    assert labels["org.opencontainers.image.version"] == BUNDLE_VERSION
+    assert labels["org.opencontainers.image.revision"] == revision
+    assert labels["org.opencontainers.image.created"] == iso_time(int(SOURCE_DATE_EPOCH))
+    assert labels["org.opencontainers.image.licenses"] == "Apache-2.0"
+    healthcheck = (
+        config.get("Healthcheck") or inspected["Healthcheck"]
+    )  # Podman lifts it out of Config
+    assert healthcheck["Test"] == ["CMD", layout.IMAGE_PYTHON, "-m", "appliance.healthcheck"]
+
+
+def test_the_image_holds_only_what_the_server_needs(unpacked_bundle: Path) -> None:
+    manifest = manifest_of(unpacked_bundle)
+    [entry] = manifest["images"]
+    assert entry["uncompressed_bytes"] <= IMAGE_GOAL_BYTES
+    names = [name for layer in layer_names(unpacked_bundle).values() for name in layer]
+    site = layout.IMAGE_SITE_PACKAGES
+    assert not [n for n in names if n.endswith(".pyc")]
+    for absent in ("pyarrow", "faker", "pip", "ansible", "ml_workstation", "setuptools", "rich"):
+        assert not [n for n in names if n.startswith(f"{site}/{absent}/")], absent
+    for absent in ("usr/bin/gcc", "usr/bin/apt", "usr/bin/dpkg", "usr/share/man", "usr/bin/perl"):
+        assert not [n for n in names if n == absent or n.startswith(f"{absent}/")], absent
+    dists = {
+        normalise(n.split("/")[-2].split("-")[0])
+        for n in names
+        if n.endswith(".dist-info/METADATA")
+    }
+    assert dists == {*SERVER_DISTRIBUTIONS, "appliance"}
+    assert not [
+        n for n in names if "/usr/share/doc/" in f"/{n}" and not n.endswith(("/copyright", "/doc"))
+    ]
+
+
+def _exec(container: str, *command: str) -> subprocess.CompletedProcess[str]:
+    return podman("exec", container, *command, check=False)
+
+
+def test_the_image_serves_imported_data_read_only_with_no_network(
+    tmp_path: Path, loaded_image: str, good_pack: Path, signer: Signer
+) -> None:
+    """The node's way to run it: read-only root, /tmp tmpfs, no capabilities, no network."""
+    data = tmp_path / "data"
+    import_into(data, good_pack, signer)
+    subprocess.run(
+        ["chown", "-R", f"{layout.IMAGE_USER_ID}:{layout.IMAGE_USER_ID}", str(data)], check=True
+    )
+    name = f"appliance-test-{tmp_path.name}"
+    podman(
+        "run",
+        "-d",
+        "--name",
+        name,
+        "--read-only",
+        "--tmpfs",
+        "/tmp:rw,size=128m,mode=1777",
+        "--cap-drop",
+        "ALL",
+        "--security-opt",
+        "no-new-privileges",
+        "--network",
+        "none",
+        *ULIMITS,
+        "-e",
+        "APPLIANCE_WORKERS=1",
+        "-v",
+        f"{data}:{layout.IMAGE_DATA_DIR}",
+        loaded_image,
+    )
+    try:
+        deadline = time.monotonic() + READY_WITHIN_SECONDS
+        ready = _exec(name, layout.IMAGE_PYTHON, "-m", "appliance.healthcheck", "/health/ready")
+        while ready.returncode != 0 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            ready = _exec(name, layout.IMAGE_PYTHON, "-m", "appliance.healthcheck", "/health/ready")
+        assert ready.returncode == 0, podman("logs", name, check=False).stderr[-2000:]
+        fetch = (
+            "import json, urllib.request; "
+            "print(json.load(urllib.request.urlopen('http://127.0.0.1:8080/api/v1/items?limit=5'))['items'][0]['item_id'])"
+        )
+        answer = _exec(name, layout.IMAGE_PYTHON, "-c", fetch)
+        assert answer.returncode == 0, answer.stderr
+        assert answer.stdout.strip()
+        written = _exec(name, layout.IMAGE_PYTHON, "-c", "open('/usr/x', 'w')")
+        assert "Read-only file system" in written.stderr
+        whoami = _exec(name, layout.IMAGE_PYTHON, "-c", "import os; print(os.getuid())")
+        assert whoami.stdout.strip() == str(layout.IMAGE_USER_ID)
+    finally:
+        podman("rm", "-f", name, check=False)
+
+
+# --- the wheel cache -----------------------------------------------------------------------------
+
+
+def test_the_wheel_cache_installs_the_cli_and_ansible_with_no_index(
+    tmp_path: Path, unpacked_bundle: Path
+) -> None:
+    wheels = unpacked_bundle / layout.WHEELS_DIR
+    for wheel in wheels.glob("*.whl"):
+        tags = wheel.name.removesuffix(".whl").split("-")[-3:]
+        assert tags[0] in ("py3", "cp311", "py2.py3"), wheel.name
+        assert tags[2] == "any" or "manylinux" in tags[2], wheel.name
+    env_dir = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=True).create(env_dir)
+    python = env_dir / "bin" / "python"
+    install = subprocess.run(
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--no-index",
+            "--find-links",
+            str(wheels),
+            "--require-hashes",
+            "-r",
+            str(wheels / layout.WHEELS_LOCK),
+            "--disable-pip-version-check",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert install.returncode == 0, install.stderr[-2000:]
+    cli = subprocess.run(
+        [str(env_dir / "bin" / "appliance"), "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert cli.returncode == 0 and "appliance" in cli.stdout
+    ansible = subprocess.run(
+        [str(env_dir / "bin" / "ansible-playbook"), "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert ansible.returncode == 0 and "core 2.19" in ansible.stdout
+    pinned = {pin.key for pin in read_lock(wheels / layout.WHEELS_LOCK)}
+    assert {"ansible-core", "appliance"} <= pinned
+    assert "pyarrow" not in pinned  # the workstation's, not the node's
+
+
+# --- SBOMs ----------------------------------------------------------------------------------------
+
+
+def test_the_wheel_sbom_lists_every_wheel_with_its_hash(unpacked_bundle: Path) -> None:
+    sbom = json.loads((unpacked_bundle / layout.SBOM_WHEELS).read_text())
+    assert sbom["bomFormat"] == "CycloneDX" and sbom["specVersion"] == "1.5"
+    hashes = {c["hashes"][0]["content"] for c in sbom["components"]}
+    wheels = list((unpacked_bundle / layout.WHEELS_DIR).glob("*.whl"))
+    assert hashes == {sha256_of(w) for w in wheels}
+    assert all(c["purl"].startswith("pkg:pypi/") for c in sbom["components"])
+
+
+def test_the_image_sbom_lists_debian_and_python_packages(unpacked_bundle: Path) -> None:
+    sbom = json.loads((unpacked_bundle / layout.SBOM_SERVER_IMAGE).read_text())
+    [entry] = manifest_of(unpacked_bundle)["images"]
+    assert sbom["metadata"]["component"]["type"] == "container"
+    assert f"sha256:{sbom['metadata']['component']['hashes'][0]['content']}" == entry["image_id"]
+    purls = {c["purl"].split("@")[0] for c in sbom["components"]}
+    for package in ("libc6", "libpython3.11-stdlib", "python3.11-minimal", "libstdc++6"):
+        assert f"pkg:deb/debian/{package}" in purls
+    for dist in ("litestar", "granian", "duckdb"):
+        assert f"pkg:pypi/{dist}" in purls
+    assert not [p for p in purls if "pyarrow" in p or "torch" in p]
+
+
+# --- bad input to build_bundle.py -----------------------------------------------------------------
+
+
+def _build(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(REPO / "build_bundle.py"), *args],
+        capture_output=True,
+        text=True,
+        env=env or build_env(),
+        timeout=600,
+        check=False,
+        cwd=tmp_path,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "env_extra", "message"),
+    [
+        (["--version", "../1"], {}, "--version '../1' must match"),
+        (["--version", ""], {}, "must match"),
+        (["--version", "1.0", "--target-python", "3.12"], {}, "only 3.11"),
+        (["--version", "1.0", "--min-upgrade-from", "a b"], {}, "is not a version"),
+        (["--version", "1.0"], {"SOURCE_DATE_EPOCH": "yesterday"}, "not a whole number"),
+        (["--version", "1.0"], {"SOURCE_DATE_EPOCH": "1"}, "before 1980"),
+    ],
+)
+def test_bad_flags_are_one_line_errors_and_leave_nothing(
+    tmp_path: Path,
+    release_key: tuple[Path, Path, str, str],
+    args: list[str],
+    env_extra: dict[str, str],
+    message: str,
+) -> None:
+    out = tmp_path / "out"
+    result = _build(
+        tmp_path,
+        *args,
+        "--key",
+        str(release_key[0]),
+        "--out",
+        str(out),
+        env={**build_env(), **env_extra},
+    )
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()[-1:]
+    assert line.startswith("error: ") and message in line
+    assert not out.exists() or not list(out.iterdir())
+
+
+def test_a_missing_or_broken_key_is_refused(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.key"
+    broken.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nnot a key\n")
+    for key in (tmp_path / "absent.key", broken):
+        out = tmp_path / f"out-{key.stem}"
+        result = _build(tmp_path, "--version", "1.0", "--key", str(key), "--out", str(out))
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+        assert not out.exists() or not list(out.iterdir())
+
+
+def test_a_broken_base_rootfs_stops_the_build_with_nothing_written(
+    tmp_path: Path, release_key: tuple[Path, Path, str, str]
+) -> None:
+    out = tmp_path / "out"
+    not_a_tar = tmp_path / "rootfs.tar"
+    not_a_tar.write_bytes(b"\x00garbage" * 100)
+    for base in (tmp_path / "absent.tar", not_a_tar):
+        result = _build(
+            tmp_path,
+            "--version",
+            "1.0",
+            "--key",
+            str(release_key[0]),
+            "--out",
+            str(out),
+            "--base-rootfs",
+            str(base),
+            "--skip-engine-check",
+        )
+        assert result.returncode == 2, result.stderr
+        assert "error: " in result.stderr.strip().splitlines()[-1]
+        assert "rootfs" in result.stderr.strip().splitlines()[-1]
+        assert not out.exists() or not list(out.iterdir())
+
+
+def test_no_engine_stops_the_build_before_an_archive_exists(
+    tmp_path: Path, release_key: tuple[Path, Path, str, str]
+) -> None:
+    out = tmp_path / "out"
+    env = build_env(f"unix://{tmp_path}/no-such.sock")
+    result = _build(
+        tmp_path, "--version", "1.0", "--key", str(release_key[0]), "--out", str(out), env=env
+    )
+    assert result.returncode == 2, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "engine" in last
+    assert list(out.iterdir()) == []
+
+
+def test_a_given_base_rootfs_is_used_and_recorded(
+    tmp_path: Path, release_key: tuple[Path, Path, str, str], built_bundle: BuiltBundle
+) -> None:
+    cached = sorted((Path.home() / ".cache" / "appliance-bundle" / "rootfs").glob("*/rootfs.tar"))
+    if not cached:
+        pytest.skip("no cached base rootfs (the session bundle used another cache dir)")
+    given = tmp_path / "base.tar"
+    shutil.copy(cached[0], given)
+    shutil.copy(
+        cached[0].with_name(rootfs.PACKAGES_FILE), tmp_path / f"base.tar.{rootfs.PACKAGES_FILE}"
+    )
+    out = tmp_path / "out"
+    result = _build(
+        tmp_path,
+        "--version",
+        "1.0.1",
+        "--key",
+        str(release_key[0]),
+        "--out",
+        str(out),
+        "--base-rootfs",
+        str(given),
+        "--skip-engine-check",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    with tarfile.open(out / layout.archive_name("1.0.1")) as bundle:
+        member = bundle.extractfile(f"{layout.top_dir('1.0.1')}/{layout.MANIFEST}")
+        assert member is not None
+        manifest = json.load(member)
+    assert manifest["components"]["base_rootfs"] == "given tarball base.tar"
+    assert manifest["components"]["debian_packages"] > 10
