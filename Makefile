@@ -5,8 +5,11 @@ BIN := $(VENV)/bin
 DEMO := .demo
 DEMO_ITEMS ?= 200
 DEMO_DAYS ?= 365
+BUNDLE_VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+DEV_KEYS := .dev-keys
+PODMAN_SOCKET := /run/podman/podman.sock
 
-.PHONY: demo test lint frontend frontend-check screenshots bench-import bench-server bench-dashboard clean help
+.PHONY: demo test lint bundle engine frontend frontend-check screenshots bench-import bench-server bench-dashboard clean help
 .DEFAULT_GOAL := help
 
 help:  ## List the targets.
@@ -42,6 +45,22 @@ lint: $(BIN)/.installed  ## Ruff (lint and format check) and mypy.
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/appliance audit --source .
+
+bundle: $(BIN)/.installed engine  ## Build dist/appliance-$(BUNDLE_VERSION).tar, signed with a development key (.dev-keys/).
+	@test -f $(DEV_KEYS)/bundle.key || { mkdir -p $(DEV_KEYS) && $(BIN)/python -c \
+		'import sys; from pathlib import Path; from appliance.sshsig import generate_key; \
+		k = generate_key(Path(sys.argv[1]), "dev-bundle@localhost"); \
+		Path(sys.argv[2]).write_text(f"dev-bundle@localhost namespaces=\"appliance-bundle\" {k.openssh_line()}\n")' \
+		$(DEV_KEYS)/bundle.key $(DEV_KEYS)/allowed_signers && echo "made a development key $(DEV_KEYS)/bundle.key (never commit it)"; }
+	$(BIN)/python build_bundle.py --version $(BUNDLE_VERSION) --key $(DEV_KEYS)/bundle.key --out dist
+	$(BIN)/appliance verify dist/appliance-$(BUNDLE_VERSION).tar --signers $(DEV_KEYS)/allowed_signers
+
+engine:  ## Start Podman's Docker-compatible API on $(PODMAN_SOCKET) unless one answers (or DOCKER_HOST is set).
+	@if [ -n "$${DOCKER_HOST:-}" ] || curl -sf --unix-socket $(PODMAN_SOCKET) http://d/_ping >/dev/null 2>&1; then :; \
+	elif ! command -v podman >/dev/null; then echo "error: no container engine: apt-get install podman runc mmdebstrap"; exit 1; \
+	else mkdir -p $(dir $(PODMAN_SOCKET)) && rm -f $(PODMAN_SOCKET) && \
+		(setsid nohup podman --runtime runc system service --time=0 unix://$(PODMAN_SOCKET) >/dev/null 2>&1 &) && \
+		for i in $$(seq 50); do test -S $(PODMAN_SOCKET) && break; sleep 0.1; done && echo "started podman system service on $(PODMAN_SOCKET)"; fi
 
 frontend:  ## Rebuild the dashboard into server/frontend/dist (needs Node 20.19+; the result is committed).
 	cd server/frontend && npm ci --no-audit --no-fund && npm run build
