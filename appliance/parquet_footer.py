@@ -10,10 +10,17 @@ data.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from appliance.errors import UnreadableParquet
+
+if TYPE_CHECKING:
+    import duckdb
 
 
 @dataclass(frozen=True)
@@ -39,24 +46,37 @@ class ParquetFooter:
     rows: int
 
 
-def read_footer(path: Path) -> ParquetFooter:
-    """Read the footer of the Parquet file at `path`; raise UnreadableParquet if there is none."""
+@contextmanager
+def footer_reader() -> Iterator[Callable[[Path], ParquetFooter]]:
+    """A `read_footer` for many files: one in-memory DuckDB connection, open in the with block."""
     import duckdb
 
     with duckdb.connect() as con:
-        try:
-            types = con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [str(path)]).fetchall()
-            elements = con.execute(
-                "SELECT name, type, converted_type, num_children FROM parquet_schema(?)",
-                [str(path)],
-            ).fetchall()
-            (rows,) = con.execute(
-                "SELECT num_rows FROM parquet_file_metadata(?)", [str(path)]
-            ).fetchall()
-        except duckdb.Error as exc:
-            # DuckDB's message names the whole path and may add the query on more lines.
-            first_line = str(exc).splitlines()[0].replace(str(path), path.name)
-            raise UnreadableParquet(first_line) from exc
+        yield partial(_read_footer, con)
+
+
+def read_footer(path: Path) -> ParquetFooter:
+    """Read the footer of the Parquet file at `path`; raise UnreadableParquet if there is none."""
+    with footer_reader() as read:
+        return read(path)
+
+
+def _read_footer(con: duckdb.DuckDBPyConnection, path: Path) -> ParquetFooter:
+    """Read the footer of the Parquet file at `path` through `con`."""
+    import duckdb
+
+    try:
+        types = con.execute("DESCRIBE SELECT * FROM read_parquet(?)", [str(path)]).fetchall()
+        elements = con.execute(
+            "SELECT name, type, converted_type, num_children FROM parquet_schema(?)", [str(path)]
+        ).fetchall()
+        (rows,) = con.execute(
+            "SELECT num_rows FROM parquet_file_metadata(?)", [str(path)]
+        ).fetchall()
+    except duckdb.Error as exc:
+        # DuckDB's message names the whole path and may add the query on more lines.
+        first_line = str(exc).splitlines()[0].replace(str(path), path.name)
+        raise UnreadableParquet(first_line) from exc
     top_level = _top_level(elements)
     columns = tuple(
         FileColumn(name, duckdb_type, physical, converted)

@@ -21,7 +21,7 @@ from typing import IO, Any, BinaryIO
 from appliance import pack_layout as layout
 from appliance.errors import PackRejected, SignatureError, UnreadableParquet
 from appliance.fsio import CHUNK_BYTES
-from appliance.parquet_footer import read_footer
+from appliance.parquet_footer import footer_reader
 from appliance.safe_tar import member_kind, trailer_problem
 from appliance.schema_registry import SchemaRegistry, load_registry, schema_problems
 from appliance.sshsig import AllowedSigner, VerifiedSignature, verify
@@ -421,16 +421,17 @@ def open_pack(
 
 def check_parquet_files(opened: OpenedPack, registry: SchemaRegistry) -> None:
     """Each copied table must be readable Parquet with the registry schema and the listed rows."""
-    for name, file in opened.table_files.items():
-        entry = opened.manifest.tables[name]
-        try:
-            footer = read_footer(file)
-        except UnreadableParquet as exc:
-            msg = f"{entry.path} is not a readable Parquet file ({exc})"
-            raise PackRejected("schema", msg) from exc
-        problems = schema_problems(registry.table(name), footer.columns)
-        if problems:
-            raise PackRejected("schema", problems[0])
-        if footer.rows != entry.rows:
-            msg = f"{entry.path} has {footer.rows} rows, the manifest says {entry.rows}"
-            raise PackRejected("schema", msg)
+    with footer_reader() as read_footer:
+        for name, file in opened.table_files.items():
+            entry = opened.manifest.tables[name]
+            try:
+                footer = read_footer(file)
+            except UnreadableParquet as exc:
+                msg = f"{entry.path} is not a readable Parquet file ({exc})"
+                raise PackRejected("schema", msg) from exc
+            problems = schema_problems(registry.table(name), footer.columns)
+            if problems:
+                raise PackRejected("schema", problems[0])
+            if footer.rows != entry.rows:
+                msg = f"{entry.path} has {footer.rows} rows, the manifest says {entry.rows}"
+                raise PackRejected("schema", msg)
