@@ -230,9 +230,7 @@ def build_bundle(options: BuildOptions, progress: Progress) -> BuildResult:  # n
         if options.base_rootfs is not None:
             base = rootfs.given_rootfs(options.base_rootfs)
         else:
-            base = rootfs.debian_rootfs(
-                options.cache_dir, sde, progress, refresh=options.refresh_rootfs
-            )
+            base = rootfs.debian_rootfs(options.cache_dir, progress, refresh=options.refresh_rootfs)
         progress(f"rootfs: {base.origin}, {len(base.packages)} Debian packages")
 
         steps.next("image")

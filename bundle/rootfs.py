@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from appliance.errors import ConfigError
+from appliance.fsio import sha256_file
 from bundle import layout
 from bundle.oci import Entry, clean_name
 
@@ -25,6 +26,9 @@ Progress = Callable[[str], None]
 # The Python runtime and the C/C++ runtime libraries the manylinux wheels link against.
 DEBIAN_PACKAGES = ("python3.11-minimal", "libpython3.11-stdlib", "libstdc++6", "libgcc-s1")
 PACKAGES_FILE = "packages.tsv"  # beside the cached rootfs.tar: name, version, arch, deb sha256
+# mmdebstrap's time stamps: fixed (Debian 12's release day), so the rootfs tar depends only on the
+# packages. The image's layers reset every time to the build's SOURCE_DATE_EPOCH anyway.
+ROOTFS_EPOCH = 1686355200
 
 # Paths (and everything below them) the server never reads.
 PRUNED = (
@@ -120,7 +124,7 @@ class BaseRootfs:
 
     tarball: Path
     packages: tuple[DebianPackage, ...]
-    origin: str
+    origin: str  # "rootfs sha256:<hex>": the same for the same tar, however it was obtained
 
 
 def read_packages(path: Path) -> tuple[DebianPackage, ...]:
@@ -131,20 +135,27 @@ def read_packages(path: Path) -> tuple[DebianPackage, ...]:
 
 
 def _cache_key(suite: str, packages: tuple[str, ...]) -> str:
-    text = "\n".join([suite, layout.TARGET_ARCH, *packages])
+    text = "\n".join([suite, layout.TARGET_ARCH, str(ROOTFS_EPOCH), *packages])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def debian_rootfs(
-    cache_dir: Path, source_date_epoch: int, progress: Progress, *, refresh: bool = False
-) -> BaseRootfs:
+def cache_folder(cache_dir: Path) -> Path:
+    """Where the build cache keeps the base rootfs of DEBIAN_PACKAGES and its package list."""
+    return cache_dir / "rootfs" / _cache_key(layout.TARGET_DEBIAN_SUITE, DEBIAN_PACKAGES)
+
+
+def origin_of(tarball: Path) -> str:
+    return f"rootfs sha256:{sha256_file(tarball)}"
+
+
+def debian_rootfs(cache_dir: Path, progress: Progress, *, refresh: bool = False) -> BaseRootfs:
     """The cached rootfs of DEBIAN_PACKAGES, made with mmdebstrap the first time (or on refresh)."""
     suite = layout.TARGET_DEBIAN_SUITE
-    folder = cache_dir / "rootfs" / _cache_key(suite, DEBIAN_PACKAGES)
+    folder = cache_folder(cache_dir)
     tarball, listing = folder / "rootfs.tar", folder / PACKAGES_FILE
     if tarball.is_file() and listing.is_file() and not refresh:
         progress(f"base rootfs: cached {tarball}")
-        return BaseRootfs(tarball, read_packages(listing), f"debian {suite} (cached mmdebstrap)")
+        return BaseRootfs(tarball, read_packages(listing), origin_of(tarball))
     if shutil.which("mmdebstrap") is None:
         msg = "base rootfs: mmdebstrap not found; install it (apt-get install mmdebstrap) or pass --base-rootfs TAR"
         raise ConfigError(msg)
@@ -162,7 +173,7 @@ def debian_rootfs(
         suite,
         str(partial),
     ]
-    env = {"SOURCE_DATE_EPOCH": str(source_date_epoch), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    env = {"SOURCE_DATE_EPOCH": str(ROOTFS_EPOCH), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
     result = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
     if result.returncode != 0:
         lines = [line for line in result.stderr.splitlines() if line.strip()]
@@ -170,11 +181,11 @@ def debian_rootfs(
         raise ConfigError(msg)
     partial_listing.replace(listing)
     partial.replace(tarball)
-    return BaseRootfs(tarball, read_packages(listing), f"debian {suite} (mmdebstrap)")
+    return BaseRootfs(tarball, read_packages(listing), origin_of(tarball))
 
 
 def given_rootfs(tarball: Path) -> BaseRootfs:
-    """A builder's own base tarball; its packages come from a `<tar>.packages.tsv` beside it."""
+    """A builder's own base tarball; its packages come from `<tar>.packages.tsv` or `packages.tsv` beside it."""
     if not tarball.is_file():
         msg = f"--base-rootfs {tarball}: no such file"
         raise ConfigError(msg)
@@ -182,7 +193,9 @@ def given_rootfs(tarball: Path) -> BaseRootfs:
         msg = f"--base-rootfs {tarball}: not a tar archive"
         raise ConfigError(msg)
     listing = tarball.with_name(f"{tarball.name}.{PACKAGES_FILE}")
-    return BaseRootfs(tarball, read_packages(listing), f"given tarball {tarball.name}")
+    if not listing.is_file():
+        listing = tarball.with_name(PACKAGES_FILE)
+    return BaseRootfs(tarball, read_packages(listing), origin_of(tarball))
 
 
 def is_pruned(name: str) -> bool:

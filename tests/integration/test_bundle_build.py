@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -511,14 +512,18 @@ def test_no_engine_stops_the_build_before_an_archive_exists(
 def test_a_given_base_rootfs_is_used_and_recorded(
     tmp_path: Path, release_key: tuple[Path, Path, str, str], built_bundle: BuiltBundle
 ) -> None:
-    cached = sorted((Path.home() / ".cache" / "appliance-bundle" / "rootfs").glob("*/rootfs.tar"))
-    if not cached:
-        pytest.skip("no cached base rootfs (the session bundle used another cache dir)")
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "appliance-bundle"
+    cached = rootfs.cache_folder(cache) / "rootfs.tar"
+    assert cached.is_file(), f"the session's build left no base rootfs in {cache}"
     given = tmp_path / "base.tar"
-    shutil.copy(cached[0], given)
+    shutil.copy(cached, given)
     shutil.copy(
-        cached[0].with_name(rootfs.PACKAGES_FILE), tmp_path / f"base.tar.{rootfs.PACKAGES_FILE}"
+        cached.with_name(rootfs.PACKAGES_FILE), tmp_path / f"base.tar.{rootfs.PACKAGES_FILE}"
     )
+    with tarfile.open(built_bundle.archive) as bundle:
+        member = bundle.extractfile(f"{layout.top_dir(BUNDLE_VERSION)}/{layout.MANIFEST}")
+        assert member is not None
+        built_origin = json.load(member)["components"]["base_rootfs"]
     out = tmp_path / "out"
     result = _build(
         tmp_path,
@@ -537,5 +542,7 @@ def test_a_given_base_rootfs_is_used_and_recorded(
         member = bundle.extractfile(f"{layout.top_dir('1.0.1')}/{layout.MANIFEST}")
         assert member is not None
         manifest = json.load(member)
-    assert manifest["components"]["base_rootfs"] == "given tarball base.tar"
+    # Named by content: the same tar gives the same label however it came, so rebuilds match.
+    assert manifest["components"]["base_rootfs"] == f"rootfs sha256:{sha256_of(given)}"
+    assert built_origin == manifest["components"]["base_rootfs"]
     assert manifest["components"]["debian_packages"] > 10
