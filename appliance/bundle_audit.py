@@ -1,0 +1,888 @@
+"""The auditor's check of a built install bundle: image sizes and contents, and no ML anywhere in it.
+
+For each image in `images/` (docker-archive, see bundle/oci.py): its file size, uncompressed size
+(the sum of its layer tars), compressed size (the sum of its layers gzipped at level 6 by zlib, as
+a registry carries them; within a fraction of a percent of `gzip -6`), its layers, its largest
+files and the Python distributions inside it. Then the no-ML rule (DESIGN.md) on what the bundle
+ships, each breach a finding:
+
+    size          an image larger than the limit (uncompressed, MB = 10^6 bytes)
+    distribution  an ML distribution (*.dist-info, *.egg-info) in an image
+    module        an ML package or module in a site-packages folder, with or without metadata
+    gpu           a CUDA/GPU library, site-packages/nvidia/, or /usr/local/cuda*
+    route         a route of the image's server app that trains, infers or exposes a model,
+                  or a server app that cannot be built (so its routes cannot be checked)
+    import        an ML import in the shipped code (the image's app layer, the project wheel)
+    wheel         an ML distribution in the wheel cache
+    dependency    an ML distribution pinned in wheels/requirements.lock
+
+The bundle is read as it is (a `.tar` or its unpacked folder): nothing is verified here, which is
+`appliance verify`'s job, so audit a bundle after verifying it. Images are read in place, layer by
+layer; only the image's site-packages are copied to a temporary folder, to build its server app
+in a child Python (its `create_app`, never served) and list the routes.
+
+Whiteouts are not applied when looking for ML: a library deleted by an upper layer still travels
+in the image, so it is still reported.
+"""
+
+from __future__ import annotations
+
+import heapq
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import zipfile
+import zlib
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from appliance.audit_source import (
+    audit_imports,
+    audit_routes,
+    is_ml_distribution,
+    locked_requirements,
+    served_routes,
+)
+from appliance.compliance import ML_MODULES
+from appliance.errors import BundleRejected, ConfigError
+from appliance.fsio import CHUNK_BYTES
+from appliance.safe_tar import member_kind, trailer_problem
+from bundle import layout
+from bundle.checksums import bundle_files, check_relative_path
+from bundle.wheels import PROJECT_PACKAGES
+
+Progress = Callable[[str], None]
+
+MB = 1_000_000
+DEFAULT_MAX_IMAGE_MB = 600
+DEFAULT_LARGEST_FILES = 10
+GZIP_LEVEL = 6
+GZIP_WBITS = 31  # zlib's gzip wrapper: a 10-byte header and an 8-byte trailer, as `gzip -n`
+IMAGE_MANIFEST = "manifest.json"
+# Read whole into memory: image manifest and config, METADATA, the wheel lock, shipped sources.
+MAX_SMALL_FILE_BYTES = 8 << 20
+
+SITE_FOLDERS = ("site-packages", "dist-packages")
+DIST_INFO_SUFFIXES = (".dist-info", ".egg-info")
+# Shared libraries of the CUDA toolkit, cuDNN, NCCL, the NVIDIA driver and CUDA builds of torch.
+GPU_LIBRARY_PREFIXES = (
+    "libcuda",
+    "libcublas",
+    "libcudnn",
+    "libcufft",
+    "libcufile",
+    "libcupti",
+    "libcurand",
+    "libcusolver",
+    "libcusparse",
+    "libnccl",
+    "libnvjitlink",
+    "libnvrtc",
+    "libnvToolsExt",
+    "libnvidia-",
+    "libtorch_cuda",
+    "libc10_cuda",
+)
+GPU_SITE_PACKAGES = ("nvidia",)  # the nvidia-*-cu12 wheels install here
+CUDA_ROOT = ("usr", "local", "cuda")  # /usr/local/cuda, /usr/local/cuda-12.4, ...
+WHITEOUT_PREFIX = ".wh."
+OPAQUE_WHITEOUT = ".wh..wh..opq"
+
+_REQUIREMENT_NAME = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+
+Kind = Literal["size", "distribution", "module", "gpu", "route", "import", "wheel", "dependency"]
+
+
+@dataclass(frozen=True)
+class BundleFinding:
+    """One breach found in a bundle: what kind, where (file:path or file:line), why, in a line."""
+
+    kind: Kind
+    where: str
+    detail: str
+
+    def as_json(self) -> dict[str, str]:
+        """The finding as a JSON object."""
+        return {"kind": self.kind, "where": self.where, "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """A Python distribution found in an image, by its metadata folder."""
+
+    name: str
+    version: str
+    where: str
+
+    def as_json(self) -> dict[str, str]:
+        return {"name": self.name, "version": self.version, "where": self.where}
+
+
+@dataclass(frozen=True)
+class LargeFile:
+    """One of an image's largest files, and the layer that carries it."""
+
+    path: str
+    size: int
+    layer: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {"path": self.path, "size": self.size, "layer": self.layer}
+
+
+@dataclass(frozen=True)
+class LayerSize:
+    """One layer of an image: its diff_id, tar size, gzip size and regular files."""
+
+    diff_id: str
+    size: int
+    compressed_bytes: int
+    files: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "diff_id": self.diff_id,
+            "size": self.size,
+            "compressed_bytes": self.compressed_bytes,
+            "files": self.files,
+        }
+
+
+@dataclass(frozen=True)
+class ImageAudit:
+    """What one image holds; `routes` is None when it carries no server app."""
+
+    file: str
+    name: str
+    file_bytes: int
+    layers: tuple[LayerSize, ...]
+    largest_files: tuple[LargeFile, ...]
+    distributions: tuple[Distribution, ...]
+    routes: tuple[str, ...] | None
+    python_files: int
+
+    @property
+    def uncompressed_bytes(self) -> int:
+        return sum(layer.size for layer in self.layers)
+
+    @property
+    def compressed_bytes(self) -> int:
+        return sum(layer.compressed_bytes for layer in self.layers)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "name": self.name,
+            "file_bytes": self.file_bytes,
+            "uncompressed_bytes": self.uncompressed_bytes,
+            "compressed_bytes": self.compressed_bytes,
+            "layers": [layer.as_json() for layer in self.layers],
+            "largest_files": [large.as_json() for large in self.largest_files],
+            "distributions": [dist.as_json() for dist in self.distributions],
+            "routes": None if self.routes is None else list(self.routes),
+            "python_files_scanned": self.python_files,
+        }
+
+
+@dataclass(frozen=True)
+class WheelCacheAudit:
+    """What the wheel cache holds: its files, lock entries, and project sources scanned."""
+
+    files: tuple[str, ...]
+    lock_entries: int
+    python_files: int
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "files": list(self.files),
+            "lock_entries": self.lock_entries,
+            "python_files_scanned": self.python_files,
+        }
+
+
+@dataclass(frozen=True)
+class BundleAudit:
+    """The whole audit of a bundle: images, wheel cache, findings."""
+
+    bundle: str
+    version: str
+    max_image_bytes: int
+    images: tuple[ImageAudit, ...]
+    wheels: WheelCacheAudit
+    findings: tuple[BundleFinding, ...]
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing breaks the size limit or the no-ML rule."""
+        return not self.findings
+
+    def as_json(self) -> dict[str, Any]:
+        """The audit as a JSON object (what `appliance audit BUNDLE --json FILE` writes)."""
+        return {
+            "bundle": self.bundle,
+            "version": self.version,
+            "ok": self.ok,
+            "max_image_bytes": self.max_image_bytes,
+            "images": [image.as_json() for image in self.images],
+            "wheels": self.wheels.as_json(),
+            "findings": [finding.as_json() for finding in self.findings],
+        }
+
+
+def _quiet(_message: str) -> None:
+    """Progress sink that drops messages."""
+
+
+# --- reading bytes in place ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Blob:
+    """The `size` bytes at `start` in the file at `path`: a bundle file, an image's member, a layer."""
+
+    path: Path
+    start: int
+    size: int
+
+    def within(self, member: tarfile.TarInfo, where: str) -> _Blob:
+        """A member of the tar held in this blob, as a blob of the same file."""
+        if member.offset_data + member.size > self.size:
+            raise BundleRejected("truncated", f"{where} is truncated")
+        return _Blob(self.path, self.start + member.offset_data, member.size)
+
+
+class _Window(io.RawIOBase):
+    """A read-only, seekable file over one blob; positional reads, so threads may share the file."""
+
+    def __init__(self, blob: _Blob) -> None:
+        super().__init__()
+        self.blob = blob
+        self.fd = os.open(blob.path, os.O_RDONLY | os.O_NOFOLLOW)
+        self.position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self.position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.blob.size}[whence]
+        self.position = max(0, base + offset)
+        return self.position
+
+    def readinto(self, buffer: Any) -> int:
+        wanted = min(len(buffer), self.blob.size - self.position)
+        if wanted <= 0:
+            return 0
+        data = os.pread(self.fd, wanted, self.blob.start + self.position)
+        buffer[: len(data)] = data
+        self.position += len(data)
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self.fd)
+        super().close()
+
+
+def _open(blob: _Blob) -> io.BufferedReader:
+    return io.BufferedReader(_Window(blob), CHUNK_BYTES)
+
+
+def _read_small(blob: _Blob, where: str) -> bytes:
+    if blob.size > MAX_SMALL_FILE_BYTES:
+        msg = f"{where} is {blob.size} bytes, over the {MAX_SMALL_FILE_BYTES}-byte limit"
+        raise BundleRejected("too-large", msg)
+    with _open(blob) as stream:
+        data = stream.read(blob.size)
+    if len(data) != blob.size:
+        raise BundleRejected("truncated", f"{where} is truncated")
+    return data
+
+
+def _gzip_size(blob: _Blob, where: str) -> int:
+    """The size of the blob gzipped at GZIP_LEVEL, streamed (zlib releases the GIL: runs in threads)."""
+    compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, GZIP_WBITS)
+    total = read = 0
+    with _open(blob) as stream:
+        while chunk := stream.read(CHUNK_BYTES):
+            read += len(chunk)
+            total += len(compressor.compress(chunk))
+    if read != blob.size:
+        raise BundleRejected("truncated", f"{where} is truncated")
+    return total + len(compressor.flush())
+
+
+def _unsafe(where: str, problem: str) -> BundleRejected:
+    return BundleRejected("unsafe-member", f"{where}: {problem}")
+
+
+def _next_member(tar: tarfile.TarFile, where: str) -> tarfile.TarInfo | None:
+    try:
+        return tar.next()
+    except tarfile.TarError as exc:
+        raise BundleRejected("truncated", f"{where} is not a readable tar ({exc})") from exc
+
+
+def _open_tar(stream: io.BufferedReader, where: str) -> tarfile.TarFile:
+    try:
+        return tarfile.open(fileobj=stream, mode="r:")
+    except tarfile.TarError as exc:
+        raise BundleRejected("not-a-tar", f"{where} is not an uncompressed tar ({exc})") from exc
+
+
+def _tar_files(blob: _Blob, where: str) -> Iterator[tuple[str, tarfile.TarInfo]]:
+    """(name, member) for each regular file of a tar we write (bundle, image); refuse anything else."""
+    seen: set[str] = set()
+    with _open(blob) as stream, _open_tar(stream, where) as tar:
+        while (member := _next_member(tar, where)) is not None:
+            name = member.name.rstrip("/") if member.isdir() else member.name
+            try:
+                check_relative_path(name)
+            except ValueError as exc:
+                raise _unsafe(where, f"member {exc}") from exc
+            if name in seen:
+                raise _unsafe(where, f"member {name!r} appears twice")
+            seen.add(name)
+            if member.isdir():
+                continue
+            if not member.isreg() or member.issparse():
+                kind = "a sparse file" if member.issparse() else member_kind(member)
+                raise _unsafe(where, f"member {name!r} is {kind}")
+            yield name, member
+        problem = trailer_problem(stream, tar.offset)
+    if problem is not None:
+        raise BundleRejected("truncated", f"{where} {problem}")
+
+
+# --- the bundle: a tar or an unpacked folder ---------------------------------------------------
+
+
+def _archive_files(path: Path) -> tuple[str, dict[str, _Blob]]:
+    """The version and files of a bundle archive, each below the single top folder."""
+    whole = _Blob(path, 0, path.stat().st_size)
+    files: dict[str, _Blob] = {}
+    with _open(whole) as stream, _open_tar(stream, path.name) as tar:
+        first = _next_member(tar, path.name)
+        if first is None:
+            raise BundleRejected("not-a-bundle", f"{path.name} is an empty archive")
+        version = layout.version_of(first.name.rstrip("/"))
+        if not first.isdir() or version is None:
+            msg = f"{path.name}: first member {first.name!r} must be the folder {layout.BUNDLE_PREFIX}<version>/"
+            raise BundleRejected("not-a-bundle", msg)
+        top = layout.top_dir(version)
+    for name, member in _tar_files(whole, path.name):
+        if not name.startswith(f"{top}/"):
+            raise _unsafe(path.name, f"member {name!r} is outside the top folder {top}/")
+        files[name[len(top) + 1 :]] = whole.within(member, f"{path.name}: {name}")
+    return version, files
+
+
+def _folder_files(path: Path) -> tuple[str, dict[str, _Blob]]:
+    """The version and files of an unpacked bundle (the top folder or the folder holding it)."""
+    top = path
+    if layout.version_of(path.name) is None:
+        children = [child for child in path.iterdir() if layout.version_of(child.name)]
+        if len(children) != 1 or not children[0].is_dir() or children[0].is_symlink():
+            msg = (
+                f"{path} is neither an {layout.BUNDLE_PREFIX}<version> folder nor holds exactly one"
+            )
+            raise BundleRejected("not-a-bundle", msg)
+        top = children[0]
+    version = layout.version_of(top.name) or ""
+    try:
+        names = bundle_files(top)
+    except ConfigError as exc:
+        raise BundleRejected("unsafe-member", str(exc)) from exc
+    return version, {name: _Blob(top / name, 0, (top / name).stat().st_size) for name in names}
+
+
+def _bundle_files(path: Path) -> tuple[str, dict[str, _Blob]]:
+    try:
+        if path.is_file():
+            return _archive_files(path)
+        if path.is_dir():
+            return _folder_files(path)
+    except OSError as exc:
+        msg = f"{path}: cannot read ({exc.strerror or exc})"
+        raise ConfigError(msg) from exc
+    raise ConfigError(f"{path}: no such file or folder")
+
+
+# --- one image -------------------------------------------------------------------------------
+
+
+@dataclass
+class _Layer:
+    """A layer to read: where it is in the image, its blob and diff_id."""
+
+    member: str
+    blob: _Blob
+    diff_id: str
+
+
+@dataclass
+class _Contents:
+    """What the walk over an image's layers has found so far."""
+
+    image: str
+    largest: int
+    root: Path  # the image's site-packages files are copied below it, as in the image
+    files: list[int] = field(default_factory=list)
+    heap: list[tuple[int, str, str]] = field(default_factory=list)
+    distributions: dict[str, Distribution] = field(default_factory=dict)
+    findings: list[BundleFinding] = field(default_factory=list)
+    flagged: set[tuple[Kind, str]] = field(default_factory=set)
+    origin: dict[str, int] = field(default_factory=dict)  # extracted site-packages file -> layer
+
+    def finding(self, kind: Kind, path: str, detail: str) -> None:
+        """Report `path` once per kind, and nothing below a path already reported for that kind."""
+        if any(k == kind and (p == path or path.startswith(f"{p}/")) for k, p in self.flagged):
+            return
+        self.flagged.add((kind, path))
+        self.findings.append(BundleFinding(kind, f"{self.image}:{path}", detail))
+
+    def keep_large(self, size: int, path: str, diff_id: str) -> None:
+        item = (size, path, diff_id)
+        if len(self.heap) < self.largest:
+            heapq.heappush(self.heap, item)
+        elif item > self.heap[0]:
+            heapq.heapreplace(self.heap, item)
+
+
+def _image_layers(file: str, blob: _Blob) -> list[tuple[str, list[_Layer]]]:
+    """(name, layers) for each image of a docker-archive, from its manifest.json and configs."""
+    members = {
+        name: blob.within(member, f"{file}: {name}") for name, member in _tar_files(blob, file)
+    }
+    if IMAGE_MANIFEST not in members:
+        raise BundleRejected("bad-image", f"{file} has no {IMAGE_MANIFEST}")
+    entries = _json_member(file, members, IMAGE_MANIFEST)
+    if not isinstance(entries, list) or not entries:
+        raise BundleRejected("bad-image", f"{file}: {IMAGE_MANIFEST} must be a non-empty list")
+    images = []
+    for index, entry in enumerate(entries):
+        where = f"{file}: {IMAGE_MANIFEST}[{index}]"
+        layers = entry.get("Layers") if isinstance(entry, dict) else None
+        if not isinstance(layers, list) or not all(isinstance(x, str) for x in layers):
+            raise BundleRejected("bad-image", f"{where} must be an object with a Layers list")
+        tags = entry.get("RepoTags") or []
+        name = tags[0] if isinstance(tags, list) and tags and isinstance(tags[0], str) else ""
+        config = entry.get("Config")
+        if not isinstance(config, str) or config not in members:
+            raise BundleRejected("bad-image", f"{where}: Config {config!r} is not in the image")
+        image_config = _json_member(file, members, config)
+        rootfs = image_config.get("rootfs") if isinstance(image_config, dict) else None
+        diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
+        if not isinstance(diff_ids, list) or len(diff_ids) != len(layers):
+            diff_ids = [f"sha256:{x.split('/')[0]}" for x in layers]
+        missing = [x for x in layers if x not in members]
+        if missing:
+            raise BundleRejected("bad-image", f"{where}: layer {missing[0]!r} is not in the image")
+        images.append(
+            (name, [_Layer(x, members[x], str(d)) for x, d in zip(layers, diff_ids, strict=True)])
+        )
+    return images
+
+
+def _json_member(file: str, members: dict[str, _Blob], name: str) -> Any:
+    where = f"{file}: {name}"
+    try:
+        return json.loads(_read_small(members[name], where))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleRejected("bad-image", f"{where} is not JSON ({exc})") from exc
+
+
+def _layer_path(member: tarfile.TarInfo, where: str) -> str:
+    """A layer member's path without './' or a trailing '/'; refuse one that could climb out."""
+    name = member.name.removeprefix("./").rstrip("/")
+    if name.startswith("/") or ".." in name.split("/") or "\0" in name:
+        raise _unsafe(where, f"member {member.name!r} is not a safe relative path")
+    return name if name != "." else ""
+
+
+def _metadata_fields(data: bytes) -> dict[str, str]:
+    """Name and Version from the header of a METADATA or PKG-INFO file."""
+    fields: dict[str, str] = {}
+    for line in data.decode("utf-8", "replace").splitlines():
+        if not line.strip():
+            break
+        key, _, value = line.partition(":")
+        if key in ("Name", "Version") and key not in fields:
+            fields[key] = value.strip()
+    return fields
+
+
+def _note_distribution(
+    contents: _Contents, parts: list[str], tar: tarfile.TarFile, member: tarfile.TarInfo
+) -> None:
+    """Record the distribution a *.dist-info or *.egg-info path belongs to, reading its metadata."""
+    index = next(i for i, part in enumerate(parts) if part.endswith(DIST_INFO_SUFFIXES))
+    folder = "/".join(parts[: index + 1])
+    stem = parts[index].rsplit(".", 1)[0]
+    name, _, version = stem.partition("-")
+    known = contents.distributions.get(folder, Distribution(name, version.split("-")[0], folder))
+    is_metadata = parts[index + 1 :] in (["METADATA"], ["PKG-INFO"]) or (
+        len(parts) == index + 1 and parts[index].endswith(".egg-info")
+    )
+    if is_metadata and member.isreg() and member.size <= MAX_SMALL_FILE_BYTES:
+        stream = tar.extractfile(member)
+        fields = _metadata_fields(stream.read() if stream else b"")
+        known = Distribution(
+            fields.get("Name", known.name), fields.get("Version", known.version), folder
+        )
+    contents.distributions[folder] = known
+
+
+def _check_ml_and_gpu(contents: _Contents, parts: list[str]) -> None:
+    """Findings for an ML package in site-packages and any CUDA/GPU library or folder."""
+    site = next((i for i, part in enumerate(parts) if part in SITE_FOLDERS), None)
+    if site is not None and site + 1 < len(parts):
+        top = parts[site + 1]
+        path = "/".join(parts[: site + 2])
+        if top.split(".")[0] in ML_MODULES:
+            contents.finding("module", path, f"ML library {top.split('.')[0]!r} is installed")
+        elif top in GPU_SITE_PACKAGES:
+            contents.finding("gpu", path, "CUDA runtime libraries (nvidia-* wheels) are installed")
+    if len(parts) >= 3 and tuple(parts[:2]) == CUDA_ROOT[:2] and parts[2].startswith(CUDA_ROOT[2]):
+        contents.finding("gpu", "/".join(parts[:3]), "a CUDA toolkit is installed")
+    base = parts[-1]
+    if base.startswith(GPU_LIBRARY_PREFIXES) and ".so" in base:
+        contents.finding("gpu", "/".join(parts), f"CUDA/GPU library {base}")
+
+
+def _remove(root: Path, name: str) -> None:
+    target = root / name
+    if target.is_dir():
+        shutil.rmtree(target)
+    else:
+        target.unlink(missing_ok=True)
+
+
+def _apply_whiteout(contents: _Contents, name: str) -> None:
+    """An upper layer deleted `name` (or emptied its folder): drop it from the extracted tree."""
+    folder, _, base = name.rpartition("/")
+    gone = folder if base == OPAQUE_WHITEOUT else f"{folder}/{base[len(WHITEOUT_PREFIX) :]}"
+    root = contents.root
+    if base == OPAQUE_WHITEOUT:
+        if (root / folder).is_dir():
+            shutil.rmtree(root / folder)
+    else:
+        _remove(root, gone)
+    for path in [p for p in contents.origin if p == gone or p.startswith(f"{gone}/")]:
+        del contents.origin[path]
+
+
+def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, root: Path, name: str) -> None:
+    """Copy one regular file of a layer to root/name, replacing whatever a lower layer put there."""
+    parts = name.split("/")
+    for depth in range(1, len(parts)):
+        parent = root.joinpath(*parts[:depth])
+        if parent.exists() and not parent.is_dir():
+            parent.unlink()
+    target = root / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    _remove(root, name)
+    stream = tar.extractfile(member)
+    if stream is None:
+        return
+    with stream, target.open("wb") as out:
+        shutil.copyfileobj(stream, out, CHUNK_BYTES)
+
+
+def _take_member(
+    contents: _Contents, tar: tarfile.TarFile, member: tarfile.TarInfo, name: str, layer: int
+) -> None:
+    """Look at one layer member; copy it to the extracted tree if it is in site-packages."""
+    parts = name.split("/")
+    if any(part.endswith(DIST_INFO_SUFFIXES) for part in parts):
+        _note_distribution(contents, parts, tar, member)
+    _check_ml_and_gpu(contents, parts)
+    if not name.startswith(f"{layout.IMAGE_SITE_PACKAGES}/"):
+        return
+    if parts[-1].startswith(WHITEOUT_PREFIX):
+        _apply_whiteout(contents, name)
+    elif member.isreg():
+        _extract(tar, member, contents.root, name)
+        contents.origin[name] = layer
+
+
+def _walk_layer(contents: _Contents, number: int, layer: _Layer) -> None:
+    """One pass over a layer: files, largest files, distributions, ML and GPU, site-packages copy."""
+    where = f"{contents.image}: layer {layer.diff_id}"
+    files = 0
+    with _open(layer.blob) as stream, _open_tar(stream, where) as tar:
+        while (member := _next_member(tar, where)) is not None:
+            name = _layer_path(member, where)
+            if not name:
+                continue
+            if member.isreg():
+                files += 1
+                contents.keep_large(member.size, name, layer.diff_id)
+            try:
+                _take_member(contents, tar, member, name, number)
+            except tarfile.TarError as exc:
+                raise BundleRejected("truncated", f"{where} is truncated ({exc})") from exc
+        problem = trailer_problem(stream, tar.offset)
+    if problem is not None:
+        raise BundleRejected("truncated", f"{where} {problem}")
+    contents.files.append(files)
+
+
+def _shipped_code(contents: _Contents) -> list[Path]:
+    """Every .py file in site-packages put there by a layer that carries the project's packages."""
+    site = layout.IMAGE_SITE_PACKAGES
+    project = tuple(f"{site}/{package}/" for package in PROJECT_PACKAGES)
+    app_layers = {n for path, n in contents.origin.items() if path.startswith(project)}
+    return sorted(
+        contents.root / path
+        for path, n in contents.origin.items()
+        if n in app_layers and path.endswith(".py")
+    )
+
+
+def _image_routes(file: str, site: Path) -> tuple[tuple[str, ...] | None, list[BundleFinding]]:
+    """The routes of the image's server app, if it carries one, and the ML ones among them."""
+    if not (site / "server" / "app.py").is_file():
+        return None, []
+    try:
+        routes = served_routes(site)
+    except (ConfigError, subprocess.TimeoutExpired) as exc:
+        detail = str(exc).replace(str(site), f"{file}:{layout.IMAGE_SITE_PACKAGES}")
+        where = f"{file}:{layout.IMAGE_SITE_PACKAGES}/server/app.py"
+        return (), [BundleFinding("route", where, detail)]
+    findings = [BundleFinding("route", f"{file}:{f.where}", f.detail) for f in audit_routes(routes)]
+    return tuple(routes), findings
+
+
+@dataclass(frozen=True)
+class _Limits:
+    max_image_bytes: int
+    largest: int
+
+
+def _audit_image(
+    file: str,
+    file_bytes: int,
+    image: tuple[str, list[_Layer]],
+    limits: _Limits,
+    pool: ThreadPoolExecutor,
+    work: Path,
+    progress: Progress,
+) -> tuple[ImageAudit, list[BundleFinding]]:
+    """Audit one image of the archive `file`: walk its layers while threads gzip them."""
+    name, layers = image
+    label = name or file
+    sizes = [pool.submit(_gzip_size, x.blob, f"{file}: {x.member}") for x in layers]
+    contents = _Contents(file, limits.largest, Path(tempfile.mkdtemp(prefix="image-", dir=work)))
+    for index, layer in enumerate(layers):
+        progress(f"{label}: layer {index + 1}/{len(layers)}, {layer.blob.size / MB:.1f} MB")
+        _walk_layer(contents, index, layer)
+    findings = contents.findings + [
+        BundleFinding("distribution", f"{file}:{d.where}", f"ML distribution {d.name} {d.version}")
+        for d in contents.distributions.values()
+        if is_ml_distribution(d.name)
+    ]
+    shipped = _shipped_code(contents)
+    findings += [
+        BundleFinding("import", f"{file}:{f.where}", f.detail)
+        for f in audit_imports(contents.root, shipped)
+    ]
+    progress(f"{label}: {len(shipped)} shipped Python files scanned; listing server routes")
+    routes, route_findings = _image_routes(file, contents.root / layout.IMAGE_SITE_PACKAGES)
+    findings += route_findings
+    shutil.rmtree(contents.root)
+    progress(f"{label}: waiting for the layers' gzip sizes")
+    audit = ImageAudit(
+        file=file,
+        name=name,
+        file_bytes=file_bytes,
+        layers=tuple(
+            LayerSize(x.diff_id, x.blob.size, size.result(), files)
+            for x, size, files in zip(layers, sizes, contents.files, strict=True)
+        ),
+        largest_files=tuple(
+            LargeFile(path, size, layer)
+            for size, path, layer in sorted(contents.heap, key=lambda x: (-x[0], x[1]))
+        ),
+        distributions=tuple(
+            sorted(contents.distributions.values(), key=lambda d: (d.name.lower(), d.where))
+        ),
+        routes=routes,
+        python_files=len(shipped),
+    )
+    if audit.uncompressed_bytes > limits.max_image_bytes:
+        detail = (
+            f"{audit.uncompressed_bytes / MB:.1f} MB uncompressed, over the "
+            f"{limits.max_image_bytes / MB:g} MB limit"
+        )
+        findings.insert(0, BundleFinding("size", file, detail))
+    return audit, findings
+
+
+# --- the wheel cache -------------------------------------------------------------------------
+
+
+def _distribution_of(file_name: str) -> str:
+    """The distribution a wheel or sdist file name is for (the part before the first '-')."""
+    return file_name.split("-", 1)[0]
+
+
+def _project_sources(name: str, blob: _Blob, work: Path) -> list[Path]:
+    """Copy the .py files of the project's packages in one wheel to work/name/; return them."""
+    try:
+        with _open(blob) as stream, zipfile.ZipFile(stream) as wheel:
+            infos = [
+                info
+                for info in wheel.infolist()
+                if info.filename.endswith(".py") and info.filename.split("/")[0] in PROJECT_PACKAGES
+            ]
+            paths = []
+            for info in infos:
+                try:
+                    check_relative_path(info.filename)
+                except ValueError as exc:
+                    raise _unsafe(name, f"member {exc}") from exc
+                if info.file_size > MAX_SMALL_FILE_BYTES:
+                    msg = f"{name}: {info.filename} is over {MAX_SMALL_FILE_BYTES} bytes"
+                    raise BundleRejected("too-large", msg)
+                path = work / name / info.filename
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(wheel.read(info))
+                paths.append(path)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
+        raise BundleRejected("bad-wheel", f"{name} is not a readable wheel ({exc})") from exc
+    return paths
+
+
+def _audit_wheels(
+    files: dict[str, _Blob], work: Path
+) -> tuple[WheelCacheAudit, list[BundleFinding]]:
+    """The wheel cache: no ML distribution by file name or in the lock; no ML import in the project."""
+    prefix = f"{layout.WHEELS_DIR}/"
+    lock_name = f"{prefix}{layout.WHEELS_LOCK}"
+    cached = sorted(name for name in files if name.startswith(prefix) and name != lock_name)
+    findings = [
+        BundleFinding("wheel", name, f"ML distribution {_distribution_of(name[len(prefix) :])!r}")
+        for name in cached
+        if is_ml_distribution(_distribution_of(name[len(prefix) :]))
+    ]
+    entries = 0
+    if lock_name in files:
+        lock = work / layout.WHEELS_LOCK
+        lock.write_bytes(_read_small(files[lock_name], lock_name))
+        try:
+            requirements = locked_requirements(lock)
+        except UnicodeDecodeError as exc:
+            raise BundleRejected("bad-lock", f"{lock_name} is not UTF-8 ({exc})") from exc
+        entries = len(requirements)
+        for requirement, line in requirements:
+            match = _REQUIREMENT_NAME.match(requirement)
+            if match and is_ml_distribution(match.group(1)):
+                detail = f"ML distribution {requirement!r} pinned"
+                findings.append(BundleFinding("dependency", f"{lock_name}:{line}", detail))
+    sources = [
+        path
+        for name in cached
+        if name.endswith(".whl")
+        for path in _project_sources(name, files[name], work)
+    ]
+    findings += [BundleFinding("import", f.where, f.detail) for f in audit_imports(work, sources)]
+    return WheelCacheAudit(tuple(cached), entries, len(sources)), findings
+
+
+def audit_bundle(
+    path: Path,
+    *,
+    max_image_mb: float = DEFAULT_MAX_IMAGE_MB,
+    largest: int = DEFAULT_LARGEST_FILES,
+    progress: Progress = _quiet,
+) -> BundleAudit:
+    """Audit the bundle archive or unpacked folder at `path` (see the module docstring).
+
+    Raises BundleRejected when the bundle or one of its images cannot be read safely (not a
+    tar, truncated, unsafe member, no image manifest), ConfigError when `path` cannot be read.
+    """
+    version, files = _bundle_files(path)
+    limits = _Limits(round(max_image_mb * MB), largest)
+    images = sorted(
+        name for name in files if name.startswith(f"{layout.IMAGES_DIR}/") and name.endswith(".tar")
+    )
+    progress(f"appliance {version}: {len(images)} image(s), {len(files)} files")
+    audits: list[ImageAudit] = []
+    findings: list[BundleFinding] = []
+    with (
+        tempfile.TemporaryDirectory(prefix="appliance-audit-") as tmp,
+        ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool,
+    ):
+        work = Path(tmp)
+        (work / "images").mkdir()
+        for name in images:
+            for image in _image_layers(name, files[name]):
+                audit, image_findings = _audit_image(
+                    name, files[name].size, image, limits, pool, work / "images", progress
+                )
+                audits.append(audit)
+                findings += image_findings
+        wheels, wheel_findings = _audit_wheels(files, work)
+        findings += wheel_findings
+        progress(f"wheel cache: {len(wheels.files)} files, {wheels.python_files} project sources")
+    return BundleAudit(
+        str(path), version, limits.max_image_bytes, tuple(audits), wheels, tuple(findings)
+    )
+
+
+# --- the table `appliance audit BUNDLE` prints -------------------------------------------------
+
+
+def _mb(count: int) -> str:
+    return f"{count / MB:.1f} MB"
+
+
+def render_table(audit: BundleAudit) -> list[str]:
+    """The audit as lines of a readable table: per image sizes, layers, largest files; findings."""
+    lines = [f"bundle    {audit.bundle} (appliance {audit.version})"]
+    for image in audit.images:
+        lines += [
+            "",
+            f"image     {image.file}  {image.name}",
+            f"  size    {_mb(image.uncompressed_bytes)} uncompressed, "
+            f"{_mb(image.compressed_bytes)} gzip -{GZIP_LEVEL}, file {_mb(image.file_bytes)} "
+            f"(limit {_mb(audit.max_image_bytes)})",
+            f"  {'LAYER':<19} {'SIZE':>10} {'GZIP':>10} {'FILES':>7}",
+        ]
+        lines += [
+            f"  {x.diff_id[:19]:<19} {_mb(x.size):>10} {_mb(x.compressed_bytes):>10} {x.files:>7}"
+            for x in image.layers
+        ]
+        lines.append(f"  {'LARGEST FILES':<19} {'SIZE':>10}  PATH")
+        lines += [f"  {x.layer[:19]:<19} {_mb(x.size):>10}  {x.path}" for x in image.largest_files]
+        names = ", ".join(f"{d.name} {d.version}" for d in image.distributions)
+        lines.append(f"  python distributions: {len(image.distributions)} ({names})")
+        routes = "no server app" if image.routes is None else f"{len(image.routes)} checked"
+        lines.append(f"  routes: {routes}; shipped Python files scanned: {image.python_files}")
+    wheels = audit.wheels
+    lines += [
+        "",
+        f"wheels    {len(wheels.files)} files, {wheels.lock_entries} lock entries, "
+        f"{wheels.python_files} project Python files scanned",
+        "",
+    ]
+    if audit.ok:
+        lines.append("findings  none: within the size limit, no ML, no GPU libraries")
+    else:
+        lines.append(f"findings  {len(audit.findings)}")
+        lines += [f"  {f.kind:<12} {f.where}: {f.detail}" for f in audit.findings]
+    return lines
