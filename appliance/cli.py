@@ -261,41 +261,97 @@ def prepare_to_serve(settings: cfg.ServerSettings) -> list[str]:
 
 
 @main.command("audit")
+@click.argument("bundle", required=False, type=click.Path(path_type=Path, exists=True))
 @click.option(
     "--source",
     "source",
-    required=True,
     type=click.Path(path_type=Path, file_okay=False),
-    help="A source tree (the repository) to check for ML on the node.",
+    help="Check a source tree (the repository) instead of a bundle.",
+)
+@click.option(
+    "--max-image-mb",
+    type=click.FloatRange(min=0, min_open=True),
+    default=600,
+    show_default=True,
+    help="Largest uncompressed image allowed, in MB (10^6 bytes). Bundles only.",
+)
+@click.option(
+    "--largest",
+    type=click.IntRange(min=1, max=1000),
+    default=10,
+    show_default=True,
+    help="How many of each image's largest files to list. Bundles only.",
 )
 @click.option(
     "--json",
     "json_file",
     type=click.Path(path_type=Path, dir_okay=False),
-    help="Also write the findings as JSON to this file.",
+    help="Also write the whole report as JSON to this file.",
 )
-def audit_command(source: Path, json_file: Path | None) -> None:
-    """Check that no ML library can reach the node: imports, dependencies, server routes.
+@click.pass_context
+def audit_command(
+    ctx: click.Context,
+    bundle: Path | None,
+    source: Path | None,
+    max_image_mb: float,
+    largest: int,
+    json_file: Path | None,
+) -> None:
+    """Check that no ML library can reach the node, in a built BUNDLE or a --source tree.
 
-    Scans the node's shipped code (appliance/, server/, bundle/), its dependencies and locks,
-    and the routes of the server built from that tree. ml_workstation/ may use ML and is not
-    scanned. Exits 1 if anything is found.
+    BUNDLE (.tar or unpacked folder): per image its sizes (uncompressed, gzip -6, file), layers,
+    largest files and Python distributions; then no image over --max-image-mb, no ML
+    distribution or package, no CUDA/GPU library, no ML route in the server app it ships, no
+    ML import in its code, no ML wheel in the wheel cache. It does NOT check signatures or
+    checksums: run `appliance verify` first. To list routes it builds the image's server app
+    (without serving it) in a child Python, so audit only a bundle you have verified.
+
+    --source DIR: scans the node's shipped code (appliance/, server/, bundle/), its
+    dependencies and locks, and the routes of the server built from that tree. ml_workstation/
+    may use ML and is not scanned.
+
+    Exits 1 if anything is found; 2 or 3, with one error line, if the input cannot be read
+    (safely).
     """
-    from appliance.audit_source import audit_source
+    from click.core import ParameterSource
+
+    if source is not None and bundle is None:
+        for name in ("max_image_mb", "largest"):
+            if ctx.get_parameter_source(name) is not ParameterSource.DEFAULT:
+                msg = f"--{name.replace('_', '-')} applies to a BUNDLE, not to --source"
+                raise click.UsageError(msg)
+        from appliance.audit_source import audit_source
+
+        with reported_errors():
+            tree = audit_source(source)
+        if json_file is not None:
+            json_file.write_text(json.dumps(tree.as_json(), indent=2) + "\n", encoding="utf-8")
+        checked = ", ".join(f"{count} {what}" for what, count in tree.checked.items())
+        for finding in tree.findings:
+            click.echo(f"{finding.kind:<10} {finding.where}: {finding.detail}")
+        if not tree.ok:
+            click.echo(
+                f"error: {len(tree.findings)} ML finding(s) in {source} ({checked} checked)",
+                err=True,
+            )
+            sys.exit(1)
+        click.echo(f"no ML on the node: {checked} checked")
+        return
+    if bundle is None or source is not None:
+        msg = "give either BUNDLE or --source DIR (exactly one)"
+        raise click.UsageError(msg)
+    from appliance.bundle_audit import audit_bundle, render_table
 
     with reported_errors():
-        audit = audit_source(source)
+        audit = audit_bundle(
+            bundle, max_image_mb=max_image_mb, largest=largest, progress=Progress()
+        )
     if json_file is not None:
         json_file.write_text(json.dumps(audit.as_json(), indent=2) + "\n", encoding="utf-8")
-    checked = ", ".join(f"{count} {what}" for what, count in audit.checked.items())
-    for finding in audit.findings:
-        click.echo(f"{finding.kind:<10} {finding.where}: {finding.detail}")
+    click.echo("\n".join(render_table(audit)))
     if not audit.ok:
-        click.echo(
-            f"error: {len(audit.findings)} ML finding(s) in {source} ({checked} checked)", err=True
-        )
+        click.echo(f"error: {len(audit.findings)} finding(s) in {bundle}", err=True)
         sys.exit(1)
-    click.echo(f"no ML on the node: {checked} checked")
 
 
 @main.command("verify")
