@@ -4,7 +4,8 @@ Each bundle holds a real docker-archive image written by bundle/oci.py: a base, 
 layer, the app layer carrying a tiny stand-in server app (its `create_app` lists fixed routes, so
 route checking runs for real without Litestar). A clean bundle passes; each bad one, named for
 what is wrong with it, fails with exit 1 and the finding that says so; broken or hostile input
-fails with one `error:` line.
+fails with one `error:` line. Last, the bundle build_bundle.py makes (the session's
+`built_bundle`) passes.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from bundle import layout, oci
 from bundle.archive import write_archive
 from bundle.checksums import write_checksums
 from tests.conftest import run
+from tests.integration.conftest import BuiltBundle
 from tests.integration.test_cli import one_error_line
 
 VERSION = "1.4.0"
@@ -442,11 +444,7 @@ def test_help_says_signatures_are_not_checked() -> None:
 
 
 def check_real_bundle(bundle: Path, work: Path) -> dict[str, Any]:
-    """The audit of a bundle built by build_bundle.py: clean, the server image well under limits.
-
-    Not a test on its own (CI has no built bundle at collection time): call it from a test that
-    has one, e.g. with a session fixture that runs build_bundle.py.
-    """
+    """The audit of a bundle built by build_bundle.py: clean, the server image well under limits."""
     done, report = audit_json(bundle, work)
     assert done.returncode == 0, done.stdout + done.stderr
     assert report["ok"] is True and report["findings"] == []
@@ -462,3 +460,8 @@ def check_real_bundle(bundle: Path, work: Path) -> dict[str, Any]:
     assert server["python_files_scanned"] > 0
     assert report["wheels"]["python_files_scanned"] > 0
     return report
+
+
+@pytest.mark.slow
+def test_audit_of_the_built_bundle_is_clean(built_bundle: BuiltBundle, tmp_path: Path) -> None:
+    check_real_bundle(built_bundle.archive, tmp_path)
