@@ -258,12 +258,17 @@ def audit_dependencies(root: Path) -> tuple[list[Finding], int]:
     return findings, len(entries)
 
 
-def served_routes(root: Path) -> list[str]:
-    """Every route path of the tree's server app (schema-hidden routes too), built but not started."""
-    path = [str(root), *filter(None, [os.environ.get("PYTHONPATH")])]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+def served_routes(root: Path, *, isolated: bool = False) -> list[str]:
+    """Every route path of the tree's server app (schema-hidden routes too), built but not started.
+
+    `isolated`: import only from `root` and the standard library (`python -S`, no site-packages),
+    for a tree that carries its own dependencies, such as an image's site-packages.
+    """
+    extra = [] if isolated else list(filter(None, [os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), *extra])}
+    flags = ["-S"] if isolated else []
     result = subprocess.run(
-        [sys.executable, "-c", _ROUTES_SCRIPT],
+        [sys.executable, *flags, "-c", _ROUTES_SCRIPT],
         cwd=root,
         env=env,
         capture_output=True,

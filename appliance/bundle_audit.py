@@ -658,7 +658,7 @@ def _image_routes(file: str, site: Path) -> tuple[tuple[str, ...] | None, list[B
     if not (site / "server" / "app.py").is_file():
         return None, []
     try:
-        routes = served_routes(site)
+        routes = served_routes(site, isolated=True)
     except (ConfigError, subprocess.TimeoutExpired) as exc:
         detail = str(exc).replace(str(site), f"{file}:{layout.IMAGE_SITE_PACKAGES}")
         where = f"{file}:{layout.IMAGE_SITE_PACKAGES}/server/app.py"
