@@ -281,6 +281,9 @@ def build_bundle(options: BuildOptions, progress: Progress) -> BuildResult:  # n
         manifest.write_manifest(bundle_root / layout.MANIFEST, document)
 
         steps.next("sign")
+        atomic_write_bytes(
+            bundle_root / layout.SIGNER_KEY, f"{signer_key.openssh_line()}\n".encode()
+        )
         sums = checksums.write_checksums(bundle_root)
         atomic_write_bytes(bundle_root / layout.CHECKSUMS, sums)
         atomic_write_bytes(

@@ -14,6 +14,9 @@ INSTALL_SCRIPT = "install.sh"
 CHECKSUMS = "SHA256SUMS"
 CHECKSUMS_SIG = "SHA256SUMS.sig"
 MANIFEST = "manifest.json"
+SIGNER_KEY = (
+    "signer.pub"  # the signing key's public half, for --trust-fingerprint on a first install
+)
 WHEELS_DIR = "wheels"
 IMAGES_DIR = "images"
 ANSIBLE_DIR = "ansible"

@@ -114,6 +114,19 @@ def test_the_manifest_records_version_revision_time_target_and_images(
     assert image["uncompressed_bytes"] == sum(layer["size"] for layer in image["layers"])
 
 
+def test_signer_pub_is_the_signing_key(unpacked_bundle: Path, built_bundle: BuiltBundle) -> None:
+    """signer.pub lets a first install trust the key by fingerprint (install.sh --trust-fingerprint)."""
+    if shutil.which("ssh-keygen") is None:
+        pytest.skip("needs OpenSSH's ssh-keygen (.ci/run installs openssh-client)")
+    listed = subprocess.run(
+        ["ssh-keygen", "-lf", str(unpacked_bundle / layout.SIGNER_KEY)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert listed.stdout.split()[1] == built_bundle.fingerprint
+
+
 def test_stock_sha256sum_and_ssh_keygen_accept_the_bundle(
     unpacked_bundle: Path, built_bundle: BuiltBundle
 ) -> None:
