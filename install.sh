@@ -1,0 +1,205 @@
+#!/usr/bin/env bash
+# install.sh: install, upgrade, roll back, uninstall, back up or restore the appliance on this node.
+#
+# Runs from the unpacked bundle folder, as root, with no network. In order:
+#   1. verify the bundle with stock tools (ssh-keygen -Y verify, sha256sum -c); nothing on the
+#      node changes before this passes;
+#   2. build a Python virtual environment from wheels/ (pip --no-index), once per version;
+#   3. run the Ansible playbook for the action on this node (ansible-playbook -c local).
+# Every failure prints one line "install.sh: error: ..." and exits non-zero.
+set -euo pipefail
+umask 022
+
+PROG=install.sh
+BUNDLE_DIR=$(cd "$(dirname "$0")" && pwd)
+NAMESPACE=appliance-bundle
+APPLIANCE_ROOT=${APPLIANCE_ROOT:-/opt/appliance}
+CONFIG_DIR=${APPLIANCE_CONFIG_DIR:-/etc/appliance}
+INSTALLED_SIGNERS="$CONFIG_DIR/bundle_signers"
+
+usage() {
+    cat <<'EOF'
+Usage: install.sh [ACTION] [OPTIONS]
+
+Actions (default: install, which also upgrades an installed node):
+  --upgrade               same as the default; refuses a version below the bundle's floor
+  --rollback              go back to the version installed before the current one
+  --uninstall             stop and remove the appliance; data and trust stay
+  --purge                 with --uninstall: also remove data, trust and configuration
+  --backup DIR            write a backup of data, configuration and trust into DIR
+  --restore FILE          restore a backup made with --backup
+
+Trust (needed on a first install; later the node's own /etc/appliance/bundle_signers is used):
+  --signers FILE          allowed_signers file holding the release key (namespace appliance-bundle)
+  --trust-fingerprint FP  trust the key in signer.pub if its fingerprint is FP (SHA256:...)
+  --pack-signers FILE     allowed_signers for result packs (installed as /etc/appliance/pack_signers)
+
+Other:
+  --check                 show what would change (ansible --check --diff), change nothing
+  -e, --extra-var K=V     pass a variable to the playbook (e.g. -e appliance_inbox_dirs=[...])
+  -h, --help              this text
+
+Examples:
+  ./install.sh --trust-fingerprint SHA256:abc... --pack-signers /media/usb/pack_signers
+  ./install.sh                      # upgrade with a newer bundle
+  ./install.sh --backup /media/usb
+EOF
+}
+
+die() {
+    echo "$PROG: error: $1" >&2
+    exit "${2:-1}"
+}
+
+note() {
+    echo "$PROG: $*" >&2
+}
+
+action=install
+signers=""
+fingerprint=""
+pack_signers=""
+backup_dir=""
+restore_file=""
+purge=false
+check=false
+extra_vars=()
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --upgrade) action=install ;;
+        --rollback) action=rollback ;;
+        --uninstall) action=uninstall ;;
+        --purge) purge=true ;;
+        --backup) [ $# -ge 2 ] || die "--backup needs a folder" 2; action=backup; backup_dir=$2; shift ;;
+        --restore) [ $# -ge 2 ] || die "--restore needs a backup file" 2; action=restore; restore_file=$2; shift ;;
+        --signers) [ $# -ge 2 ] || die "--signers needs a file" 2; signers=$2; shift ;;
+        --trust-fingerprint) [ $# -ge 2 ] || die "--trust-fingerprint needs SHA256:..." 2; fingerprint=$2; shift ;;
+        --pack-signers) [ $# -ge 2 ] || die "--pack-signers needs a file" 2; pack_signers=$2; shift ;;
+        --check) check=true ;;
+        -e | --extra-var) [ $# -ge 2 ] || die "$1 needs KEY=VALUE" 2; extra_vars+=(-e "$2"); shift ;;
+        -h | --help) usage; exit 0 ;;
+        *) die "unknown option $1 (see --help)" 2 ;;
+    esac
+    shift
+done
+
+[ "$(id -u)" -eq 0 ] || die "run as root (the playbook manages systemd units and /opt/appliance)" 2
+[ "$purge" = false ] || [ "$action" = uninstall ] || die "--purge goes with --uninstall only" 2
+for tool in ssh-keygen sha256sum python3; do
+    command -v "$tool" >/dev/null || die "$tool not found: install it (Debian: openssh-client, coreutils, python3)" 2
+done
+
+# --- 1. verify the bundle, with stock tools only ----------------------------------------------------
+
+cd "$BUNDLE_DIR"
+for file in SHA256SUMS SHA256SUMS.sig manifest.json; do
+    [ -f "$file" ] || die "$BUNDLE_DIR/$file is missing: not a whole bundle" 3
+done
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+if [ -n "$signers" ]; then
+    [ -r "$signers" ] || die "--signers $signers: no such readable file" 2
+    cp "$signers" "$work/allowed_signers"
+elif [ -n "$fingerprint" ]; then
+    [ -f signer.pub ] || die "the bundle has no signer.pub to compare with --trust-fingerprint" 3
+    actual=$(ssh-keygen -lf signer.pub | awk '{print $2}')
+    [ "$actual" = "$fingerprint" ] || die "signer.pub has fingerprint $actual, not $fingerprint: not trusted" 3
+    printf 'release namespaces="%s" %s\n' "$NAMESPACE" "$(cut -d' ' -f1,2 signer.pub)" > "$work/allowed_signers"
+elif [ -r "$INSTALLED_SIGNERS" ]; then
+    cp "$INSTALLED_SIGNERS" "$work/allowed_signers"
+else
+    die "no trusted bundle signers: pass --signers FILE or --trust-fingerprint SHA256:... on a first install" 2
+fi
+
+principal=$(ssh-keygen -Y find-principals -s SHA256SUMS.sig -f "$work/allowed_signers" 2>/dev/null | head -n 1) ||
+    die "SHA256SUMS.sig is not signed by a trusted key" 3
+[ -n "$principal" ] || die "SHA256SUMS.sig is not signed by a trusted key" 3
+verdict=$(ssh-keygen -Y verify -f "$work/allowed_signers" -I "$principal" -n "$NAMESPACE" -s SHA256SUMS.sig \
+    < SHA256SUMS 2>&1) || die "signature check failed: $(echo "$verdict" | tail -n 1)" 3
+signer_fingerprint=$(echo "$verdict" | grep -o 'SHA256:[A-Za-z0-9+/=]*' | head -n 1)
+note "signature good: $principal ($signer_fingerprint)"
+if ! failed=$(sha256sum --strict --quiet -c SHA256SUMS 2>&1); then
+    die "checksum check failed: $(echo "$failed" | head -n 1)" 3
+fi
+note "every file matches SHA256SUMS"
+# sha256sum -c cannot see a file that SHA256SUMS does not list; find can.
+find . -type f ! -name SHA256SUMS ! -name SHA256SUMS.sig | sed 's|^\./||' | LC_ALL=C sort > "$work/present"
+sed 's/^[0-9a-f]*  //' SHA256SUMS | LC_ALL=C sort > "$work/listed"
+unlisted=$(LC_ALL=C comm -23 "$work/present" "$work/listed" | head -n 1)
+[ -z "$unlisted" ] || die "$unlisted is in the bundle but not in SHA256SUMS" 3
+special=$(find . ! -type f ! -type d | head -n 1)
+[ -z "$special" ] || die "the bundle holds a link or special file: $special" 3
+
+version=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["version"])' manifest.json) ||
+    die "manifest.json is not readable JSON" 3
+[ "$(basename "$BUNDLE_DIR")" = "appliance-$version" ] ||
+    note "the bundle folder is $(basename "$BUNDLE_DIR"), the manifest says $version"
+
+# --- 2. the virtual environment, from the wheel cache ------------------------------------------------
+
+venv="$APPLIANCE_ROOT/venvs/$version"
+lock_sum=$(sha256sum wheels/requirements.lock | cut -d' ' -f1)
+if [ "$check" = true ] && [ ! -f "$venv/.lock.sha256" ]; then
+    die "--check needs this version's environment: run the install once without --check" 2
+fi
+if [ ! -f "$venv/.lock.sha256" ] || [ "$(cat "$venv/.lock.sha256")" != "$lock_sum" ]; then
+    note "building $venv from wheels/ (no network)"
+    # Built in place (a venv cannot move); the .lock.sha256 marker, written last, says it is whole.
+    rm -rf "$venv"
+    mkdir -p "$APPLIANCE_ROOT/venvs"
+    python3 -m venv "$venv" || die "python3 -m venv failed (Debian: apt-get install python3-venv)" 2
+    if ! out=$("$venv/bin/pip" install --quiet --disable-pip-version-check --no-index \
+        --find-links wheels --require-hashes -r wheels/requirements.lock 2>&1); then
+        rm -rf "$venv"
+        die "pip install from wheels/ failed: $(echo "$out" | grep -v '^ *$' | tail -n 1)" 2
+    fi
+    echo "$lock_sum" > "$venv/.lock.sha256"
+fi
+
+# --- 3. the playbook ---------------------------------------------------------------------------------
+
+case "$action" in
+    install) playbook=install.yml ;;
+    rollback) playbook=rollback.yml ;;
+    uninstall) playbook=uninstall.yml ;;
+    backup) playbook=backup.yml ;;
+    restore) playbook=restore.yml ;;
+esac
+
+vars="$work/vars.json"
+export BUNDLE_DIR version principal signer_fingerprint pack_signers venv purge backup_dir restore_file
+export SIGNERS_FILE="$work/allowed_signers"
+"$venv/bin/python" - "$vars" <<'EOF'
+import json, os, sys
+env = os.environ
+json.dump({
+    "appliance_bundle_dir": env["BUNDLE_DIR"],
+    "appliance_bundle_version": env["version"],
+    "appliance_bundle_signer": env["principal"],
+    "appliance_bundle_signer_fingerprint": env["signer_fingerprint"],
+    "appliance_trust_bundle_signers_src": env["SIGNERS_FILE"],
+    "appliance_trust_pack_signers_src": env["pack_signers"],
+    "appliance_venv": env["venv"],
+    "appliance_purge": env["purge"] == "true",
+    "appliance_backup_dir": env["backup_dir"],
+    "appliance_restore_file": env["restore_file"],
+}, open(sys.argv[1], "w"))
+EOF
+
+flags=()
+[ "$check" = false ] || flags+=(--check --diff)
+export ANSIBLE_CONFIG="$BUNDLE_DIR/ansible/ansible.cfg"
+export ANSIBLE_LOCAL_TEMP="$work/ansible-local"
+export ANSIBLE_HOME="$work/ansible-home"
+note "running ansible/$playbook${flags:+ ${flags[*]}}"
+if ! "$venv/bin/ansible-playbook" -c local -i localhost, "$BUNDLE_DIR/ansible/$playbook" \
+    -e "@$vars" "${extra_vars[@]}" "${flags[@]}" > "$work/ansible.log" 2>&1; then
+    cat "$work/ansible.log" >&2
+    reason=$(grep -o '"msg": "[^"]*"' "$work/ansible.log" | tail -n 1 | sed 's/"msg": "//; s/"$//')
+    die "${reason:-ansible-playbook $playbook failed (see above)}" 4
+fi
+cat "$work/ansible.log"
+note "$action done: appliance $version"
