@@ -9,7 +9,7 @@ BUNDLE_VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 DEV_KEYS := .dev-keys
 PODMAN_SOCKET := /run/podman/podman.sock
 
-.PHONY: demo test lint bundle engine frontend frontend-check screenshots bench-import bench-server bench-dashboard clean help
+.PHONY: demo test lint bundle engine node-test bench-install frontend frontend-check screenshots bench-import bench-server bench-dashboard clean help
 .DEFAULT_GOAL := help
 
 help:  ## List the targets.
@@ -62,6 +62,9 @@ engine:  ## Start Podman's Docker-compatible API on $(PODMAN_SOCKET) unless one 
 		(setsid nohup podman --runtime runc system service --time=0 unix://$(PODMAN_SOCKET) >/dev/null 2>&1 &) && \
 		for i in $$(seq 50); do test -S $(PODMAN_SOCKET) && break; sleep 0.1; done && echo "started podman system service on $(PODMAN_SOCKET)"; fi
 
+node-test: $(BIN)/.installed  ## The installer end to end on a simulated air-gapped node (needs podman, runc, mmdebstrap).
+	$(BIN)/python -m pytest tests/e2e -v
+
 frontend:  ## Rebuild the dashboard into server/frontend/dist (needs Node 20.19+; the result is committed).
 	cd server/frontend && npm ci --no-audit --no-fund && npm run build
 
@@ -71,6 +74,9 @@ frontend-check: frontend  ## Fail if a fresh build differs from the committed da
 
 screenshots: $(BIN)/.installed  ## Retake docs/images/*.png with Chromium (needs /usr/bin/chromium).
 	UPDATE_SCREENSHOTS=1 $(BIN)/python -m pytest tests/browser -k screenshot -q
+
+bench-install: $(BIN)/.installed  ## Install-to-healthy time, upgrade gap and second-run time on a simulated node.
+	$(BIN)/python benchmarks/bench_install.py
 
 bench-import: $(BIN)/.installed  ## Field-scale demo/pack/import benchmark against sha256sum.
 	$(BIN)/python benchmarks/bench_import.py

@@ -198,7 +198,7 @@ note "running ansible/$playbook${flags:+ ${flags[*]}}"
 if ! "$venv/bin/ansible-playbook" -c local -i localhost, "$BUNDLE_DIR/ansible/$playbook" \
     -e "@$vars" "${extra_vars[@]}" "${flags[@]}" > "$work/ansible.log" 2>&1; then
     cat "$work/ansible.log" >&2
-    reason=$(grep -o '"msg": "[^"]*"' "$work/ansible.log" | tail -n 1 | sed 's/"msg": "//; s/"$//')
+    reason=$(sed -n -E 's/^ +msg: (.*)$/\1/p; s/.*"msg": "([^"]*)".*/\1/p' "$work/ansible.log" | tail -n 1 || true)
     die "${reason:-ansible-playbook $playbook failed (see above)}" 4
 fi
 cat "$work/ansible.log"

@@ -1,0 +1,134 @@
+"""The installer's figures on a simulated air-gapped node, against the bare floor in the same run.
+
+For each run, on a fresh node (tests/e2e/simnode.py: Debian 12, systemd, Podman, no network):
+
+- install: `install.sh` from its start to its end, which is after the server passed its health
+  gate (venv from wheels/, image load, units, health gate);
+- second run: `install.sh` again, which changes nothing;
+- upgrade gap: the longest time `/api/v1/items` did not answer while upgrading to the next
+  version, probed every 50 ms from inside the node (tests/e2e/poller.py).
+
+The peer is the bare floor on another fresh node: `podman load` of the same image and `podman run`
+until the healthcheck passes, with no verification, venv or systemd. Prints a Markdown table.
+
+    python benchmarks/bench_install.py [--runs 3] [--workdir .bench/install]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from appliance.sshsig import generate_key  # noqa: E402
+from bundle import layout  # noqa: E402
+from tests.e2e.simnode import USB, Node, start_node  # noqa: E402
+
+VERSIONS = ("1.0.0", "1.1.0")
+POLLER = REPO / "tests" / "e2e" / "poller.py"
+
+
+def build(version: str, key: Path, out: Path) -> None:
+    if (out / layout.archive_name(version)).exists():
+        return
+    env = {**os.environ, "SOURCE_DATE_EPOCH": "1763769600"}
+    command = [sys.executable, str(REPO / "build_bundle.py"), "--version", version, "--key", str(key)]
+    subprocess.run([*command, "--out", str(out), "--skip-engine-check"], check=True, env=env, capture_output=True)
+
+
+def timed(node: Node, script: str) -> float:
+    started = time.perf_counter()
+    result = node.sh(script)
+    elapsed = time.perf_counter() - started
+    if result.returncode != 0:
+        sys.exit(f"error: {script!r} failed: {result.stderr.strip().splitlines()[-1:]}")
+    return elapsed
+
+
+def unpack(node: Node, version: str) -> str:
+    node.sh(f"mkdir -p /var/tmp/b && tar -xf {USB}/appliance-{version}.tar -C /var/tmp/b", check=True)
+    return f"/var/tmp/b/appliance-{version}"
+
+
+def one_run(stick: Path, fingerprint: str) -> dict[str, float]:
+    node = start_node("appliance-bench-node", stick)
+    try:
+        first = unpack(node, VERSIONS[0])
+        install = timed(node, f"cd {first} && ./install.sh --trust-fingerprint {fingerprint}")
+        second = timed(node, f"cd {first} && ./install.sh")
+        upgrade_dir = unpack(node, VERSIONS[1])
+        node.sh(f"cat > /tmp/poller.py <<'EOF'\n{POLLER.read_text()}EOF", check=True)
+        node.sh(
+            "setsid -f python3 /tmp/poller.py http://127.0.0.1:8080/health/startup /tmp/poll.json /tmp/poll.stop",
+            check=True,
+        )
+        time.sleep(1)
+        upgrade = timed(node, f"cd {upgrade_dir} && ./install.sh")
+        time.sleep(1)
+        node.sh("touch /tmp/poll.stop", check=True)
+        while node.sh("test -f /tmp/poll.json").returncode != 0:
+            time.sleep(0.2)
+        report = json.loads(node.sh("cat /tmp/poll.json", check=True).stdout)
+        gap = max((end - start for start, end in report["windows"]), default=0.0)
+    finally:
+        node.stop()
+    return {"install": install, "second": second, "upgrade": upgrade, "gap": gap}
+
+
+def floor_run(stick: Path) -> float:
+    """podman load + podman run until healthy, on a fresh node: no checks, no venv, no systemd."""
+    node = start_node("appliance-bench-floor", stick)
+    try:
+        folder = unpack(node, VERSIONS[0])
+        script = (
+            f"podman load -q -i {folder}/{layout.SERVER_IMAGE_FILE} >/dev/null && "
+            "mkdir -p /var/lib/appliance && chown 10001:10001 /var/lib/appliance && "
+            "podman run -d --name floor --network host --read-only --tmpfs /tmp "
+            f"-v /var/lib/appliance:/var/lib/appliance {layout.SERVER_IMAGE_NAME}:{VERSIONS[0]} >/dev/null && "
+            "until python3 -c \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/health/startup')\" 2>/dev/null; do sleep 0.1; done"
+        )
+        return timed(node, script)
+    finally:
+        node.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--workdir", type=Path, default=REPO / ".bench" / "install")
+    args = parser.parse_args()
+    stick: Path = args.workdir.resolve() / "usb"
+    stick.mkdir(parents=True, exist_ok=True)
+    key = args.workdir.resolve() / "release.key"
+    if not key.exists():
+        generate_key(key, "bench@localhost")
+    fingerprint = subprocess.run(["ssh-keygen", "-lf", f"{key}.pub"], capture_output=True, text=True, check=True).stdout.split()[1]
+    for version in VERSIONS:
+        build(version, key, stick)
+    runs = [one_run(stick, fingerprint) for _ in range(args.runs)]
+    floors = [floor_run(stick) for _ in range(args.runs)]
+
+    def cell(values: list[float]) -> str:
+        return f"{statistics.median(values):.1f} ({min(values):.1f}-{max(values):.1f})"
+
+    print(f"{args.runs} runs each on a fresh simulated node; median (min-max), seconds\n")
+    print("| measure | goal | ours | bare floor (podman load + run) |")
+    print("|---|---:|---:|---:|")
+    print(f"| install.sh start to healthy | <= 120 | {cell([r['install'] for r in runs])} | {cell(floors)} |")
+    print(f"| upgrade unavailability window | <= 5 | {cell([r['gap'] for r in runs])} | - |")
+    print(f"| second run (changes nothing) | - | {cell([r['second'] for r in runs])} | - |")
+    print(f"| upgrade, whole install.sh | - | {cell([r['upgrade'] for r in runs])} | - |")
+    shutil.rmtree(args.workdir.resolve() / "tmp", ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,281 @@
+"""The field operator's whole experience, on a simulated air-gapped node (tests/e2e/simnode.py).
+
+One node, one story, in order: a tampered bundle changes nothing; install; serve; import from
+the stick; the importer picks up a dropped pack; a second run changes nothing; upgrade with the
+API answering but for a short gap; a broken upgrade rolls itself back; rollback; backup,
+uninstall, reinstall, restore; and the audit trail tells all of it. The node has no network.
+The tests depend on each other's order (pytest runs them as written); each says what it left.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import Stick
+from tests.e2e.simnode import USB, Node
+
+pytestmark = pytest.mark.slow
+
+POLLER = Path(__file__).with_name("poller.py")
+HEALTH_RETRIES = 30  # seconds the broken release gets before the installer gives up on it
+IMPORT_WITHIN_SECONDS = 90.0
+
+
+def unpack(node: Node, version: str) -> str:
+    """Unpack appliance-<version>.tar from the stick into /var/tmp; returns the bundle folder."""
+    target = f"/var/tmp/bundle-{version}"
+    node.sh(
+        f"rm -rf {target} && mkdir -p {target} && tar -xf {USB}/appliance-{version}.tar -C {target}",
+        check=True,
+    )
+    return f"{target}/appliance-{version}"
+
+
+def install(node: Node, folder: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return node.sh(f"cd {folder} && ./install.sh {' '.join(args)}")
+
+
+def recap(output: str) -> dict[str, int]:
+    match = re.search(r"ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", output)
+    assert match, output[-2000:]
+    return dict(
+        zip(("ok", "changed", "unreachable", "failed"), map(int, match.groups()), strict=True)
+    )
+
+
+def installed(node: Node) -> dict[str, str]:
+    data: dict[str, str] = json.loads(
+        node.sh("cat /etc/appliance/installed.json", check=True).stdout
+    )
+    return data
+
+
+def trail(node: Node) -> list[dict[str, str]]:
+    lines = node.sh("cat /var/log/appliance/installer.jsonl", check=True).stdout.splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def current_version(node: Node) -> str | None:
+    result = node.sh("appliance versions --json", check=True)
+    current: str | None = json.loads(result.stdout)["current"]
+    return current
+
+
+def nothing_installed(node: Node) -> None:
+    for path in (
+        "/opt/appliance",
+        "/etc/appliance",
+        "/etc/systemd/system/appliance-server.service",
+        "/var/log/appliance",
+    ):
+        assert node.sh(f"test -e {path}").returncode != 0, f"{path} exists"
+    assert node.sh("podman images -q").stdout.strip() == ""
+
+
+# --- refusals that change nothing -------------------------------------------------------------------
+
+
+def test_a_tampered_bundle_is_refused_and_nothing_changes(node: Node, stick: Stick) -> None:
+    folder = unpack(node, "1.0.0")
+    trust = f"--trust-fingerprint {stick.fingerprint}"
+    node.sh(
+        f"cp -a {folder} /var/tmp/flipped && printf x | dd of=/var/tmp/flipped/images/server.tar bs=1 seek=5000 conv=notrunc status=none",
+        check=True,
+    )
+    node.sh(
+        f"cp -a {folder} /var/tmp/extra && echo hi > /var/tmp/extra/wheels/extra.txt", check=True
+    )
+    cases = {
+        "/var/tmp/flipped": (trust, "checksum check failed: images/server.tar: FAILED"),
+        "/var/tmp/extra": (trust, "wheels/extra.txt is in the bundle but not in SHA256SUMS"),
+        folder: (
+            "--trust-fingerprint SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            "not trusted",
+        ),
+        f"{folder} ": ("", "no trusted bundle signers"),
+    }
+    for path, (flags, reason) in cases.items():
+        result = install(node, path.strip(), flags)
+        assert result.returncode != 0, path
+        last = result.stderr.strip().splitlines()[-1]
+        assert last.startswith("install.sh: error: ") and reason in last, last
+        nothing_installed(node)
+
+
+# --- install, serve, import ------------------------------------------------------------------------
+
+
+def test_install_from_the_stick_serves_the_dashboard_and_api(node: Node, stick: Stick) -> None:
+    folder = unpack(node, "1.0.0")
+    result = install(
+        node,
+        folder,
+        f"--trust-fingerprint {stick.fingerprint}",
+        f"--pack-signers {USB}/pack_signers",
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert recap(result.stdout)["failed"] == 0
+    assert installed(node)["version"] == "1.0.0"
+    assert node.sh("systemctl is-active appliance-server appliance-importer").stdout.split() == [
+        "active",
+        "active",
+    ]
+    status, body = node.http("/")
+    assert status == 200 and "<html" in body.lower()
+    assert node.http("/health/startup")[0] == 200
+    assert node.http("/health/ready")[0] == 503  # no data yet
+    unit = node.sh("cat /etc/systemd/system/appliance-server.service", check=True).stdout
+    for hardening in (
+        "--read-only",
+        "--cap-drop ALL",
+        "no-new-privileges",
+        "--memory",
+        "--cpus",
+        "--user 10001:10001",
+    ):
+        assert hardening in unit
+
+
+def test_a_pack_from_the_stick_is_imported_and_served(node: Node) -> None:
+    result = node.sh(f"appliance import {USB}/results-1.pack")
+    assert result.returncode == 0, result.stderr
+    assert current_version(node) == "v0001"
+    assert node.http("/health/ready")[0] == 200
+    status, body = node.http("/api/v1/items?limit=3")
+    assert status == 200 and len(json.loads(body)["items"]) == 3
+    owner = node.sh("stat -c %u /var/lib/appliance/versions/v0001", check=True).stdout.strip()
+    assert owner == "10001"  # the appliance command ran as the server's user
+
+
+def test_the_importer_picks_up_a_pack_dropped_in_the_inbox(node: Node) -> None:
+    node.sh(
+        f"cp {USB}/results-2.pack /srv/appliance/inbox/.results-2.pack.part && mv /srv/appliance/inbox/.results-2.pack.part /srv/appliance/inbox/results-2.pack",
+        check=True,
+    )
+    deadline = time.monotonic() + IMPORT_WITHIN_SECONDS
+    while current_version(node) != "v0002" and time.monotonic() < deadline:
+        time.sleep(1)
+    assert current_version(node) == "v0002", node.sh(
+        "journalctl -u appliance-importer --no-pager | tail -20"
+    ).stdout
+    assert node.sh("test -f /srv/appliance/inbox/done/results-2.pack").returncode == 0
+
+
+def test_a_second_run_changes_nothing_and_check_mode_too(node: Node) -> None:
+    folder = "/var/tmp/bundle-1.0.0/appliance-1.0.0"
+    again = install(node, folder)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert recap(again.stdout)["changed"] == 0
+    checked = install(node, folder, "--check")
+    assert checked.returncode == 0, checked.stdout[-2000:] + checked.stderr[-2000:]
+    assert recap(checked.stdout)["changed"] == 0
+
+
+# --- upgrades -------------------------------------------------------------------------------------
+
+
+def test_upgrade_keeps_answering_but_for_a_short_gap(node: Node) -> None:
+    folder = unpack(node, "1.1.0")
+    node.sh(f"cat > /tmp/poller.py <<'EOF'\n{POLLER.read_text()}EOF", check=True)
+    node.sh(
+        "rm -f /tmp/poll.stop /tmp/poll.json; setsid -f python3 /tmp/poller.py http://127.0.0.1:8080/api/v1/items?limit=1 /tmp/poll.json /tmp/poll.stop",
+        check=True,
+    )
+    time.sleep(1)
+    result = install(node, folder)
+    time.sleep(1)
+    node.sh("touch /tmp/poll.stop", check=True)
+    deadline = time.monotonic() + 10
+    while node.sh("test -f /tmp/poll.json").returncode != 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert installed(node)["version"] == "1.1.0" and installed(node)["previous"] == "1.0.0"
+    report = json.loads(node.sh("cat /tmp/poll.json", check=True).stdout)
+    assert not report["still_failing"]
+    assert len(report["windows"]) == 1, report  # one restart, not a flapping service
+    assert report["requests"] > report["failures"] > 0
+    assert current_version(node) == "v0002"  # the data stayed
+
+
+def test_an_upgrade_that_fails_its_health_gate_rolls_itself_back(node: Node) -> None:
+    folder = unpack(node, "1.2.0")
+    result = install(node, folder, f"-e appliance_server_health_retries={HEALTH_RETRIES}")
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert "1.2.0 failed its health gate; rolled back to 1.1.0" in last, last
+    assert installed(node)["version"] == "1.1.0"
+    assert (
+        "appliance-server:1.1.0"
+        in node.sh("cat /etc/systemd/system/appliance-server.service").stdout
+    )
+    assert node.http("/health/ready")[0] == 200
+    assert trail(node)[-1]["action"] == "upgrade-failed"
+
+
+def test_rollback_returns_to_the_previous_version(node: Node) -> None:
+    result = install(node, "/var/tmp/bundle-1.1.0/appliance-1.1.0", "--rollback")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert installed(node)["version"] == "1.0.0" and installed(node)["previous"] == "1.1.0"
+    assert (
+        "appliance-server:1.0.0"
+        in node.sh("cat /etc/systemd/system/appliance-server.service").stdout
+    )
+    assert node.http("/health/ready")[0] == 200
+
+
+# --- backup, uninstall, reinstall, restore ------------------------------------------------------------
+
+
+def test_backup_uninstall_reinstall_restore(node: Node) -> None:
+    folder = "/var/tmp/bundle-1.1.0/appliance-1.1.0"
+    node.sh("mkdir -p /backup", check=True)
+    backup = install(node, folder, "--backup /backup")
+    assert backup.returncode == 0, backup.stdout[-3000:] + backup.stderr[-2000:]
+    [archive] = node.sh("ls /backup/*.tar.gz", check=True).stdout.split()
+    assert node.sh(f"cd /backup && sha256sum -c {Path(archive).name}.sha256").returncode == 0
+
+    removed = install(node, folder, "--uninstall")
+    assert removed.returncode == 0, removed.stdout[-3000:] + removed.stderr[-2000:]
+    assert node.sh("test -e /etc/systemd/system/appliance-server.service").returncode != 0
+    assert node.sh("test -e /opt/appliance").returncode != 0
+    assert node.sh("test -d /var/lib/appliance/versions/v0002").returncode == 0  # data kept
+    assert node.sh("test -f /etc/appliance/bundle_signers").returncode == 0  # trust kept
+
+    again = install(node, folder)  # the node's own trust: no flags needed
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-2000:]
+    assert current_version(node) == "v0002"
+
+    node.sh("appliance rollback v0001", check=True)  # change the data, then restore puts it back
+    assert current_version(node) == "v0001"
+    restored = install(node, folder, f"--restore {archive}")
+    assert restored.returncode == 0, restored.stdout[-3000:] + restored.stderr[-2000:]
+    assert current_version(node) == "v0002"
+    assert node.http("/health/ready")[0] == 200
+
+
+def test_the_audit_trail_lists_every_step(node: Node, stick: Stick) -> None:
+    events = trail(node)
+    actions = [event["action"] for event in events]
+    assert actions == [
+        "install",
+        "upgrade",
+        "upgrade-failed",
+        "rollback",
+        "backup",
+        "uninstall",
+        "install",
+        "restore",
+    ]
+    assert [event["version"] for event in events][:4] == ["1.0.0", "1.1.0", "1.2.0", "1.0.0"]
+    assert all(event["fingerprint"] == stick.fingerprint for event in events)
+
+
+def test_the_node_had_no_network(node: Node) -> None:
+    links = node.sh("ls /sys/class/net", check=True).stdout.split()
+    assert links == ["lo"]
