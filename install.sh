@@ -202,4 +202,7 @@ if ! "$venv/bin/ansible-playbook" -c local -i localhost, "$BUNDLE_DIR/ansible/$p
     die "${reason:-ansible-playbook $playbook failed (see above)}" 4
 fi
 cat "$work/ansible.log"
+if [ "$action" = uninstall ] && [ "$check" = false ]; then
+    rm -rf "$APPLIANCE_ROOT"  # the venvs, the playbook's own among them, so only after it ended
+fi
 note "$action done: appliance $version"

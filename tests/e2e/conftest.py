@@ -89,8 +89,7 @@ def stick(
     shutil.copy(newer_pack, folder / "results-2.pack")
     shutil.copy(signer.allowed_signers, folder / "pack_signers")
     # A stick reads like a FAT stick mounted by the desktop: everyone may read it.
-    for path in [folder, *folder.parents[:2]]:
-        path.chmod(0o755)
+    folder.chmod(0o755)
     for path in folder.iterdir():
         path.chmod(0o644)
     return Stick(folder, public.fingerprint, bundles)
