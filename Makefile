@@ -40,11 +40,12 @@ demo: $(BIN)/.installed  ## Demo pack -> import -> server on http://127.0.0.1:80
 test: $(BIN)/.installed  ## Run every test (unit, integration).
 	$(BIN)/python -m pytest
 
-lint: $(BIN)/.installed  ## Ruff (lint and format check) and mypy.
+lint: $(BIN)/.installed  ## Ruff (lint and format check), mypy, the no-ML source audit and ansible-lint.
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/appliance audit --source .
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/ansible-lint --offline --profile production ansible/
 
 bundle: $(BIN)/.installed engine  ## Build dist/appliance-$(BUNDLE_VERSION).tar, signed with a development key (.dev-keys/).
 	@test -f $(DEV_KEYS)/bundle.key || { mkdir -p $(DEV_KEYS) && $(BIN)/python -c \

@@ -41,8 +41,20 @@ def build(version: str, key: Path, out: Path) -> None:
     if (out / layout.archive_name(version)).exists():
         return
     env = {**os.environ, "SOURCE_DATE_EPOCH": "1763769600"}
-    command = [sys.executable, str(REPO / "build_bundle.py"), "--version", version, "--key", str(key)]
-    subprocess.run([*command, "--out", str(out), "--skip-engine-check"], check=True, env=env, capture_output=True)
+    command = [
+        sys.executable,
+        str(REPO / "build_bundle.py"),
+        "--version",
+        version,
+        "--key",
+        str(key),
+    ]
+    subprocess.run(
+        [*command, "--out", str(out), "--skip-engine-check"],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
 
 
 def timed(node: Node, script: str) -> float:
@@ -55,8 +67,10 @@ def timed(node: Node, script: str) -> float:
 
 
 def unpack(node: Node, version: str) -> str:
-    node.sh(f"mkdir -p /var/tmp/b && tar -xf {USB}/appliance-{version}.tar -C /var/tmp/b", check=True)
-    return f"/var/tmp/b/appliance-{version}"
+    node.sh(
+        f"mkdir -p /var/tmp/b && tar -xf {USB}/appliance-{version}.tar -C /var/tmp/b", check=True
+    )
+    return f"/var/tmp/b/appliance-{version}"  # noqa: S108 (inside the simulated node)
 
 
 def one_run(stick: Path, fingerprint: str) -> dict[str, float]:
@@ -111,7 +125,9 @@ def main() -> None:
     key = args.workdir.resolve() / "release.key"
     if not key.exists():
         generate_key(key, "bench@localhost")
-    fingerprint = subprocess.run(["ssh-keygen", "-lf", f"{key}.pub"], capture_output=True, text=True, check=True).stdout.split()[1]
+    fingerprint = subprocess.run(
+        ["ssh-keygen", "-lf", f"{key}.pub"], capture_output=True, text=True, check=True
+    ).stdout.split()[1]
     for version in VERSIONS:
         build(version, key, stick)
     runs = [one_run(stick, fingerprint) for _ in range(args.runs)]
@@ -123,7 +139,9 @@ def main() -> None:
     print(f"{args.runs} runs each on a fresh simulated node; median (min-max), seconds\n")
     print("| measure | goal | ours | bare floor (podman load + run) |")
     print("|---|---:|---:|---:|")
-    print(f"| install.sh start to healthy | <= 120 | {cell([r['install'] for r in runs])} | {cell(floors)} |")
+    print(
+        f"| install.sh start to healthy | <= 120 | {cell([r['install'] for r in runs])} | {cell(floors)} |"
+    )
     print(f"| upgrade unavailability window | <= 5 | {cell([r['gap'] for r in runs])} | - |")
     print(f"| second run (changes nothing) | - | {cell([r['second'] for r in runs])} | - |")
     print(f"| upgrade, whole install.sh | - | {cell([r['upgrade'] for r in runs])} | - |")

@@ -148,7 +148,9 @@ def _copy_files(root: Path, bundle_root: Path, progress: Progress) -> list[str]:
         source = root / name
         if source.is_dir():
             shutil.copytree(
-                source, bundle_root / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+                source,
+                bundle_root / name,
+                ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.retry", ".ansible*"),
             )
             copied.append(f"{name}/")
         elif source.is_file():
