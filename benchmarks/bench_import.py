@@ -6,7 +6,7 @@ same run, right before the import, so both read it from a warm page cache: the r
 the import's verification stage (signature, tar checks, SHA-256 of every table while copying it
 out, Parquet schema checks) with the stock tool's hashing alone.
 
-    python benchmarks/bench_import.py [--items 20000] [--days 730] [--workdir .bench]
+    python benchmarks/bench_import.py [--items 20000] [--days 730] [--workdir .bench/import]
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=20_000)
     parser.add_argument("--days", type=int, default=730)
-    parser.add_argument("--workdir", type=Path, default=Path(".bench"))
+    parser.add_argument("--workdir", type=Path, default=Path(".bench/import"))
     args = parser.parse_args()
 
     work = args.workdir

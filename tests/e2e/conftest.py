@@ -88,6 +88,10 @@ def stick(
     shutil.copy(good_pack, folder / "results-1.pack")
     shutil.copy(newer_pack, folder / "results-2.pack")
     shutil.copy(signer.allowed_signers, folder / "pack_signers")
+    other = generate_key(keys / "other.key", "someone@else")
+    (folder / "other_signers").write_text(
+        f'someone@else namespaces="{layout.SIGNATURE_NAMESPACE}" {other.openssh_line()}\n'
+    )
     # A stick reads like a FAT stick mounted by the desktop: everyone may read it.
     folder.chmod(0o755)
     for path in folder.iterdir():

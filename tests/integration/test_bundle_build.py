@@ -559,3 +559,53 @@ def test_a_given_base_rootfs_is_used_and_recorded(
     assert manifest["components"]["base_rootfs"] == f"rootfs sha256:{sha256_of(given)}"
     assert built_origin == manifest["components"]["base_rootfs"]
     assert manifest["components"]["debian_packages"] > 10
+
+
+# --- install.sh: what it refuses before touching anything (the rest runs on a simulated node: tests/e2e)
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["--bogus"], 2, "unknown option --bogus"),
+        (["--backup"], 2, "--backup needs a folder"),
+        (["--signers"], 2, "--signers needs a file"),
+        (["--purge"], 2, "--purge goes with --uninstall only"),
+        (["--signers", "/nonexistent/allowed_signers"], 2, "no such readable file"),
+        (["--trust-fingerprint", "SHA256:wrong"], 3, "not SHA256:wrong: not trusted"),
+    ],
+)
+def test_install_sh_refuses_bad_flags_with_one_line(
+    unpacked_bundle: Path, args: list[str], code: int, message: str
+) -> None:
+    result = subprocess.run(
+        ["bash", str(unpacked_bundle / layout.INSTALL_SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == code, result.stderr
+    [line] = result.stderr.strip().splitlines()[-1:]
+    assert line.startswith("install.sh: error: ") and message in line, line
+
+
+def test_install_sh_help_names_every_action(unpacked_bundle: Path) -> None:
+    result = subprocess.run(
+        ["bash", str(unpacked_bundle / layout.INSTALL_SCRIPT), "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0
+    for flag in (
+        "--upgrade",
+        "--rollback",
+        "--uninstall",
+        "--backup",
+        "--restore",
+        "--signers",
+        "--trust-fingerprint",
+        "--check",
+    ):
+        assert flag in result.stdout
