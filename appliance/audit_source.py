@@ -87,12 +87,14 @@ print(json.dumps(sorted({route.path for route in create_app(load_server_settings
 """
 _REQUIREMENT_NAME = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 
-Kind = Literal["import", "dependency", "route"]
+# import, dependency and route are found in a source tree; a bundle's audit (bundle_audit.py) adds
+# the rest: an image over the size limit, an ML distribution or package, a GPU library, an ML wheel.
+Kind = Literal["import", "dependency", "route", "size", "distribution", "module", "gpu", "wheel"]
 
 
 @dataclass(frozen=True)
 class Finding:
-    """One breach of the no-ML rule: what kind, where (file:line or route path), and why, in a line."""
+    """One breach of the no-ML rule: what kind, where (file:line, image:path or route), why, in a line."""
 
     kind: Kind
     where: str

@@ -42,9 +42,11 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from appliance.audit_source import (
+    Finding,
+    Kind,
     audit_imports,
     audit_routes,
     is_ml_distribution,
@@ -97,21 +99,6 @@ WHITEOUT_PREFIX = ".wh."
 OPAQUE_WHITEOUT = ".wh..wh..opq"
 
 _REQUIREMENT_NAME = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
-
-Kind = Literal["size", "distribution", "module", "gpu", "route", "import", "wheel", "dependency"]
-
-
-@dataclass(frozen=True)
-class BundleFinding:
-    """One breach found in a bundle: what kind, where (file:path or file:line), why, in a line."""
-
-    kind: Kind
-    where: str
-    detail: str
-
-    def as_json(self) -> dict[str, str]:
-        """The finding as a JSON object."""
-        return {"kind": self.kind, "where": self.where, "detail": self.detail}
 
 
 @dataclass(frozen=True)
@@ -217,7 +204,7 @@ class BundleAudit:
     max_image_bytes: int
     images: tuple[ImageAudit, ...]
     wheels: WheelCacheAudit
-    findings: tuple[BundleFinding, ...]
+    findings: tuple[Finding, ...]
 
     @property
     def ok(self) -> bool:
@@ -443,7 +430,7 @@ class _Contents:
     files: list[int] = field(default_factory=list)
     heap: list[tuple[int, str, str]] = field(default_factory=list)
     distributions: dict[str, Distribution] = field(default_factory=dict)
-    findings: list[BundleFinding] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
     flagged: set[tuple[Kind, str]] = field(default_factory=set)
     origin: dict[str, int] = field(default_factory=dict)  # extracted site-packages file -> layer
 
@@ -452,7 +439,7 @@ class _Contents:
         if any(k == kind and (p == path or path.startswith(f"{p}/")) for k, p in self.flagged):
             return
         self.flagged.add((kind, path))
-        self.findings.append(BundleFinding(kind, f"{self.image}:{path}", detail))
+        self.findings.append(Finding(kind, f"{self.image}:{path}", detail))
 
     def keep_large(self, size: int, path: str, diff_id: str) -> None:
         item = (size, path, diff_id)
@@ -653,7 +640,7 @@ def _shipped_code(contents: _Contents) -> list[Path]:
     )
 
 
-def _image_routes(file: str, site: Path) -> tuple[tuple[str, ...] | None, list[BundleFinding]]:
+def _image_routes(file: str, site: Path) -> tuple[tuple[str, ...] | None, list[Finding]]:
     """The routes of the image's server app, if it carries one, and the ML ones among them."""
     if not (site / "server" / "app.py").is_file():
         return None, []
@@ -662,8 +649,8 @@ def _image_routes(file: str, site: Path) -> tuple[tuple[str, ...] | None, list[B
     except (ConfigError, subprocess.TimeoutExpired) as exc:
         detail = str(exc).replace(str(site), f"{file}:{layout.IMAGE_SITE_PACKAGES}")
         where = f"{file}:{layout.IMAGE_SITE_PACKAGES}/server/app.py"
-        return (), [BundleFinding("route", where, detail)]
-    findings = [BundleFinding("route", f"{file}:{f.where}", f.detail) for f in audit_routes(routes)]
+        return (), [Finding("route", where, detail)]
+    findings = [Finding("route", f"{file}:{f.where}", f.detail) for f in audit_routes(routes)]
     return tuple(routes), findings
 
 
@@ -681,7 +668,7 @@ def _audit_image(
     pool: ThreadPoolExecutor,
     work: Path,
     progress: Progress,
-) -> tuple[ImageAudit, list[BundleFinding]]:
+) -> tuple[ImageAudit, list[Finding]]:
     """Audit one image of the archive `file`: walk its layers while threads gzip them."""
     name, layers = image
     label = name or file
@@ -691,13 +678,13 @@ def _audit_image(
         progress(f"{label}: layer {index + 1}/{len(layers)}, {layer.blob.size / MB:.1f} MB")
         _walk_layer(contents, index, layer)
     findings = contents.findings + [
-        BundleFinding("distribution", f"{file}:{d.where}", f"ML distribution {d.name} {d.version}")
+        Finding("distribution", f"{file}:{d.where}", f"ML distribution {d.name} {d.version}")
         for d in contents.distributions.values()
         if is_ml_distribution(d.name)
     ]
     shipped = _shipped_code(contents)
     findings += [
-        BundleFinding("import", f"{file}:{f.where}", f.detail)
+        Finding("import", f"{file}:{f.where}", f.detail)
         for f in audit_imports(contents.root, shipped)
     ]
     progress(f"{label}: {len(shipped)} shipped Python files scanned; listing server routes")
@@ -728,7 +715,7 @@ def _audit_image(
             f"{audit.uncompressed_bytes / MB:.1f} MB uncompressed, over the "
             f"{limits.max_image_bytes / MB:g} MB limit"
         )
-        findings.insert(0, BundleFinding("size", file, detail))
+        findings.insert(0, Finding("size", file, detail))
     return audit, findings
 
 
@@ -767,15 +754,13 @@ def _project_sources(name: str, blob: _Blob, work: Path) -> list[Path]:
     return paths
 
 
-def _audit_wheels(
-    files: dict[str, _Blob], work: Path
-) -> tuple[WheelCacheAudit, list[BundleFinding]]:
+def _audit_wheels(files: dict[str, _Blob], work: Path) -> tuple[WheelCacheAudit, list[Finding]]:
     """The wheel cache: no ML distribution by file name or in the lock; no ML import in the project."""
     prefix = f"{layout.WHEELS_DIR}/"
     lock_name = f"{prefix}{layout.WHEELS_LOCK}"
     cached = sorted(name for name in files if name.startswith(prefix) and name != lock_name)
     findings = [
-        BundleFinding("wheel", name, f"ML distribution {_distribution_of(name[len(prefix) :])!r}")
+        Finding("wheel", name, f"ML distribution {_distribution_of(name[len(prefix) :])!r}")
         for name in cached
         if is_ml_distribution(_distribution_of(name[len(prefix) :]))
     ]
@@ -792,14 +777,14 @@ def _audit_wheels(
             match = _REQUIREMENT_NAME.match(requirement)
             if match and is_ml_distribution(match.group(1)):
                 detail = f"ML distribution {requirement!r} pinned"
-                findings.append(BundleFinding("dependency", f"{lock_name}:{line}", detail))
+                findings.append(Finding("dependency", f"{lock_name}:{line}", detail))
     sources = [
         path
         for name in cached
         if name.endswith(".whl")
         for path in _project_sources(name, files[name], work)
     ]
-    findings += [BundleFinding("import", f.where, f.detail) for f in audit_imports(work, sources)]
+    findings += [Finding("import", f.where, f.detail) for f in audit_imports(work, sources)]
     return WheelCacheAudit(tuple(cached), entries, len(sources)), findings
 
 
@@ -822,7 +807,7 @@ def audit_bundle(
     )
     progress(f"appliance {version}: {len(images)} image(s), {len(files)} files")
     audits: list[ImageAudit] = []
-    findings: list[BundleFinding] = []
+    findings: list[Finding] = []
     with (
         tempfile.TemporaryDirectory(prefix="appliance-audit-") as tmp,
         ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool,

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -32,29 +31,16 @@ sys.path.insert(0, str(REPO))
 from appliance.sshsig import generate_key  # noqa: E402
 from bundle import layout  # noqa: E402
 from tests.e2e.simnode import USB, Node, start_node  # noqa: E402
+from tests.integration.conftest import build_command, build_env  # noqa: E402
 
 VERSIONS = ("1.0.0", "1.1.0")
 POLLER = REPO / "tests" / "e2e" / "poller.py"
 
 
 def build(version: str, key: Path, out: Path) -> None:
-    if (out / layout.archive_name(version)).exists():
-        return
-    env = {**os.environ, "SOURCE_DATE_EPOCH": "1763769600"}
-    command = [
-        sys.executable,
-        str(REPO / "build_bundle.py"),
-        "--version",
-        version,
-        "--key",
-        str(key),
-    ]
-    subprocess.run(
-        [*command, "--out", str(out), "--skip-engine-check"],
-        check=True,
-        env=env,
-        capture_output=True,
-    )
+    if not (out / layout.archive_name(version)).exists():
+        command = build_command(version, key, out, "--skip-engine-check")
+        subprocess.run(command, check=True, env=build_env(), capture_output=True)
 
 
 def timed(node: Node, script: str) -> float:

@@ -124,13 +124,18 @@ def download(
         "-r",
         str(lock),
     ]
+    run_pip(command, "wheels: download failed")
+    return match_lock(pinned, dest.glob("*.whl"))
+
+
+def run_pip(command: list[str], failure: str) -> None:
+    """Run pip; ConfigError "<failure>: <pip's last line>" if it fails."""
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         lines = [line for line in result.stderr.splitlines() if line.strip()]
         reason = lines[-1] if lines else f"pip exited with {result.returncode}"
-        msg = f"wheels: download failed: {reason.strip()}"
+        msg = f"{failure}: {reason.strip()}"
         raise ConfigError(msg)
-    return match_lock(pinned, dest.glob("*.whl"))
 
 
 def match_lock(pinned: Iterable[Pinned], files: Iterable[Path]) -> list[Path]:
@@ -276,12 +281,7 @@ def install_target(wheels: Iterable[Path], target: Path, python: str, progress: 
         *target_flags(python),
         *map(str, files),
     ]
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        lines = [line for line in result.stderr.splitlines() if line.strip()]
-        reason = lines[-1] if lines else f"pip exited with {result.returncode}"
-        msg = f"image: installing wheels failed: {reason.strip()}"
-        raise ConfigError(msg)
+    run_pip(command, "image: installing wheels failed")
     _forget_wheel_paths(target)
 
 
