@@ -11,7 +11,7 @@ set -euo pipefail
 umask 022
 
 PROG=install.sh
-BUNDLE_DIR=$(cd "$(dirname "$0")" && pwd)
+BUNDLE_DIR=$(cd "$(dirname "$0")" && pwd -P)
 NAMESPACE=appliance-bundle
 APPLIANCE_ROOT=${APPLIANCE_ROOT:-/opt/appliance}
 CONFIG_DIR=${APPLIANCE_CONFIG_DIR:-/etc/appliance}
@@ -36,7 +36,8 @@ Trust (needed on a first install; later the node's own /etc/appliance/bundle_sig
 
 Other:
   --check                 show what would change (ansible --check --diff), change nothing
-  -e, --extra-var K=V     pass a variable to the playbook (e.g. -e appliance_inbox_dirs=[...])
+  -e, --extra-var K=V     pass a variable to the playbook, K=V or JSON
+                          (e.g. -e '{"appliance_importer_inbox_dirs": ["/mnt/share"]}')
   -h, --help              this text
 
 Examples:
@@ -47,9 +48,13 @@ EOF
 }
 
 die() {
+    trap - ERR
     echo "$PROG: error: $1" >&2
     exit "${2:-1}"
 }
+
+# Anything that fails without its own message still ends with one error line.
+trap 'die "unexpected failure at line $LINENO of install.sh (exit $?)" 1' ERR
 
 note() {
     echo "$PROG: $*" >&2
@@ -85,6 +90,22 @@ while [ $# -gt 0 ]; do
 done
 
 [ "$(id -u)" -eq 0 ] || die "run as root (the playbook manages systemd units and /opt/appliance)" 2
+
+# Paths given on the command line are the operator's, resolved before the script moves into the
+# bundle; trust never comes from a file inside the bundle it is meant to check.
+[ -z "$signers" ] || [ -f "$signers" ] || die "--signers $signers: no such file" 2
+[ -z "$pack_signers" ] || [ -f "$pack_signers" ] || die "--pack-signers $pack_signers: no such file" 2
+[ -z "$restore_file" ] || [ -f "$restore_file" ] || die "--restore $restore_file: no such file" 2
+[ -z "$backup_dir" ] || [ -d "$backup_dir" ] || die "--backup $backup_dir: no such folder" 2
+[ -z "$signers" ] || signers=$(realpath -e -- "$signers")
+[ -z "$pack_signers" ] || pack_signers=$(realpath -e -- "$pack_signers")
+[ -z "$restore_file" ] || restore_file=$(realpath -e -- "$restore_file")
+[ -z "$backup_dir" ] || backup_dir=$(realpath -e -- "$backup_dir")
+for given in "$signers" "$pack_signers"; do
+    case "$given" in
+        "$BUNDLE_DIR"/*) die "$given is inside the bundle: trust must come from outside it" 2 ;;
+    esac
+done
 [ "$purge" = false ] || [ "$action" = uninstall ] || die "--purge goes with --uninstall only" 2
 for tool in ssh-keygen sha256sum python3; do
     command -v "$tool" >/dev/null || die "$tool not found: install it (Debian: openssh-client, coreutils, python3)" 2
@@ -100,12 +121,17 @@ done
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
+# Links and special files first: sha256sum would follow a link, and hang on a FIFO.
+special=$(find . ! -type f ! -type d | head -n 1)
+[ -z "$special" ] || die "the bundle holds a link or special file: $special" 3
+
 if [ -n "$signers" ]; then
     [ -r "$signers" ] || die "--signers $signers: no such readable file" 2
     cp "$signers" "$work/allowed_signers"
 elif [ -n "$fingerprint" ]; then
     [ -f signer.pub ] || die "the bundle has no signer.pub to compare with --trust-fingerprint" 3
-    actual=$(ssh-keygen -lf signer.pub | awk '{print $2}')
+    actual=$(ssh-keygen -lf signer.pub 2>/dev/null | awk '{print $2}') || actual=""
+    [ -n "$actual" ] || die "signer.pub is not an SSH public key" 3
     [ "$actual" = "$fingerprint" ] || die "signer.pub has fingerprint $actual, not $fingerprint: not trusted" 3
     printf 'release namespaces="%s" %s\n' "$NAMESPACE" "$(cut -d' ' -f1,2 signer.pub)" > "$work/allowed_signers"
 elif [ -r "$INSTALLED_SIGNERS" ]; then
@@ -126,15 +152,15 @@ if ! failed=$(sha256sum --strict --quiet -c SHA256SUMS 2>&1); then
 fi
 note "every file matches SHA256SUMS"
 # sha256sum -c cannot see a file that SHA256SUMS does not list; find can.
-find . -type f ! -name SHA256SUMS ! -name SHA256SUMS.sig | sed 's|^\./||' | LC_ALL=C sort > "$work/present"
+find . -type f ! -path ./SHA256SUMS ! -path ./SHA256SUMS.sig | sed 's|^\./||' | LC_ALL=C sort > "$work/present"
 sed 's/^[0-9a-f]*  //' SHA256SUMS | LC_ALL=C sort > "$work/listed"
 unlisted=$(LC_ALL=C comm -23 "$work/present" "$work/listed" | head -n 1)
 [ -z "$unlisted" ] || die "$unlisted is in the bundle but not in SHA256SUMS" 3
-special=$(find . ! -type f ! -type d | head -n 1)
-[ -z "$special" ] || die "the bundle holds a link or special file: $special" 3
 
 version=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["version"])' manifest.json) ||
     die "manifest.json is not readable JSON" 3
+# The version names folders and image tags below: only what bundle/layout.py allows.
+[[ "$version" =~ ^[0-9A-Za-z][0-9A-Za-z._-]{0,63}$ ]] || die "manifest.json: version '$version' is not a version" 3
 [ "$(basename "$BUNDLE_DIR")" = "appliance-$version" ] ||
     note "the bundle folder is $(basename "$BUNDLE_DIR"), the manifest says $version"
 
@@ -142,8 +168,8 @@ version=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["vers
 
 venv="$APPLIANCE_ROOT/venvs/$version"
 lock_sum=$(sha256sum wheels/requirements.lock | cut -d' ' -f1)
-if [ "$check" = true ] && [ ! -f "$venv/.lock.sha256" ]; then
-    die "--check needs this version's environment: run the install once without --check" 2
+if [ "$check" = true ] && [ "$(cat "$venv/.lock.sha256" 2>/dev/null)" != "$lock_sum" ]; then
+    die "--check needs this version's environment as the bundle makes it: run the install once without --check" 2
 fi
 if [ ! -f "$venv/.lock.sha256" ] || [ "$(cat "$venv/.lock.sha256")" != "$lock_sum" ]; then
     note "building $venv from wheels/ (no network)"
@@ -195,13 +221,13 @@ export ANSIBLE_CONFIG="$BUNDLE_DIR/ansible/ansible.cfg"
 export ANSIBLE_LOCAL_TEMP="$work/ansible-local"
 export ANSIBLE_HOME="$work/ansible-home"
 note "running ansible/$playbook${flags:+ ${flags[*]}}"
+trap - ERR
 if ! "$venv/bin/ansible-playbook" -c local -i localhost, "$BUNDLE_DIR/ansible/$playbook" \
-    -e "@$vars" "${extra_vars[@]}" "${flags[@]}" > "$work/ansible.log" 2>&1; then
-    cat "$work/ansible.log" >&2
-    reason=$(sed -n -E 's/^ +msg: (.*)$/\1/p; s/.*"msg": "([^"]*)".*/\1/p' "$work/ansible.log" | tail -n 1 || true)
+    -e "@$vars" "${extra_vars[@]}" "${flags[@]}" 2>&1 | tee "$work/ansible.log"; then
+    # ansible.cfg prints results as JSON, so a failure's "msg" is one line.
+    reason=$(sed -n -E 's/^ *"msg": "(.*)",?$/\1/p' "$work/ansible.log" | tail -n 1 | sed 's/\\"/"/g' || true)
     die "${reason:-ansible-playbook $playbook failed (see above)}" 4
 fi
-cat "$work/ansible.log"
 if [ "$action" = uninstall ] && [ "$check" = false ]; then
     rm -rf "$APPLIANCE_ROOT"  # the venvs, the playbook's own among them, so only after it ended
 fi

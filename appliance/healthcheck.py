@@ -1,7 +1,8 @@
 """`python -m appliance.healthcheck [PATH]`: exit 0 when the local server answers PATH with 200.
 
 The server image's HEALTHCHECK. It asks http://127.0.0.1:$APPLIANCE_PORT/health/startup (the
-worker finished starting) by default; the installer's health gate asks /health/ready as well.
+worker finished starting) by default, as the installer's health gate does: /health/ready also
+needs imported data, which a fresh node does not have yet.
 Standard library only, so it starts fast and adds nothing to the image.
 """
 

@@ -119,7 +119,11 @@ def check_image(archive: ImageArchive, progress: Progress, url: str | None = Non
         msg = f"engine: the image runs as {user or 'root'}; it must run as a non-root user"
         raise ConfigError(msg)
     started = time.monotonic()
-    container = client.containers.run(archive.repo_tag, **_run_options())
+    try:
+        container = client.containers.run(archive.repo_tag, **_run_options())
+    except DockerException as exc:
+        msg = f"engine: {engine} could not run {archive.repo_tag}: {exc}"
+        raise ConfigError(msg) from exc
     try:
         healthy = _healthy(container, started + HEALTHY_WITHIN_SECONDS)
         elapsed = time.monotonic() - started
@@ -128,6 +132,9 @@ def check_image(archive: ImageArchive, progress: Progress, url: str | None = Non
             last = log[-1] if log else "no output"
             msg = f"engine: the image did not become healthy within {HEALTHY_WITHIN_SECONDS:.0f}s: {last}"
             raise ConfigError(msg)
+    except DockerException as exc:
+        msg = f"engine: checking {archive.repo_tag} failed: {exc}"
+        raise ConfigError(msg) from exc
     finally:
         container.remove(force=True, v=True)
     progress(f"engine: healthy after {elapsed:.1f}s, read-only root, user {user}, no network")

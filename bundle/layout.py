@@ -37,7 +37,8 @@ MAX_CHECKSUMS_BYTES = 4 << 20
 MAX_SIGNATURE_BYTES = 16 << 10
 MAX_MANIFEST_BYTES = 1 << 20
 
-VERSION_PATTERN = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+~_-]{0,63}")
+# Also an image tag and a folder name on the node, hence no '+' or '~'.
+VERSION_PATTERN = re.compile(r"[0-9A-Za-z][0-9A-Za-z._-]{0,63}")
 
 
 def archive_name(version: str) -> str:

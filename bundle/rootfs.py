@@ -9,6 +9,7 @@ Python test suite...) is pruned when the layer is written; each package's copyri
 from __future__ import annotations
 
 import hashlib
+import shlex
 import shutil
 import subprocess
 import tarfile
@@ -168,7 +169,7 @@ def debian_rootfs(cache_dir: Path, progress: Progress, *, refresh: bool = False)
         "--variant=extract",
         f"--architectures={layout.TARGET_ARCH}",
         f"--include={','.join(DEBIAN_PACKAGES)}",
-        f"--extract-hook={_LIST_PACKAGES_HOOK.format(out=partial_listing)}",
+        f"--extract-hook={_LIST_PACKAGES_HOOK.format(out=shlex.quote(str(partial_listing)))}",
         "--format=tar",
         suite,
         str(partial),

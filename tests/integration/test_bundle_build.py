@@ -571,15 +571,18 @@ def test_a_given_base_rootfs_is_used_and_recorded(
         (["--backup"], 2, "--backup needs a folder"),
         (["--signers"], 2, "--signers needs a file"),
         (["--purge"], 2, "--purge goes with --uninstall only"),
-        (["--signers", "/nonexistent/allowed_signers"], 2, "no such readable file"),
+        (["--signers", "/nonexistent/allowed_signers"], 2, "no such file"),
+        (["--backup", "/nonexistent"], 2, "no such folder"),
+        (["--signers", "{bundle}/signer.pub"], 2, "is inside the bundle"),
         (["--trust-fingerprint", "SHA256:wrong"], 3, "not SHA256:wrong: not trusted"),
     ],
 )
 def test_install_sh_refuses_bad_flags_with_one_line(
     unpacked_bundle: Path, args: list[str], code: int, message: str
 ) -> None:
+    argv = [arg.format(bundle=unpacked_bundle) for arg in args]
     result = subprocess.run(
-        ["bash", str(unpacked_bundle / layout.INSTALL_SCRIPT), *args],
+        ["bash", str(unpacked_bundle / layout.INSTALL_SCRIPT), *argv],
         capture_output=True,
         text=True,
         check=False,
