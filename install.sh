@@ -121,6 +121,10 @@ done
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
+# Only root may change the bundle between this check and its use.
+writable=$(find . \( ! -user 0 -o -perm /022 \) -print -quit)
+[ -z "$writable" ] || die "$BUNDLE_DIR/${writable#./} is not owned by root or is writable by others: unpack the bundle as root" 3
+
 # Links and special files first: sha256sum would follow a link, and hang on a FIFO.
 special=$(find . ! -type f ! -type d | head -n 1)
 [ -z "$special" ] || die "the bundle holds a link or special file: $special" 3
@@ -224,8 +228,19 @@ note "running ansible/$playbook${flags:+ ${flags[*]}}"
 trap - ERR
 if ! "$venv/bin/ansible-playbook" -c local -i localhost, "$BUNDLE_DIR/ansible/$playbook" \
     -e "@$vars" "${extra_vars[@]}" "${flags[@]}" 2>&1 | tee "$work/ansible.log"; then
-    # ansible.cfg prints results as JSON, so a failure's "msg" is one line.
-    reason=$(sed -n -E 's/^ *"msg": "(.*)",?$/\1/p' "$work/ansible.log" | tail -n 1 | sed 's/\\"/"/g' || true)
+    # Each failure ends with a line "fatal: [host]: FAILED! => {json}": the last one says why.
+    reason=$("$venv/bin/python" - "$work/ansible.log" <<'EOF' || true
+import json, sys
+reason = ""
+for line in open(sys.argv[1], encoding="utf-8", errors="replace"):
+    if "FAILED! => {" in line:
+        try:
+            reason = str(json.loads(line.split("=> ", 1)[1]).get("msg") or reason)
+        except ValueError:
+            pass
+print(reason.strip().splitlines()[0] if reason.strip() else "")
+EOF
+)
     die "${reason:-ansible-playbook $playbook failed (see above)}" 4
 fi
 if [ "$action" = uninstall ] && [ "$check" = false ]; then

@@ -91,7 +91,9 @@ def test_a_tampered_bundle_is_refused_and_nothing_changes(node: Node, stick: Sti
     node.sh(
         f"cp -a {folder} /var/tmp/extra && echo hi > /var/tmp/extra/wheels/extra.txt", check=True
     )
+    node.sh(f"cp -a {folder} /var/tmp/loose && chmod o+w /var/tmp/loose/manifest.json", check=True)
     cases = {
+        "/var/tmp/loose": (trust, "manifest.json is not owned by root or is writable by others"),
         "/var/tmp/flipped": (trust, "checksum check failed: images/server.tar: FAILED"),
         "/var/tmp/extra": (trust, "wheels/extra.txt is in the bundle but not in SHA256SUMS"),
         folder: (
