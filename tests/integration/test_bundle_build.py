@@ -245,6 +245,28 @@ def test_podman_load_gives_the_image_id_the_manifest_names(
     assert f"sha256:{inspected['Id']}" == entry["image_id"] or inspected["Id"] == entry["image_id"]
 
 
+def test_the_docker_cli_loads_the_image(unpacked_bundle: Path, built_bundle: BuiltBundle) -> None:
+    """`docker load`, the Docker CLI itself, against the engine's Docker-compatible API."""
+    if shutil.which("docker") is None:
+        pytest.skip("needs the docker CLI (this machine kind ships it; no Docker Engine is needed)")
+    loaded = subprocess.run(
+        [
+            "docker",
+            "-H",
+            built_bundle.engine_url,
+            "load",
+            "-i",
+            str(unpacked_bundle / layout.SERVER_IMAGE_FILE),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert loaded.returncode == 0, loaded.stderr
+    assert f"Loaded image: {layout.SERVER_IMAGE_NAME}:{BUNDLE_VERSION}" in loaded.stdout
+
+
 def test_the_image_is_non_root_labelled_and_has_a_healthcheck(
     loaded_image: str, unpacked_bundle: Path
 ) -> None:
