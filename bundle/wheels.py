@@ -179,11 +179,29 @@ def project_metadata(root: Path) -> tuple[str, str, list[str], str]:
     )
 
 
+def _tracked(root: Path) -> set[str] | None:
+    """The files git tracks under `root`, or None when `root` is not a git checkout."""
+    try:
+        result = subprocess.run(
+            ["git", "ls-files", "-z"], cwd=root, capture_output=True, check=False
+        )
+    except OSError:
+        return None
+    if result.returncode != 0:
+        return None
+    return {name.decode() for name in result.stdout.split(b"\0") if name}
+
+
 def _project_files(root: Path) -> list[tuple[str, Path]]:
+    """The node packages' sources and data; in a git checkout only what git tracks, so that an
+    untracked file never ships unnoticed (the revision's -dirty mark covers tracked files only)."""
+    tracked = _tracked(root)
     files: list[tuple[str, Path]] = []
     for package in PROJECT_PACKAGES:
         for path in sorted((root / package).rglob("*")):
             relative = path.relative_to(root)
+            if tracked is not None and relative.as_posix() not in tracked:
+                continue
             if (
                 not path.is_file()
                 or "__pycache__" in relative.parts
