@@ -9,7 +9,7 @@ BUNDLE_VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 DEV_KEYS := .dev-keys
 PODMAN_SOCKET := /run/podman/podman.sock
 
-.PHONY: demo test lint bundle engine node-test bench-install frontend frontend-check screenshots bench-import bench-server bench-dashboard clean help
+.PHONY: demo test lint bundle engine node-test bench-bundle bench-install frontend frontend-check screenshots bench-import bench-server bench-dashboard clean help
 .DEFAULT_GOAL := help
 
 help:  ## List the targets.
@@ -37,7 +37,7 @@ demo: $(BIN)/.installed  ## Demo pack -> import -> server on http://127.0.0.1:80
 	APPLIANCE_ADMIN_TOKEN_FILE=$(DEMO)/admin.token $(BIN)/appliance serve --data-dir $(DEMO)/data \
 		--signers $(DEMO)/allowed_signers --host 127.0.0.1 --port 8080
 
-test: $(BIN)/.installed  ## Run every test (unit, integration).
+test: $(BIN)/.installed  ## Run every test (unit, integration, browser, end to end on a simulated node).
 	$(BIN)/python -m pytest
 
 lint: $(BIN)/.installed  ## Ruff (lint and format check), mypy, the no-ML source audit and ansible-lint.
@@ -47,7 +47,7 @@ lint: $(BIN)/.installed  ## Ruff (lint and format check), mypy, the no-ML source
 	$(BIN)/appliance audit --source .
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/ansible-lint --offline --profile production ansible/
 
-bundle: $(BIN)/.installed engine  ## Build dist/appliance-$(BUNDLE_VERSION).tar, signed with a development key (.dev-keys/).
+bundle: $(BIN)/.installed engine  ## Build dist/appliance-<version>.tar, signed with a development key (.dev-keys/).
 	@test -f $(DEV_KEYS)/bundle.key || { mkdir -p $(DEV_KEYS) && $(BIN)/python -c \
 		'import sys; from pathlib import Path; from appliance.sshsig import generate_key; \
 		k = generate_key(Path(sys.argv[1]), "dev-bundle@localhost"); \
@@ -56,7 +56,7 @@ bundle: $(BIN)/.installed engine  ## Build dist/appliance-$(BUNDLE_VERSION).tar,
 	$(BIN)/python build_bundle.py --version $(BUNDLE_VERSION) --key $(DEV_KEYS)/bundle.key --out dist
 	$(BIN)/appliance verify dist/appliance-$(BUNDLE_VERSION).tar --signers $(DEV_KEYS)/allowed_signers
 
-engine:  ## Start Podman's Docker-compatible API on $(PODMAN_SOCKET) unless one answers (or DOCKER_HOST is set).
+engine:  ## Start Podman's Docker-compatible API on /run/podman/podman.sock unless one answers.
 	@if [ -n "$${DOCKER_HOST:-}" ] || curl -sf --unix-socket $(PODMAN_SOCKET) http://d/_ping >/dev/null 2>&1; then :; \
 	elif ! command -v podman >/dev/null; then echo "error: no container engine: apt-get install podman runc mmdebstrap"; exit 1; \
 	else mkdir -p $(dir $(PODMAN_SOCKET)) && rm -f $(PODMAN_SOCKET) && \
@@ -75,6 +75,9 @@ frontend-check: frontend  ## Fail if a fresh build differs from the committed da
 
 screenshots: $(BIN)/.installed  ## Retake docs/images/*.png with Chromium (needs /usr/bin/chromium).
 	UPDATE_SCREENSHOTS=1 $(BIN)/python -m pytest tests/browser -k screenshot -q
+
+bench-bundle: $(BIN)/.installed engine  ## Bundle build times (cold and warm cache) and the image's size, MB by MB.
+	$(BIN)/python benchmarks/bench_bundle.py
 
 bench-install: $(BIN)/.installed  ## Install-to-healthy time, upgrade gap and second-run time on a simulated node.
 	$(BIN)/python benchmarks/bench_install.py
