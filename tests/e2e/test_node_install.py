@@ -1,9 +1,10 @@
 """The field operator's whole experience, on a simulated air-gapped node (tests/e2e/simnode.py).
 
-One node, one story, in order: a tampered bundle changes nothing; install; serve; import from
-the stick; the importer picks up a dropped pack; a second run changes nothing; upgrade with the
-API answering but for a short gap; a broken upgrade rolls itself back; rollback; backup,
-uninstall, reinstall, restore; and the audit trail tells all of it. The node has no network.
+One node, one story, in order: a tampered bundle changes nothing; a first install that never
+gets healthy is stopped; install; serve; import from the stick; the importer picks up a dropped
+pack; a second run changes nothing; upgrade with the API answering but for a short gap; a broken
+upgrade rolls itself back; rollback; backup, uninstall, reinstall, restore; and the audit trail
+tells all of it. The node has no network.
 The tests depend on each other's order (pytest runs them as written); each says what it left.
 """
 
@@ -108,6 +109,19 @@ def test_a_tampered_bundle_is_refused_and_nothing_changes(node: Node, stick: Sti
         last = result.stderr.strip().splitlines()[-1]
         assert last.startswith("install.sh: error: ") and reason in last, last
         nothing_installed(node)
+
+
+def test_a_first_install_that_never_gets_healthy_is_stopped(node: Node, stick: Stick) -> None:
+    folder = unpack(node, "1.2.0")
+    trust = f"--trust-fingerprint {stick.fingerprint} --pack-signers {USB}/pack_signers"
+    result = install(node, folder, trust, f"-e appliance_server_health_retries={HEALTH_RETRIES}")
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert "1.2.0 failed its health gate; nothing was running before" in last, last
+    assert node.sh("systemctl is-enabled appliance-server").stdout.strip() == "disabled"
+    assert node.sh("systemctl is-active appliance-server").stdout.strip() != "active"
+    assert node.sh("test -e /etc/appliance/installed.json").returncode != 0
+    assert trail(node)[-1]["action"] == "install-failed"
 
 
 # --- install, serve, import ------------------------------------------------------------------------
@@ -265,6 +279,7 @@ def test_the_audit_trail_lists_every_step(node: Node, stick: Stick) -> None:
     events = trail(node)
     actions = [event["action"] for event in events]
     assert actions == [
+        "install-failed",
         "install",
         "upgrade",
         "upgrade-failed",
@@ -274,7 +289,8 @@ def test_the_audit_trail_lists_every_step(node: Node, stick: Stick) -> None:
         "install",
         "restore",
     ]
-    assert [event["version"] for event in events][:4] == ["1.0.0", "1.1.0", "1.2.0", "1.0.0"]
+    versions = [event["version"] for event in events][:5]
+    assert versions == ["1.2.0", "1.0.0", "1.1.0", "1.2.0", "1.0.0"]
     assert all(event["fingerprint"] == stick.fingerprint for event in events)
 
 
