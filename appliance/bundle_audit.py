@@ -53,10 +53,11 @@ from appliance.audit_source import (
     locked_requirements,
     served_routes,
 )
+from appliance.bundle_verify import member_file_name
 from appliance.compliance import ML_MODULES
 from appliance.errors import BundleRejected, ConfigError
 from appliance.fsio import CHUNK_BYTES
-from appliance.safe_tar import member_kind, trailer_problem
+from appliance.safe_tar import trailer_problem
 from bundle import layout
 from bundle.checksums import bundle_files, check_relative_path
 from bundle.wheels import PROJECT_PACKAGES
@@ -335,20 +336,12 @@ def _tar_files(blob: _Blob, where: str) -> Iterator[tuple[str, tarfile.TarInfo]]
     seen: set[str] = set()
     with _open(blob) as stream, _open_tar(stream, where) as tar:
         while (member := _next_member(tar, where)) is not None:
-            name = member.name.rstrip("/") if member.isdir() else member.name
             try:
-                check_relative_path(name)
+                name = member_file_name(member, seen)
             except ValueError as exc:
-                raise _unsafe(where, f"member {exc}") from exc
-            if name in seen:
-                raise _unsafe(where, f"member {name!r} appears twice")
-            seen.add(name)
-            if member.isdir():
-                continue
-            if not member.isreg() or member.issparse():
-                kind = "a sparse file" if member.issparse() else member_kind(member)
-                raise _unsafe(where, f"member {name!r} is {kind}")
-            yield name, member
+                raise _unsafe(where, str(exc)) from exc
+            if name is not None:
+                yield name, member
         problem = trailer_problem(stream, tar.offset)
     if problem is not None:
         raise BundleRejected("truncated", f"{where} {problem}")

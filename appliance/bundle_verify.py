@@ -205,25 +205,44 @@ def _top_member(tar: tarfile.TarFile) -> str:
     return version
 
 
-def _member_path(member: tarfile.TarInfo, top: str, seen: set[str]) -> str | None:
-    """The path of a member below the top folder if it carries a file, None for a folder."""
+def member_file_name(member: tarfile.TarInfo, seen: set[str]) -> str | None:
+    """The name of a member that carries a file, None for a folder; ValueError for anything else.
+
+    The rules for every tar the project writes (bundles, image archives, layers): a safe relative
+    path, each name once, and only folders and regular files (no links, devices or sparse files).
+    The ValueError's text is one line starting with "member".
+    """
     name = member.name.rstrip("/") if member.isdir() else member.name
     try:
         check_relative_path(name)
     except ValueError as exc:
-        raise BundleRejected("unsafe-member", f"member {exc}") from exc
+        msg = f"member {exc}"
+        raise ValueError(msg) from exc
     if name in seen:
-        raise _unsafe(name, "appears twice")
+        msg = f"member {name!r} appears twice"
+        raise ValueError(msg)
     seen.add(name)
-    if not name.startswith(f"{top}/"):
-        raise _unsafe(name, f"is outside the top folder {top}/")
     if member.isdir():
         return None
     if not member.isreg():
-        raise _unsafe(name, f"is {member_kind(member)}")
+        msg = f"member {name!r} is {member_kind(member)}"
+        raise ValueError(msg)
     if member.issparse():
-        raise _unsafe(name, "is a sparse file")
-    return name[len(top) + 1 :]
+        msg = f"member {name!r} is a sparse file"
+        raise ValueError(msg)
+    return name
+
+
+def _member_path(member: tarfile.TarInfo, top: str, seen: set[str]) -> str | None:
+    """The path of a member below the top folder if it carries a file, None for a folder."""
+    try:
+        name = member_file_name(member, seen)
+    except ValueError as exc:
+        raise BundleRejected("unsafe-member", str(exc)) from exc
+    path = member.name.rstrip("/")
+    if not path.startswith(f"{top}/"):
+        raise _unsafe(path, f"is outside the top folder {top}/")
+    return None if name is None else name[len(top) + 1 :]
 
 
 def _check_trailer(handle: BinaryIO, offset: int) -> None:
