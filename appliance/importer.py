@@ -31,6 +31,7 @@ class ImportOptions:
 
     force_older: bool = False
     limits: BuildLimits = field(default_factory=BuildLimits)
+    max_future_hours: int = 24  # APPLIANCE_MAX_FUTURE_HOURS: how far ahead generated_at may be
 
 
 @dataclass(frozen=True)

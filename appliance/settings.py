@@ -51,6 +51,19 @@ WATCH_INTERVAL = Setting(
     "Seconds between two looks at the inbox folders; a pack is imported once it has not "
     "changed for a whole interval.",
 )
+WATCH_SETTLE = Setting(
+    "settle",
+    "APPLIANCE_WATCH_SETTLE",
+    "10",
+    "Seconds a pack in an inbox must keep the same size and modification time before it is "
+    "read, so a copy that pauses is never taken half-written.",
+)
+MAX_FUTURE_HOURS = Setting(
+    "max_future_hours",
+    "APPLIANCE_MAX_FUTURE_HOURS",
+    "24",
+    "Refuse a pack whose generated_at is more than this many hours ahead of the node's clock.",
+)
 IMPORT_MEMORY = Setting(
     "import_memory",
     "APPLIANCE_IMPORT_MEMORY",
@@ -137,6 +150,19 @@ DUCKDB_THREADS = Setting(
     "1",
     "Threads each worker's DuckDB may use per query.",
 )
+HEADER_TIMEOUT = Setting(
+    "header_timeout",
+    "APPLIANCE_HEADER_TIMEOUT",
+    "10",
+    "Seconds a client may take to send a request's headers before the server closes the "
+    "connection.",
+)
+BODY_TIMEOUT = Setting(
+    "body_timeout",
+    "APPLIANCE_BODY_TIMEOUT",
+    "60",
+    "Seconds an upload may go without sending any bytes before the server drops it.",
+)
 LOG_LEVEL = Setting(
     "log_level",
     "APPLIANCE_LOG_LEVEL",
@@ -162,6 +188,9 @@ SERVER_SETTINGS = (
     DUCKDB_THREADS,
     IMPORT_MEMORY,
     IMPORT_THREADS,
+    MAX_FUTURE_HOURS,
+    HEADER_TIMEOUT,
+    BODY_TIMEOUT,
     LOG_LEVEL,
 )
 MAX_WORKERS = 8
@@ -170,9 +199,15 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 SETTINGS = (
     *SERVER_SETTINGS[:2],
     WATCH_INTERVAL,
-    *(s for s in SERVER_SETTINGS[2:] if s not in (IMPORT_MEMORY, IMPORT_THREADS)),
+    WATCH_SETTLE,
+    *(
+        s
+        for s in SERVER_SETTINGS[2:]
+        if s not in (IMPORT_MEMORY, IMPORT_THREADS, MAX_FUTURE_HOURS)
+    ),
     IMPORT_MEMORY,
     IMPORT_THREADS,
+    MAX_FUTURE_HOURS,
 )
 """Every setting of the node, in documentation order."""
 
@@ -196,6 +231,9 @@ class ServerSettings:
     duckdb_threads: int
     import_memory: str
     import_threads: int
+    max_future_hours: int
+    header_timeout: int
+    body_timeout: int
     log_level: str
 
     @property
@@ -270,5 +308,8 @@ def load_server_settings(env: Mapping[str, str] | None = None) -> ServerSettings
         duckdb_threads=_integer(env, DUCKDB_THREADS, 1, 256),
         import_memory=env.get(IMPORT_MEMORY.env, IMPORT_MEMORY.default).strip(),
         import_threads=_integer(env, IMPORT_THREADS, 0, 256),
+        max_future_hours=_integer(env, MAX_FUTURE_HOURS, 0, 100_000),
+        header_timeout=_integer(env, HEADER_TIMEOUT, 1, 3600),
+        body_timeout=_integer(env, BODY_TIMEOUT, 1, 3600),
         log_level=log_level,
     )
