@@ -9,7 +9,11 @@ from contextlib import contextmanager
 
 import click
 
-from appliance.errors import ApplianceError
+from appliance.errors import ApplianceError, NodeFault
+from appliance.faults import node_fault
+
+# Exit code of a fault of the node that no library call turned into a NodeFault itself.
+NODE_FAULT_EXIT = NodeFault.exit_code
 
 
 class Progress:
@@ -31,3 +35,7 @@ def reported_errors() -> Iterator[None]:
     except ApplianceError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
+    except (OSError, MemoryError) as exc:
+        # A fault of the node that the library did not expect: one line all the same.
+        click.echo(f"error: {node_fault(exc, 'the command')}", err=True)
+        sys.exit(NODE_FAULT_EXIT)

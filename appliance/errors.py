@@ -61,3 +61,15 @@ class StoreError(ApplianceError):
     """The data store is missing, locked, or asked for something it does not hold."""
 
     exit_code = 4
+
+
+class NodeFault(StoreError):
+    """The node failed, not the input: disk full, out of memory, read-only disk, I/O error.
+
+    `reason` is a short machine-readable code (disk-full, out-of-memory, read-only, io-error).
+    Nothing is refused: the same input may succeed once the node is fixed.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason

@@ -2,26 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from appliance import store_layout as layout
-from appliance.errors import PackRejected, StoreError
+from appliance.errors import NodeFault, PackRejected, StoreError
+from appliance.faults import node_fault
 from appliance.fsio import atomic_write_bytes, format_bytes, fsync_tree, scratch_dir
 from appliance.result_pack import PackManifest, format_timestamp, open_pack, parse_timestamp
 from appliance.schema_registry import load_registry
 from appliance.sshsig import AllowedSigner, VerifiedSignature
 from appliance.store import DataStore, actor, history_fields, now_utc
 from appliance.version_build import BuildLimits, build_database
+from appliance.version_integrity import write_checksums
 
 Progress = Callable[[str], None]
 
-# Staging holds the copied tables plus the database built from them, and DuckDB may spill.
+# Staging holds the copied tables plus the database and answers built from them, and DuckDB may
+# spill. Measured peak of staging/ over the pack's size: see docs/admin-guide.md ("Free space").
 FREE_SPACE_FACTOR = 3
 
 
@@ -51,22 +56,35 @@ def _quiet(_message: str) -> None:
 
 
 def _check_free_space(store: DataStore, pack: Path) -> None:
+    """Refuse to start an import that would fill the disk (a fault of the node, not the pack)."""
     try:
         need = pack.stat().st_size * FREE_SPACE_FACTOR
-    except OSError as exc:
-        raise PackRejected("not-a-pack", f"cannot read the pack ({exc.strerror})") from exc
+    except FileNotFoundError as exc:
+        raise PackRejected("not-a-pack", "no such file") from exc
     free = shutil.disk_usage(store.root).free
     if free < need:
-        msg = f"not enough free space in {store.root}: need about {format_bytes(need)}, {format_bytes(free)} free"
-        raise StoreError(msg)
+        msg = (
+            f"not enough free space in {store.root} to import {pack.name}: need about "
+            f"{format_bytes(need)} ({FREE_SPACE_FACTOR}x the pack), {format_bytes(free)} free; "
+            "free disk space"
+        )
+        raise NodeFault("disk-full", msg)
 
 
 def _admission(store: DataStore, options: ImportOptions) -> Callable[[PackManifest], None]:
     """Refusals decided by the manifest alone (replay, older data), checked before any copying."""
     imported = store.imported_pack_ids()
     current = store.current()
+    latest = now_utc() + timedelta(hours=options.max_future_hours)
 
     def admit(manifest: PackManifest) -> None:
+        if manifest.generated_at > latest:
+            msg = (
+                f"pack was generated at {format_timestamp(manifest.generated_at)}, more than "
+                f"{options.max_future_hours} h after this node's clock ({format_timestamp(now_utc())}); "
+                "check the workstation's and the node's clocks (APPLIANCE_MAX_FUTURE_HOURS)"
+            )
+            raise PackRejected("future", msg)
         if manifest.pack_id in imported:
             msg = f"pack {manifest.pack_id} was already imported as {imported[manifest.pack_id]}"
             raise PackRejected("replay", msg)
@@ -97,6 +115,16 @@ def import_pack(
         try:
             _check_free_space(store, pack)
             return _import_locked(store, pack, signers, options, progress, notes)
+        except NodeFault as exc:
+            _record_fault(store, pack, exc)
+            raise
+        # The except tuple is evaluated only when something was raised: DuckDB is loaded by then.
+        except (OSError, MemoryError, _duckdb_error()) as exc:
+            fault = node_fault(exc, f"importing {pack.name}")
+            if fault is None:
+                raise  # a DuckDB error that is neither the pack's nor the node's: a bug
+            _record_fault(store, pack, fault)
+            raise fault from exc
         except PackRejected as exc:
             fields: dict[str, Any] = {
                 "pack_file": str(pack),
@@ -104,11 +132,27 @@ def import_pack(
                 "message": str(exc),
                 **exc.details,
             }
-            store.write_rejection(
-                pack.name, fields | {"refused_at": format_timestamp(now_utc()), "actor": actor()}
-            )
-            store.record("reject", **fields)
+            # A disk too full to take the reason file still gets the refusal on the command line.
+            with contextlib.suppress(OSError):
+                store.write_rejection(
+                    pack.name,
+                    fields | {"refused_at": format_timestamp(now_utc()), "actor": actor()},
+                )
+                store.record("reject", **fields)
             raise
+
+
+def _duckdb_error() -> type[Exception]:
+    """DuckDB's base error class (DuckDB is imported only once an import runs)."""
+    import duckdb
+
+    return duckdb.Error
+
+
+def _record_fault(store: DataStore, pack: Path, fault: NodeFault) -> None:
+    """Record a fault of the node in the trail, if the node still lets us write it."""
+    with contextlib.suppress(OSError):  # a full or read-only disk: the CLI still prints it
+        store.record("fault", pack_file=str(pack), reason=fault.reason, message=str(fault))
 
 
 def _import_locked(
@@ -186,12 +230,12 @@ def _import_locked(
             version_dir / layout.VERSION_REPORT,
             (json.dumps(report, indent=2) + "\n").encode(),
         )
+        write_checksums(version_dir)  # the seal: written last, before the rename
         for path in version_dir.iterdir():
             path.chmod(0o444 if path.is_file() else 0o555)
         fsync_tree(version_dir)
         progress(f"publishing {vid}")
-        store.publish(version_dir, vid)
-        store.record("import", version=vid, **history_fields(report))
+        store.publish(version_dir, vid, history_fields(report))
         seconds["publish"] = time.perf_counter() - started
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -1,9 +1,11 @@
 """The node's versioned data store: immutable versions, an atomic `current` pointer, an audit trail.
 
-Publishing a version is: build it under staging/, fsync, rename it into versions/, swap `current`
-(the commit point), then append to history.jsonl. A crash before the swap leaves the old version
-served; `recover()` (run under the writer lock before every change) removes what a crash left in
-staging/ or versions/ and writes the history line a crash after the swap did not get to write.
+Publishing a version is: build it under staging/ (its SHA256SUMS written last), fsync, name it in
+the publish intent, rename it into versions/, swap `current` (the commit point), append to
+history.jsonl, then clear the intent. `recover()` (run under the writer lock before every change)
+removes what a crash left in staging/ and decides from the intent alone whether an interrupted
+publish is undone (never served) or kept (served). A folder in versions/ is a published version;
+the audit trail is evidence, never consulted to decide what to keep or delete.
 """
 
 from __future__ import annotations
@@ -23,8 +25,11 @@ from typing import Any
 from appliance import __version__
 from appliance import store_layout as layout
 from appliance.errors import StoreError
-from appliance.fsio import append_line, atomic_write_bytes, fsync_path, remove_tree, unused_path
+from appliance.faults import node_fault
+from appliance.fsio import atomic_write_bytes, fsync_path, remove_tree, unused_path
+from appliance.history import AuditTrail, TrailCheck
 from appliance.result_pack import format_timestamp
+from appliance.version_integrity import VersionCheck, check_version
 
 DIR_MODE = 0o750
 REPAIR = "`appliance rollback VID` points it at a version again"
@@ -88,6 +93,8 @@ class DataStore:
         self.rejected_dir = root / layout.REJECTED_DIR
         self.history_file = root / layout.HISTORY_FILE
         self.current_link = root / layout.CURRENT_LINK
+        self.intent_file = root / layout.PUBLISH_INTENT
+        self.trail = AuditTrail(self.history_file)
 
     def ensure(self) -> None:
         """Create the store's folders if this is a new node."""
@@ -97,8 +104,12 @@ class DataStore:
     @contextmanager
     def writer(self) -> Iterator[list[str]]:
         """Hold the store's single-writer lock, after recovering from any crash; yields notes."""
-        self.ensure()
-        fd = os.open(self.root / layout.LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o640)
+        try:
+            self.ensure()
+            fd = os.open(self.root / layout.LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o640)
+        except OSError as exc:
+            fault = node_fault(exc, f"opening the data store {self.root} for writing")
+            raise fault from exc  # type: ignore[misc]  # every OSError is a node fault
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -153,26 +164,30 @@ class DataStore:
         return sorted(ids, key=lambda vid: layout.version_number(vid) or 0)
 
     def versions(self) -> list[DataVersion]:
-        """Every published version, oldest first (not one a crash left half-published)."""
-        published = self._recorded_imports() | {self.current_vid()}
-        return [self.version(vid) for vid in self.version_ids() if vid in published]
+        """Every published version whose import report reads, oldest first.
 
-    def _recorded_imports(self) -> set[str | None]:
-        return {e.get("version") for e in self.history() if e.get("event") == "import"}
+        Not the one an import is publishing right now (renamed into versions/, `current` not yet
+        swapped): that one is published only once it is current.
+        """
+        found = []
+        unpublished = self._intent()
+        current = self.current_vid() if unpublished else None
+        for vid in self.version_ids():
+            if vid == unpublished and vid != current:
+                continue
+            try:
+                found.append(self.version(vid))
+            except StoreError:
+                continue  # damaged: `appliance versions --verify` names it
+        return found
 
     def history(self) -> list[dict[str, Any]]:
-        """Every event of the audit trail, oldest first (a torn last line is skipped)."""
-        try:
-            lines = self.history_file.read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            return []
-        events = []
-        for line in lines:
-            try:
-                events.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-        return events
+        """Every readable event of the audit trail, oldest first (damaged lines are skipped)."""
+        return self.trail.events()
+
+    def verify_history(self) -> TrailCheck:
+        """Check the audit trail's hash chain."""
+        return self.trail.verify()
 
     def record(self, event: str, **fields: Any) -> dict[str, Any]:
         """Append an event to the audit trail and return it."""
@@ -183,28 +198,68 @@ class DataStore:
             "tool": f"appliance {__version__}",
         } | fields
         self.ensure()
-        append_line(self.history_file, json.dumps(entry, sort_keys=False, default=str))
-        return entry
+        return self.trail.append(entry)
 
     def imported_pack_ids(self) -> dict[str, str]:
-        """pack_id -> version id, for every published version (to refuse replays)."""
-        return {v.report["pack_id"]: v.vid for v in self.versions()}
+        """pack_id -> version id, for every version folder (to refuse replays).
+
+        Read from the folders themselves (the import report, else the signed pack.json kept
+        beside it), so a damaged audit trail or report cannot reopen the door to a replay.
+        """
+        ids = {}
+        for vid in self.version_ids():
+            folder = self.versions_dir / vid
+            for name in (layout.VERSION_REPORT, layout.VERSION_MANIFEST):
+                try:
+                    pack_id = json.loads((folder / name).read_bytes()).get("pack_id")
+                except (OSError, ValueError, AttributeError):
+                    continue
+                if isinstance(pack_id, str):
+                    ids[pack_id] = vid
+                    break
+        return ids
+
+    def check_versions(self) -> list[VersionCheck]:
+        """Check every version folder against its own SHA256SUMS (reads every byte)."""
+        return [check_version(vid, self.versions_dir / vid) for vid in self.version_ids()]
 
     def next_vid(self) -> str:
         """An id no version ever had: one past the highest in versions/ and in the history."""
         numbers = [layout.version_number(vid) or 0 for vid in self.version_ids()]
         numbers += [layout.version_number(str(e.get("version", ""))) or 0 for e in self.history()]
+        numbers.append(layout.version_number(self._intent() or "") or 0)
         return layout.version_id(max(numbers, default=0) + 1)
 
-    def publish(self, built: Path, vid: str) -> None:
-        """Move a fully built and flushed version folder into versions/ and make it current."""
+    def publish(self, built: Path, vid: str, history: dict[str, Any]) -> None:
+        """Move a built, sealed and flushed version folder into versions/ and make it current.
+
+        `history` is the import's audit-trail line, written before the intent is cleared.
+        """
         target = self.versions_dir / vid
         if target.exists():
             msg = f"version {vid} already exists"
             raise StoreError(msg)
+        atomic_write_bytes(self.intent_file, f"{vid}\n".encode(), mode=0o640)
         built.rename(target)
         fsync_path(self.versions_dir)
         self.switch_current(vid)
+        self.record("import", version=vid, **history)
+        self._clear_intent()
+
+    def _intent(self) -> str | None:
+        """The version an interrupted publish was making, if any."""
+        try:
+            vid = self.intent_file.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError) as exc:
+            msg = f"{self.intent_file} cannot be read ({exc}); remove it once no import runs"
+            raise StoreError(msg) from exc
+        return vid if layout.version_number(vid) is not None else None
+
+    def _clear_intent(self) -> None:
+        self.intent_file.unlink(missing_ok=True)
+        fsync_path(self.root)
 
     def switch_current(self, vid: str) -> None:
         """Point `current` at `vid` in one atomic rename (readers see old or new, never neither)."""
@@ -225,27 +280,40 @@ class DataStore:
             notes.append(f"removed {leftover.name} left in staging/ by an interrupted import")
         for stray in self.root.glob(f".{layout.CURRENT_LINK}.*.tmp"):
             stray.unlink()
-        recorded = self._recorded_imports()
         try:
             current = self.current_vid()
         except StoreError as exc:
             # Repaired by the next import or rollback, which points `current` at a real version.
             notes.append(f"{exc}; the next import or rollback repairs it")
             current = None
-        for vid in self.version_ids():
-            if vid in recorded:
-                continue
-            if vid == current:
-                report = self.version(vid).report
-                self.record("import", version=vid, recovered=True, **history_fields(report))
-                notes.append(f"recorded the import of {vid}, interrupted after it was published")
-            else:
+        trail = self.verify_history()
+        if not trail.ok:
+            notes.append(f"{trail.describe()}; it is kept as it is (`appliance history verify`)")
+        intent = self._intent()
+        if intent is not None:
+            notes += self._recover_publish(intent, current, trail.ok)
+        if trail.ok:
+            notes += self._recover_switch(current)
+        return notes
+
+    def _recover_publish(self, vid: str, current: str | None, trail_ok: bool) -> list[str]:
+        """Undo a publish that never swapped `current`, or finish one that did."""
+        notes = []
+        if vid != current:
+            folder = self.versions_dir / vid
+            if folder.exists():
                 discard = self.staging_dir / f"discard-{vid}"
-                (self.versions_dir / vid).rename(discard)
+                folder.rename(discard)
                 remove_tree(discard)
-                self.record("import-discarded", version=vid, reason="interrupted before publish")
-                notes.append(f"removed {vid}, an import interrupted before it was published")
-        notes += self._recover_switch(current)
+            self.record("import-discarded", version=vid, reason="interrupted before publish")
+            notes.append(f"removed {vid}, an import interrupted before it was published")
+        elif trail_ok and not any(
+            e.get("event") == "import" and e.get("version") == vid for e in self.history()
+        ):
+            report = self.version(vid).report
+            self.record("import", version=vid, recovered=True, **history_fields(report))
+            notes.append(f"recorded the import of {vid}, interrupted after it was published")
+        self._clear_intent()
         return notes
 
     def _recover_switch(self, current: str | None) -> list[str]:

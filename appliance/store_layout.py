@@ -29,3 +29,14 @@ def version_number(vid: str) -> int | None:
     if vid.startswith(VERSION_PREFIX) and digits.isdigit() and len(digits) >= VERSION_DIGITS:
         return int(digits)
     return None
+
+# Written last into a version folder before it is renamed into versions/: the SHA-256 of every
+# other file of the version, in `sha256sum -c` format. A version is checked against it.
+VERSION_CHECKSUMS = "SHA256SUMS"
+# Names the version an import is publishing, from just before its rename into versions/ until
+# its history line is written; recovery decides from it (never from the trail) what to undo.
+PUBLISH_INTENT = ".publishing"
+
+# The audit trail's hash chain: each line names the SHA-256 of the line before it.
+HISTORY_CHAIN_FIELD = "prev_sha256"
+HISTORY_CHAIN_START = "0" * 64

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from appliance.answers import build_answers
-from appliance.errors import PackRejected, StoreError
+from appliance.errors import NodeFault, PackRejected
+from appliance.faults import node_fault
 from appliance.pack_layout import METADATA_COLUMNS
 from appliance.result_pack import OpenedPack, format_timestamp
 from appliance.schema_registry import SchemaRegistry, load_registry
@@ -75,14 +76,16 @@ def build_database(
                     f"CREATE TABLE {quote(name)} AS SELECT {columns} "
                     f"FROM read_parquet({source}) ORDER BY {order}"
                 )
-            except (duckdb.OutOfMemoryException, duckdb.IOException) as exc:
-                # The node's limits, not the pack's fault: refuse nothing, tell the admin.
-                detail = str(exc).splitlines()[0]
-                msg = f"building {name} failed on this node ({detail}); raise --import-memory or free disk space"
-                raise StoreError(msg) from exc
             except duckdb.Error as exc:
-                # The footer was readable, the pages are not: signed, but not valid Parquet data.
+                # A full disk or too little memory is the node's fault (DuckDB reports a full disk
+                # as a FATAL error, not an IOException): refuse nothing, tell the admin.
                 detail = str(exc).splitlines()[0]
+                fault = node_fault(exc, f"building {name}")
+                if fault is None and isinstance(exc, duckdb.IOException):
+                    fault = NodeFault("io-error", f"building {name} failed on this node ({detail})")
+                if fault is not None:
+                    raise fault from exc
+                # The footer was readable, the pages are not: signed, but not valid Parquet data.
                 msg = f"{name}: the Parquet data cannot be read ({detail})"
                 raise PackRejected("unreadable-table", msg) from exc
             metadata_problems, data_problems = table_problems(
@@ -94,6 +97,11 @@ def build_database(
                 raise PackRejected("data", data_problems[0])
             count = con.execute(f"SELECT count(*) FROM {quote(name)}").fetchone()
             rows[name] = int(count[0]) if count else 0
+            # The signed count, against what was loaded: the footer's count is the writer's word.
+            signed_rows = opened.manifest.tables[name].rows
+            if rows[name] != signed_rows:
+                msg = f"{name}: {rows[name]:,} rows loaded, the manifest says {signed_rows:,}"
+                raise PackRejected("schema", msg)
             relations[name] = quote(name)
             progress(f"{name}: {rows[name]:,} rows loaded, sorted and checked")
         problems = foreign_key_problems(con, registry, relations)

@@ -91,16 +91,31 @@ def test_recovery_discards_a_version_that_was_never_made_current(store: DataStor
     fake_version(store, "v0001")
     store.switch_current("v0001")
     store.record("import", version="v0001")
-    fake_version(store, "v0002")  # renamed into versions/, then the crash, before the swap
+    store.intent_file.write_text("v0002\n")  # the publish intent, then the rename, then the crash
+    fake_version(store, "v0002")
     notes = store.recover()
     assert store.version_ids() == ["v0001"]
     assert store.current_vid() == "v0001"
     assert any("v0002" in note for note in notes)
     assert store.history()[-1]["event"] == "import-discarded"
     assert store.next_vid() == "v0003"
+    assert not store.intent_file.exists()
+
+
+def test_recovery_never_removes_a_version_the_trail_does_not_know(store: DataStore) -> None:
+    fake_version(store, "v0001")
+    store.switch_current("v0001")
+    fake_version(store, "v0002")  # published, then rolled back from; its history line is lost
+    store.history_file.write_bytes(b"garbage\n")
+    notes = store.recover()
+    assert store.version_ids() == ["v0001", "v0002"]
+    assert [v.vid for v in store.versions()] == ["v0001", "v0002"]
+    assert any("audit trail damaged at line 1" in note for note in notes)
+    assert store.history_file.read_bytes() == b"garbage\n"  # reported, never acted on
 
 
 def test_recovery_records_an_import_that_was_published_but_not_logged(store: DataStore) -> None:
+    store.intent_file.write_text("v0001\n")
     fake_version(store, "v0001", dataset_id="d1")
     store.switch_current("v0001")  # the swap happened, then the crash, before history.jsonl
     store.recover()
@@ -112,6 +127,7 @@ def test_recovery_records_an_import_that_was_published_but_not_logged(store: Dat
         "d1",
     )
     assert store.recover() == []
+    assert not store.intent_file.exists()
 
 
 def test_recovery_keeps_versions_rolled_back_from(store: DataStore) -> None:
@@ -143,6 +159,7 @@ def test_a_half_published_version_is_not_listed(store: DataStore) -> None:
     fake_version(store, "v0001")
     store.switch_current("v0001")
     store.record("import", version="v0001")
+    store.intent_file.write_text("v0002\n")
     fake_version(store, "v0002")  # a crash left it in versions/ before the swap
     assert [v.vid for v in store.versions()] == ["v0001"]
 
@@ -171,3 +188,15 @@ def test_recovery_tolerates_a_broken_current_pointer(store: DataStore) -> None:
     notes = store.recover()
     assert any("not a version" in note for note in notes)
     assert store.version_ids() == ["v0001"]
+
+
+def test_replay_protection_reads_the_version_folders(store: DataStore) -> None:
+    fake_version(store, "v0001", pack_id="11111111-1111-4111-8111-111111111111")
+    folder = fake_version(store, "v0002")
+    (folder / "import.json").write_text("{damaged")
+    (folder / "pack.json").write_text('{"pack_id": "22222222-2222-4222-8222-222222222222"}')
+    store.history_file.write_bytes(b"\x00damaged trail\n")
+    assert store.imported_pack_ids() == {
+        "11111111-1111-4111-8111-111111111111": "v0001",
+        "22222222-2222-4222-8222-222222222222": "v0002",
+    }
