@@ -56,7 +56,8 @@ def check_memory_size(_ctx: click.Context, _param: click.Parameter, value: str) 
 
 
 def import_limit_options(func: F) -> F:
-    """Options bounding what DuckDB may use while building a version."""
+    """Options bounding what DuckDB may use while building a version, and how far ahead a pack may be dated."""
+    func = setting_option(cfg.MAX_FUTURE_HOURS, type=click.IntRange(min=0, max=100_000))(func)
     func = setting_option(cfg.IMPORT_THREADS, type=click.IntRange(min=0, max=256))(func)
     return setting_option(cfg.IMPORT_MEMORY, type=str, callback=check_memory_size)(func)
 
@@ -82,13 +83,18 @@ def import_command(
     force_older: bool,
     import_memory: str,
     import_threads: int,
+    max_future_hours: int,
 ) -> None:
     """Verify result packs and publish each as the new current data version.
 
     Prints the id of each new version on stdout. A refused pack changes nothing in the store; its
-    reason is printed, recorded in history.jsonl and left in rejected/.
+    reason is printed, recorded in history.jsonl and left in rejected/. Exits 3 when the pack was
+    refused, 4 on a fault of the node (disk full, out of memory, read-only disk: nothing is
+    refused, the same pack may be imported once the node is fixed).
     """
-    options = ImportOptions(force_older, BuildLimits(import_memory, import_threads))
+    options = ImportOptions(
+        force_older, BuildLimits(import_memory, import_threads), max_future_hours
+    )
     store = DataStore(data_dir)
     progress = Progress()
     failures = 0
@@ -113,9 +119,22 @@ def import_command(
 @main.command("versions")
 @data_dir_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (stable, for scripts).")
-def versions_command(data_dir: Path, as_json: bool) -> None:
-    """List the data versions in the store, oldest first; * marks the current one."""
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="Check every file of every version against its SHA256SUMS (reads every byte).",
+)
+def versions_command(data_dir: Path, as_json: bool, verify: bool) -> None:
+    """List the data versions in the store, oldest first; * marks the current one.
+
+    With --verify, checks every version for damage (bit rot, edits) instead and exits 1 if one
+    is damaged: roll back to a good version (`appliance rollback VID`) or import its pack again.
+    """
     store = DataStore(data_dir)
+    require_store(store)
+    if verify:
+        verify_versions(store, as_json)
+        return
     with reported_errors():
         current = store.current_vid()
         versions = store.versions()
@@ -137,11 +156,72 @@ def versions_command(data_dir: Path, as_json: bool) -> None:
         )
 
 
+def require_store(store: DataStore) -> None:
+    """Exit with one line if the data dir is not there (only an import creates a store)."""
+    if not store.root.is_dir():
+        with reported_errors():
+            msg = f"no data store at {store.root} (an import creates it; set --data-dir or APPLIANCE_DATA_DIR)"
+            raise StoreError(msg)
+
+
+def verify_versions(store: DataStore, as_json: bool) -> None:
+    """Print what checking every version found; exit 1 if any is damaged."""
+    with reported_errors():
+        current = store.current_vid()
+        checks = store.check_versions()
+    if as_json:
+        rows = [
+            {"version": c.vid, "current": c.vid == current, "ok": c.ok, "sealed": c.sealed,
+             "files": c.files, "problems": c.problems}
+            for c in checks
+        ]  # fmt: skip
+        click.echo(json.dumps({"current": current, "versions": rows}, indent=2))
+    else:
+        for check in checks:
+            click.echo(f"{'*' if check.vid == current else ' '} {check.describe()}")
+    damaged = [c.vid for c in checks if not c.ok]
+    if damaged:
+        click.echo(
+            f"error: damaged: {', '.join(damaged)}; roll back to a good version "
+            "(`appliance rollback VID`) or import its pack again",
+            err=True,
+        )
+        sys.exit(1)
+
+
+@main.group("history")
+def history_group() -> None:
+    """The audit trail (history.jsonl): check its hash chain."""
+
+
+@history_group.command("verify")
+@data_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (stable, for scripts).")
+def history_verify_command(data_dir: Path, as_json: bool) -> None:
+    """Check that no line of the audit trail was changed, removed or reordered.
+
+    Each line carries the SHA-256 of the line before it. Exits 0 if the chain is intact, 1 with
+    the number of the first bad line if not. A damaged trail is only reported: nothing on the
+    node acts on it.
+    """
+    store = DataStore(data_dir)
+    require_store(store)
+    with reported_errors():
+        check = store.verify_history()
+    if as_json:
+        click.echo(json.dumps(check.as_json(), indent=2))
+    else:
+        click.echo(check.describe())
+    if not check.ok:
+        sys.exit(1)
+
+
 @main.command("rollback")
 @click.argument("vid")
 @data_dir_option
 def rollback_command(vid: str, data_dir: Path) -> None:
     """Serve an earlier (or later) data version again, by id, e.g. v0002."""
+    require_store(DataStore(data_dir))
     with reported_errors():
         previous, current = rollback(DataStore(data_dir), vid)
     click.echo(f"current version: {current} (was {previous})")
@@ -154,6 +234,7 @@ def rollback_command(vid: str, data_dir: Path) -> None:
 @data_dir_option
 @signers_option
 @setting_option(cfg.WATCH_INTERVAL, type=click.FloatRange(min=0.05, max=3600))
+@setting_option(cfg.WATCH_SETTLE, type=click.FloatRange(min=0, max=86400))
 @click.option(
     "--once", is_flag=True, help="Look twice, one interval apart, import what is ready, exit."
 )
@@ -163,19 +244,25 @@ def watch_command(
     data_dir: Path,
     signers: Path,
     interval: float,
+    settle: float,
     once: bool,
     import_memory: str,
     import_threads: int,
+    max_future_hours: int,
 ) -> None:
     """Import packs dropped into inbox folders (a network share, a USB stick mount).
 
-    Imported packs move to done/, refused ones to rejected/ with a .reason.txt beside them.
-    Stops cleanly on SIGTERM or Ctrl-C, after the import under way. With --once, exits 3 if a
-    pack was refused or had to wait.
+    A pack is read once it has kept its size and time for --settle seconds. Imported packs move
+    to done/, refused ones to rejected/ with a .reason.txt beside them; on a fault of the node
+    (disk full, out of memory) a pack stays where it is and is tried again. Stops cleanly on
+    SIGTERM or Ctrl-C, after the import under way. With --once: exits 0 when nothing was
+    refused or left waiting (also when there was nothing to import), 3 otherwise.
     """
     progress = Progress()
-    options = ImportOptions(limits=BuildLimits(import_memory, import_threads))
-    watcher = InboxWatcher(DataStore(data_dir), list(inboxes), signers, options, interval, progress)
+    options = ImportOptions(
+        limits=BuildLimits(import_memory, import_threads), max_future_hours=max_future_hours
+    )
+    watcher = InboxWatcher(DataStore(data_dir), list(inboxes), signers, options, settle, progress)
 
     def report(event: InboxEvent) -> None:
         progress(f"{event.inbox}: {event.message}")

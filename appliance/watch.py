@@ -1,9 +1,13 @@
 """Watch inbox folders (a network share, a USB stick) and import the packs dropped there.
 
 A pack is read only once its size and modification time have not changed between two looks and
-it is at least one interval old, so a copy in progress is never read. Hidden files and the usual
-partial-copy names are ignored. Imported packs move to `done/`, refused ones to `rejected/` beside
-a `<name>.reason.txt`. A folder that disappears (the stick is pulled out) is waited for.
+for the settle time (APPLIANCE_WATCH_SETTLE), so a copy in progress, even one that pauses, is not
+read. Hidden files and the usual partial-copy names are ignored. Imported packs move to `done/`,
+refused ones to `rejected/` beside a `<name>.reason.txt`. A pack refused as truncated is moved
+only once it has stayed unchanged for three more settle times after the refusal (a writer that
+paused longer than the settle time may still be writing it). A fault of the node (disk full,
+store locked) leaves the pack where it is, to be tried again. A folder that disappears (the
+stick is pulled out) is waited for.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ DONE_DIR = "done"
 REJECTED_DIR = "rejected"
 REASON_SUFFIX = ".reason.txt"
 PARTIAL_SUFFIXES = (".part", ".partial", ".tmp", ".crdownload")
+# A pack refused as truncated is moved to rejected/ only after this many settle times unchanged.
+TRUNCATED_GRACE = 3
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,8 @@ class _Inbox:
     present: bool | None = None
     observed: dict[str, tuple[int, int]] = field(default_factory=dict)
     handled: set[tuple[str, int, int]] = field(default_factory=set)
+    # name -> (size, mtime) it had when refused as truncated, refusal, time of the refusal
+    truncated: dict[str, tuple[tuple[int, int], PackRejected, float]] = field(default_factory=dict)
 
 
 def _is_candidate(entry: os.DirEntry[str]) -> bool:
@@ -117,17 +125,43 @@ class InboxWatcher:
             observed[name] = signature
             if (name, *signature) in inbox.handled:
                 continue
+            if name in inbox.truncated:
+                event = self._recheck_truncated(inbox, name, signature, now)
+                events += [event] if event is not None else []
+                if event is None or event.kind == "rejected":
+                    continue
             settled = now - stat.st_mtime >= self.settle_seconds
             if inbox.observed.get(name) == signature and settled:
                 events.append(self._import(inbox, inbox.path / name, signature))
         inbox.observed = observed
+        inbox.truncated = {n: t for n, t in inbox.truncated.items() if n in observed}
         return events
+
+    def _recheck_truncated(
+        self, inbox: _Inbox, name: str, signature: tuple[int, int], now: float
+    ) -> InboxEvent | None:
+        """Move a pack refused as truncated once it stayed unchanged; forget it if it grew."""
+        seen, refusal, refused_at = inbox.truncated[name]
+        if seen != signature:
+            del inbox.truncated[name]  # it grew: a copy was still going on; judge it afresh
+            return InboxEvent("deferred", inbox.path, f"{name} grew after it was read; waiting")
+        if now - refused_at < TRUNCATED_GRACE * self.settle_seconds:
+            return None
+        del inbox.truncated[name]
+        pack = inbox.path / name
+        moved = self._move(inbox, pack, signature, REJECTED_DIR, f"{refusal.reason}: {refusal}\n")
+        return InboxEvent("rejected", inbox.path, f"{name} refused: {refusal}{moved}", pack)
 
     def _import(self, inbox: _Inbox, pack: Path, signature: tuple[int, int]) -> InboxEvent:
         try:
             signers = load_allowed_signers(self.signers_file)
             result = import_pack(self.store, pack, signers, self.options, self.progress)
         except PackRejected as exc:
+            if exc.reason == "truncated":
+                # Perhaps a copy that paused longer than the settle time: look again before moving.
+                inbox.truncated[pack.name] = (signature, exc, time.time())
+                message = f"{pack.name} looks truncated ({exc}); moved to rejected/ if it stays so"
+                return InboxEvent("deferred", inbox.path, message, pack)
             moved = self._move(inbox, pack, signature, REJECTED_DIR, f"{exc.reason}: {exc}\n")
             return InboxEvent("rejected", inbox.path, f"{pack.name} refused: {exc}{moved}", pack)
         except (ApplianceError, OSError) as exc:

@@ -16,14 +16,18 @@ import pytest
 from tests.conftest import BIN, Signer, current_of, run
 
 INTERVAL = 0.3
+SETTLE = 1.0  # the default is 10 s; the tests that are not about it need not wait that long
 
 
 class Watcher:
     """A running `appliance watch` process whose stderr is collected as it comes."""
 
-    def __init__(self, inboxes: list[Path], data_dir: Path, signer: Signer) -> None:
+    def __init__(
+        self, inboxes: list[Path], data_dir: Path, signer: Signer, settle: float = SETTLE
+    ) -> None:
         argv = [str(BIN / "appliance"), "watch", *map(str, inboxes), "--data-dir", str(data_dir)]
         argv += ["--signers", str(signer.allowed_signers), "--interval", str(INTERVAL)]
+        argv += ["--settle", str(settle)]
         self.process = subprocess.Popen(
             argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
         )
@@ -73,8 +77,8 @@ def watch_once(inbox: Path, data_dir: Path, trusted: Signer) -> subprocess.Compl
 def watcher_factory(tmp_path: Path, signer: Signer) -> Iterator[object]:
     started: list[Watcher] = []
 
-    def start(*inboxes: Path) -> Watcher:
-        watcher = Watcher(list(inboxes), tmp_path / "data", signer)
+    def start(*inboxes: Path, settle: float = SETTLE) -> Watcher:
+        watcher = Watcher(list(inboxes), tmp_path / "data", signer, settle)
         started.append(watcher)
         return watcher
 
@@ -137,6 +141,67 @@ def test_a_pack_still_being_copied_is_not_read(
     watcher.wait_for("slow.pack imported as v0001")
     assert not (inbox / "rejected").exists(), watcher.lines
     assert (inbox / "done" / "slow.pack").read_bytes() == data
+    assert watcher.stop() == 0
+
+
+def copy_with_a_pause(source: Path, target: Path, pause: float) -> None:
+    """Copy half of `source`, stop for `pause` seconds (a stalled share), then the rest."""
+    data = source.read_bytes()
+    half = len(data) // 2
+    with target.open("wb") as handle:
+        handle.write(data[:half])
+        handle.flush()
+        time.sleep(pause)
+        handle.write(data[half:])
+
+
+def test_a_copy_that_pauses_for_less_than_the_settle_time_is_not_read(
+    tmp_path: Path, good_pack: Path, signer: Signer, watcher_factory
+) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    watcher = watcher_factory(inbox, settle=5.0)
+    watcher.wait_for("watching")
+    copy_with_a_pause(good_pack, inbox / "stalled.pack", pause=3.5)
+    watcher.wait_for("stalled.pack imported as v0001")
+    assert not any("truncated" in line or "refused" in line for line in watcher.lines)
+    assert not (tmp_path / "data" / "rejected").exists() or not any(
+        (tmp_path / "data" / "rejected").iterdir()
+    )
+    assert watcher.stop() == 0
+
+
+def test_a_pack_read_half_written_is_not_moved_while_it_grows(
+    tmp_path: Path, good_pack: Path, signer: Signer, watcher_factory
+) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    watcher = watcher_factory(inbox, settle=1.0)  # shorter than the pause: it is read too early
+    watcher.wait_for("watching")
+    # Read at about 1.2 s, refused as truncated, then growing again at 2.5 s: well within the
+    # three settle times it must stay unchanged before it is moved.
+    copy_with_a_pause(good_pack, inbox / "stalled.pack", pause=2.5)
+    watcher.wait_for("looks truncated")
+    watcher.wait_for("stalled.pack imported as v0001")
+    assert not (inbox / "rejected").exists(), watcher.lines
+    assert (inbox / "done" / "stalled.pack").read_bytes() == good_pack.read_bytes()
+    assert watcher.stop() == 0
+
+
+def test_a_truly_truncated_pack_is_moved_once_it_stays_unchanged(
+    tmp_path: Path, good_pack: Path, signer: Signer, watcher_factory
+) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    data = good_pack.read_bytes()
+    (inbox / "cut.pack").write_bytes(data[: len(data) // 2])
+    watcher = watcher_factory(inbox, settle=1.0)
+    watcher.wait_for("looks truncated")
+    assert (inbox / "cut.pack").exists()
+    watcher.wait_for("cut.pack refused")
+    assert (inbox / "rejected" / "cut.pack").is_file()
+    reason = (inbox / "rejected" / "cut.pack.reason.txt").read_text()
+    assert reason.startswith("truncated:")
     assert watcher.stop() == 0
 
 
