@@ -3,25 +3,38 @@
     python build_bundle.py --version 1.0.0 --key release.key --out dist/
 
 Thin on purpose: it reads the flags, and bundle/build.py runs the steps, each in its own module.
+Every failure is one line "error: ..." on stderr and an exit code from docs/building.md.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
-import click
+try:
+    import click
 
-from appliance.console import Progress, reported_errors
-from appliance.errors import ConfigError
-from bundle import layout
-from bundle.build import (
-    DEFAULT_MIN_UPGRADE_FROM,
-    BuildOptions,
-    build_bundle,
-    default_source_date_epoch,
-    source_revision,
-)
+    from appliance.console import Progress, reported_errors
+    from appliance.errors import ConfigError
+    from bundle import layout
+    from bundle.build import (
+        DEFAULT_MIN_UPGRADE_FROM,
+        BuildOptions,
+        build_bundle,
+        default_source_date_epoch,
+        source_revision,
+    )
+except ModuleNotFoundError as exc:
+    # The usual cause: a Python other than the dev environment's (`python3 build_bundle.py`).
+    sys.stderr.write(
+        f"error: the {exc.name} package is not installed for {sys.executable}; "
+        "use the dev environment: make, then .venv/bin/python build_bundle.py\n"
+    )
+    sys.exit(2)
+
+USAGE_HINT = "build_bundle.py --help lists the flags"
+INTERRUPTED_EXIT = 130  # as a shell reports a command stopped by Ctrl-C
 
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "appliance-bundle"
 
@@ -139,5 +152,17 @@ def main(
     )
 
 
+def run() -> None:
+    """main(), with click's usage errors and Ctrl-C as one line each, like every other failure."""
+    try:
+        main.main(prog_name="build_bundle.py", standalone_mode=False)
+    except click.Abort:
+        click.echo("error: interrupted; no archive was written", err=True)
+        sys.exit(INTERRUPTED_EXIT)
+    except click.ClickException as exc:
+        click.echo(f"error: {exc.format_message()} ({USAGE_HINT})", err=True)
+        sys.exit(exc.exit_code)
+
+
 if __name__ == "__main__":
-    main()
+    run()

@@ -12,8 +12,10 @@
    10 sign       SHA256SUMS and SHA256SUMS.sig (bundle/checksums.py, bundle/sign.py)
    11 archive    appliance-<version>.tar (bundle/archive.py), then verified as a node would
 
-The bundle folder is assembled in a scratch folder beside the output and removed afterwards;
-the archive appears whole or not at all.
+Before step 1, a preflight refuses what would stop a later step (flags, the key, folders that
+cannot be written, a missing tool, Python package or container engine), so a build never fails
+on them minutes in. The bundle folder is assembled in a scratch folder beside the output and
+removed afterwards; the archive appears whole or not at all.
 """
 
 from __future__ import annotations
@@ -21,15 +23,16 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from appliance.bundle_verify import BundleReport, verify_bundle
-from appliance.errors import ConfigError
+from appliance.errors import ApplianceError, ConfigError, KeyFileError
 from appliance.fsio import atomic_write_bytes, scratch_dir, sha256_file
-from appliance.sshsig import AllowedSigner, load_private_key, public_key_of
+from appliance.sshsig import AllowedSigner, SignerKey, load_private_key, public_key_of
 from bundle import (
     archive,
     checksums,
@@ -54,6 +57,12 @@ BUNDLED_DOCS = ("docs/operator-guide.md", "docs/auditor-guide.md", "docs/admin-g
 DEFAULT_MIN_UPGRADE_FROM = "0.1.0"
 LICENSE = "Apache-2.0"
 _NAME = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+
+
+class BuildFault(ApplianceError):
+    """The build machine failed under a step (a full disk, an I/O error), not the build's inputs."""
+
+    exit_code = 4
 
 
 @dataclass(frozen=True)
@@ -129,6 +138,41 @@ def check_options(options: BuildOptions) -> None:
         raise ConfigError(msg)
 
 
+def _check_writable(folder: Path, flag: str) -> None:
+    """ConfigError unless `folder` exists or can be made, and takes a new file."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        msg = (
+            f"{flag} {folder}: cannot write there ({exc.strerror or exc}); choose a writable folder"
+        )
+        raise ConfigError(msg) from exc
+
+
+def preflight(options: BuildOptions, progress: Progress) -> SignerKey:
+    """Refuse now what would stop a later step; returns the signing key's public half."""
+    check_options(options)
+    try:
+        private_key = load_private_key(options.key_file)
+    except KeyFileError as exc:
+        msg = f"--key: {exc}; make one with `mlws keygen` or `ssh-keygen -t ed25519 -N ''`"
+        raise KeyFileError(msg) from exc
+    signer_key = public_key_of(private_key, "bundle-signer")
+    _check_writable(options.out_dir, "--out")
+    _check_writable(options.cache_dir, "--cache-dir")
+    if options.rebuild_frontend:
+        frontend.check_can_rebuild()
+    if options.base_rootfs is not None:
+        rootfs.check_given(options.base_rootfs)
+    else:
+        rootfs.check_can_make(options.cache_dir, refresh=options.refresh_rootfs)
+    found = engine.reachable_engine() if options.engine_check else "skipped (--skip-engine-check)"
+    progress(f"preflight: signing key {signer_key.fingerprint}, engine {found}")
+    return signer_key
+
+
 def check_lock(root: Path) -> list[wheels.Pinned]:
     """The node lock must pin every project dependency and what install.sh needs."""
     pinned = wheels.read_lock(root / NODE_LOCK)
@@ -187,20 +231,36 @@ class _Steps:
         if self._name:
             self.seconds[self._name] = time.monotonic() - self._started
 
+    @property
+    def current(self) -> str:
+        return self._name or "setup"
+
     def done(self) -> dict[str, float]:
         self._close()
         self._name = ""
         return self.seconds
 
 
-def build_bundle(options: BuildOptions, progress: Progress) -> BuildResult:  # noqa: PLR0915 (the steps, in order, in one place)
-    """Build `out_dir/appliance-<version>.tar` from `options`; ConfigError says what stopped it."""
-    check_options(options)
-    private_key = load_private_key(options.key_file)
-    signer_key = public_key_of(private_key, "bundle-signer")
-    root, sde, version = options.source_root, options.source_date_epoch, options.version
-    options.out_dir.mkdir(parents=True, exist_ok=True)
+def build_bundle(options: BuildOptions, progress: Progress) -> BuildResult:
+    """Build `out_dir/appliance-<version>.tar` from `options`.
+
+    ConfigError (or KeyFileError) says what in the inputs stopped it, BuildFault what the
+    machine failed at; either way the scratch folder is gone and no archive is left half-written.
+    """
+    signer_key = preflight(options, progress)
     steps = _Steps(progress, 11)
+    try:
+        return _run_steps(options, signer_key, steps)
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        reason = " ".join(str(exc.strerror or exc).split())  # some carry a server's newlines
+        msg = f"{steps.current} step: {reason}{where}; free space or fix the disk, then build again"
+        raise BuildFault(msg) from exc
+
+
+def _run_steps(options: BuildOptions, signer_key: SignerKey, steps: _Steps) -> BuildResult:  # noqa: PLR0915 (the steps, in order, in one place)
+    progress = steps.progress
+    root, sde, version = options.source_root, options.source_date_epoch, options.version
     with scratch_dir(options.out_dir, f".appliance-{version}.build-") as scratch:
         bundle_root = scratch / layout.top_dir(version)
         work = scratch / "work"

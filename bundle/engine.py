@@ -10,6 +10,7 @@ inside it. Anything else is a failed build, with the container's last log lines.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,21 +49,42 @@ def engine_url() -> str:
             return f"unix://{socket}"
     msg = (
         "no container engine API found (set DOCKER_HOST, or start one: "
-        "podman system service --time=0 unix:///run/podman/podman.sock); "
+        "make engine, or podman system service --time=0 unix:///run/podman/podman.sock); "
         "or build with --skip-engine-check"
     )
     raise ConfigError(msg)
 
 
-def _client(url: str) -> Any:
-    import docker
-    from docker.errors import DockerException
+def _docker() -> Any:
+    """The `docker` package; ConfigError naming the fix when this Python lacks it."""
+    try:
+        import docker
+    except ModuleNotFoundError as exc:
+        msg = (
+            f"engine: the {exc.name} package is not installed for {sys.executable}; "
+            "run make (the dev environment has it) and use .venv/bin/python, "
+            "or build with --skip-engine-check"
+        )
+        raise ConfigError(msg) from exc
+    return docker
 
+
+def _said(exc: Exception) -> str:
+    """What the engine said, on one line (its messages may carry the server's own newlines)."""
+    return " ".join(str(exc).split())
+
+
+def _client(url: str) -> tuple[Any, str]:
+    """A client of the engine at `url` and the engine's name and version, once it has answered."""
+    docker = _docker()
     try:
         client = docker.DockerClient(base_url=url, timeout=120)
         version = client.version()
-    except DockerException as exc:
-        msg = f"container engine at {url} does not answer: {exc}"
+    except docker.errors.DockerException as exc:
+        msg = (
+            f"container engine at {url} does not answer: {_said(exc)}; start one (make engine), "
+            "set DOCKER_HOST, or build with --skip-engine-check"
+        )
         raise ConfigError(msg) from exc
     return (
         client,
@@ -70,9 +92,18 @@ def _client(url: str) -> Any:
     )
 
 
-def _run_options() -> dict[str, Any]:
-    from docker.types import Ulimit
+def reachable_engine() -> str:
+    """The engine the check will use, as "<name> <version> at <url>"; ConfigError if there is none.
 
+    Asked before the build's slow steps, so that a missing engine stops the build at once.
+    """
+    _docker()
+    url = engine_url()
+    _, engine = _client(url)
+    return f"{engine} at {url}"
+
+
+def _run_options(docker: Any) -> dict[str, Any]:
     return {
         "detach": True,
         "read_only": True,
@@ -81,7 +112,9 @@ def _run_options() -> dict[str, Any]:
         "security_opt": ["no-new-privileges"],
         "network_mode": "none",
         "environment": {"APPLIANCE_WORKERS": "1"},
-        "ulimits": [Ulimit(name=name, soft=value, hard=value) for name, value in ULIMITS],
+        "ulimits": [
+            docker.types.Ulimit(name=name, soft=value, hard=value) for name, value in ULIMITS
+        ],
     }
 
 
@@ -99,8 +132,7 @@ def _healthy(container: Any, deadline: float) -> bool:
 
 def check_image(archive: ImageArchive, progress: Progress, url: str | None = None) -> EngineCheck:
     """Load `archive` into the engine, run it hardened, and wait for its healthcheck to pass."""
-    from docker.errors import DockerException
-
+    docker = _docker()
     url = url or engine_url()
     client, engine = _client(url)
     progress(f"engine: loading {archive.path.name} into {engine} at {url}")
@@ -108,8 +140,8 @@ def check_image(archive: ImageArchive, progress: Progress, url: str | None = Non
         with archive.path.open("rb") as data:
             client.images.load(data)
         image = client.images.get(archive.repo_tag)
-    except DockerException as exc:
-        msg = f"engine: {engine} did not load {archive.path.name}: {exc}"
+    except docker.errors.DockerException as exc:
+        msg = f"engine: {engine} did not load {archive.path.name}: {_said(exc)}"
         raise ConfigError(msg) from exc
     if image.id != archive.image_id:
         msg = f"engine: loaded image ID {image.id} differs from the built {archive.image_id}"
@@ -120,9 +152,9 @@ def check_image(archive: ImageArchive, progress: Progress, url: str | None = Non
         raise ConfigError(msg)
     started = time.monotonic()
     try:
-        container = client.containers.run(archive.repo_tag, **_run_options())
-    except DockerException as exc:
-        msg = f"engine: {engine} could not run {archive.repo_tag}: {exc}"
+        container = client.containers.run(archive.repo_tag, **_run_options(docker))
+    except docker.errors.DockerException as exc:
+        msg = f"engine: {engine} could not run {archive.repo_tag}: {_said(exc)}"
         raise ConfigError(msg) from exc
     try:
         healthy = _healthy(container, started + HEALTHY_WITHIN_SECONDS)
@@ -132,10 +164,14 @@ def check_image(archive: ImageArchive, progress: Progress, url: str | None = Non
             last = log[-1] if log else "no output"
             msg = f"engine: the image did not become healthy within {HEALTHY_WITHIN_SECONDS:.0f}s: {last}"
             raise ConfigError(msg)
-    except DockerException as exc:
-        msg = f"engine: checking {archive.repo_tag} failed: {exc}"
+    except docker.errors.DockerException as exc:
+        msg = f"engine: checking {archive.repo_tag} failed: {_said(exc)}"
         raise ConfigError(msg) from exc
     finally:
-        container.remove(force=True, v=True)
+        try:
+            container.remove(force=True, v=True)
+        except docker.errors.DockerException as exc:
+            # Said, not raised: an error of the check itself matters more than the leftover.
+            progress(f"engine: could not remove container {container.short_id}: {_said(exc)}")
     progress(f"engine: healthy after {elapsed:.1f}s, read-only root, user {user}, no network")
     return EngineCheck(engine, image.id, elapsed, user)

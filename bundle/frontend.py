@@ -22,11 +22,16 @@ DIST_DIR = FRONTEND_DIR / "dist"
 _ASSET = re.compile(r'(?:src|href)="(?:\./|/)?(assets/[^"]+)"')
 
 
-def rebuild(root: Path, progress: Progress) -> None:
-    """`npm ci && npm run build` in the frontend folder (needs Node and the npm registry)."""
+def check_can_rebuild() -> None:
+    """ConfigError if this machine has no npm to rebuild the dashboard with."""
     if shutil.which("npm") is None:
         msg = "frontend: npm not found; install Node.js or build without --rebuild-frontend"
         raise ConfigError(msg)
+
+
+def rebuild(root: Path, progress: Progress) -> None:
+    """`npm ci && npm run build` in the frontend folder (needs Node and the npm registry)."""
+    check_can_rebuild()
     for command in (["npm", "ci", "--no-audit", "--no-fund"], ["npm", "run", "build"]):
         progress(f"frontend: {' '.join(command)}")
         result = subprocess.run(

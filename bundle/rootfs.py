@@ -149,17 +149,27 @@ def origin_of(tarball: Path) -> str:
     return f"rootfs sha256:{sha256_file(tarball)}"
 
 
+def _is_cached(cache_dir: Path) -> bool:
+    folder = cache_folder(cache_dir)
+    return (folder / "rootfs.tar").is_file() and (folder / PACKAGES_FILE).is_file()
+
+
+def check_can_make(cache_dir: Path, *, refresh: bool = False) -> None:
+    """ConfigError if debian_rootfs would need mmdebstrap and this machine has none."""
+    if (refresh or not _is_cached(cache_dir)) and shutil.which("mmdebstrap") is None:
+        msg = "base rootfs: mmdebstrap not found; install it (apt-get install mmdebstrap) or pass --base-rootfs TAR"
+        raise ConfigError(msg)
+
+
 def debian_rootfs(cache_dir: Path, progress: Progress, *, refresh: bool = False) -> BaseRootfs:
     """The cached rootfs of DEBIAN_PACKAGES, made with mmdebstrap the first time (or on refresh)."""
     suite = layout.TARGET_DEBIAN_SUITE
     folder = cache_folder(cache_dir)
     tarball, listing = folder / "rootfs.tar", folder / PACKAGES_FILE
-    if tarball.is_file() and listing.is_file() and not refresh:
+    if _is_cached(cache_dir) and not refresh:
         progress(f"base rootfs: cached {tarball}")
         return BaseRootfs(tarball, read_packages(listing), origin_of(tarball))
-    if shutil.which("mmdebstrap") is None:
-        msg = "base rootfs: mmdebstrap not found; install it (apt-get install mmdebstrap) or pass --base-rootfs TAR"
-        raise ConfigError(msg)
+    check_can_make(cache_dir, refresh=refresh)
     folder.mkdir(parents=True, exist_ok=True)
     partial, partial_listing = folder / "rootfs.tar.partial", folder / f"{PACKAGES_FILE}.partial"
     progress(f"base rootfs: mmdebstrap {suite} {' '.join(DEBIAN_PACKAGES)}")
@@ -185,14 +195,24 @@ def debian_rootfs(cache_dir: Path, progress: Progress, *, refresh: bool = False)
     return BaseRootfs(tarball, read_packages(listing), origin_of(tarball))
 
 
-def given_rootfs(tarball: Path) -> BaseRootfs:
-    """A builder's own base tarball; its packages come from `<tar>.packages.tsv` or `packages.tsv` beside it."""
+def check_given(tarball: Path) -> None:
+    """ConfigError unless `tarball` is a readable tar archive (its header, not every member)."""
     if not tarball.is_file():
         msg = f"--base-rootfs {tarball}: no such file"
         raise ConfigError(msg)
-    if not tarfile.is_tarfile(tarball):
+    try:
+        is_tar = tarfile.is_tarfile(tarball)
+    except OSError as exc:
+        msg = f"--base-rootfs {tarball}: cannot read it ({exc.strerror or exc})"
+        raise ConfigError(msg) from exc
+    if not is_tar:
         msg = f"--base-rootfs {tarball}: not a tar archive"
         raise ConfigError(msg)
+
+
+def given_rootfs(tarball: Path) -> BaseRootfs:
+    """A builder's own base tarball; its packages come from `<tar>.packages.tsv` or `packages.tsv` beside it."""
+    check_given(tarball)
     listing = tarball.with_name(f"{tarball.name}.{PACKAGES_FILE}")
     if not listing.is_file():
         listing = tarball.with_name(PACKAGES_FILE)
