@@ -6,6 +6,10 @@ line. The trail is evidence, never state: the store decides what is published fr
 folders, and a damaged trail is reported (`appliance history verify`, /health/ready,
 GET /api/v1/data/versions) but never acted on. Lines written before the chain existed (no
 `prev_sha256`) are accepted only as a prefix of the file.
+
+A chain cannot vouch for its own last line, so history.head beside the trail holds the line count
+and the SHA-256 of the last line, rewritten after each append. A head one line behind is what a
+crash between the two writes leaves, and is accepted.
 """
 
 from __future__ import annotations
@@ -17,9 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from appliance.store_layout import HISTORY_CHAIN_FIELD, HISTORY_CHAIN_START
+from appliance.fsio import atomic_write_bytes
+from appliance.store_layout import HISTORY_CHAIN_FIELD, HISTORY_CHAIN_START, HISTORY_HEAD
 
 TAIL_BYTES = 1 << 16  # a line is far shorter; the last line is found in this much of the end
+BROKEN_LINK = f"{HISTORY_CHAIN_FIELD} does not match the line before it"
+CHANGED_LINE = (
+    f"changed after it was written (the next line's {HISTORY_CHAIN_FIELD} does not match it)"
+)
 
 
 def line_digest(line: bytes) -> str:
@@ -59,8 +68,8 @@ class TrailCheck:
         }
 
 
-def verify_lines(lines: list[bytes]) -> TrailCheck:
-    """Check the chain of the trail's lines (each without its newline), in order."""
+def verify_lines(lines: list[bytes], head: tuple[int, str] | None = None) -> TrailCheck:
+    """Check the chain of the trail's lines (each without its newline), then its recorded head."""
     previous: bytes | None = None
     legacy = 0
     for number, line in enumerate(lines, start=1):
@@ -70,6 +79,12 @@ def verify_lines(lines: list[bytes]) -> TrailCheck:
         if json.loads(line).get(HISTORY_CHAIN_FIELD) is None:
             legacy += 1
         previous = line
+    if head is not None:
+        count, digest = head
+        matches = 0 < count <= len(lines) and line_digest(lines[count - 1]) == digest
+        if not matches or len(lines) > count + 1:
+            where = min(count, len(lines)) or 1
+            return TrailCheck(len(lines), legacy, where, f"does not match {HISTORY_HEAD}")
     return TrailCheck(len(lines), legacy)
 
 
@@ -84,9 +99,13 @@ def _line_problem(line: bytes, previous: bytes | None, chained: bool) -> str | N
     link = entry.get(HISTORY_CHAIN_FIELD)
     if link is None:
         return f"no {HISTORY_CHAIN_FIELD} after the chain began" if chained else None
-    expected = HISTORY_CHAIN_START if previous is None else line_digest(previous)
-    if link != expected:
-        return f"{HISTORY_CHAIN_FIELD} does not match the line before it"
+    if previous is None:
+        return None if link == HISTORY_CHAIN_START else "the first line does not start the chain"
+    if link != line_digest(previous):
+        return (
+            f"{HISTORY_CHAIN_FIELD} does not match the line before it "
+            "(that line was changed, or lines were removed or inserted here)"
+        )
     return None
 
 
@@ -95,6 +114,17 @@ class AuditTrail:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.head_path = path.with_name(HISTORY_HEAD)
+
+    def head(self) -> tuple[int, str] | None:
+        """(line count, SHA-256 of the last line) as last recorded; None before the first append."""
+        try:
+            count, digest = self.head_path.read_text(encoding="ascii").split()
+            return int(count), digest
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, UnicodeDecodeError):
+            return (0, "unreadable")
 
     def raw_lines(self) -> list[bytes]:
         """Every line of the file, without newlines (an absent file has none)."""
@@ -116,9 +146,25 @@ class AuditTrail:
                 events.append(entry)
         return events
 
+    def _link_to(self, last: bytes | None) -> str:
+        """The chain value of the next line: the last line's digest, unless the head disagrees.
+
+        When the last line no longer matches the head (it was damaged), the next line links to
+        what the head says it was, so appending never launders the damage.
+        """
+        if last is None:
+            return HISTORY_CHAIN_START
+        head = self.head()
+        if head is None or head[1] == line_digest(last) or head[1] == "unreadable":
+            return line_digest(last)
+        lines = self.raw_lines()
+        if head[0] == len(lines) - 1:  # a crash came between the last append and its head
+            return line_digest(last)
+        return head[1]
+
     def verify(self) -> TrailCheck:
-        """Check the whole chain."""
-        return verify_lines(self.raw_lines())
+        """Check the whole chain and its head."""
+        return verify_lines(self.raw_lines(), self.head())
 
     def append(self, entry: dict[str, Any]) -> dict[str, Any]:
         """Append `entry` chained to the last line, flushed; returns the entry as written.
@@ -128,16 +174,16 @@ class AuditTrail:
         fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
         try:
             last, ends_with_newline = _last_line(fd)
-            chained = {
-                HISTORY_CHAIN_FIELD: HISTORY_CHAIN_START if last is None else line_digest(last)
-            }
+            chained = {HISTORY_CHAIN_FIELD: self._link_to(last)}
             written = entry | chained
-            line = json.dumps(written, sort_keys=False, default=str).encode("utf-8") + b"\n"
+            line = json.dumps(written, sort_keys=False, default=str).encode("utf-8")
             # A torn last line (power cut mid-write) stays as it is, damaged, on its own line.
-            os.write(fd, line if ends_with_newline else b"\n" + line)
+            os.write(fd, (b"" if ends_with_newline else b"\n") + line + b"\n")
             os.fsync(fd)
+            count = _count_lines(fd)
         finally:
             os.close(fd)
+        atomic_write_bytes(self.head_path, f"{count} {line_digest(line)}\n".encode(), mode=0o640)
         return written
 
 
@@ -154,3 +200,13 @@ def _last_line(fd: int) -> tuple[bytes | None, bool]:
     ends_with_newline = tail.endswith(b"\n")
     lines = tail.splitlines()
     return (lines[-1] if lines else None), ends_with_newline
+
+
+def _count_lines(fd: int) -> int:
+    """Lines in the open file (it ends with a newline)."""
+    count = 0
+    offset = 0
+    while chunk := os.pread(fd, 1 << 20, offset):
+        count += chunk.count(b"\n")
+        offset += len(chunk)
+    return count

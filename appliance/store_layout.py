@@ -40,3 +40,6 @@ PUBLISH_INTENT = ".publishing"
 # The audit trail's hash chain: each line names the SHA-256 of the line before it.
 HISTORY_CHAIN_FIELD = "prev_sha256"
 HISTORY_CHAIN_START = "0" * 64
+# The chain's head, rewritten after every append: "<lines> <SHA-256 of the last line>". Without
+# it a damaged last line would go unnoticed, and the next line would chain onto the damage.
+HISTORY_HEAD = "history.head"
