@@ -6,7 +6,12 @@
 #      node changes before this passes;
 #   2. build a Python virtual environment from wheels/ (pip --no-index), once per version;
 #   3. run the Ansible playbook for the action on this node (ansible-playbook -c local).
-# Every failure prints one line "install.sh: error: ..." and exits non-zero.
+# Every failure prints one line "install.sh: error: ..." and exits with one of these codes
+# (docs/operator-guide.md lists each message):
+#   2  a flag, or the node itself, is not as needed (root, tools, trust files, folders)
+#   3  the bundle is refused: incomplete, changed, or not signed by a trusted key
+#   4  the playbook failed (its reason is in the error line)
+#   1  an unexpected failure (the lines above it say more)
 set -euo pipefail
 umask 022
 
@@ -40,6 +45,9 @@ Other:
                           (e.g. -e '{"appliance_importer_inbox_dirs": ["/mnt/share"]}')
   -h, --help              this text
 
+Exit codes: 0 done, 2 a bad flag or node, 3 the bundle is refused, 4 the playbook failed,
+1 anything unexpected. Every failure ends with one line "install.sh: error: ...".
+
 Examples:
   ./install.sh --trust-fingerprint SHA256:abc... --pack-signers /media/usb/pack_signers
   ./install.sh                      # upgrade with a newer bundle
@@ -60,7 +68,8 @@ note() {
     echo "$PROG: $*" >&2
 }
 
-action=install
+action=""
+action_flag=""
 signers=""
 fingerprint=""
 pack_signers=""
@@ -70,33 +79,68 @@ purge=false
 check=false
 extra_vars=()
 
+# One action per run: a second one would silently win over the first.
+set_action() {
+    [ -z "$action" ] || [ "$action" = "$1" ] || die "$action_flag and $2: choose one action (see --help)" 2
+    action=$1
+    action_flag=$2
+}
+
+# A flag's value: present and not empty (an empty path would read as "not given").
+value_of() {
+    [ -n "$3" ] || die "$1 needs $2" 2
+}
+
+extra_var() {
+    case "$1" in
+        @*)
+            [ -f "${1#@}" ] || die "-e $1: no such file" 2
+            extra_vars+=(-e "@$(realpath -e -- "${1#@}")")
+            ;;
+        \{* | \[* | *=*) extra_vars+=(-e "$1") ;;
+        *) die "-e $1: not KEY=VALUE, JSON or @FILE" 2 ;;
+    esac
+}
+
 while [ $# -gt 0 ]; do
     case "$1" in
-        --upgrade) action=install ;;
-        --rollback) action=rollback ;;
-        --uninstall) action=uninstall ;;
+        --upgrade) set_action install "$1" ;;
+        --rollback) set_action rollback "$1" ;;
+        --uninstall) set_action uninstall "$1" ;;
         --purge) purge=true ;;
-        --backup) [ $# -ge 2 ] || die "--backup needs a folder" 2; action=backup; backup_dir=$2; shift ;;
-        --restore) [ $# -ge 2 ] || die "--restore needs a backup file" 2; action=restore; restore_file=$2; shift ;;
-        --signers) [ $# -ge 2 ] || die "--signers needs a file" 2; signers=$2; shift ;;
-        --trust-fingerprint) [ $# -ge 2 ] || die "--trust-fingerprint needs SHA256:..." 2; fingerprint=$2; shift ;;
-        --pack-signers) [ $# -ge 2 ] || die "--pack-signers needs a file" 2; pack_signers=$2; shift ;;
+        --backup) value_of "$1" "a folder" "${2-}"; set_action backup "$1"; backup_dir=$2; shift ;;
+        --restore) value_of "$1" "a backup file" "${2-}"; set_action restore "$1"; restore_file=$2; shift ;;
+        --signers) value_of "$1" "a file" "${2-}"; signers=$2; shift ;;
+        --trust-fingerprint) value_of "$1" "SHA256:..." "${2-}"; fingerprint=$2; shift ;;
+        --pack-signers) value_of "$1" "a file" "${2-}"; pack_signers=$2; shift ;;
         --check) check=true ;;
-        -e | --extra-var) [ $# -ge 2 ] || die "$1 needs KEY=VALUE" 2; extra_vars+=(-e "$2"); shift ;;
+        -e | --extra-var) value_of "$1" "KEY=VALUE" "${2-}"; extra_var "$2"; shift ;;
         -h | --help) usage; exit 0 ;;
         *) die "unknown option $1 (see --help)" 2 ;;
     esac
     shift
 done
+action=${action:-install}
 
 [ "$(id -u)" -eq 0 ] || die "run as root (the playbook manages systemd units and /opt/appliance)" 2
 
 # Paths given on the command line are the operator's, resolved before the script moves into the
 # bundle; trust never comes from a file inside the bundle it is meant to check.
-[ -z "$signers" ] || [ -f "$signers" ] || die "--signers $signers: no such file" 2
-[ -z "$pack_signers" ] || [ -f "$pack_signers" ] || die "--pack-signers $pack_signers: no such file" 2
-[ -z "$restore_file" ] || [ -f "$restore_file" ] || die "--restore $restore_file: no such file" 2
-[ -z "$backup_dir" ] || [ -d "$backup_dir" ] || die "--backup $backup_dir: no such folder" 2
+given_file() {
+    [ ! -d "$2" ] || die "$1 $2 is a folder, not a file" 2
+    [ -f "$2" ] || die "$1 $2: no such file" 2
+    [ -r "$2" ] || die "$1 $2: not readable" 2
+}
+[ -z "$signers" ] || given_file --signers "$signers"
+[ -z "$pack_signers" ] || given_file --pack-signers "$pack_signers"
+[ -z "$restore_file" ] || given_file --restore "$restore_file"
+if [ -n "$backup_dir" ]; then
+    [ ! -e "$backup_dir" ] || [ -d "$backup_dir" ] || die "--backup $backup_dir is a file, not a folder" 2
+    [ -d "$backup_dir" ] || die "--backup $backup_dir: no such folder" 2
+fi
+# The form ssh-keygen -lf prints: anything else can never match, so say so before verifying.
+[ -z "$fingerprint" ] || [[ "$fingerprint" =~ ^SHA256:[A-Za-z0-9+/]{43}$ ]] ||
+    die "--trust-fingerprint $fingerprint is not a key fingerprint (SHA256: and 43 characters, as ssh-keygen -lf prints)" 2
 [ -z "$signers" ] || signers=$(realpath -e -- "$signers")
 [ -z "$pack_signers" ] || pack_signers=$(realpath -e -- "$pack_signers")
 [ -z "$restore_file" ] || restore_file=$(realpath -e -- "$restore_file")
@@ -113,12 +157,21 @@ done
 
 # --- 1. verify the bundle, with stock tools only ----------------------------------------------------
 
+case "$action" in
+    install) playbook=install.yml ;;
+    rollback) playbook=rollback.yml ;;
+    uninstall) playbook=uninstall.yml ;;
+    backup) playbook=backup.yml ;;
+    restore) playbook=restore.yml ;;
+esac
+
 cd "$BUNDLE_DIR"
-for file in SHA256SUMS SHA256SUMS.sig manifest.json; do
+# What the steps below read, whether or not SHA256SUMS lists it (a bundle signed without it).
+for file in SHA256SUMS SHA256SUMS.sig manifest.json wheels/requirements.lock ansible/ansible.cfg "ansible/$playbook"; do
     [ -f "$file" ] || die "$BUNDLE_DIR/$file is missing: not a whole bundle" 3
 done
 
-work=$(mktemp -d)
+work=$(mktemp -d 2>/dev/null) || die "cannot make a temporary folder in ${TMPDIR:-/tmp}: check that it exists and has free space" 2
 trap 'rm -rf "$work"' EXIT
 
 # Only root may change the bundle between this check and its use.
@@ -138,7 +191,9 @@ elif [ -n "$fingerprint" ]; then
     [ -n "$actual" ] || die "signer.pub is not an SSH public key" 3
     [ "$actual" = "$fingerprint" ] || die "signer.pub has fingerprint $actual, not $fingerprint: not trusted" 3
     printf 'release namespaces="%s" %s\n' "$NAMESPACE" "$(cut -d' ' -f1,2 signer.pub)" > "$work/allowed_signers"
-elif [ -r "$INSTALLED_SIGNERS" ]; then
+elif [ -e "$INSTALLED_SIGNERS" ]; then
+    [ -f "$INSTALLED_SIGNERS" ] && [ -r "$INSTALLED_SIGNERS" ] ||
+        die "$INSTALLED_SIGNERS is not a readable file: fix it, or pass --signers FILE or --trust-fingerprint SHA256:..." 2
     cp "$INSTALLED_SIGNERS" "$work/allowed_signers"
 else
     die "no trusted bundle signers: pass --signers FILE or --trust-fingerprint SHA256:... on a first install" 2
@@ -161,8 +216,32 @@ sed 's/^[0-9a-f]*  //' SHA256SUMS | LC_ALL=C sort > "$work/listed"
 unlisted=$(LC_ALL=C comm -23 "$work/present" "$work/listed" | head -n 1)
 [ -z "$unlisted" ] || die "$unlisted is in the bundle but not in SHA256SUMS" 3
 
-version=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["version"])' manifest.json) ||
-    die "manifest.json is not readable JSON" 3
+# Python's own errors would be a traceback: the reader says why in one line instead. Duplicate
+# keys are refused, as appliance verify does: two readers must not see two versions.
+version=$(python3 - manifest.json 2>"$work/manifest.why" <<'EOF'
+import json, sys
+
+
+def unique(pairs):
+    seen = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise ValueError(f"duplicate key {key!r}")
+        seen.add(key)
+    return dict(pairs)
+
+
+try:
+    with open(sys.argv[1], encoding="utf-8") as handle:
+        manifest = json.load(handle, object_pairs_hook=unique)
+except (OSError, ValueError, RecursionError) as exc:
+    sys.exit(f"manifest.json is not readable JSON ({(str(exc).splitlines() or [type(exc).__name__])[0]})")
+version = manifest.get("version") if isinstance(manifest, dict) else None
+if not isinstance(version, str):
+    sys.exit("manifest.json has no version string")
+print(version)
+EOF
+) || { why=$(tail -n 1 "$work/manifest.why"); die "${why:-manifest.json could not be read}" 3; }
 # The version names folders and image tags below: only what bundle/layout.py allows.
 [[ "$version" =~ ^[0-9A-Za-z][0-9A-Za-z._-]{0,63}$ ]] || die "manifest.json: version '$version' is not a version" 3
 [ "$(basename "$BUNDLE_DIR")" = "appliance-$version" ] ||
@@ -179,25 +258,22 @@ if [ ! -f "$venv/.lock.sha256" ] || [ "$(cat "$venv/.lock.sha256")" != "$lock_su
     note "building $venv from wheels/ (no network)"
     # Built in place (a venv cannot move); the .lock.sha256 marker, written last, says it is whole.
     rm -rf "$venv"
-    mkdir -p "$APPLIANCE_ROOT/venvs"
-    python3 -m venv "$venv" || die "python3 -m venv failed (Debian: apt-get install python3-venv)" 2
+    mkdir -p "$APPLIANCE_ROOT/venvs" 2>/dev/null ||
+        die "cannot create $APPLIANCE_ROOT/venvs: check that $APPLIANCE_ROOT is a writable folder with free space" 2
+    if ! out=$(python3 -m venv "$venv" 2>&1); then
+        rm -rf "$venv"
+        die "python3 -m venv failed: $(echo "$out" | grep -v '^ *$' | tail -n 1) (Debian: apt-get install python3-venv)" 2
+    fi
     if ! out=$("$venv/bin/pip" install --quiet --disable-pip-version-check --no-index \
         --find-links wheels --require-hashes -r wheels/requirements.lock 2>&1); then
         rm -rf "$venv"
         die "pip install from wheels/ failed: $(echo "$out" | grep -v '^ *$' | tail -n 1)" 2
     fi
+    [ -x "$venv/bin/ansible-playbook" ] || { rm -rf "$venv"; die "wheels/ did not install ansible-playbook: not a whole bundle" 3; }
     echo "$lock_sum" > "$venv/.lock.sha256"
 fi
 
 # --- 3. the playbook ---------------------------------------------------------------------------------
-
-case "$action" in
-    install) playbook=install.yml ;;
-    rollback) playbook=rollback.yml ;;
-    uninstall) playbook=uninstall.yml ;;
-    backup) playbook=backup.yml ;;
-    restore) playbook=restore.yml ;;
-esac
 
 vars="$work/vars.json"
 export BUNDLE_DIR version principal signer_fingerprint pack_signers venv purge backup_dir restore_file
@@ -235,9 +311,11 @@ reason = ""
 for line in open(sys.argv[1], encoding="utf-8", errors="replace"):
     if "FAILED! => {" in line:
         try:
-            reason = str(json.loads(line.split("=> ", 1)[1]).get("msg") or reason)
+            result = json.loads(line.split("FAILED! => ", 1)[1])
         except ValueError:
-            pass
+            continue
+        if isinstance(result, dict):
+            reason = str(result.get("msg") or reason)
 print(reason.strip().splitlines()[0] if reason.strip() else "")
 EOF
 )

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from bundle import layout, rootfs
+from bundle import checksums, layout, rootfs, sign
 from bundle.image import SERVER_DISTRIBUTIONS
 from bundle.oci import iso_time
 from bundle.wheels import normalise, read_lock
@@ -585,6 +585,8 @@ def test_a_given_base_rootfs_is_used_and_recorded(
 
 # --- install.sh: what it refuses before touching anything (the rest runs on a simulated node: tests/e2e)
 
+WRONG_FINGERPRINT = "SHA256:" + "A" * 43  # well formed, no key's
+
 
 @pytest.mark.parametrize(
     ("args", "code", "message"),
@@ -596,7 +598,7 @@ def test_a_given_base_rootfs_is_used_and_recorded(
         (["--signers", "/nonexistent/allowed_signers"], 2, "no such file"),
         (["--backup", "/nonexistent"], 2, "no such folder"),
         (["--signers", "{bundle}/signer.pub"], 2, "is inside the bundle"),
-        (["--trust-fingerprint", "SHA256:wrong"], 3, "not SHA256:wrong: not trusted"),
+        (["--trust-fingerprint", WRONG_FINGERPRINT], 3, f"not {WRONG_FINGERPRINT}: not trusted"),
     ],
 )
 def test_install_sh_refuses_bad_flags_with_one_line(
@@ -634,3 +636,185 @@ def test_install_sh_help_names_every_action(unpacked_bundle: Path) -> None:
         "--check",
     ):
         assert flag in result.stdout
+
+
+# --- install.sh on small signed trees: broken bundles and flags, refused in one line ----------------
+# A tree with just the files install.sh reads before its playbook, signed by the test's release key:
+# fast enough to try many kinds of damage; nothing here gets as far as building a venv.
+
+TREE_VERSION = "1.0.0"
+TREE_FILES = {
+    layout.MANIFEST: json.dumps({"version": TREE_VERSION}).encode(),
+    f"{layout.WHEELS_DIR}/{layout.WHEELS_LOCK}": b"",
+    f"{layout.ANSIBLE_DIR}/ansible.cfg": b"[defaults]\n",
+    f"{layout.ANSIBLE_DIR}/install.yml": b"- hosts: all\n  tasks: []\n",
+}
+
+
+def signed_tree(
+    folder: Path,
+    key: Path,
+    *,
+    replace: dict[str, bytes] | None = None,
+    leave_out: str | None = None,
+) -> Path:
+    """appliance-1.0.0/ with install.sh, signer.pub and TREE_FILES (changed by `replace`, less
+    `leave_out`), signed by `key`."""
+    root = folder / layout.top_dir(TREE_VERSION)
+    public = key.with_name(f"{key.name}.pub").read_bytes()
+    files = {**TREE_FILES, layout.SIGNER_KEY: public, **(replace or {})}
+    files.pop(leave_out or "", None)
+    for name, data in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    shutil.copy(REPO / layout.INSTALL_SCRIPT, root / layout.INSTALL_SCRIPT)
+    # As `sudo tar -xf` leaves it whatever the umask: install.sh refuses group-writable files.
+    for path in [root, *root.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() or path.name == layout.INSTALL_SCRIPT else 0o644)
+    sums = checksums.write_checksums(root)
+    (root / layout.CHECKSUMS).write_bytes(sums)
+    (root / layout.CHECKSUMS_SIG).write_bytes(sign.sign_checksums(sums, key))
+    return root
+
+
+def run_install_sh(
+    tree: Path, tmp_path: Path, *args: str | Path, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """install.sh as root, with its node folders under tmp_path (never /opt or /etc)."""
+    if os.geteuid() != 0:
+        pytest.skip("install.sh runs as root only")
+    if shutil.which("ssh-keygen") is None:
+        pytest.skip("needs OpenSSH's ssh-keygen (.ci/run installs openssh-client)")
+    env = {
+        **os.environ,
+        "APPLIANCE_ROOT": str(tmp_path / "opt"),
+        "APPLIANCE_CONFIG_DIR": str(tmp_path / "etc"),
+    }
+    return subprocess.run(
+        ["bash", str(tree / layout.INSTALL_SCRIPT), *map(str, args)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        env=env,
+        cwd=cwd,
+    )
+
+
+def assert_one_error_line(result: subprocess.CompletedProcess[str], code: int, *words: str) -> None:
+    assert result.returncode == code, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1, result.stderr
+    assert errors[0] == result.stderr.strip().splitlines()[-1]
+    assert errors[0].startswith("install.sh: error: "), errors[0]
+    for word in words:
+        assert word in errors[0], errors[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--signers", "{folder}"], "is a folder, not a file"),
+        (["--pack-signers", "{folder}"], "is a folder, not a file"),
+        (["--restore", "{folder}"], "is a folder, not a file"),
+        (["--backup", "{file}"], "is a file, not a folder"),
+        (["--signers", ""], "--signers needs a file"),
+        (["--backup", ""], "--backup needs a folder"),
+        (["--trust-fingerprint", "SHA256:short"], "is not a key fingerprint"),
+        (["--trust-fingerprint", "ab:cd:ef"], "is not a key fingerprint"),
+        (["-e", "appliance_port"], "not KEY=VALUE, JSON or @FILE"),
+        (["-e", "@{folder}/absent.yml"], "no such file"),
+        (["--rollback", "--uninstall"], "choose one action"),
+        (["--backup", "{folder}", "--restore", "{file}"], "choose one action"),
+    ],
+)
+def test_install_sh_refuses_bad_flag_values_in_one_line(
+    tmp_path: Path, release_key: tuple[Path, Path, str, str], args: list[str], message: str
+) -> None:
+    tree = signed_tree(tmp_path / "stick", release_key[0])
+    (tmp_path / "a-folder").mkdir()
+    (tmp_path / "a-file").write_text("")
+    argv = [a.format(folder=tmp_path / "a-folder", file=tmp_path / "a-file") for a in args]
+    assert_one_error_line(run_install_sh(tree, tmp_path, *argv), 2, message)
+
+
+def test_an_extra_vars_file_is_resolved_before_install_sh_enters_the_bundle(
+    tmp_path: Path, release_key: tuple[Path, Path, str, str]
+) -> None:
+    """-e @vars.yml names the operator's file from where they stand, not from the bundle."""
+    tree = signed_tree(tmp_path / "stick", release_key[0])
+    (tmp_path / "vars.yml").write_text("appliance_port: 8081\n")
+    result = run_install_sh(
+        tree, tmp_path, "-e", "@vars.yml", "--trust-fingerprint", WRONG_FINGERPRINT, cwd=tmp_path
+    )
+    # Past the flags (the file was found), refused later for the fingerprint, as it should be.
+    assert_one_error_line(result, 3, "not trusted")
+
+
+@pytest.mark.parametrize(
+    "missing",
+    [
+        f"{layout.WHEELS_DIR}/{layout.WHEELS_LOCK}",
+        f"{layout.ANSIBLE_DIR}/ansible.cfg",
+        f"{layout.ANSIBLE_DIR}/install.yml",
+    ],
+)
+def test_install_sh_refuses_a_signed_bundle_without_a_file_it_needs(
+    tmp_path: Path, release_key: tuple[Path, Path, str, str], missing: str
+) -> None:
+    """Signed without the file (so no checksum can miss it): refused before anything is built."""
+    tree = signed_tree(tmp_path / "stick", release_key[0], leave_out=missing)
+    result = run_install_sh(tree, tmp_path, "--signers", release_key[1])
+    assert_one_error_line(result, 3, f"{missing} is missing: not a whole bundle")
+    assert not (tmp_path / "opt").exists()
+
+
+def test_install_sh_refuses_a_bundle_with_a_listed_file_removed(
+    tmp_path: Path, release_key: tuple[Path, Path, str, str]
+) -> None:
+    tree = signed_tree(tmp_path / "stick", release_key[0])
+    (tree / layout.ANSIBLE_DIR / "ansible.cfg").unlink()
+    result = run_install_sh(tree, tmp_path, "--signers", release_key[1])
+    assert_one_error_line(result, 3, "ansible/ansible.cfg is missing")
+
+
+def test_install_sh_refuses_installed_trust_that_is_a_folder(
+    tmp_path: Path, release_key: tuple[Path, Path, str, str]
+) -> None:
+    tree = signed_tree(tmp_path / "stick", release_key[0])
+    (tmp_path / "etc" / "bundle_signers").mkdir(parents=True)
+    result = run_install_sh(tree, tmp_path)
+    assert_one_error_line(result, 2, "bundle_signers is not a readable file", "--signers FILE")
+
+
+@pytest.mark.parametrize(
+    ("manifest", "message"),
+    [
+        (b"{", "manifest.json is not readable JSON"),
+        (b"\xff\xfe not text", "manifest.json is not readable JSON"),
+        (b"[" * 100_000 + b"]" * 100_000, "manifest.json is not readable JSON"),
+        (b"[]", "manifest.json has no version string"),
+        (b"{}", "manifest.json has no version string"),
+        (b'{"version": 1}', "manifest.json has no version string"),
+        (b'{"version": "../x"}', "version '../x' is not a version"),
+        (b'{"version": "9.9.9", "version": "1.0.0"}', "duplicate key 'version'"),
+    ],
+)
+def test_install_sh_reads_a_bad_signed_manifest_in_one_line(
+    tmp_path: Path, release_key: tuple[Path, Path, str, str], manifest: bytes, message: str
+) -> None:
+    """Signed, so it passes every checksum: the manifest's reader itself must say no in one line."""
+    tree = signed_tree(tmp_path / "stick", release_key[0], replace={layout.MANIFEST: manifest})
+    result = run_install_sh(tree, tmp_path, "--signers", release_key[1])
+    assert_one_error_line(result, 3, message)
+    assert not (tmp_path / "opt").exists()
+
+
+def test_install_sh_says_in_one_line_that_its_venv_folder_cannot_be_made(
+    tmp_path: Path, release_key: tuple[Path, Path, str, str]
+) -> None:
+    tree = signed_tree(tmp_path / "stick", release_key[0])
+    (tmp_path / "opt").write_text("a file where /opt/appliance should be a folder\n")
+    result = run_install_sh(tree, tmp_path, "--signers", release_key[1])
+    assert_one_error_line(result, 2, "cannot create", "/venvs")
