@@ -73,3 +73,7 @@ class NodeFault(StoreError):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class VersionDamaged(StoreError):
+    """A published version's files no longer match the checksums recorded when it was published."""

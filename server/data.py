@@ -3,6 +3,11 @@
 Each worker notices a new `current` by reading the symlink at most every CHECK_SECONDS (or at
 once on POST /data/refresh). A request leases the version it started with; a replaced version is
 closed when its last lease ends, so no in-flight request fails when the data changes.
+
+Before a worker first serves a version it checks the version's files against the SHA256SUMS
+written at publish (bit rot, a hand that slipped): a damaged version is never served, and
+readiness says what to do. The check runs outside the lock requests take, so the version being
+served keeps answering meanwhile (its cost is in docs/performance.md).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import json
 import mmap
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,11 +26,24 @@ import duckdb
 
 from appliance import store_layout as layout
 from appliance.answers import INDEX_TABLE, KINDS
-from appliance.errors import StoreError
+from appliance.errors import StoreError, VersionDamaged
 from appliance.store import DataStore
 from appliance.version_build import META_TABLE
+from appliance.version_integrity import check_version
 
 CHECK_SECONDS = 0.25
+REPAIR = (
+    "roll back to a good version (`appliance rollback VID` or POST /api/v1/data/rollback) "
+    "or import its pack again"
+)
+
+
+def check_before_serving(vid: str, path: Path) -> None:
+    """Refuse a version whose files do not match their recorded SHA-256 (VersionDamaged)."""
+    check = check_version(vid, path)
+    if not check.ok:
+        msg = f"data version {vid} is damaged ({'; '.join(check.problems)}); {REPAIR}"
+        raise VersionDamaged(msg)
 
 
 class VersionHandle:
@@ -48,12 +67,10 @@ class VersionHandle:
         self.report: dict[str, Any] = json.loads(
             (path / layout.VERSION_REPORT).read_text(encoding="utf-8")
         )
-        self._answers: dict[str, dict[str, tuple[int, int]]] = {kind: {} for kind in KINDS}
-        rows = self._con.execute(
-            f"SELECT kind, item_id, offset_bytes, length_bytes FROM {INDEX_TABLE}"
-        ).fetchall()
-        for kind, item_id, offset, length in rows:
-            self._answers[kind][item_id] = (offset, length)
+        self._answers: dict[str, dict[str, tuple[int, int, int | None]]] = {k: {} for k in KINDS}
+        for kind, item_id, offset, length, crc in self._index_rows():
+            self._answers[kind][item_id] = (offset, length, crc)
+        self.damage: str | None = None  # set when a served answer fails its CRC
         self._blob = self._map(path / layout.VERSION_ANSWERS)
         self._leases = 0
         self._retired = False
@@ -66,13 +83,30 @@ class VersionHandle:
                 return None
             return mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
 
+    def _index_rows(self) -> list[tuple[str, str, int, int, int | None]]:
+        """The answer index; versions built before answers had a CRC-32 give None for it."""
+        columns = {row[0] for row in self._con.execute(f"DESCRIBE {INDEX_TABLE}").fetchall()}
+        crc = "crc32" if "crc32" in columns else "NULL"
+        sql = f"SELECT kind, item_id, offset_bytes, length_bytes, {crc} FROM {INDEX_TABLE}"
+        return self._con.execute(sql).fetchall()
+
     def answer(self, kind: str, item_id: str) -> bytes | None:
-        """The precomputed gzip body of `kind` for `item_id`, or None if the item is unknown."""
+        """The precomputed gzip body of `kind` for `item_id`, or None if the item is unknown.
+
+        VersionDamaged if the stored bytes no longer match their CRC-32 (never sent as they are).
+        """
         where = self._answers[kind].get(item_id)
         if where is None or self._blob is None:
             return None
-        offset, length = where
-        return self._blob[offset : offset + length]
+        offset, length, crc = where
+        data = self._blob[offset : offset + length]
+        if crc is not None and zlib.crc32(data) != crc:
+            self.damage = (
+                f"data version {self.vid} is damaged ({layout.VERSION_ANSWERS} changed since it "
+                f"was published; `appliance versions --verify` checks every file); {REPAIR}"
+            )
+            raise VersionDamaged(self.damage)
+        return data
 
     def has_item(self, item_id: str) -> bool:
         """Whether the item exists in this version."""
@@ -123,16 +157,47 @@ class DataSource:
         self._handle: VersionHandle | None = None
         self._checked_at = float("-inf")
         self._lock = threading.Lock()
+        self._opening = threading.Lock()
+        self._refused: str | None = None  # a damaged version this worker will not serve
         self.last_error: str | None = None
 
+    @property
+    def damaged(self) -> str | None:
+        """Why the current version is not served, if its files are damaged."""
+        if self._refused is not None:
+            return self.last_error
+        return self._handle.damage if self._handle is not None else None
+
     def current(self) -> VersionHandle | None:
-        """The current version's handle, re-checking `current` at most every CHECK_SECONDS."""
-        if time.monotonic() - self._checked_at >= CHECK_SECONDS:
-            self.refresh()
+        """The current version's handle, re-checking `current` at most every CHECK_SECONDS.
+
+        A new version is checked and opened in a thread of its own, so the requests that notice
+        it are not held up: they get the version served so far until the new one is ready. With
+        nothing served yet, the request that notices waits for it.
+        """
+        due = time.monotonic() - self._checked_at >= CHECK_SECONDS
+        if due and self._handle is None:
+            return self.refresh()  # nothing to serve meanwhile: this request waits for it
+        if due and self._opening.acquire(blocking=False):
+            vid = self._wanted()
+            if vid is None:
+                self._opening.release()
+            else:
+                threading.Thread(
+                    target=self._open_then_release, args=(vid,), name="version-open", daemon=True
+                ).start()
         return self._handle
 
     def refresh(self) -> VersionHandle | None:
-        """Read `current` now and switch to it if it changed."""
+        """Read `current` now and switch to it if it changed (after checking its files)."""
+        with self._opening:
+            vid = self._wanted()
+            if vid is not None:
+                self._open(vid)
+        return self._handle
+
+    def _wanted(self) -> str | None:
+        """The version to open now, if `current` names one this worker does not serve yet."""
         with self._lock:
             self._checked_at = time.monotonic()
             try:
@@ -140,23 +205,40 @@ class DataSource:
             except StoreError as exc:
                 # Keep serving what we have; readiness reports the problem.
                 self.last_error = str(exc)
-                return self._handle
+                return None
             if vid is None or (self._handle is not None and self._handle.vid == vid):
-                self.last_error = None
-                return self._handle
-            try:
-                fresh = VersionHandle(
-                    vid, self.store.versions_dir / vid, self.memory_limit, self.threads
-                )
-            except (OSError, duckdb.Error, json.JSONDecodeError) as exc:
+                self._refused, self.last_error = None, None
+                return None
+            if vid == self._refused:
+                return None  # damaged: not checked again until `current` changes
+            return vid
+
+    def _open_then_release(self, vid: str) -> None:
+        try:
+            self._open(vid)
+        finally:
+            self._opening.release()
+
+    def _open(self, vid: str) -> None:
+        """Check and open `vid`, then serve it; on a problem keep what is served and say why."""
+        try:
+            path = self.store.versions_dir / vid
+            check_before_serving(vid, path)
+            fresh = VersionHandle(vid, path, self.memory_limit, self.threads)
+        except VersionDamaged as exc:
+            with self._lock:
+                self._refused, self.last_error = vid, str(exc)
+            return
+        except (OSError, duckdb.Error, json.JSONDecodeError) as exc:
+            with self._lock:
                 self.last_error = f"cannot open version {vid}: {exc}"
-                return self._handle
+            return
+        with self._lock:
             previous, self._handle = self._handle, fresh
-            self.last_error = None
+            self._refused, self.last_error = None, None
             # Under the lock, so a lease cannot take the old handle after it was retired.
             if previous is not None:
                 previous.retire()
-        return fresh
 
     @contextmanager
     def lease(self) -> Iterator[VersionHandle | None]:
@@ -167,6 +249,8 @@ class DataSource:
             if handle is not None:
                 handle.acquire()
         if handle is None:
+            if self.damaged is not None:
+                raise VersionDamaged(self.damaged)  # not "nothing imported": say what is wrong
             yield None
             return
         try:

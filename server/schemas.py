@@ -142,12 +142,22 @@ class DataVersion(msgspec.Struct):
     rows: dict[str, int]
 
 
+class AuditTrailStatus(msgspec.Struct):
+    """Whether the audit trail's hash chain is intact (`appliance history verify`)."""
+
+    ok: bool
+    lines: int
+    first_bad_line: int | None
+    detail: str
+
+
 class DataVersions(msgspec.Struct):
     """Every published version (oldest first) and the audit trail of imports and rollbacks."""
 
     current: str | None
     versions: list[DataVersion]
     history: list[dict[str, Any]]
+    audit_trail: AuditTrailStatus
 
 
 class RollbackRequest(msgspec.Struct):
@@ -168,11 +178,12 @@ class ImportResult(msgspec.Struct):
 
 
 class Check(msgspec.Struct):
-    """One health check."""
+    """One health check; one that is not `required` is reported but does not fail readiness."""
 
     name: str
     ok: bool
     detail: str
+    required: bool = True
 
 
 class Health(msgspec.Struct):

@@ -1,0 +1,108 @@
+"""The server never answers 200 from a damaged version, and says what to do (issue: hardening).
+
+Bit rot is simulated by flipping one bit of a published file, as a failing disk or a slipped hand
+would; the real server (Granian, two workers) serves the store.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Signer, import_into
+from tests.integration.live_server import live_server
+from tests.integration.test_store_hardening import flip_byte
+
+ITEM = "/api/v1/items/IT-0000001/timeseries"
+
+
+@pytest.fixture
+def two_versions(tmp_path: Path, good_pack: Path, newer_pack: Path, signer: Signer) -> Path:
+    data_dir = tmp_path / "data"
+    import_into(data_dir, good_pack, signer)
+    import_into(data_dir, newer_pack, signer)
+    return data_dir
+
+
+def first_answer_offset(data_dir: Path, vid: str) -> int:
+    """An offset inside the first stored answer of `vid` (the timeseries of the first item)."""
+    import duckdb
+
+    con = duckdb.connect(str(data_dir / "versions" / vid / "data.duckdb"), read_only=True)
+    try:
+        row = con.execute(
+            "SELECT offset_bytes, length_bytes FROM answer_index "
+            "WHERE kind = 'timeseries' AND item_id = 'IT-0000001'"
+        ).fetchone()
+    finally:
+        con.close()
+    assert row is not None
+    return int(row[0]) + int(row[1]) // 2
+
+
+@pytest.mark.parametrize("name", ["answers.bin", "data.duckdb"])
+def test_a_version_damaged_before_start_is_never_served(
+    two_versions: Path, signer: Signer, name: str
+) -> None:
+    target = two_versions / "versions" / "v0002" / name
+    flip_byte(target, target.stat().st_size // 2)
+    with live_server(two_versions, signer.allowed_signers) as server:
+        ready = server.get("/health/ready")
+        assert ready.status_code == 503
+        check = {c["name"]: c for c in ready.json()["checks"]}["data_version"]
+        assert check["ok"] is False
+        assert (
+            f"data version v0002 is damaged ({name} does not match its SHA-256)" in check["detail"]
+        )
+        assert "roll back to a good version" in check["detail"]
+        for encoding in ("gzip", "identity"):
+            answer = server.get(ITEM, headers={"accept-encoding": encoding})
+            assert answer.status_code == 503, encoding
+            error = answer.json()["error"]
+            assert (error["reason"], error["code"]) == ("damaged", "unavailable")
+            assert "no data version has been imported" not in error["message"]
+
+        rolled = server.post(
+            "/api/v1/data/rollback", json={"version": "v0001"}, headers=server.admin()
+        )
+        assert rolled.status_code == 200, rolled.text
+        # Every worker notices the new `current` within CHECK_SECONDS; give them a second.
+        time.sleep(1.0)
+        for _ in range(10):
+            assert server.get(ITEM).status_code == 200
+            assert server.get("/health/ready").status_code == 200
+
+
+def test_a_byte_flipped_while_served_is_never_sent(two_versions: Path, signer: Signer) -> None:
+    with live_server(two_versions, signer.allowed_signers) as server:
+        assert server.get(ITEM, headers={"accept-encoding": "gzip"}).status_code == 200
+        answers = two_versions / "versions" / "v0002" / "answers.bin"
+        flip_byte(answers, first_answer_offset(two_versions, "v0002"))
+        for encoding in ("gzip", "identity"):
+            answer = server.get(ITEM, headers={"accept-encoding": encoding})
+            assert answer.status_code == 503, (encoding, answer.status_code)
+            assert answer.json()["error"]["reason"] == "damaged"
+        other = server.get("/api/v1/items/IT-0000002/timeseries")
+        assert other.status_code == 200  # the rest of the version still checks out
+
+
+def test_readiness_and_versions_report_a_damaged_trail_but_nothing_stops(
+    two_versions: Path, signer: Signer
+) -> None:
+    history = two_versions / "history.jsonl"
+    flip_byte(history, 10)
+    with live_server(two_versions, signer.allowed_signers) as server:
+        ready = server.get("/health/ready")
+        assert ready.status_code == 200
+        trail = {c["name"]: c for c in ready.json()["checks"]}["audit_trail"]
+        assert (trail["ok"], trail["required"]) == (False, False)
+        assert trail["detail"].startswith("audit trail damaged at line")
+        versions = server.get("/api/v1/data/versions").json()
+        assert versions["audit_trail"]["ok"] is False
+        assert versions["audit_trail"]["first_bad_line"] in (1, 2)
+        assert [v["version"] for v in versions["versions"]] == ["v0001", "v0002"]
+        assert server.get(ITEM).status_code == 200
+    assert json.loads(history.read_bytes().splitlines()[1])["event"] == "import"
