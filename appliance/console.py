@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -39,3 +40,42 @@ def reported_errors() -> Iterator[None]:
         # A fault of the node that the library did not expect: one line all the same.
         click.echo(f"error: {node_fault(exc, 'the command')}", err=True)
         sys.exit(NODE_FAULT_EXIT)
+
+
+# Exit code of an error nobody foresaw (a bug); the one line says so.
+UNEXPECTED_EXIT = 1
+INTERRUPTED_EXIT = 130
+
+
+class OneLineErrors(click.Group):
+    """A command group whose every failure ends in one `error:` line, never a traceback.
+
+    Library errors carry their own exit code; a fault of the node is exit 4; anything else is a
+    bug, said so in one line (APPLIANCE_DEBUG=1 shows the traceback for a report).
+    """
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except ApplianceError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except (OSError, MemoryError) as exc:
+            click.echo(f"error: {node_fault(exc, 'the command')}", err=True)
+            sys.exit(NODE_FAULT_EXIT)
+        except KeyboardInterrupt:
+            click.echo("error: interrupted", err=True)
+            sys.exit(INTERRUPTED_EXIT)
+        except Exception as exc:
+            if os.environ.get("APPLIANCE_DEBUG"):
+                raise
+            name = type(exc).__name__
+            detail = str(exc).splitlines()[0] if str(exc) else ""
+            click.echo(
+                f"error: unexpected {name}: {detail} (a bug: please report it; "
+                "APPLIANCE_DEBUG=1 shows the traceback)",
+                err=True,
+            )
+            sys.exit(UNEXPECTED_EXIT)

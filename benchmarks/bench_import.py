@@ -6,19 +6,28 @@ same run, right before the import, so both read it from a warm page cache: the r
 the import's verification stage (signature, tar checks, SHA-256 of every table while copying it
 out, Parquet schema checks) with the stock tool's hashing alone.
 
+It also measures what the hardening needs to know: the peak size of staging/ during an import
+over the pack's size (the free-space factor the importer checks before it starts), and how long a
+server worker's check of a version's files against its SHA256SUMS takes before it serves it.
+
     python benchmarks/bench_import.py [--items 20000] [--days 730] [--workdir .bench/import]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from appliance.importer import FREE_SPACE_FACTOR
+from appliance.version_integrity import check_version
 
 BIN = Path(sys.executable).parent
 RUNS = 3
@@ -50,6 +59,40 @@ def timed(argv: list[str]) -> tuple[float, str]:
     if done.returncode != 0:
         sys.exit(f"benchmark: {' '.join(argv)} failed:\n{done.stderr}")
     return elapsed, done.stderr
+
+
+def tree_bytes(root: Path) -> int:
+    """Bytes allocated below `root` (what the disk gives up), 0 if it is gone."""
+    total = 0
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            try:
+                total += (Path(dirpath) / name).lstat().st_blocks * 512
+            except FileNotFoundError:
+                continue
+    return total
+
+
+class PeakSampler:
+    """Samples the size of a folder every few milliseconds in a thread; keeps the peak."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, tree_bytes(self.folder))
+
+    def __enter__(self) -> PeakSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def tool(name: str) -> str:
@@ -116,10 +159,14 @@ def main() -> None:
     sha_seconds = min(timed(["sha256sum", str(pack)])[0] for _ in range(RUNS))
     sha_row = Row("sha256sum (same pack)", sha_seconds, size=size)
     imports = []
+    staging_peaks: list[int] = []
     for run in range(RUNS):
         store = data / f"run-{run}"
         argv = [tool("appliance"), "import", str(pack), "--data-dir", str(store)]
-        whole, stderr = timed([*argv, "--signers", str(signers)])
+        # The whole store but versions/ of earlier runs: staging/ holds the build until publish.
+        with PeakSampler(store) as sampler:
+            whole, stderr = timed([*argv, "--signers", str(signers)])
+        staging_peaks.append(sampler.peak)
         stages = STAGES.search(stderr)
         if stages is None:
             sys.exit(f"benchmark: no stage timings in the import output:\n{stderr}")
@@ -144,6 +191,28 @@ def main() -> None:
         f"verification throughput / sha256sum throughput = {sha_row.seconds / verify:.2f} (goal >= 0.5)"
     )
     print(f"whole import = {seconds:.1f} s (goal <= 60 s)")
+
+    report_space_and_check(data / "run-0" / "versions" / "v0001", max(staging_peaks), size)
+
+
+def report_space_and_check(version: Path, peak: int, size: int) -> None:
+    """Print the store's peak during an import and the cost of a worker's check of a version."""
+    version_size = sum(p.stat().st_size for p in version.iterdir() if p.is_file())
+    checks = []
+    for _ in range(RUNS):
+        started = time.perf_counter()
+        outcome = check_version("v0001", version)
+        checks.append(time.perf_counter() - started)
+        if not outcome.ok:
+            sys.exit(f"benchmark: the fresh version does not check out: {outcome.problems}")
+    print(
+        f"\npeak of the store during an import = {peak / 2**20:,.1f} MiB = {peak / size:.2f}x the pack"
+    )
+    print(f"free space the importer asks for before it starts = {FREE_SPACE_FACTOR}x the pack")
+    print(
+        f"a worker's check of the version before serving it (SHA-256 of {version_size / 2**20:,.1f} MiB,"
+        f" warm page cache, best of {RUNS}) = {min(checks):.2f} s"
+    )
 
 
 if __name__ == "__main__":
