@@ -20,7 +20,8 @@ $(BIN)/.installed: requirements/dev.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet --require-hashes -r requirements/dev.lock
-	$(BIN)/python -m pip install --quiet --no-deps -e .
+	@# setuptools says "Editable installation" in a dozen lines on every run, whatever --quiet says.
+	PYTHONWARNINGS='ignore:Editable installation' $(BIN)/python -m pip install --quiet --no-deps -e .
 	@touch $@
 
 demo: $(BIN)/.installed  ## Demo pack -> import -> server on http://127.0.0.1:8080 (all under .demo/).
