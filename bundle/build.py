@@ -55,6 +55,7 @@ NODE_TOOLS = ("ansible-core",)  # what install.sh needs from the wheel cache bes
 COPIED = (layout.INSTALL_SCRIPT, layout.ANSIBLE_DIR)
 BUNDLED_DOCS = ("docs/operator-guide.md", "docs/auditor-guide.md", "docs/admin-guide.md")
 DEFAULT_MIN_UPGRADE_FROM = "0.1.0"
+ZIP_LAST_EPOCH = 4354819198  # 2107-12-31T23:59:58Z, the last time a zip entry can hold
 LICENSE = "Apache-2.0"
 _NAME = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 
@@ -132,6 +133,9 @@ def check_options(options: BuildOptions) -> None:
         raise ConfigError(msg)
     if options.source_date_epoch < 315532800:
         msg = f"SOURCE_DATE_EPOCH {options.source_date_epoch} is before 1980 (zip and tar times need later)"
+        raise ConfigError(msg)
+    if options.source_date_epoch > ZIP_LAST_EPOCH:
+        msg = f"SOURCE_DATE_EPOCH {options.source_date_epoch} is after 2107 (zip times end there)"
         raise ConfigError(msg)
     if not (options.source_root / NODE_LOCK).is_file():
         msg = f"{options.source_root / NODE_LOCK} is missing; see docs/building.md to make it"

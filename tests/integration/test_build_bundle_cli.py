@@ -187,6 +187,25 @@ def test_bad_flags_are_one_line(
     assert_refused(result, REFUSED, *words)
 
 
+@pytest.mark.parametrize(
+    ("epoch", "words"),
+    [
+        ("yesterday", ["not a whole number"]),
+        ("1", ["before 1980"]),
+        ("99999999999", ["after 2107"]),
+    ],
+)
+def test_a_bad_source_date_epoch_is_one_line(
+    tmp_path: Path, key: Path, epoch: str, words: list[str]
+) -> None:
+    env = {**build_env(), "SOURCE_DATE_EPOCH": epoch}
+    out = tmp_path / "out"
+    result = build(
+        tmp_path, "--version", "1.0", "--key", key, "--out", out, "--skip-engine-check", env=env
+    )
+    assert_refused(result, REFUSED, *words, out=out)
+
+
 def test_an_out_folder_under_a_file_is_refused(tmp_path: Path, key: Path) -> None:
     (tmp_path / "file").write_text("")
     out = tmp_path / "file" / "out"
