@@ -21,7 +21,6 @@ manifest.json, the part this module checks (any other keys, e.g. `build` or `com
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import tarfile
@@ -34,6 +33,7 @@ from appliance.errors import BundleRejected, ConfigError, SignatureError
 from appliance.fsio import CHUNK_BYTES
 from appliance.safe_tar import member_kind, trailer_problem
 from appliance.sshsig import AllowedSigner, VerifiedSignature, verify
+from appliance.strict_json import StrictJSONError, parse_strict_json
 from bundle import layout
 from bundle.checksums import bundle_files, check_relative_path, parse_checksums
 
@@ -350,9 +350,9 @@ def _check_manifest(
     if layout.MANIFEST not in listed or data is None:
         raise _manifest_error(f"not listed in {layout.CHECKSUMS}")
     try:
-        raw = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _manifest_error(f"not valid UTF-8 JSON ({exc})") from exc
+        raw = parse_strict_json(data)
+    except StrictJSONError as exc:
+        raise _manifest_error(str(exc)) from exc
     if not isinstance(raw, dict):
         raise _manifest_error("must be a JSON object")
     missing = [key for key in layout.MANIFEST_REQUIRED_FIELDS if key not in raw]

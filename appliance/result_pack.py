@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import IO, Any, BinaryIO, TypeGuard
 
 from appliance import pack_layout as layout
 from appliance.errors import PackRejected, SignatureError, UnreadableParquet
@@ -25,11 +25,19 @@ from appliance.parquet_footer import footer_reader
 from appliance.safe_tar import member_kind, trailer_problem
 from appliance.schema_registry import SchemaRegistry, load_registry, schema_problems
 from appliance.sshsig import AllowedSigner, VerifiedSignature, verify
+from appliance.strict_json import StrictJSONError, parse_strict_json
 
 Progress = Callable[[str], None]
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+@/ -]{0,127}")
+# RFC 3339's date-time, and only that: datetime.fromisoformat alone also takes ISO 8601's basic
+# (20261102T060000Z) and week (2026-W45-1) forms. At most six fraction digits, the microseconds
+# the metadata columns hold, so two different strings never name one stored instant.
+_RFC3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?"
+    r"(?P<offset>Z|[+-][0-9]{2}:[0-9]{2})?"
+)
 
 
 def _quiet(_message: str) -> None:
@@ -107,15 +115,24 @@ def format_timestamp(moment: datetime) -> str:
 
 
 def parse_timestamp(text: str) -> datetime:
-    """Parse an RFC 3339 timestamp that names its offset; ValueError otherwise."""
-    if not isinstance(text, str) or "T" not in text:
-        msg = f"not an RFC 3339 timestamp: {text!r}"
+    """Parse an RFC 3339 date-time with its offset; ValueError for anything else (ISO 8601 too)."""
+    match = _RFC3339.fullmatch(text) if isinstance(text, str) else None
+    if match is None:
+        msg = f"not an RFC 3339 timestamp (YYYY-MM-DDTHH:MM:SS[.ffffff] then Z or +HH:MM): {text!r}"
         raise ValueError(msg)
-    moment = datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        msg = f"timestamp has no UTC offset: {text!r}"
+    if match["offset"] is None:
+        msg = f"timestamp has no UTC offset (Z or +HH:MM): {text!r}"
         raise ValueError(msg)
-    return moment.astimezone(UTC)
+    try:
+        return datetime.fromisoformat(text).astimezone(UTC)
+    except ValueError as exc:
+        msg = f"not a date and time that exists: {text!r} ({exc})"
+        raise ValueError(msg) from exc
+
+
+def is_integer(value: object) -> TypeGuard[int]:
+    """Whether a parsed JSON value is an integer: not a bool (an int in Python), not 1.0."""
+    return type(value) is int
 
 
 def _reject_manifest(message: str) -> PackRejected:
@@ -132,7 +149,7 @@ def _label(raw: dict[str, Any], key: str) -> str:
 
 def _count(raw: dict[str, Any], key: str, where: str) -> int:
     value = raw.get(key)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+    if not is_integer(value) or value < 0:
         msg = f"{where}: {key} must be a whole number >= 0"
         raise _reject_manifest(msg)
     return value
@@ -165,19 +182,20 @@ def _table_entry(name: str, raw: Any, registry: SchemaRegistry) -> TableEntry:
     )
 
 
-def parse_manifest(data: bytes, registry: SchemaRegistry | None = None) -> PackManifest:
-    """Parse and check pack.json; PackRejected with a one-line reason on anything off."""
-    registry = registry or load_registry()
+def _manifest_object(data: bytes) -> dict[str, Any]:
+    """pack.json as a JSON object of format version 1 with exactly the format's fields."""
     try:
-        raw = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        msg = f"not valid UTF-8 JSON ({exc})"
-        raise _reject_manifest(msg) from exc
+        raw = parse_strict_json(data)
+    except StrictJSONError as exc:
+        raise _reject_manifest(str(exc)) from exc
     if not isinstance(raw, dict):
         msg = "must be a JSON object"
         raise _reject_manifest(msg)
     if raw.get("format") != layout.FORMAT_NAME:
         msg = f"format must be {layout.FORMAT_NAME!r}"
+        raise _reject_manifest(msg)
+    if "format_version" in raw and not is_integer(raw["format_version"]):
+        msg = f"format_version must be an integer, not {raw['format_version']!r}"
         raise _reject_manifest(msg)
     if raw.get("format_version") != layout.FORMAT_VERSION:
         msg = (
@@ -191,19 +209,39 @@ def parse_manifest(data: bytes, registry: SchemaRegistry | None = None) -> PackM
         parts = [f"missing {', '.join(missing)}"] if missing else []
         parts += [f"unknown {', '.join(unknown)}"] if unknown else []
         raise _reject_manifest("; ".join(parts))
+    return raw
+
+
+def _pack_id(raw: dict[str, Any]) -> str:
+    """The pack_id, a UUID given as a string, in its canonical form."""
+    msg = "pack_id must be a UUID"
+    if not isinstance(raw["pack_id"], str):
+        raise _reject_manifest(msg)
     try:
-        pack_id = str(uuid.UUID(str(raw["pack_id"])))
+        return str(uuid.UUID(raw["pack_id"]))
     except ValueError as exc:
-        msg = "pack_id must be a UUID"
         raise _reject_manifest(msg) from exc
+
+
+def _registry_version(raw: dict[str, Any], registry: SchemaRegistry) -> int:
+    """The schema_registry_version, an integer this node's registry covers."""
+    version = raw["schema_registry_version"]
+    if not is_integer(version) or not 1 <= version <= registry.version:
+        msg = f"schema_registry_version {version!r} is not one this node knows (1..{registry.version})"
+        raise PackRejected("schema", f"pack.json: {msg}")
+    return version
+
+
+def parse_manifest(data: bytes, registry: SchemaRegistry | None = None) -> PackManifest:
+    """Parse and check pack.json; PackRejected with a one-line reason on anything off."""
+    registry = registry or load_registry()
+    raw = _manifest_object(data)
+    pack_id = _pack_id(raw)
     try:
         generated_at = parse_timestamp(raw["generated_at"])
     except ValueError as exc:
         raise _reject_manifest(f"generated_at: {exc}") from exc
-    version = raw["schema_registry_version"]
-    if not isinstance(version, int) or not 1 <= version <= registry.version:
-        msg = f"schema_registry_version {version!r} is not one this node knows (1..{registry.version})"
-        raise PackRejected("schema", f"pack.json: {msg}")
+    version = _registry_version(raw, registry)
     tables_raw = raw["tables"]
     if not isinstance(tables_raw, dict) or not 0 < len(tables_raw) <= layout.MAX_TABLES:
         msg = f"tables must be an object with 1..{layout.MAX_TABLES} entries"
@@ -391,7 +429,11 @@ def open_pack(
     registry = registry or load_registry()
     if not path.is_file():
         raise PackRejected("not-a-pack", "not a regular file")
-    with path.open("rb") as handle:
+    try:
+        handle = path.open("rb")
+    except OSError as exc:
+        raise PackRejected("not-a-pack", f"cannot be read ({exc.strerror})") from exc
+    with handle:
         try:
             tar = tarfile.open(fileobj=handle, mode="r:")  # noqa: SIM115 (closed below)
         except tarfile.TarError as exc:

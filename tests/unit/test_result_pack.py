@@ -53,9 +53,37 @@ def test_a_manifest_survives_its_own_round_trip() -> None:
 def test_timestamps_are_rfc3339_utc() -> None:
     assert format_timestamp(datetime(2026, 11, 1, 6, tzinfo=UTC)) == "2026-11-01T06:00:00Z"
     assert parse_timestamp("2026-11-01T03:00:00-03:00") == datetime(2026, 11, 1, 6, tzinfo=UTC)
+    assert parse_timestamp("2026-11-01T06:00:00.25Z") == datetime(
+        2026, 11, 1, 6, 0, 0, 250_000, tzinfo=UTC
+    )
     for bad in ("2026-11-01", "2026-11-01T06:00:00", "yesterday", "2026-13-01T00:00:00Z"):
         with pytest.raises(ValueError):
             parse_timestamp(bad)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "20261102T060000Z",  # ISO 8601 basic format
+        "2026-W45-1T06:00:00Z",  # ISO 8601 week date
+        "2026-306T06:00:00Z",  # ISO 8601 ordinal date
+        "2026-11-02T06:00Z",  # no seconds
+        "2026-11-02T06Z",
+        "2026-11-02 06:00:00Z",  # space for T
+        "2026-11-02t06:00:00z",
+        "2026-11-02T06:00:00+0000",  # offset without its colon
+        "2026-11-02T06:00:00+00",
+        "2026-11-02T06:00:00.1234567Z",  # below the microsecond the tables hold
+        "2026-11-02T06:00:00,5Z",
+        "\uff12026-11-02T06:00:00Z",  # a full-width digit, which a \d pattern takes
+        "2026-11-02T06:00:00Z\n",
+        "2026-02-30T06:00:00Z",
+        "2026-11-02T24:00:00Z",
+    ],
+)
+def test_only_rfc3339_date_times_parse(text: str) -> None:
+    with pytest.raises(ValueError, match=r"RFC 3339|exists"):
+        parse_timestamp(text)
 
 
 @pytest.mark.parametrize(
@@ -63,12 +91,21 @@ def test_timestamps_are_rfc3339_utc() -> None:
     [
         ({"format": "zip"}, "bad-manifest", "format must be"),
         ({"format_version": 2}, "unsupported-format", "format_version 2 is not supported"),
+        ({"format_version": True}, "bad-manifest", "format_version must be an integer"),
+        ({"format_version": 1.0}, "bad-manifest", "format_version must be an integer"),
+        ({"format_version": "1"}, "bad-manifest", "format_version must be an integer"),
+        ({"pack_id": 0x6F1C1F3E2A5B4C8E9D3A1B2C3D4E5F60}, "bad-manifest", "pack_id must be a UUID"),
         ({"pack_id": "not-a-uuid"}, "bad-manifest", "pack_id must be a UUID"),
         ({"dataset_id": ""}, "bad-manifest", "dataset_id must be"),
         ({"model_version": "x\n'; DROP"}, "bad-manifest", "model_version must be"),
         ({"source": 7}, "bad-manifest", "source must be"),
         ({"generated_at": "2026-11-01 06:00"}, "bad-manifest", "generated_at"),
         ({"schema_registry_version": 99}, "schema", "schema_registry_version 99"),
+        ({"schema_registry_version": True}, "schema", "schema_registry_version True"),
+        ({"schema_registry_version": 1.0}, "schema", "schema_registry_version 1.0"),
+        ({"generated_at": "20261101T060000Z"}, "bad-manifest", "generated_at: not an RFC 3339"),
+        ({"generated_at": "2026-W44-7T06:00:00Z"}, "bad-manifest", "generated_at: not an RFC"),
+        ({"generated_at": 1_793_512_800}, "bad-manifest", "generated_at: not an RFC 3339"),
         ({"tables": {}}, "bad-manifest", "tables must be an object"),
         ({"tables": []}, "bad-manifest", "tables must be an object"),
         ({"created_by": "x" * 300}, "bad-manifest", "created_by"),
@@ -89,7 +126,10 @@ def test_manifest_faults_are_refused_with_their_reason(
         ({"path": "../fact_forecast.parquet"}, "path must be tables/fact_forecast.parquet"),
         ({"sha256": "ABC"}, "sha256 must be 64 lowercase hex digits"),
         ({"rows": -1}, "rows must be a whole number"),
+        ({"rows": 1.0}, "rows must be a whole number"),
+        ({"rows": False}, "rows must be a whole number"),
         ({"bytes": True}, "bytes must be a whole number"),
+        ({"bytes": 10.0}, "bytes must be a whole number"),
         (
             {"schema": [{"name": "item_id", "type": "string", "nullable": False}]},
             "schema differs from the schema registry",
@@ -111,10 +151,25 @@ def test_an_unknown_table_is_refused() -> None:
         parse_manifest(json.dumps(raw).encode())
 
 
-@pytest.mark.parametrize("data", [b"", b"\xff\xfe", b"[]", b"null", b"{" * 100_000])
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"\xff\xfe", b"[]", b"null", b"{" * 100_000, b"[" * 100_000, b"9" * 5_000],
+)
 def test_garbage_manifests_are_refused_not_crashed_on(data: bytes) -> None:
     with pytest.raises(PackRejected):
         parse_manifest(data)
+
+
+def test_a_key_twice_is_refused_at_any_depth() -> None:
+    good = manifest().to_bytes()
+    top = good.replace(b'"dataset_id":', b'"dataset_id": "../../etc", "dataset_id":', 1)
+    entry = good.replace(b'"rows": 1,', b'"rows": 0, "rows": 1,', 1)
+    column = good.replace(b'"name": "item_id",', b'"name": "x", "name": "item_id",', 1)
+    for data, key in ((top, "dataset_id"), (entry, "rows"), (column, "name")):
+        assert data != good
+        with pytest.raises(PackRejected, match=f"key '{key}' appears twice") as refused:
+            parse_manifest(data)
+        assert refused.value.reason == "bad-manifest"
 
 
 def test_member_name_rules() -> None:
