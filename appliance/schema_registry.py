@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date
 from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -38,6 +39,9 @@ class Column:
     nullable: bool
     doc: str
     pattern: str | None = None
+    max_length: int | None = None  # strings: the most characters a value may have
+    min: date | None = None  # dates: the earliest day a value may be
+    max: date | None = None  # dates: the latest day a value may be
 
     @property
     def duckdb_type(self) -> str:
@@ -69,6 +73,7 @@ class TableSchema:
     sort_key: tuple[str, ...]
     foreign_keys: dict[str, str]
     checks: tuple[RowCheck, ...] = ()
+    min_rows: int = 0
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -107,12 +112,41 @@ class SchemaRegistry:
         return tuple(name for name, table in self.tables.items() if table.required)
 
 
+def _limit(raw: dict[str, Any], key: str, column_type: str) -> Any:
+    """A column's limit `key`, which only columns of `column_type` may have."""
+    value = raw.get(key)
+    if value is not None and raw["type"] != column_type:
+        msg = f"schema registry: column {raw['name']!r} is {raw['type']}, only a {column_type} has {key}"
+        raise SchemaError(msg)
+    return value
+
+
+def _day(raw: dict[str, Any], key: str) -> date | None:
+    value = _limit(raw, key, "date")
+    try:
+        return None if value is None else date.fromisoformat(value)
+    except (TypeError, ValueError) as exc:
+        msg = f"schema registry: column {raw['name']!r}: {key} must be a YYYY-MM-DD day"
+        raise SchemaError(msg) from exc
+
+
 def _column(raw: dict[str, Any]) -> Column:
     if raw["type"] not in TYPE_NAMES:
         msg = f"schema registry: column {raw['name']!r} has unknown type {raw['type']!r}"
         raise SchemaError(msg)
+    max_length = _limit(raw, "max_length", "string")
+    if max_length is not None and (type(max_length) is not int or max_length < 1):
+        msg = f"schema registry: column {raw['name']!r}: max_length must be a whole number >= 1"
+        raise SchemaError(msg)
     return Column(
-        raw["name"], raw["type"], bool(raw["nullable"]), raw.get("doc", ""), raw.get("pattern")
+        raw["name"],
+        raw["type"],
+        bool(raw["nullable"]),
+        raw.get("doc", ""),
+        raw.get("pattern"),
+        max_length,
+        _day(raw, "min"),
+        _day(raw, "max"),
     )
 
 
@@ -134,6 +168,7 @@ def parse_registry(raw: dict[str, Any]) -> SchemaRegistry:
             sort_key=tuple(spec["sort_key"]),
             foreign_keys=dict(spec.get("foreign_keys", {})),
             checks=tuple(RowCheck(c["name"], c["sql"]) for c in spec.get("checks", [])),
+            min_rows=int(spec.get("min_rows", 0)),
         )
     return SchemaRegistry(version=int(raw["registry_version"]), tables=tables)
 

@@ -1,4 +1,4 @@
-"""Data checks on gold tables loaded in DuckDB: nulls, traceability metadata, patterns, keys.
+"""Data checks on gold tables loaded in DuckDB: nulls, metadata, patterns, limits, row counts, keys.
 
 The same checks run on the ML workstation before a pack is signed and on the node before a
 version is published, so a pack that passes `mlws pack` passes `appliance import`.
@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from appliance.pack_layout import METADATA_COLUMNS
-from appliance.schema_registry import SchemaRegistry, TableSchema
+from appliance.schema_registry import Column, SchemaRegistry, TableSchema
 
 if TYPE_CHECKING:
     import duckdb
@@ -40,13 +40,34 @@ def literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def _limit_rules(column: Column) -> list[tuple[str, str, str]]:
+    """The column's length and range limits, as (kind, description, SQL condition of a bad row)."""
+    name = quote(column.name)
+    rules: list[tuple[str, str, str]] = []
+    if column.max_length is not None:
+        rules.append(
+            (
+                "data",
+                f"{column.name} longer than {column.max_length:,} characters",
+                f"length({name}) > {column.max_length}",
+            )
+        )
+    if column.min is not None:
+        day = f"DATE {literal(column.min.isoformat())}"
+        rules.append(("data", f"{column.name} before {column.min}", f"{name} < {day}"))
+    if column.max is not None:
+        day = f"DATE {literal(column.max.isoformat())}"
+        rules.append(("data", f"{column.name} after {column.max}", f"{name} > {day}"))
+    return rules
+
+
 def _row_problems(
     con: duckdb.DuckDBPyConnection,
     table: TableSchema,
     relation: str,
     metadata: Mapping[str, Any] | None,
 ) -> tuple[list[str], list[str]]:
-    """Count, in one scan, the rows that break each per-row rule; (metadata, data) problems."""
+    """Count, in one scan, the rows and those that break each per-row rule; (metadata, data)."""
     rules: list[tuple[str, str, str]] = []  # (kind, description, SQL condition of a bad row)
     params: list[Any] = []
     for column in table.columns:
@@ -73,12 +94,18 @@ def _row_problems(
                     f"NOT regexp_full_match({name}, {literal(column.pattern)})",
                 )
             )
+        rules += _limit_rules(column)
     rules += [("data", f"rows breaking '{c.name}'", f"NOT ({c.sql})") for c in table.checks]
     counts = ", ".join(f"count(*) FILTER (WHERE {condition})" for *_, condition in rules)
-    row = con.execute(f"SELECT {counts} FROM {relation}", params).fetchone()
+    row = con.execute(f"SELECT count(*), {counts} FROM {relation}", params).fetchone()
+    total, *bad_rows = row if row is not None else (0,) * (len(rules) + 1)
     metadata_problems: list[str] = []
     data_problems: list[str] = []
-    for (kind, description, _), bad in zip(rules, row or (), strict=True):
+    if total < table.min_rows:
+        data_problems.append(
+            f"{table.name}: {total:,} row(s), the registry needs at least {table.min_rows:,}"
+        )
+    for (kind, description, _), bad in zip(rules, bad_rows, strict=True):
         if bad:
             line = f"{table.name}: {bad:,} row(s) with {description}"
             (metadata_problems if kind == "metadata" else data_problems).append(line)

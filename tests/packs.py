@@ -109,6 +109,29 @@ class ForgedPack:
         return out
 
 
+def _varint(value: int, width: int = 0) -> bytes:
+    """`value` as a Thrift compact-protocol varint: in the fewest bytes, or padded to `width`."""
+    groups = [value >> shift & 0x7F for shift in range(0, max(value.bit_length(), 1), 7)]
+    groups += [0] * (width - len(groups))
+    return bytes([g | 0x80 for g in groups[:-1]] + [groups[-1]])
+
+
+def with_footer_rows(data: bytes, rows: int, claimed: int) -> bytes:
+    """The Parquet file `data`, of `rows` rows, with a footer that says `claimed` rows instead.
+
+    FileMetaData.num_rows (field 3, an i64, so header byte 0x16 after field 2, the schema) is the
+    first field of its kind in the footer; the row groups' counts and the pages stay as they are.
+    It is rewritten in place as a padded varint, which Thrift readers accept, so no offset moves.
+    """
+    footer_length = int.from_bytes(data[-8:-4], "little")
+    start = len(data) - 8 - footer_length
+    field = b"\x16" + _varint(rows * 2)  # zigzag encoding of a non-negative i64
+    at = data.index(field, start)
+    replacement = b"\x16" + _varint(claimed * 2, width=len(field) - 1)
+    assert len(replacement) == len(field), "the claimed count needs more bytes than the real one"
+    return data[:at] + replacement + data[at + len(field) :]
+
+
 def write_members(out: Path, members: list[Member]) -> None:
     """Write members as a POSIX tar, exactly as given (no safety checks: that is the point)."""
     with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tar:

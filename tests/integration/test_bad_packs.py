@@ -44,7 +44,7 @@ from appliance.safe_tar import TAR_BLOCK
 from appliance.sshsig import load_private_key, sign
 from appliance.store import DataStore
 from tests.conftest import Signer, current_of, make_pack, run, versions_json
-from tests.packs import ForgedPack, Member
+from tests.packs import ForgedPack, Member, with_footer_rows
 
 Transform = Callable[[list[Member]], list[Member]]
 
@@ -467,7 +467,83 @@ def pack_with_row_count_lie(good_parts: ForgedPack, tmp_path: Path, signer: Sign
     return good_parts.write(tmp_path / "pack_with_row_count_lie.pack", signer.key)
 
 
+def with_duplicate_key(manifest: bytes, key: str, first_value: str) -> bytes:
+    """`manifest` with `"key": first_value` put in front of the first `"key":` it holds."""
+    needle = f'"{key}":'.encode()
+    at = manifest.index(needle)
+    return manifest[:at] + f'"{key}": {first_value}, '.encode() + manifest[at:]
+
+
+@pytest.fixture
+def pack_with_duplicate_manifest_key(
+    good_parts: ForgedPack, tmp_path: Path, signer: Signer
+) -> Path:
+    # Python's json keeps the last value, other readers the first: two readings of one signature.
+    data = with_duplicate_key(good_parts.manifest_bytes(), "dataset_id", '"../../etc"')
+    out = tmp_path / "pack_with_duplicate_manifest_key.pack"
+    return good_parts.write(out, signer.key, transform=with_manifest(data, signer.key))
+
+
+@pytest.fixture
+def pack_with_duplicate_key_in_table_entry(
+    good_parts: ForgedPack, tmp_path: Path, signer: Signer
+) -> Path:
+    data = with_duplicate_key(good_parts.manifest_bytes(), "rows", "0")
+    out = tmp_path / "pack_with_duplicate_key_in_table_entry.pack"
+    return good_parts.write(out, signer.key, transform=with_manifest(data, signer.key))
+
+
+@pytest.fixture
+def pack_with_boolean_format_version(
+    good_parts: ForgedPack, tmp_path: Path, signer: Signer
+) -> Path:
+    good_parts.manifest["format_version"] = True  # == 1 in Python
+    return good_parts.write(tmp_path / "pack_with_boolean_format_version.pack", signer.key)
+
+
+@pytest.fixture
+def pack_with_float_format_version(good_parts: ForgedPack, tmp_path: Path, signer: Signer) -> Path:
+    good_parts.manifest["format_version"] = 1.0  # == 1 in Python
+    return good_parts.write(tmp_path / "pack_with_float_format_version.pack", signer.key)
+
+
+@pytest.fixture
+def pack_with_boolean_registry_version(
+    good_parts: ForgedPack, tmp_path: Path, signer: Signer
+) -> Path:
+    good_parts.manifest["schema_registry_version"] = True
+    return good_parts.write(tmp_path / "pack_with_boolean_registry_version.pack", signer.key)
+
+
+@pytest.fixture
+def pack_with_basic_format_generated_at(
+    good_parts: ForgedPack, tmp_path: Path, signer: Signer
+) -> Path:
+    good_parts.manifest["generated_at"] = "20261101T060000Z"  # ISO 8601, not RFC 3339
+    return good_parts.write(tmp_path / "pack_with_basic_format_generated_at.pack", signer.key)
+
+
+@pytest.fixture
+def pack_with_week_date_generated_at(
+    good_parts: ForgedPack, tmp_path: Path, signer: Signer
+) -> Path:
+    good_parts.manifest["generated_at"] = "2026-W44-7T06:00:00Z"  # 2026-11-01, as an ISO week
+    return good_parts.write(tmp_path / "pack_with_week_date_generated_at.pack", signer.key)
+
+
 # --- table files and rows -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def pack_with_footer_claiming_no_rows(
+    good_parts: ForgedPack, tmp_path: Path, signer: Signer
+) -> Path:
+    # The footer (and the signed manifest) say 0 rows; the row groups hold all 1,200.
+    name = "fact_forecast"
+    rows = good_parts.manifest["tables"][name]["rows"]
+    good_parts.set_table(name, with_footer_rows(good_parts.tables[table_member(name)], rows, 0))
+    good_parts.manifest["tables"][name]["rows"] = 0
+    return good_parts.write(tmp_path / "pack_with_footer_claiming_no_rows.pack", signer.key)
 
 
 @pytest.fixture
@@ -645,6 +721,48 @@ def pack_with_sql_in_item_id(good_parts: ForgedPack, tmp_path: Path, signer: Sig
     return good_parts.write(tmp_path / "pack_with_sql_in_item_id.pack", signer.key)
 
 
+def _change_first_row(
+    parts: ForgedPack, name: str, column: str, value_sql: str, workdir: Path
+) -> None:
+    """Set `column` of the first row (in sort order) of table `name` to the SQL `value_sql`."""
+    key = "item_id" if name == "dim_item" else "item_id, date"
+    sql = (
+        f"SELECT * REPLACE (CASE WHEN row_number() OVER (ORDER BY {key}) = 1 "
+        f"THEN {value_sql} ELSE {column} END AS {column}) FROM t"
+    )
+    parts.edit_table(name, sql, workdir)
+
+
+@pytest.fixture
+def pack_with_20_mb_item_name(good_parts: ForgedPack, tmp_path: Path, signer: Signer) -> Path:
+    _change_first_row(good_parts, "dim_item", "name", "repeat('x', 20000000)", tmp_path)
+    return good_parts.write(tmp_path / "pack_with_20_mb_item_name.pack", signer.key)
+
+
+@pytest.fixture
+def pack_with_1_mb_category(good_parts: ForgedPack, tmp_path: Path, signer: Signer) -> Path:
+    _change_first_row(good_parts, "dim_item", "category", "repeat('Radio', 200000)", tmp_path)
+    return good_parts.write(tmp_path / "pack_with_1_mb_category.pack", signer.key)
+
+
+@pytest.fixture
+def pack_with_empty_fact_table(good_parts: ForgedPack, tmp_path: Path, signer: Signer) -> Path:
+    good_parts.edit_table("fact_inventory", "SELECT * FROM t LIMIT 0", tmp_path)
+    return good_parts.write(tmp_path / "pack_with_empty_fact_table.pack", signer.key)
+
+
+@pytest.fixture
+def pack_with_date_in_year_200000(good_parts: ForgedPack, tmp_path: Path, signer: Signer) -> Path:
+    _change_first_row(good_parts, "fact_forecast", "date", "'200000-01-01'::DATE", tmp_path)
+    return good_parts.write(tmp_path / "pack_with_date_in_year_200000.pack", signer.key)
+
+
+@pytest.fixture
+def pack_with_date_in_1000_bc(good_parts: ForgedPack, tmp_path: Path, signer: Signer) -> Path:
+    _change_first_row(good_parts, "fact_inventory", "date", "'1000-01-01 (BC)'::DATE", tmp_path)
+    return good_parts.write(tmp_path / "pack_with_date_in_1000_bc.pack", signer.key)
+
+
 # --- history: replay and older ------------------------------------------------------------------
 
 
@@ -720,6 +838,13 @@ CORPUS = [
     fault("pack_with_unsupported_format_version", "unsupported-format", "format_version 2 is not"),
     fault("pack_with_manifest_schema_mismatch", "schema", "dim_item: schema differs"),
     fault("pack_with_row_count_lie", "schema", "the manifest says"),
+    fault("pack_with_duplicate_manifest_key", "bad-manifest", "key 'dataset_id' appears twice"),
+    fault("pack_with_duplicate_key_in_table_entry", "bad-manifest", "key 'rows' appears twice"),
+    fault("pack_with_boolean_format_version", "bad-manifest", "format_version must be an integer"),
+    fault("pack_with_float_format_version", "bad-manifest", "format_version must be an integer"),
+    fault("pack_with_boolean_registry_version", "schema", "schema_registry_version True is not"),
+    fault("pack_with_basic_format_generated_at", "bad-manifest", "generated_at: not an RFC 3339"),
+    fault("pack_with_week_date_generated_at", "bad-manifest", "generated_at: not an RFC 3339"),
     fault("pack_with_table_not_parquet", "schema", "is not a readable Parquet file"),
     fault("pack_with_corrupt_parquet_page", None, "dim_item"),
     fault("pack_with_wrong_column_type", "schema", "yhat: type is string, registry says double"),
@@ -749,6 +874,16 @@ CORPUS = [
     fault("pack_with_inverted_interval", "data", "'interval contains the forecast'"),
     fault("pack_with_dotdot_item_id", "data", "dim_item: 1 row(s) with item_id not matching"),
     fault("pack_with_sql_in_item_id", "data", "dim_item: 1 row(s) with item_id not matching"),
+    fault(
+        "pack_with_footer_claiming_no_rows",
+        "schema",
+        "fact_forecast: 1,200 rows loaded, the manifest says 0",
+    ),
+    fault("pack_with_20_mb_item_name", "data", "dim_item: 1 row(s) with name longer than 200"),
+    fault("pack_with_1_mb_category", "data", "dim_item: 1 row(s) with category longer than 64"),
+    fault("pack_with_empty_fact_table", "data", "fact_inventory: 0 row(s), the registry needs"),
+    fault("pack_with_date_in_year_200000", "data", "fact_forecast: 1 row(s) with date after"),
+    fault("pack_with_date_in_1000_bc", "data", "fact_inventory: 1 row(s) with date before"),
     fault("replayed_pack", "replay", "was already imported as v0001"),
     fault("pack_older_than_current", "older", "before the current version v0001"),
 ]
