@@ -11,6 +11,7 @@ import click
 
 from appliance import __version__
 from appliance.console import Progress, reported_errors
+from appliance.errors import PackRejected
 from appliance.importer import check_pack
 from appliance.pack_layout import SIGNATURE_NAMESPACE
 from appliance.result_pack import format_timestamp, parse_timestamp
@@ -137,9 +138,21 @@ def keygen_command(key_file: Path, principal: str) -> None:
     type=click.Path(path_type=Path, dir_okay=False),
     help="Ed25519 private key (OpenSSH format).",
 )
-@click.option("--dataset-id", required=True, help="Identifier of the input data set.")
-@click.option("--model-version", required=True, help="Version of the model that made the results.")
-@click.option("--source", required=True, help="Model family: prophet, arima, lstm, ensemble, ...")
+@click.option(
+    "--dataset-id",
+    default=None,
+    help="Identifier of the input data set [default: the tables' dataset_id].",
+)
+@click.option(
+    "--model-version",
+    default=None,
+    help="Version of the model that made the results [default: the tables' model_version].",
+)
+@click.option(
+    "--source",
+    default=None,
+    help="Model family: prophet, arima, lstm, ensemble, ... [default: the tables' source].",
+)
 @click.option(
     "--generated-at",
     type=Timestamp(),
@@ -155,13 +168,17 @@ def keygen_command(key_file: Path, principal: str) -> None:
 def pack_command(
     tables_dir: Path,
     key_file: Path,
-    dataset_id: str,
-    model_version: str,
-    source: str,
+    dataset_id: str | None,
+    model_version: str | None,
+    source: str | None,
     generated_at: datetime | None,
     out: Path,
 ) -> None:
-    """Check the tables in TABLES_DIR against the registry and write a signed result pack."""
+    """Check the tables in TABLES_DIR against the registry and write a signed result pack.
+
+    Tables that carry the metadata columns go in as they are, and give the flags their defaults;
+    tables without them get the flags' values.
+    """
     progress = Progress()
     with reported_errors():
         request = PackRequest(tables_dir, dataset_id, model_version, source, generated_at)
@@ -183,9 +200,13 @@ def verify_command(pack: Path, signers: Path) -> None:
     progress = Progress()
     with reported_errors():
         trusted = load_allowed_signers(signers)
-        manifest, signer, rows = check_pack(
-            pack, trusted, Path(tempfile.gettempdir()), progress=progress
-        )
+        try:
+            manifest, signer, rows = check_pack(
+                pack, trusted, Path(tempfile.gettempdir()), progress=progress
+            )
+        except PackRejected as exc:
+            # As `appliance import` says it: which pack, then why.
+            raise PackRejected(exc.reason, f"{pack.name}: {exc}") from exc
     click.echo(f"{pack}: OK")
     click.echo(f"  signed by   {signer.principal} ({signer.fingerprint})")
     click.echo(f"  pack_id     {manifest.pack_id}")

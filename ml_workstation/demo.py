@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from appliance.errors import ConfigError
+from appliance.faults import node_fault
 from appliance.fsio import fsync_path
 from appliance.pack_layout import METADATA_COLUMNS, TABLE_SUFFIX
 from appliance.schema_registry import TableSchema, load_registry
@@ -444,26 +445,43 @@ def generate_demo(
     out_dir: Path, spec: DemoSpec, progress: Progress | None = None
 ) -> dict[str, int]:
     """Write the demo tables as Parquet files into `out_dir`; return the rows of each table."""
+    import duckdb
+
     report = progress or _ignore
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        spill_dir = Path(tempfile.mkdtemp(prefix=".demo-spill-", dir=out_dir))
+    except OSError as exc:
+        msg = f"{out_dir}: cannot write there ({exc.strerror})"
+        raise ConfigError(msg) from exc
     registry = load_registry()
-    spill_dir = Path(tempfile.mkdtemp(prefix=".demo-spill-", dir=out_dir))
+    rows: dict[str, int] = {}
+    written: dict[str, Path] = {}
     try:
         con = _connect(spill_dir)
         try:
             _set_spec(con, spec)
             report(f"drawing {spec.items:,} items x {spec.days:,} days (seed {spec.seed})")
             _build_tables(con)
-            rows: dict[str, int] = {}
             for name in DEMO_TABLES:
-                rows[name] = _write_table(con, registry.table(name), out_dir)
+                rows[name], written[name] = _write_table(con, registry.table(name), out_dir)
                 report(f"{name}: {rows[name]:,} rows")
         finally:
             con.close()
+        # All tables or none: a failed run must not leave new tables beside older ones.
+        for name, temp_path in written.items():
+            temp_path.replace(out_dir / f"{name}{TABLE_SUFFIX}")
         fsync_path(out_dir)
-        return rows
+    except duckdb.Error as exc:
+        fault = node_fault(exc, f"writing the demo tables to {out_dir}")
+        if fault is None:
+            raise
+        raise fault from exc
     finally:
+        for temp_path in written.values():
+            temp_path.unlink(missing_ok=True)
         shutil.rmtree(spill_dir, ignore_errors=True)
+    return rows
 
 
 def site_codes(count: int) -> list[str]:
@@ -553,8 +571,13 @@ def _build_tables(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(statement)
 
 
-def _write_table(con: duckdb.DuckDBPyConnection, table: TableSchema, out_dir: Path) -> int:
-    """Write `table` in registry column order and sort order, atomically; return its rows."""
+def _write_table(
+    con: duckdb.DuckDBPyConnection, table: TableSchema, out_dir: Path
+) -> tuple[int, Path]:
+    """Write `table` in registry column order and sort order to a hidden temporary file.
+
+    Returns its rows and the file, flushed, for the caller to rename into place.
+    """
     types = {c.name: c.duckdb_type for c in table.columns}
     data = [f'CAST("{c.name}" AS {c.duckdb_type}) AS "{c.name}"' for c in table.data_columns]
     metadata = [f"CAST(getvariable('{n}') AS {types[n]}) AS \"{n}\"" for n in METADATA_COLUMNS]
@@ -574,8 +597,7 @@ def _write_table(con: duckdb.DuckDBPyConnection, table: TableSchema, out_dir: Pa
             f"COPY ({query}) TO '{target}' (FORMAT parquet, COMPRESSION zstd)"
         ).fetchone()
         fsync_path(temp_path)
-        temp_path.replace(out_dir / f"{table.name}{TABLE_SUFFIX}")
     except BaseException:
         temp_path.unlink(missing_ok=True)
         raise
-    return int(written[0]) if written else 0
+    return (int(written[0]) if written else 0), temp_path

@@ -2,8 +2,9 @@
 
 Each table is checked against the schema registry. A table without the traceability metadata
 columns is rewritten with them (registry column order, sorted by the sort key, ZSTD); a table with
-them goes in byte for byte, and its values must equal the flags. Every table then passes the same
-data checks the node runs, and is listed with its size and SHA-256 in pack.json, signed with SSHSIG.
+them goes in byte for byte, and its values must equal the flags. A flag not given takes the one
+value the tables carry. Every table then passes the same data checks the node runs, and is listed
+with its rows, size and SHA-256 in pack.json, signed with SSHSIG.
 """
 
 from __future__ import annotations
@@ -15,14 +16,16 @@ import socket
 import tarfile
 import uuid
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from appliance import __version__
 from appliance import pack_layout as layout
 from appliance.errors import ConfigError, SchemaError, UnreadableParquet
+from appliance.faults import node_fault
 from appliance.fsio import atomic_output, scratch_dir, sha256_file
 from appliance.parquet_footer import read_footer
 from appliance.result_pack import PackManifest, TableEntry, format_timestamp, parse_manifest
@@ -44,13 +47,26 @@ Progress = Callable[[str], None]
 
 @dataclass(frozen=True)
 class PackRequest:
-    """What goes into a pack: the tables folder and the traceability values."""
+    """What goes into a pack: the tables folder and the traceability values.
+
+    A value left None is the one the tables' metadata columns carry (generated_at: else now).
+    """
 
     tables_dir: Path
-    dataset_id: str
-    model_version: str
-    source: str
-    generated_at: datetime | None = None  # None: from the tables' generated_at, else now
+    dataset_id: str | None = None
+    model_version: str | None = None
+    source: str | None = None
+    generated_at: datetime | None = None
+
+    def given(self, column: str) -> Any:
+        """The value asked for metadata column `column`, or None."""
+        value = getattr(self, column)
+        return value.astimezone(UTC) if isinstance(value, datetime) else value
+
+
+def _flag(column: str) -> str:
+    """The `mlws pack` option that sets metadata column `column`."""
+    return "--" + column.replace("_", "-")
 
 
 def _quiet(_message: str) -> None:
@@ -62,7 +78,13 @@ def find_tables(tables_dir: Path, registry: SchemaRegistry) -> dict[str, Path]:
     if not tables_dir.is_dir():
         msg = f"{tables_dir} is not a folder of <table>.parquet files"
         raise ConfigError(msg)
-    found = {p.stem: p for p in sorted(tables_dir.glob(f"*{layout.TABLE_SUFFIX}"))}
+    try:
+        # glob() would take an unreadable folder for an empty one.
+        entries = sorted(tables_dir.iterdir())
+    except OSError as exc:
+        msg = f"{tables_dir}: cannot read the folder ({exc.strerror})"
+        raise ConfigError(msg) from exc
+    found = {p.stem: p for p in entries if p.suffix == layout.TABLE_SUFFIX}
     unknown = sorted(set(found) - set(registry.tables))
     if unknown:
         msg = f"{tables_dir}: {', '.join(unknown)} not in the schema registry ({', '.join(registry.tables)})"
@@ -96,25 +118,54 @@ def _has_metadata(table: TableSchema, path: Path) -> bool:
     return bool(present)
 
 
-def _generated_at(
-    con: duckdb.DuckDBPyConnection, stamped: dict[str, Path], request: PackRequest
-) -> datetime:
-    """The pack's generated_at: the flag's, else the one value the tables carry, else now."""
-    values: set[datetime] = set()
+def _carried_values(
+    con: duckdb.DuckDBPyConnection, stamped: dict[str, Path]
+) -> dict[str, set[Any]]:
+    """The distinct non-null values of each metadata column across the tables that carry them."""
+    carried: dict[str, set[Any]] = {column: set() for column in layout.METADATA_COLUMNS}
+    selected = ", ".join(
+        f"epoch_us({quote(c)})" if c == "generated_at" else quote(c)
+        for c in layout.METADATA_COLUMNS
+    )
     for path in stamped.values():
+        # Two distinct rows already prove a disagreement: no need to read them all.
         rows = con.execute(
-            f"SELECT DISTINCT epoch_us(generated_at) FROM read_parquet({literal(str(path))})"
+            f"SELECT DISTINCT {selected} FROM read_parquet({literal(str(path))}) LIMIT 2"
         ).fetchall()
-        values |= {from_epoch_us(row[0]) for row in rows if row[0] is not None}
-    if request.generated_at is not None:
-        return request.generated_at.astimezone(UTC)
-    if len(values) > 1:
-        msg = f"tables carry {len(values)} different generated_at values; pass --generated-at"
-        raise SchemaError(msg)
-    if values:
-        (value,) = values
-        return value.astimezone(UTC)
-    return datetime.now(UTC).replace(microsecond=0)
+        for row in rows:
+            for column, value in zip(layout.METADATA_COLUMNS, row, strict=True):
+                if value is not None:
+                    carried[column].add(from_epoch_us(value) if column == "generated_at" else value)
+    return carried
+
+
+def _traceability(
+    con: duckdb.DuckDBPyConnection, stamped: dict[str, Path], request: PackRequest
+) -> dict[str, Any]:
+    """The pack's metadata: each flag given, else the one value the tables carry.
+
+    generated_at defaults to now when no table carries it; the other three must then be given.
+    A flag that contradicts the tables is left to the data checks, which say which table and
+    how many rows.
+    """
+    carried = _carried_values(con, stamped)
+    values: dict[str, Any] = {}
+    for column in layout.METADATA_COLUMNS:
+        given, found = request.given(column), carried[column]
+        if given is not None:
+            values[column] = given
+        elif len(found) > 1:
+            shown = ", ".join(sorted(str(v) for v in found))
+            msg = f"the tables carry different {column} values ({shown}); pass {_flag(column)}"
+            raise SchemaError(msg)
+        elif found:
+            (values[column],) = found
+        elif column == "generated_at":
+            values[column] = datetime.now(UTC).replace(microsecond=0)
+        else:
+            msg = f"no table carries {column}: pass {_flag(column)}"
+            raise ConfigError(msg)
+    return values
 
 
 def _write_canonical(
@@ -139,9 +190,14 @@ def _check_tables(
     files: dict[str, Path],
     manifest: PackManifest,
     registry: SchemaRegistry,
-) -> None:
-    """Run the node's data checks on the canonical files; SchemaError on the first problem."""
+) -> dict[str, int]:
+    """Run the node's data checks on the canonical files; their rows, or SchemaError.
+
+    The node compares the signed rows with what its footer says and with what it loads, so a
+    file whose footer miscounts its rows is refused here, before it is signed.
+    """
     relations = {}
+    rows: dict[str, int] = {}
     for name, path in files.items():
         relation = f"read_parquet({literal(str(path))})"
         metadata_problems, data_problems = table_problems(
@@ -150,10 +206,17 @@ def _check_tables(
         problems = metadata_problems + data_problems
         if problems:
             raise SchemaError(problems[0])
+        counted = con.execute(f"SELECT count(*) FROM {relation}").fetchone()
+        rows[name] = int(counted[0]) if counted else 0
+        footer_rows = read_footer(path).rows
+        if footer_rows != rows[name]:
+            msg = f"{name}: the Parquet footer says {footer_rows:,} rows, the data holds {rows[name]:,}; rewrite the file"
+            raise SchemaError(msg)
         relations[name] = relation
     problems = foreign_key_problems(con, registry, relations)
     if problems:
         raise SchemaError(problems[0])
+    return rows
 
 
 def _tar_member(name: str, size: int, mtime: int) -> tarfile.TarInfo:
@@ -185,80 +248,113 @@ def write_pack_archive(
                 tar.addfile(info, source)
 
 
-def build_pack(
-    request: PackRequest, key_file: Path, out: Path, progress: Progress = _quiet
-) -> PackManifest:
-    """Validate, stamp, sign and write a result pack; returns its manifest."""
-    import duckdb
-
-    registry = load_registry()
-    private_key = load_private_key(key_file)
+def _check_output(out: Path) -> None:
+    """The pack's name must end in .pack, in a folder that exists."""
     if out.suffix != layout.PACK_SUFFIX:
         msg = f"{out}: a result pack's name must end in {layout.PACK_SUFFIX}"
         raise ConfigError(msg)
     if not out.parent.is_dir():
         msg = f"{out.parent} is not a folder"
         raise ConfigError(msg)
+
+
+def _prepare_tables(
+    request: PackRequest,
+    sources: dict[str, Path],
+    registry: SchemaRegistry,
+    work: Path,
+    progress: Progress,
+) -> tuple[PackManifest, dict[str, Path]]:
+    """Stamp and check the tables into `work`; the manifest (with entries) and the files."""
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        con.execute(f"SET temp_directory = {literal(str(work / 'duckdb-tmp'))}")
+        stamped = {n: p for n, p in sources.items() if _has_metadata(registry.table(n), p)}
+        values = _traceability(con, stamped, request)
+        manifest = PackManifest(
+            pack_id=str(uuid.uuid4()),
+            dataset_id=values["dataset_id"],
+            model_version=values["model_version"],
+            source=values["source"],
+            generated_at=values["generated_at"],
+            created_by=f"mlws {__version__} on {socket.gethostname()}",
+            schema_registry_version=registry.version,
+            tables={},
+        )
+        stamp = {
+            "model_version": f"{literal(manifest.model_version)}::VARCHAR",
+            "generated_at": f"{literal(format_timestamp(manifest.generated_at))}::TIMESTAMPTZ",
+            "source": f"{literal(manifest.source)}::VARCHAR",
+            "dataset_id": f"{literal(manifest.dataset_id)}::VARCHAR",
+        }
+        canonical: dict[str, Path] = {}
+        for name, path in sources.items():
+            target = work / f"{name}{layout.TABLE_SUFFIX}"
+            if name in stamped:
+                # Already in registry layout with its metadata: the bytes go in as they are.
+                shutil.copyfile(path, target)
+            else:
+                _write_canonical(con, registry.table(name), path, target, stamp)
+                progress(f"{name}: metadata columns added")
+            canonical[name] = target
+        rows = _check_tables(con, canonical, manifest, registry)
+        progress("data checks passed")
+    except duckdb.Error as exc:
+        fault = node_fault(exc, f"checking the tables in {request.tables_dir}")
+        if fault is not None:
+            raise fault from exc
+        msg = f"{request.tables_dir}: a table cannot be read ({str(exc).splitlines()[0]})"
+        raise SchemaError(msg) from exc
+    finally:
+        con.close()
+    return _with_entries(manifest, canonical, rows, registry), canonical
+
+
+def build_pack(
+    request: PackRequest, key_file: Path, out: Path, progress: Progress = _quiet
+) -> PackManifest:
+    """Validate, stamp, sign and write a result pack; returns its manifest."""
+    registry = load_registry()
+    private_key = load_private_key(key_file)
+    _check_output(out)
     sources = find_tables(request.tables_dir, registry)
-    with scratch_dir(out.parent, ".mlws-pack-") as work:
-        con = duckdb.connect()
+    with ExitStack() as stack:
         try:
-            con.execute(f"SET temp_directory = {literal(str(work / 'duckdb-tmp'))}")
-            stamped = {n: p for n, p in sources.items() if _has_metadata(registry.table(n), p)}
-            generated_at = _generated_at(con, stamped, request)
-            manifest = PackManifest(
-                pack_id=str(uuid.uuid4()),
-                dataset_id=request.dataset_id,
-                model_version=request.model_version,
-                source=request.source,
-                generated_at=generated_at,
-                created_by=f"mlws {__version__} on {socket.gethostname()}",
-                schema_registry_version=registry.version,
-                tables={},
-            )
-            stamp = {
-                "model_version": f"{literal(request.model_version)}::VARCHAR",
-                "generated_at": f"{literal(format_timestamp(generated_at))}::TIMESTAMPTZ",
-                "source": f"{literal(request.source)}::VARCHAR",
-                "dataset_id": f"{literal(request.dataset_id)}::VARCHAR",
-            }
-            canonical: dict[str, Path] = {}
-            for name, path in sources.items():
-                target = work / f"{name}{layout.TABLE_SUFFIX}"
-                if name in stamped:
-                    # Already in registry layout with its metadata: the bytes go in as they are.
-                    shutil.copyfile(path, target)
-                else:
-                    _write_canonical(con, registry.table(name), path, target, stamp)
-                    progress(f"{name}: metadata columns added")
-                canonical[name] = target
-            _check_tables(con, canonical, manifest, registry)
-            progress("data checks passed")
-        except duckdb.Error as exc:
-            msg = f"{request.tables_dir}: a table cannot be read ({str(exc).splitlines()[0]})"
-            raise SchemaError(msg) from exc
-        finally:
-            con.close()
-        manifest = _with_entries(manifest, canonical, registry)
-        manifest_bytes = manifest.to_bytes()
-        parse_manifest(manifest_bytes, registry)  # the node must accept what we sign
-        signature = sign(manifest_bytes, private_key, layout.SIGNATURE_NAMESPACE)
-        progress(f"signed by {public_key_of(private_key).fingerprint}")
-        write_pack_archive(out, manifest_bytes, signature, canonical, int(generated_at.timestamp()))
+            work = stack.enter_context(scratch_dir(out.parent, ".mlws-pack-"))
+        except OSError as exc:
+            msg = f"{out.parent}: cannot write there ({exc.strerror})"
+            raise ConfigError(msg) from exc
+        try:
+            manifest, files = _prepare_tables(request, sources, registry, work, progress)
+            manifest_bytes = manifest.to_bytes()
+            parse_manifest(manifest_bytes, registry)  # the node must accept what we sign
+            signature = sign(manifest_bytes, private_key, layout.SIGNATURE_NAMESPACE)
+            progress(f"signed by {public_key_of(private_key).fingerprint}")
+            mtime = int(manifest.generated_at.timestamp())
+            write_pack_archive(out, manifest_bytes, signature, files, mtime)
+        except OSError as exc:
+            # A full disk or a file that vanished: the workstation's fault, not the tables'.
+            fault = node_fault(exc, f"making {out}")
+            if fault is None:
+                raise
+            raise fault from exc
     return manifest
 
 
 def _with_entries(
-    manifest: PackManifest, files: dict[str, Path], registry: SchemaRegistry
+    manifest: PackManifest,
+    files: dict[str, Path],
+    rows: dict[str, int],
+    registry: SchemaRegistry,
 ) -> PackManifest:
     """The manifest with one entry per table file: rows, bytes, SHA-256 and schema."""
-    import pyarrow.parquet as pq
-
     entries = {
         name: TableEntry(
             name=name,
             path=layout.table_member(name),
-            rows=pq.read_metadata(path).num_rows,
+            rows=rows[name],
             bytes=path.stat().st_size,
             sha256=sha256_file(path),
             schema=registry.table(name).describe(),

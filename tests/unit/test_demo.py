@@ -16,10 +16,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from appliance.errors import ConfigError
+from appliance.errors import ConfigError, NodeFault
 from appliance.pack_layout import METADATA_COLUMNS
 from appliance.parquet_footer import read_footer
 from appliance.schema_registry import load_registry, schema_problems
+from appliance.table_checks import foreign_key_problems, table_problems
 from ml_workstation import demo
 from ml_workstation.demo import DEMO_TABLES, DemoSpec, generate_demo
 
@@ -342,3 +343,64 @@ def test_shortest_history_still_generates(tmp_path):
     rows = generate_demo(tmp_path, DemoSpec(items=3, days=14))
     assert rows["fact_forecast"] == 3 * 14
     assert rows["fact_inventory"] == 3 * 3
+
+
+def test_every_table_passes_the_registry_data_checks(tmp_path):
+    spec = DemoSpec()  # what `mlws demo` writes by default
+    generate_demo(tmp_path, spec)
+    registry = load_registry()
+    con = duckdb.connect()
+    relations = {name: f"read_parquet('{tmp_path / f'{name}.parquet'}')" for name in DEMO_TABLES}
+    metadata = {
+        "model_version": spec.model_version,
+        "generated_at": spec.generated_at,
+        "source": spec.source,
+        "dataset_id": spec.dataset_id,
+    }
+    for name, relation in relations.items():
+        assert table_problems(con, registry.table(name), relation, metadata) == ([], [])
+    assert foreign_key_problems(con, registry, relations) == []
+
+
+def test_the_longest_demo_values_fit_the_registry_caps():
+    caps = {c.name: c.max_length or 0 for c in load_registry().table("dim_item").data_columns}
+    longest_name = max(len(kind.part) for kind in demo.PART_KINDS) + len(f" #{demo.MAX_ITEMS}")
+    assert longest_name <= caps["name"]
+    assert max(len(kind.category) for kind in demo.PART_KINDS) <= caps["category"]
+    assert max(len(kind.unit) for kind in demo.PART_KINDS) <= caps["unit"]
+    assert max(len(site) for site in demo.site_codes(demo.MAX_SITES)) <= caps["site"]
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 300 KB tmpfs, unmounted afterwards; skipped where mounting is not allowed."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_full_disk_is_one_fault_and_leaves_the_previous_tables(tiny_disk):
+    previous = tiny_disk / "dim_item.parquet"
+    previous.write_bytes(b"previous")
+    with pytest.raises(NodeFault, match="No space left on device") as fault:
+        generate_demo(tiny_disk, DemoSpec(items=2000, days=400))
+    assert fault.value.reason == "disk-full"
+    assert "\n" not in str(fault.value)
+    assert [p.name for p in tiny_disk.iterdir()] == ["dim_item.parquet"]
+    assert previous.read_bytes() == b"previous"
+
+
+def test_an_output_folder_that_cannot_be_made_is_a_config_error(tmp_path):
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(ConfigError, match="cannot write there"):
+        generate_demo(tmp_path / "a_file" / "tables", SMALL)
