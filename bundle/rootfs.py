@@ -236,23 +236,37 @@ def is_pruned(name: str) -> bool:
     return "/__pycache__" in f"/{name}"
 
 
+def _reason(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def _members(tar: tarfile.TarFile) -> dict[str, tarfile.TarInfo]:
+    """Every member by its clean name; reading them all finds a truncated tar before any use."""
+    members = {}
+    for member in tar:
+        if member.name in (".", "./"):
+            continue
+        members[clean_name(member.name)] = member
+    return members
+
+
 def runtime_entries(rootfs: BaseRootfs) -> Iterator[Entry]:
     """The rootfs's folders, files and symlinks that the image keeps, with their modes.
 
     Hard links become plain copies; device nodes and the like are refused.
     """
+    unreadable = f"base rootfs {rootfs.tarball}: not a readable tar archive"
     try:
         tar = tarfile.open(rootfs.tarball, "r:*")  # noqa: SIM115 (members are read lazily below)
     except (OSError, tarfile.TarError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        msg = f"base rootfs {rootfs.tarball}: not a readable tar archive ({reason})"
+        msg = f"{unreadable} ({_reason(exc)})"
         raise ConfigError(msg) from exc
     with tar:
-        members = {}
-        for member in tar:
-            if member.name in (".", "./"):
-                continue
-            members[clean_name(member.name)] = member
+        try:
+            members = _members(tar)
+        except (tarfile.TarError, EOFError) as exc:
+            msg = f"{unreadable} ({_reason(exc)})"
+            raise ConfigError(msg) from exc
         for name, member in members.items():
             if is_pruned(name):
                 continue
@@ -267,7 +281,12 @@ def runtime_entries(rootfs: BaseRootfs) -> Iterator[Entry]:
                 if extracted is None:
                     msg = f"base rootfs: cannot read {name}"
                     raise ConfigError(msg)
-                yield Entry(name, "file", mode, member.uid, member.gid, data=extracted.read())
+                try:
+                    data = extracted.read()
+                except (tarfile.TarError, EOFError) as exc:
+                    msg = f"{unreadable} ({name}: {_reason(exc)})"
+                    raise ConfigError(msg) from exc
+                yield Entry(name, "file", mode, member.uid, member.gid, data=data)
             else:
                 msg = f"base rootfs: {name} is a device or special file; the image holds none"
                 raise ConfigError(msg)

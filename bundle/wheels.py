@@ -168,15 +168,15 @@ def project_metadata(root: Path) -> tuple[str, str, list[str], str]:
     """(name, version, dependencies, summary) from pyproject.toml."""
     try:
         project = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+        return (
+            project["name"],
+            project["version"],
+            list(project.get("dependencies", [])),
+            project.get("description", ""),
+        )
     except (OSError, KeyError, tomllib.TOMLDecodeError) as exc:
         msg = f"cannot read [project] from {root / 'pyproject.toml'}: {exc}"
         raise ConfigError(msg) from exc
-    return (
-        project["name"],
-        project["version"],
-        list(project.get("dependencies", [])),
-        project.get("description", ""),
-    )
 
 
 def _tracked(root: Path) -> set[str] | None:

@@ -289,3 +289,54 @@ def test_a_disk_that_fills_during_the_build_is_a_machine_fault(
     )
     assert_refused(result, MACHINE_FAULT, "No space left on device", "free space")
     assert os.listdir(tmpfs) == []  # the scratch folder is gone
+
+
+@pytest.mark.slow
+def test_a_truncated_base_rootfs_is_one_line(tmp_path: Path, key: Path) -> None:
+    """Its first header reads (the preflight passes it); the image step finds the cut."""
+    whole = tmp_path / "whole.tar"
+    payload = tmp_path / "payload"
+    payload.write_bytes(os.urandom(200_000))
+    with tarfile.open(whole, "w") as tar:
+        tar.add(payload, "usr/lib/payload")
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(whole.read_bytes()[:100_000])
+    out = tmp_path / "out"
+    result = build(
+        tmp_path,
+        "--version",
+        "1.0",
+        "--key",
+        key,
+        "--out",
+        out,
+        "--skip-engine-check",
+        "--base-rootfs",
+        cut,
+        env={**build_env(), "SOURCE_DATE_EPOCH": "1763769600"},
+    )
+    assert result.returncode == REFUSED, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: base rootfs") and "not a readable tar archive" in last, last
+    assert not list(out.iterdir())
+
+
+def test_a_source_tree_whose_project_has_no_name_is_one_line(tmp_path: Path, key: Path) -> None:
+    source = tmp_path / "source"
+    (source / "requirements").mkdir(parents=True)
+    shutil.copy(REPO / "requirements" / "node.lock", source / "requirements" / "node.lock")
+    (source / "pyproject.toml").write_text('[project]\nversion = "1.0"\n')
+    out = tmp_path / "out"
+    base = tmp_path / "base.tar"
+    with tarfile.open(base, "w"):
+        pass
+    result = build(
+        tmp_path,
+        *("--version", "1.0", "--key", key, "--out", out, "--skip-engine-check"),
+        *("--source-root", source, "--base-rootfs", base),
+    )
+    assert result.returncode == REFUSED, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: cannot read [project] from") and "'name'" in last, last
