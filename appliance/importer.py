@@ -27,7 +27,7 @@ Progress = Callable[[str], None]
 
 # Staging holds the copied tables plus the database and answers built from them, and DuckDB may
 # spill. Measured peak of staging/ over the pack's size: see docs/admin-guide.md ("Free space").
-FREE_SPACE_FACTOR = 3
+FREE_SPACE_FACTOR = 5
 
 
 @dataclass(frozen=True)

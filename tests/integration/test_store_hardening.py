@@ -10,11 +10,14 @@ import json
 import os
 import shutil
 import subprocess
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from appliance.importer import FREE_SPACE_FACTOR
 from tests.conftest import Signer, current_of, import_into, make_pack, make_tables, run
 
 
@@ -159,7 +162,7 @@ def small_tmpfs(tmp_path: Path) -> object:
 
 
 def big_pack(tmp_path: Path, signer: Signer) -> Path:
-    """A pack of about 6 MB: fits the 3x free-space check of a 20 MB disk, not its build."""
+    """A pack of a few MB: passes the free-space check of a 20 MB disk, but not its build."""
     tables = tmp_path / "big-tables"
     from ml_workstation.demo import DemoSpec, generate_demo
 
@@ -170,18 +173,52 @@ def big_pack(tmp_path: Path, signer: Signer) -> Path:
     return make_pack(tables, signer, tmp_path / "big.pack")
 
 
+class DiskFiller:
+    """Fills a file system to within SLACK bytes once an import starts (another process's doing).
+
+    The import's early free-space check has passed by then, so the disk runs out during the copy
+    or the build: the fault must surface as a fault of the node, not as a refused pack.
+    """
+
+    SLACK = 64 << 10  # room left for the audit trail's `fault` line
+
+    def __init__(self, mount: Path, data_dir: Path) -> None:
+        self.filler = mount / "filler"
+        self.staging = data_dir / "staging"
+        self.filled = threading.Event()
+        self._thread = threading.Thread(target=self._fill, daemon=True)
+
+    def _fill(self) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.staging.is_dir() and any(self.staging.iterdir()):
+                with self.filler.open("wb", buffering=0) as out:
+                    try:
+                        while True:  # the import goes on writing too: fill until the disk says no
+                            out.write(bytes(256 << 10))
+                    except OSError:
+                        out.truncate(max(0, out.tell() - self.SLACK))
+                self.filled.set()
+                return
+            time.sleep(0.001)
+
+    def __enter__(self) -> DiskFiller:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._thread.join(timeout=60)
+
+
 def test_a_full_disk_is_a_fault_not_a_refusal(
     tmp_path: Path, small_tmpfs: Path, signer: Signer
 ) -> None:
     pack = big_pack(tmp_path, signer)
-    size = pack.stat().st_size
     data_dir = small_tmpfs / "data"
     data_dir.mkdir()
-    filler = small_tmpfs / "filler"
-    # Leave just over 3x the pack free, so the early check passes and the build runs out.
-    free = shutil.disk_usage(small_tmpfs).free
-    filler.write_bytes(bytes(max(0, free - 3 * size - (64 << 10))))
-    done = import_into(data_dir, pack, signer, check=False)
+    with DiskFiller(small_tmpfs, data_dir) as filler:
+        done = import_into(data_dir, pack, signer, check=False)
+    assert filler.filled.is_set(), "the disk was not filled while the import ran"
     assert done.returncode == 4, done.stderr
     last = done.stderr.strip().splitlines()[-1]
     assert "failed on this node" in last and "free disk space" in last
@@ -192,7 +229,7 @@ def test_a_full_disk_is_a_fault_not_a_refusal(
     assert [e["event"] for e in events] == ["fault"]
     assert events[0]["reason"] == "disk-full"
 
-    filler.unlink()
+    filler.filler.unlink()
     retried = import_into(data_dir, pack, signer, check=False)
     assert retried.returncode == 0, retried.stderr
 
@@ -207,7 +244,9 @@ def test_a_pack_too_big_for_the_free_space_is_refused_before_any_work(
     (small_tmpfs / "filler").write_bytes(bytes(free - 2 * pack.stat().st_size))
     done = import_into(data_dir, pack, signer, check=False)
     assert done.returncode == 4
-    assert "not enough free space" in done.stderr and "3x the pack" in done.stderr
+    assert (
+        "not enough free space" in done.stderr and f"{FREE_SPACE_FACTOR}x the pack" in done.stderr
+    )
 
 
 def test_watch_leaves_a_pack_in_the_inbox_when_the_disk_is_full(
@@ -217,18 +256,18 @@ def test_watch_leaves_a_pack_in_the_inbox_when_the_disk_is_full(
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     dropped = Path(shutil.copy(pack, inbox / "results.pack"))
-    old = datetime.now(UTC).timestamp() - 60
+    old = time.time() - 60
     os.utime(dropped, (old, old))
     data_dir = small_tmpfs / "data"
     data_dir.mkdir()
-    free = shutil.disk_usage(small_tmpfs).free
-    (small_tmpfs / "filler").write_bytes(bytes(max(0, free - 3 * pack.stat().st_size - (64 << 10))))
-    done = run(
-        "appliance", "watch", inbox, "--once", "--interval", "0.2", "--settle", "0",
-        "--data-dir", data_dir, "--signers", signer.allowed_signers,
-    )  # fmt: skip
-    assert done.returncode == 3
-    assert "results.pack waits" in done.stderr
+    with DiskFiller(small_tmpfs, data_dir) as filler:
+        done = run(
+            "appliance", "watch", inbox, "--once", "--interval", "0.2", "--settle", "0",
+            "--data-dir", data_dir, "--signers", signer.allowed_signers,
+        )  # fmt: skip
+    assert filler.filled.is_set()
+    assert done.returncode == 3, done.stderr
+    assert "results.pack waits" in done.stderr and "free disk space" in done.stderr
     assert dropped.is_file()
     assert not (inbox / "rejected").exists()
 
