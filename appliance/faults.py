@@ -32,12 +32,17 @@ _TEXT_REASONS = (
 )
 _HINTS = {
     "disk-full": "free disk space",
-    "out-of-memory": "lower --import-memory or free memory",
+    "out-of-memory": "free memory on the node, or lower --import-memory",
     "read-only": "the file system is mounted read-only; remount it read-write",
     "permission": "run as the user that owns the data dir",
     "io-error": "the disk reports I/O errors; check it (dmesg, smartctl)",
     "os-error": "check the node (disk, memory, permissions)",
 }
+
+
+_DUCKDB_LIMIT_HINT = (
+    "raise --import-memory (APPLIANCE_IMPORT_MEMORY) if the node has that much memory free"
+)
 
 
 def fault_reason(exc: BaseException) -> str | None:
@@ -63,7 +68,10 @@ def node_fault(exc: BaseException, doing: str) -> NodeFault | None:
     reason = fault_reason(exc)
     if reason is None:
         return None
-    return NodeFault(reason, f"{doing} failed on this node ({describe(exc)}); {_HINTS[reason]}")
+    hint = _HINTS[reason]
+    if reason == "out-of-memory" and not isinstance(exc, MemoryError | OSError):
+        hint = _DUCKDB_LIMIT_HINT  # DuckDB reached its own memory limit, not the node's
+    return NodeFault(reason, f"{doing} failed on this node ({describe(exc)}); {hint}")
 
 
 def describe(exc: BaseException) -> str:

@@ -458,6 +458,7 @@ def test_a_locked_store_is_reported_not_waited_on(
 
 
 def test_versions_on_an_empty_store(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()  # a missing store is refused (test_appliance_cli_errors.py)
     done = run("appliance", "versions", "--data-dir", tmp_path / "empty", check=True)
     assert "no data versions" in done.stdout
     assert json.loads(versions_json(tmp_path / "empty")) == {"current": None, "versions": []}
@@ -599,7 +600,8 @@ def test_running_out_of_memory_is_the_nodes_problem_not_a_refusal(
     line = one_error_line(run(*argv, "--import-memory", "1MB"))
     assert "failed on this node" in line and "raise --import-memory" in line
     assert list((data / "rejected").iterdir()) == []
-    assert not (data / "history.jsonl").exists()
+    events = [json.loads(e) for e in (data / "history.jsonl").read_text().splitlines()]
+    assert [(e["event"], e["reason"]) for e in events] == [("fault", "out-of-memory")]
     assert list((data / "staging").iterdir()) == []
     run(*argv, check=True)  # the same pack, with enough memory, imports
 

@@ -86,6 +86,12 @@ def test_there_are_enough_crash_points_in_every_stage(crash_points: list[str]) -
     assert any(m.startswith("publishing") for m in messages)
     assert len(crash_points) >= 20
     assert commit_index(crash_points) < len(crash_points)
+    # The durable markers are crash points too: the seal, the publish intent, the trail's head.
+    details = [p.partition("\t")[2] for p in crash_points]
+    for marker in ("SHA256SUMS", ".publishing", "history.head"):
+        assert any(marker in detail for detail in details), marker
+    intent = next(i for i, d in enumerate(details, 1) if d.endswith("/.publishing"))
+    assert intent < commit_index(crash_points)
 
 
 def test_sigkill_at_every_step_leaves_a_consistent_store(
