@@ -360,7 +360,9 @@ def _check_manifest(
         raise _manifest_error(f"missing {', '.join(missing)}")
     if raw["format"] != layout.MANIFEST_FORMAT:
         raise _manifest_error(f"format must be {layout.MANIFEST_FORMAT!r}")
-    if raw["format_version"] != layout.MANIFEST_VERSION:
+    version_field = raw["format_version"]
+    # `true == 1` and `1.0 == 1` in Python: the type must be exactly an integer.
+    if type(version_field) is not int or version_field != layout.MANIFEST_VERSION:
         msg = f"format_version {raw['format_version']!r} is not {layout.MANIFEST_VERSION}"
         raise _manifest_error(msg)
     if raw["version"] != version:

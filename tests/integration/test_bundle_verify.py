@@ -475,3 +475,13 @@ def test_the_cli_refuses_a_tampered_bundle_in_one_line(
     assert done.returncode == 3
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("loose", [True, 1.0], ids=["bool", "float"])
+def test_a_format_version_that_only_equals_1_is_refused(
+    tmp_path: Path, release_key: ReleaseKey, loose: object
+) -> None:
+    bundle = archive(seal(make_tree(tmp_path / "build", {"format_version": loose}), release_key))
+    with pytest.raises(BundleRejected, match="format_version") as caught:
+        verify_bundle(bundle, release_key.trusted())
+    assert caught.value.reason == "bad-manifest"
