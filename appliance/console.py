@@ -56,15 +56,10 @@ class OneLineErrors(click.Group):
 
     def invoke(self, ctx: click.Context) -> object:
         try:
-            return super().invoke(ctx)
+            with reported_errors():
+                return super().invoke(ctx)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
-        except ApplianceError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(exc.exit_code)
-        except (OSError, MemoryError) as exc:
-            click.echo(f"error: {node_fault(exc, 'the command')}", err=True)
-            sys.exit(NODE_FAULT_EXIT)
         except KeyboardInterrupt:
             click.echo("error: interrupted", err=True)
             sys.exit(INTERRUPTED_EXIT)
