@@ -3,8 +3,9 @@
 Each worker counts in memory (`WorkerMetrics`) and now and then writes a snapshot of its counts to
 `<directory>/worker-<id>.json`. Whichever worker answers `GET /metrics` merges every snapshot with
 its own live counts (`render_prometheus`), so the totals do not depend on which worker answers.
-The snapshot of a worker that exited stays, so its requests keep counting toward the totals;
-`reset_directory` drops them all once, when the server starts.
+The snapshot of a worker that exited stays, so its requests keep counting toward the totals
+(they never go back), but its gauges are left out: they describe a process that is gone (the
+version it served, say). `reset_directory` drops every snapshot once, when the server starts.
 """
 
 from __future__ import annotations
@@ -308,6 +309,32 @@ def read_snapshots(directory: Path, skip: str | None = None) -> list[Snapshot]:
     return snapshots
 
 
+def worker_alive(worker: str) -> bool:
+    """Whether the worker of this id still runs: ids that are pids are checked, others assumed so."""
+    if not worker.isdigit():
+        return True
+    pid = int(worker)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False  # the workers run as one user: this pid is another user's process now
+    try:
+        # An exited worker its parent has not reaped yet is a zombie: it still has a pid.
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc to tell
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def without_dead_gauges(snapshot: Snapshot) -> Snapshot:
+    """The snapshot as it counts in the totals: a worker that exited keeps only its counters."""
+    if not snapshot.gauges or worker_alive(snapshot.worker):
+        return snapshot
+    return Snapshot(snapshot.worker, snapshot.counters, snapshot.histograms)
+
+
 def merge_snapshots(snapshots: Iterable[Snapshot]) -> Snapshot:
     """Counters and histograms summed over the workers; gauges kept apart under a worker label."""
     totals = Snapshot(worker="")
@@ -337,6 +364,7 @@ def render_prometheus(
     (Prometheus would take the drop for a counter reset).
     """
     snapshots = read_snapshots(directory, skip=None if live is None else live.worker_id)
+    snapshots = [without_dead_gauges(snapshot) for snapshot in snapshots]
     if live is not None:
         snapshots.append(live.snapshot())
         try:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import stat
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -107,6 +111,31 @@ def answer(worker: WorkerMetrics, times: int, route: str = "/api/v1/timeseries/{
 @pytest.fixture
 def directory(tmp_path: Path) -> Path:
     return tmp_path / "metrics"
+
+
+@pytest.fixture
+def live_pid() -> Iterator[str]:
+    """The pid of a process that runs for the whole test: a worker other than this one."""
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield str(process.pid)
+    process.kill()
+    process.wait()
+
+
+def exited_worker(directory: Path, version: str, requests: int) -> str:
+    """Run a worker process that counts `requests`, sets its version gauge, flushes and exits."""
+    code = (
+        "import os, sys; from pathlib import Path; from server.metrics import WorkerMetrics\n"
+        "worker = WorkerMetrics(Path(sys.argv[1]), str(os.getpid()))\n"
+        "for _ in range(int(sys.argv[3])):\n"
+        "    worker.observe_request('/api/v1/timeseries/{item}', 'GET', 200, 0.003)\n"
+        "worker.set_gauge('appliance_data_version_info', 1, version=sys.argv[2])\n"
+        "worker.flush()\n"
+        "print(os.getpid())\n"
+    )
+    argv = [sys.executable, "-c", code, str(directory), version, str(requests)]
+    done = subprocess.run(argv, check=True, capture_output=True, text=True)
+    return done.stdout.strip()
 
 
 def test_counts_of_two_workers_add_up(directory: Path) -> None:
@@ -250,25 +279,46 @@ def test_help_texts_are_escaped_and_come_before_the_type(directory: Path) -> Non
     ]
 
 
-def test_gauges_are_shown_per_worker_not_summed(directory: Path) -> None:
-    first, second = WorkerMetrics(directory, "101"), WorkerMetrics(directory, "102")
+def version_gauges(samples: dict[Sample, float]) -> dict[Sample, float]:
+    """The appliance_data_version_info samples of an exposition."""
+    return {key: value for key, value in samples.items() if key[0] == "appliance_data_version_info"}
+
+
+def test_gauges_are_shown_per_worker_not_summed(directory: Path, live_pid: str) -> None:
+    me = str(os.getpid())
+    first, second = WorkerMetrics(directory, live_pid), WorkerMetrics(directory, me)
     first.set_gauge("appliance_data_version_info", 1, version="v0007")
     second.set_gauge("appliance_data_version_info", 1, version="v0008")
     second.set_gauge("appliance_data_version_info", 1, version="v0008")
     first.flush()
     samples = rendered(directory, live=second)
-    gauges = {
-        key: value for key, value in samples.items() if key[0] == "appliance_data_version_info"
-    }
-    assert gauges == {
-        ("appliance_data_version_info", frozenset({("version", "v0007"), ("worker", "101")})): 1,
-        ("appliance_data_version_info", frozenset({("version", "v0008"), ("worker", "102")})): 1,
+    assert version_gauges(samples) == {
+        ("appliance_data_version_info", frozenset({("version", "v0007"), ("worker", live_pid)})): 1,
+        ("appliance_data_version_info", frozenset({("version", "v0008"), ("worker", me)})): 1,
     }
     assert "# TYPE appliance_data_version_info gauge" in render_prometheus(directory)
 
 
-def test_the_exposition_is_well_formed_and_the_same_every_time(directory: Path) -> None:
-    first, second = WorkerMetrics(directory, "101"), WorkerMetrics(directory, "102")
+def test_a_worker_that_exited_keeps_its_counts_but_not_its_gauges(directory: Path) -> None:
+    gone = exited_worker(directory, "v0001", requests=4)
+    survivor = WorkerMetrics(directory, str(os.getpid()))
+    survivor.set_gauge("appliance_data_version_info", 1, version="v0002")
+    answer(survivor, 1)
+    samples = rendered(directory, live=survivor)
+    assert requests_of(samples) == 5
+    assert version_gauges(samples) == {
+        (
+            "appliance_data_version_info",
+            frozenset({("version", "v0002"), ("worker", str(os.getpid()))}),
+        ): 1,
+    }
+    assert (directory / f"worker-{gone}.json").is_file()  # kept, for its counts
+
+
+def test_the_exposition_is_well_formed_and_the_same_every_time(
+    directory: Path, live_pid: str
+) -> None:
+    first, second = WorkerMetrics(directory, live_pid), WorkerMetrics(directory, str(os.getpid()))
     for worker in (second, first):
         answer(worker, 2, "/api/v1/versions")
         answer(worker, 1)
