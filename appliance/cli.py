@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -18,7 +20,8 @@ import click
 from appliance import __version__
 from appliance import settings as cfg
 from appliance.console import Progress, reported_errors
-from appliance.errors import ApplianceError, StoreError
+from appliance.errors import ApplianceError, ConfigError, StoreError
+from appliance.faults import node_fault
 from appliance.fsio import format_bytes
 from appliance.importer import ImportOptions, import_pack, rollback
 from appliance.sshsig import load_allowed_signers
@@ -294,11 +297,22 @@ def watch_command(
 @setting_option(cfg.HOST, type=str)
 @setting_option(cfg.PORT, type=click.IntRange(min=1, max=65535))
 @setting_option(cfg.WORKERS, type=click.IntRange(min=0, max=64))
-def serve_command(data_dir: Path, signers: Path, host: str, port: int, workers: int) -> None:
+@click.option(
+    "--share-port",
+    is_flag=True,
+    help="Listen even if another server already listens on HOST:PORT (the kernel then shares "
+    "the connections between the two).",
+)
+def serve_command(
+    data_dir: Path, signers: Path, host: str, port: int, workers: int, share_port: bool
+) -> None:
     """Serve the read-only API on HOST:PORT with Granian worker processes.
 
-    Every other server setting (tokens, limits, cache, DuckDB) comes from its APPLIANCE_*
-    environment variable; see docs/configuration.md.
+    The data dir must exist (an import creates it); a store with nothing imported yet is
+    served, answering 503 until a pack is imported. Refuses a HOST:PORT that another process
+    already listens on, unless --share-port. On SIGTERM, requests under way get 5 s to
+    finish. Every other server setting (tokens, limits, timeouts, cache, DuckDB) comes from its
+    APPLIANCE_* environment variable; see docs/configuration.md.
     """
     flags = {
         cfg.DATA_DIR: data_dir,
@@ -309,15 +323,19 @@ def serve_command(data_dir: Path, signers: Path, host: str, port: int, workers: 
     }
     for setting, value in flags.items():
         os.environ[setting.env] = str(value)  # the workers read their settings from the environment
+    require_store(DataStore(data_dir))
     with reported_errors():
         settings = cfg.load_server_settings()
+        if not share_port:
+            refuse_a_served_port(host, port)
         notes = prepare_to_serve(settings)
     progress = Progress()
     for note in notes:
         progress(note)
     progress(f"serving {data_dir} on http://{host}:{port} with {settings.workers} workers")
     from granian import Granian
-    from granian.constants import Interfaces
+    from granian.constants import HTTPModes, Interfaces
+    from granian.http import HTTP1Settings
     from granian.log import LogLevels
 
     Granian(
@@ -328,17 +346,63 @@ def serve_command(data_dir: Path, signers: Path, host: str, port: int, workers: 
         workers=settings.workers,
         respawn_failed_workers=True,
         log_level=LogLevels(settings.log_level),
+        # HTTP/1 only (no TLS here, so no client speaks HTTP/2): while Granian's automatic mode
+        # sniffs the protocol, no timer runs, and a client that connects and sends nothing is
+        # held open for good. In HTTP/1 mode the header timeout runs from the connection's start.
+        http=HTTPModes.http1,
+        http1_settings=HTTP1Settings(header_read_timeout=settings.header_timeout * 1000),
+        # A request still running then (a slow upload) would hold the shutdown for as long as
+        # the client likes; its worker is killed, and the next start clears what it left.
+        workers_kill_timeout=SHUTDOWN_GRACE_SECONDS,
     ).serve()
 
 
+SHUTDOWN_GRACE_SECONDS = 5  # within the 10 s `podman stop -t 10` of the systemd unit
+
+
+def refuse_a_served_port(host: str, port: int) -> None:
+    """ConfigError if some process already listens on host:port.
+
+    Granian's listening sockets allow port sharing, so a second server would start silently and
+    take half the connections; the probe binds without that option, and so fails on any listener.
+    """
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        msg = f"cannot listen on {host}: {exc.strerror}"
+        raise ConfigError(msg) from exc
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no listener
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                msg = (
+                    f"{host}:{port} is already in use (another appliance serve?): stop it, "
+                    "choose another --port, or pass --share-port to share it"
+                )
+            else:
+                msg = f"cannot listen on {host}:{port} ({exc.strerror})"
+            raise ConfigError(msg) from exc
+
+
 def prepare_to_serve(settings: cfg.ServerSettings) -> list[str]:
-    """Before the workers start: fresh shared counters, and a store recovered from any crash."""
+    """Before the workers start: fresh shared counters, no stale upload, a recovered store."""
     from server.metrics import reset_directory
 
-    settings.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    reset_directory(settings.run_dir / "metrics")
-    for limiter_file in settings.run_dir.glob("ratelimit-*"):
-        limiter_file.unlink()
+    try:
+        settings.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        reset_directory(settings.run_dir / "metrics")
+        for limiter_file in settings.run_dir.glob("ratelimit-*"):
+            limiter_file.unlink()
+        # Uploads a killed worker left half-received (the server's own temporary files).
+        for upload in settings.run_dir.glob("uploads/upload-*.pack"):
+            upload.unlink()
+    except OSError as exc:
+        fault = node_fault(exc, f"preparing {settings.run_dir} for the server")
+        raise fault from exc  # type: ignore[misc]  # every OSError is a node fault
     store = DataStore(settings.data_dir)
     try:
         with store.writer() as notes:
