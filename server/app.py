@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import traceback
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -15,9 +16,10 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, YamlRenderPlugin
 from litestar.static_files import create_static_files_router
-from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR, HTTP_503_SERVICE_UNAVAILABLE
 
 from appliance import __version__
+from appliance.errors import VersionDamaged
 from appliance.settings import ServerSettings, load_server_settings
 from server.controllers.data import DataController
 from server.controllers.forecasts import ForecastsController
@@ -34,6 +36,7 @@ ERROR_CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     409: "conflict",
     413: "too_large",
     414: "uri_too_long",
@@ -41,6 +44,7 @@ ERROR_CODES = {
     429: "rate_limited",
     500: "internal_error",
     503: "unavailable",
+    507: "insufficient_storage",
 }
 SOURCE_NAMES = {
     "query": "query parameter",
@@ -51,6 +55,7 @@ SOURCE_NAMES = {
 }
 DASHBOARD_DIR = Path(__file__).parent / "frontend" / "dist"
 DEFAULT_BODY_LIMIT = 1 << 20  # every body but an uploaded pack is a small JSON object
+ABSOLUTE_PATH = re.compile(r"(?<![\w./-])/[^\s'\"():,;]+")
 
 
 def request_id(request: Request[Any, Any, Any]) -> str:
@@ -82,6 +87,29 @@ def one_line(request: Request[Any, Any, Any], exc: HTTPException) -> str:
     return " ".join(str(exc.detail).split())
 
 
+def without_node_paths(message: str, settings: ServerSettings | None) -> str:
+    """`message` with no absolute path of this node in it: they tell a client how the node is laid out.
+
+    The store's own paths become the setting that names them ($APPLIANCE_DATA_DIR/current), so
+    the admin still knows where to look; any other path of this machine becomes <path>. A path
+    whose first folder is not one of the root's (/api/v1/data/packs) is not a file: it stays.
+    """
+    if settings is not None:
+        named = {settings.data_dir: "$APPLIANCE_DATA_DIR", settings.signers: "$APPLIANCE_SIGNERS"}
+        for path, name in list(named.items()):
+            named.setdefault(path.resolve(), name)
+        for path, name in sorted(named.items(), key=lambda item: -len(str(item[0]))):
+            if path.is_absolute() and str(path) != "/":
+                message = message.replace(str(path), name)
+    roots = {entry.name for entry in Path("/").iterdir()}
+
+    def hidden(match: re.Match[str]) -> str:
+        first = match[0].split("/")[1]
+        return "<path>" if first in roots else match[0]
+
+    return ABSOLUTE_PATH.sub(hidden, message)
+
+
 def error_body(
     status: int, message: str, request: Request[Any, Any, Any], reason: str | None = None
 ) -> bytes:
@@ -96,8 +124,21 @@ def handle_http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Re
     """Any HTTP error, in the one envelope."""
     reason = exc.extra.get("reason") if isinstance(exc.extra, dict) else None
     headers = {"cache-control": "no-store", **(exc.headers or {})}
-    body = error_body(exc.status_code, one_line(request, exc), request, reason)
+    runtime: Runtime | None = getattr(request.app.state, "runtime", None)
+    message = without_node_paths(one_line(request, exc), runtime.settings if runtime else None)
+    body = error_body(exc.status_code, message, request, reason)
     return Response(body, status_code=exc.status_code, media_type=MediaType.JSON, headers=headers)
+
+
+def handle_damaged_version(request: Request[Any, Any, Any], exc: VersionDamaged) -> Response[bytes]:
+    """The current version failed its checksums: 503, saying what to do, never its data."""
+    body = error_body(HTTP_503_SERVICE_UNAVAILABLE, str(exc), request, "damaged")
+    return Response(
+        body,
+        status_code=HTTP_503_SERVICE_UNAVAILABLE,
+        media_type=MediaType.JSON,
+        headers={"cache-control": "no-store"},
+    )
 
 
 def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
@@ -167,7 +208,11 @@ def create_app(settings: ServerSettings | None = None) -> Litestar:
             *dashboard_routes(),
         ],
         lifespan=[lifespan],
-        exception_handlers={HTTPException: handle_http_error, Exception: handle_unexpected},
+        exception_handlers={
+            HTTPException: handle_http_error,
+            VersionDamaged: handle_damaged_version,
+            Exception: handle_unexpected,
+        },
         openapi_config=OpenAPIConfig(
             title="Offline analytics appliance API",
             version=__version__,

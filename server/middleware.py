@@ -1,7 +1,10 @@
-"""The edge of every HTTP request: id, limits, security headers, metrics and the log line.
+"""The edge of every HTTP request: id, path, limits, body reads, headers, metrics and the log line.
 
 It wraps the whole Litestar app (not a route), so unmatched paths and errors get the same
-headers, counting and logging as everything else.
+headers, counting and logging as everything else. It rewrites the path to its one canonical
+spelling first, so that the rate limits, the routing, the log line and the metrics all see the
+same path: `//api/v1/data/refresh`, `/api/v1/./data/refresh`, `/api/v1/data%2Frefresh` and
+`/api/v1/data/refresh/` are one request, limited as one.
 """
 
 from __future__ import annotations
@@ -12,7 +15,10 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+import anyio
 import msgspec
+from litestar.exceptions import ClientException, HTTPException
+from litestar.status_codes import HTTP_408_REQUEST_TIMEOUT
 
 from server.logs import JsonLog
 from server.runtime import Runtime
@@ -26,7 +32,8 @@ ASGIApp = Callable[..., Awaitable[None]]
 
 MAX_QUERY_BYTES = 2048
 MAX_PATH_BYTES = 1024
-ADMIN_PREFIX = "/api/v1/data/"
+API_PREFIX = "/api/"
+READ_METHODS = ("GET", "HEAD")
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
@@ -54,6 +61,89 @@ def error_response(status: int, code: str, message: str, request_id: str) -> byt
     return msgspec.json.encode(ErrorBody(ErrorDetail(status, code, message, request_id)))
 
 
+def canonical_path(path: str) -> str:
+    """The one spelling of a (percent-decoded) path: no empty or `.` segments, `..` resolved, no trailing `/`."""
+    segments: list[str] = []
+    for segment in path.split("/"):
+        if segment == "..":
+            if segments:
+                segments.pop()
+        elif segment not in ("", "."):
+            segments.append(segment)
+    return "/" + "/".join(segments)
+
+
+def limit_class(path: str, method: str) -> str | None:
+    """Which rate limit a request counts against: "admin", "read", or None (not the API).
+
+    Decided on the canonical path without regard to case: `/API/v1/...` matches no route, but
+    it must not be a way around the limits either. Every request that may change something
+    counts as admin, whatever its path, so no spelling of an admin route gets the read budget.
+    """
+    if not path.casefold().startswith(API_PREFIX):
+        return None
+    return "read" if method in READ_METHODS else "admin"
+
+
+class BodyStalled(HTTPException):
+    """The client stopped sending the request body for longer than APPLIANCE_BODY_TIMEOUT."""
+
+    status_code = HTTP_408_REQUEST_TIMEOUT
+
+
+class BodyCutShort(ClientException):
+    """The client closed the connection before sending the whole request body."""
+
+
+class RequestBody:
+    """The `receive` of one request, bounding the wait for each part of the body.
+
+    The bound applies only until the body is complete: after that, `receive` only waits for the
+    client to disconnect, which may take as long as the answer does.
+    """
+
+    def __init__(self, receive: Receive, timeout: float, expected: int | None) -> None:
+        self._receive = receive
+        self.timeout = timeout
+        self.expected = expected
+        self.received = 0
+        self.complete = False
+        self.problem: str | None = None
+
+    async def __call__(self) -> Message:
+        if self.complete:
+            return await self._receive()
+        try:
+            with anyio.fail_after(self.timeout):
+                message = await self._receive()
+        except TimeoutError:
+            self.complete = True
+            self.problem = (
+                f"the request body stalled: no bytes for {self.timeout:g} s after "
+                f"{self.received} bytes (APPLIANCE_BODY_TIMEOUT)"
+            )
+            raise BodyStalled(detail=self.problem) from None
+        if message["type"] == "http.disconnect":
+            self.complete = True
+            of = "" if self.expected is None else f" of the {self.expected} announced"
+            self.problem = (
+                f"the request body was cut short: the client closed the connection after "
+                f"{self.received}{of} bytes"
+            )
+            raise BodyCutShort(detail=self.problem)
+        self.received += len(message.get("body", b""))
+        self.complete = not message.get("more_body", False)
+        return message
+
+
+def content_length(scope: Scope) -> int | None:
+    """The Content-Length the client announced, if it sent a usable one."""
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None
+
+
 class RequestEdge:
     """ASGI wrapper applying per-request policy around the app."""
 
@@ -75,6 +165,12 @@ class RequestEdge:
         started = time.perf_counter()
         request_id = os.urandom(8).hex()
         scope.setdefault("state", {})["request_id"] = request_id
+        target = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+        scope["path"] = canonical_path(scope["path"])
+        method: str = scope["method"]
+        if method == "HEAD":
+            scope["method"] = "GET"  # answered as a GET would be, without the body (RFC 9110)
+        body = RequestBody(receive, runtime.settings.body_timeout, content_length(scope))
         status = 500
 
         async def send_with_headers(message: Message) -> None:
@@ -85,33 +181,37 @@ class RequestEdge:
                 headers += SECURITY_HEADERS
                 headers.append((b"x-request-id", request_id.encode()))
                 message["headers"] = headers
+            elif method == "HEAD":  # a body, or a file to send (pathsend): none of it goes out
+                more = message["type"] == "http.response.body" and message.get("more_body", False)
+                message = {"type": "http.response.body", "body": b"", "more_body": more}
             await send(message)
 
-        refusal = self._refusal(scope, runtime)
+        refusal = self._refusal(scope, method, runtime)
         try:
             if refusal is None:
-                await self.app(scope, receive, send_with_headers)
+                await self.app(scope, body, send_with_headers)
             else:
                 await self._refuse(refusal, request_id, send_with_headers)
         finally:
-            self._observe(scope, runtime, status, time.perf_counter() - started, request_id)
+            seconds = time.perf_counter() - started
+            self._observe(scope, method, target, runtime, status, seconds, body.problem)
 
-    def _refusal(self, scope: Scope, runtime: Runtime) -> tuple[int, str, str, float] | None:
+    @staticmethod
+    def _refusal(scope: Scope, method: str, runtime: Runtime) -> tuple[int, str, str, float] | None:
         """(status, code, message, retry_after) when the request is refused before routing."""
         if len(scope.get("query_string", b"")) > MAX_QUERY_BYTES:
             return 414, "uri_too_long", f"query string longer than {MAX_QUERY_BYTES} bytes", 0.0
         if len(scope.get("raw_path") or scope["path"].encode()) > MAX_PATH_BYTES:
             return 414, "uri_too_long", f"path longer than {MAX_PATH_BYTES} bytes", 0.0
-        path: str = scope["path"]
-        if not path.startswith("/api/"):
+        kind = limit_class(scope["path"], method)
+        if kind is None:
             return None
         client = (scope.get("client") or ("unknown", 0))[0]
-        admin = scope["method"] not in ("GET", "HEAD") and path.startswith(ADMIN_PREFIX)
-        limiter = runtime.admin_limiter if admin else runtime.read_limiter
-        allowed, retry_after = limiter.hit(f"{'admin' if admin else 'read'}:{client}")
+        limiter = runtime.admin_limiter if kind == "admin" else runtime.read_limiter
+        allowed, retry_after = limiter.hit(f"{kind}:{client}")
         if allowed:
             return None
-        runtime.metrics.inc("appliance_rate_limited_total", kind="admin" if admin else "read")
+        runtime.metrics.inc("appliance_rate_limited_total", kind=kind)
         return 429, "rate_limited", "too many requests from this address; slow down", retry_after
 
     @staticmethod
@@ -129,21 +229,34 @@ class RequestEdge:
         await send({"type": "http.response.body", "body": body})
 
     def _observe(
-        self, scope: Scope, runtime: Runtime, status: int, seconds: float, request_id: str
+        self,
+        scope: Scope,
+        method: str,
+        target: str,
+        runtime: Runtime,
+        status: int,
+        seconds: float,
+        problem: str | None,
     ) -> None:
         route = scope.get("path_template") or "unmatched"
-        runtime.metrics.observe_request(route, scope["method"], status, seconds)
+        runtime.metrics.observe_request(route, method, status, seconds)
         state = scope.get("state", {})
-        if self.log is not None:
-            self.log.event(
-                "info",
-                "request",
-                request_id=request_id,
-                method=scope["method"],
-                path=scope["path"],
-                status=status,
-                duration_ms=round(seconds * 1000, 3),
-                data_version=state.get("data_version"),
-                dataset_id=state.get("dataset_id"),
-                model_version=state.get("model_version"),
-            )
+        if self.log is None:
+            return
+        path: str = scope["path"]
+        # The path as the client sent it, when that is not the canonical one, so probes show.
+        spelling = {"target": target[:MAX_PATH_BYTES]} if target != path else {}
+        self.log.event(
+            "warning" if problem else "info",
+            "request",
+            request_id=request_id_of(scope),
+            method=method,
+            path=path[:MAX_PATH_BYTES],
+            **spelling,
+            status=status,
+            duration_ms=round(seconds * 1000, 3),
+            data_version=state.get("data_version"),
+            dataset_id=state.get("dataset_id"),
+            model_version=state.get("model_version"),
+            **({"error": problem} if problem else {}),
+        )

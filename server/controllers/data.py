@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +27,14 @@ from litestar.status_codes import (
     HTTP_409_CONFLICT,
     HTTP_413_REQUEST_ENTITY_TOO_LARGE,
     HTTP_422_UNPROCESSABLE_ENTITY,
+    HTTP_503_SERVICE_UNAVAILABLE,
+    HTTP_507_INSUFFICIENT_STORAGE,
 )
 
-from appliance.errors import ApplianceError, PackRejected, StoreError
-from appliance.importer import ImportOptions, import_pack, rollback
+from appliance.errors import ApplianceError, NodeFault, PackRejected, StoreError
+from appliance.faults import node_fault
+from appliance.fsio import format_bytes
+from appliance.importer import FREE_SPACE_FACTOR, ImportOptions, import_pack, rollback
 from appliance.result_pack import format_timestamp
 from appliance.sshsig import load_allowed_signers
 from appliance.store import DataStore
@@ -43,11 +48,18 @@ from server.responses import (
     runtime,
     trace,
 )
-from server.schemas import DataVersion, DataVersions, ImportResult, RollbackRequest
+from server.schemas import (
+    AuditTrailStatus,
+    DataVersion,
+    DataVersions,
+    ImportResult,
+    RollbackRequest,
+)
 from server.security import require_admin, require_viewer
 
 HISTORY_LIMIT = 200
 UPLOADS = "uploads"
+UPLOADED_PACK = "the uploaded pack"
 
 
 @dataclass
@@ -73,9 +85,20 @@ class PackRefused(HTTPException):
 
 
 class StoreBusy(HTTPException):
-    """The store could not take the change now (locked, full)."""
+    """The store could not take the change now (locked, already current)."""
 
     status_code = HTTP_409_CONFLICT
+
+
+class NodeFaulted(HTTPException):
+    """A fault of the node, not of the request: 507 when out of disk space, else 503."""
+
+    def __init__(self, fault: NodeFault, detail: str | None = None) -> None:
+        full = fault.reason == "disk-full"
+        status = HTTP_507_INSUFFICIENT_STORAGE if full else HTTP_503_SERVICE_UNAVAILABLE
+        super().__init__(
+            detail=detail or str(fault), status_code=status, extra={"reason": fault.reason}
+        )
 
 
 def describe(report: dict[str, Any], current: bool) -> DataVersion:
@@ -100,12 +123,42 @@ def list_versions(store: DataStore) -> DataVersions:
     current = store.current_vid()
     versions = [describe(v.report | {"version": v.vid}, v.vid == current) for v in store.versions()]
     history = store.history()[-HISTORY_LIMIT:]
-    return DataVersions(current, versions, history)
+    trail = store.verify_history()
+    status = AuditTrailStatus(trail.ok, trail.lines, trail.first_bad_line, trail.describe())
+    return DataVersions(current, versions, history, status)
+
+
+def too_large(limit: int) -> ClientException:
+    """The 413 of a pack over the upload limit."""
+    msg = f"pack is larger than the {limit >> 20} MiB upload limit (APPLIANCE_MAX_UPLOAD_MB)"
+    return ClientException(detail=msg, status_code=HTTP_413_REQUEST_ENTITY_TOO_LARGE)
+
+
+def check_room_for(folder: Path, size: int) -> None:
+    """Refuse, before reading a byte, a pack the node has no room to receive and import."""
+    need = size * (1 + FREE_SPACE_FACTOR)  # the upload itself, then the import's own need
+    free = shutil.disk_usage(folder).free
+    if free < need:
+        msg = (
+            f"not enough free space on this node for a {format_bytes(size)} pack: need about "
+            f"{format_bytes(need)} (the upload and its import), {format_bytes(free)} free; "
+            "free disk space on the data dir"
+        )
+        raise NodeFaulted(NodeFault("disk-full", msg))
 
 
 async def receive_pack(request: Request[Any, Any, Any], folder: Path, limit: int) -> Path:
-    """Stream the request body to a private file, refusing it past `limit` bytes."""
+    """Stream the request body to a private file, refusing it past `limit` bytes.
+
+    A Content-Length over the limit, or more than the node has room for, is refused before a
+    byte is read. A body that stalls or is cut short is refused by the request edge (408, 400).
+    """
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    announced = request.content_length
+    if announced is not None:
+        if announced > limit:
+            raise too_large(limit)
+        check_room_for(folder, announced)
     fd, name = tempfile.mkstemp(prefix="upload-", suffix=".pack", dir=folder)
     path = Path(name)
     received = 0
@@ -116,17 +169,25 @@ async def receive_pack(request: Request[Any, Any, Any], folder: Path, limit: int
                 if received > limit:
                     break
                 out.write(chunk)
+    except OSError as exc:
+        path.unlink(missing_ok=True)
+        fault = node_fault(exc, "receiving the pack")
+        raise NodeFaulted(fault, about_upload(str(fault), path)) from exc  # type: ignore[arg-type]  # every OSError is a node fault
     except BaseException:
         path.unlink(missing_ok=True)
         raise
     if received > limit:
         path.unlink()
-        msg = f"pack is larger than the {limit >> 20} MiB upload limit (APPLIANCE_MAX_UPLOAD_MB)"
-        raise ClientException(detail=msg, status_code=HTTP_413_REQUEST_ENTITY_TOO_LARGE)
+        raise too_large(limit)
     if received == 0:
         path.unlink()
         raise ClientException(detail="empty request body: send the .pack file as the body")
     return path
+
+
+def about_upload(message: str, pack: Path) -> str:
+    """An importer's message about the temporary file, as the client knows it: the uploaded pack."""
+    return message.replace(str(pack), UPLOADED_PACK).replace(pack.name, UPLOADED_PACK)
 
 
 class DataController(Controller):
@@ -196,9 +257,11 @@ class DataController(Controller):
             )
             result = await anyio.to_thread.run_sync(import_pack, rt.store, pack, signers, options)
         except PackRejected as exc:
-            raise PackRefused(exc.reason, str(exc)) from exc
+            raise PackRefused(exc.reason, about_upload(str(exc), pack)) from exc
+        except NodeFault as exc:
+            raise NodeFaulted(exc, about_upload(str(exc), pack)) from exc
         except ApplianceError as exc:
-            raise StoreBusy(detail=str(exc)) from exc
+            raise StoreBusy(detail=about_upload(str(exc), pack)) from exc
         finally:
             pack.unlink(missing_ok=True)
         await anyio.to_thread.run_sync(rt.data.refresh)
@@ -222,6 +285,8 @@ class DataController(Controller):
         rt = runtime(request)
         try:
             await anyio.to_thread.run_sync(rollback, rt.store, data.version)
+        except NodeFault as exc:
+            raise NodeFaulted(exc) from exc
         except StoreError as exc:
             if data.version not in rt.store.version_ids():
                 raise NotFoundException(

@@ -85,10 +85,16 @@ class LiveServer:
 
 @contextmanager
 def live_server(
-    data_dir: Path, signers: Path, *, workers: int = 2, env: dict[str, str] | None = None
+    data_dir: Path,
+    signers: Path,
+    *,
+    workers: int = 2,
+    env: dict[str, str] | None = None,
+    port: int | None = None,
+    args: tuple[str, ...] = (),
 ) -> Iterator[LiveServer]:
-    """Start `appliance serve` on a free port, wait until /health/ready answers 200, stop after."""
-    port = free_port()
+    """Start `appliance serve` (on a free port unless given), wait until it answers, stop after."""
+    port = port or free_port()
     environment = (
         os.environ
         | {
@@ -100,7 +106,7 @@ def live_server(
         | (env or {})
     )
     argv = [str(BIN / "appliance"), "serve", "--data-dir", str(data_dir), "--signers", str(signers)]
-    argv += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+    argv += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), *args]
     process = subprocess.Popen(
         argv, env=environment, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
     )
