@@ -3,8 +3,8 @@
 For each image in `images/` (docker-archive, see bundle/oci.py): its file size, uncompressed size
 (the sum of its layer tars), compressed size (the sum of its layers gzipped at level 6 by zlib, as
 a registry carries them; within a fraction of a percent of `gzip -6`), its layers, its largest
-files and the Python distributions inside it. Then the no-ML rule (DESIGN.md) on what the bundle
-ships, each breach a finding:
+files and the Python distributions inside it. Then the no-ML rule (docs/auditor-guide.md) on
+what the bundle ships, each breach a finding:
 
     size          an image larger than the limit (uncompressed, MB = 10^6 bytes)
     distribution  an ML distribution (*.dist-info, *.egg-info) in an image
@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from appliance import bundle_layout as layout
 from appliance.audit_source import (
     Finding,
     Kind,
@@ -53,14 +54,12 @@ from appliance.audit_source import (
     locked_requirements,
     served_routes,
 )
+from appliance.bundle_checksums import bundle_files, check_relative_path
 from appliance.bundle_verify import member_file_name
 from appliance.compliance import ML_MODULES
 from appliance.errors import BundleRejected, ConfigError
 from appliance.fsio import CHUNK_BYTES
 from appliance.safe_tar import trailer_problem
-from bundle import layout
-from bundle.checksums import bundle_files, check_relative_path
-from bundle.wheels import PROJECT_PACKAGES
 
 Progress = Callable[[str], None]
 
@@ -622,9 +621,9 @@ def _walk_layer(contents: _Contents, number: int, layer: _Layer) -> None:
 
 
 def _shipped_code(contents: _Contents) -> list[Path]:
-    """Every .py file in site-packages put there by a layer that carries the project's packages."""
+    """Every .py file in site-packages put there by a layer that carries the node's packages."""
     site = layout.IMAGE_SITE_PACKAGES
-    project = tuple(f"{site}/{package}/" for package in PROJECT_PACKAGES)
+    project = tuple(f"{site}/{package}/" for package in layout.NODE_PACKAGES)
     app_layers = {n for path, n in contents.origin.items() if path.startswith(project)}
     return sorted(
         contents.root / path
@@ -721,13 +720,14 @@ def _distribution_of(file_name: str) -> str:
 
 
 def _project_sources(name: str, blob: _Blob, work: Path) -> list[Path]:
-    """Copy the .py files of the project's packages in one wheel to work/name/; return them."""
+    """Copy the .py files of the node's packages in one wheel to work/name/; return them."""
     try:
         with _open(blob) as stream, zipfile.ZipFile(stream) as wheel:
             infos = [
                 info
                 for info in wheel.infolist()
-                if info.filename.endswith(".py") and info.filename.split("/")[0] in PROJECT_PACKAGES
+                if info.filename.endswith(".py")
+                and info.filename.split("/")[0] in layout.NODE_PACKAGES
             ]
             paths = []
             for info in infos:

@@ -29,13 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
+from appliance import bundle_layout as layout
+from appliance.bundle_checksums import bundle_files, check_relative_path, parse_checksums
 from appliance.errors import BundleRejected, ConfigError, SignatureError
 from appliance.fsio import CHUNK_BYTES
 from appliance.safe_tar import member_kind, trailer_problem
 from appliance.sshsig import AllowedSigner, VerifiedSignature, verify
 from appliance.strict_json import StrictJSONError, parse_strict_json
-from bundle import layout
-from bundle.checksums import bundle_files, check_relative_path, parse_checksums
 
 Progress = Callable[[str], None]
 

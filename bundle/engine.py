@@ -26,7 +26,8 @@ Progress = Callable[[str], None]
 SOCKETS = ("/run/podman/podman.sock", "/var/run/docker.sock")
 HEALTHY_WITHIN_SECONDS = 60.0
 POLL_SECONDS = 0.5
-# Podman on the development and CI machines needs these (DESIGN.md, machine facts); harmless elsewhere.
+# Debian's Podman on the development and CI machines needs these (its default limits exceed the
+# machines' hard limits); harmless elsewhere.
 ULIMITS = (("nofile", 1024), ("nproc", 1000))
 
 

@@ -25,8 +25,6 @@ from bundle import layout
 
 Progress = Callable[[str], None]
 
-# The project's own wheel carries the node side only: ml_workstation/ stays on the workstation.
-PROJECT_PACKAGES = ("appliance", "bundle", "server")
 PROJECT_SCRIPTS = {"appliance": "appliance.cli:main"}
 PROJECT_DATA_SUFFIXES = (".json", ".typed", ".html", ".svg", ".js", ".css", ".woff2")
 WHEEL_TAG = "py3-none-any"
@@ -193,11 +191,12 @@ def _tracked(root: Path) -> set[str] | None:
 
 
 def _project_files(root: Path) -> list[tuple[str, Path]]:
-    """The node packages' sources and data; in a git checkout only what git tracks, so that an
-    untracked file never ships unnoticed (the revision's -dirty mark covers tracked files only)."""
+    """The node packages' sources and data (layout.NODE_PACKAGES: never the builder's); in a git
+    checkout only what git tracks, so that an untracked file never ships unnoticed (the
+    revision's -dirty mark covers tracked files only)."""
     tracked = _tracked(root)
     files: list[tuple[str, Path]] = []
-    for package in PROJECT_PACKAGES:
+    for package in layout.NODE_PACKAGES:
         for path in sorted((root / package).rglob("*")):
             relative = path.relative_to(root)
             if tracked is not None and relative.as_posix() not in tracked:

@@ -16,6 +16,7 @@ import sys
 import tarfile
 import time
 import venv
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -416,6 +417,11 @@ def test_the_wheel_cache_installs_the_cli_and_ansible_with_no_index(
     pinned = {pin.key for pin in read_lock(wheels / layout.WHEELS_LOCK)}
     assert {"ansible-core", "appliance"} <= pinned
     assert "pyarrow" not in pinned  # the workstation's, not the node's
+    [project_wheel] = wheels.glob("appliance-*.whl")
+    with zipfile.ZipFile(project_wheel) as archive:
+        packages = {name.split("/")[0] for name in archive.namelist()}
+    shipped = {package for package in packages if not package.endswith(".dist-info")}
+    assert shipped == set(layout.NODE_PACKAGES)  # appliance and server: no bundle/, the builder
 
 
 # --- SBOMs ----------------------------------------------------------------------------------------
