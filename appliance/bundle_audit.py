@@ -16,10 +16,11 @@ what the bundle ships, each breach a finding:
     wheel         an ML distribution in the wheel cache
     dependency    an ML distribution pinned in wheels/requirements.lock
 
-The bundle is read as it is (a `.tar` or its unpacked folder): nothing is verified here, which is
-`appliance verify`'s job, so audit a bundle after verifying it. Images are read in place, layer by
-layer; only the image's site-packages are copied to a temporary folder, to build its server app
-in a child Python (its `create_app`, never served) and list the routes.
+The bundle is read as it is (a `.tar` or its unpacked folder), by the reader `appliance verify`
+uses (bundle_reader.py): nothing is verified here, which is verify's job, so audit a bundle
+after verifying it. Images are read in place, layer by layer (image_layers.py); only the
+image's site-packages are copied to a temporary folder, as its layers stack them, to build its
+server app in a child Python (its `create_app`, never served) and list the routes.
 
 Whiteouts are not applied when looking for ML: a library deleted by an upper layer still travels
 in the image, so it is still reported.
@@ -28,17 +29,14 @@ in the image, so it is still reported.
 from __future__ import annotations
 
 import heapq
-import io
-import json
 import os
 import re
 import shutil
 import subprocess
-import tarfile
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,12 +52,12 @@ from appliance.audit_source import (
     locked_requirements,
     served_routes,
 )
-from appliance.bundle_checksums import bundle_files, check_relative_path
-from appliance.bundle_verify import member_file_name
+from appliance.bundle_checksums import check_relative_path
+from appliance.bundle_reader import Blob, Bundle, read_bundle, read_small
 from appliance.compliance import ML_MODULES
 from appliance.errors import BundleRejected, ConfigError
 from appliance.fsio import CHUNK_BYTES
-from appliance.safe_tar import trailer_problem
+from appliance.image_layers import Image, Layer, LayerMember, SiteTree, image_layers, layer_members
 
 Progress = Callable[[str], None]
 
@@ -68,8 +66,7 @@ DEFAULT_MAX_IMAGE_MB = 600
 DEFAULT_LARGEST_FILES = 10
 GZIP_LEVEL = 6
 GZIP_WBITS = 31  # zlib's gzip wrapper: a 10-byte header and an 8-byte trailer, as `gzip -n`
-IMAGE_MANIFEST = "manifest.json"
-# Read whole into memory: image manifest and config, METADATA, the wheel lock, shipped sources.
+# Read whole into memory: METADATA, the wheel lock, shipped sources.
 MAX_SMALL_FILE_BYTES = 8 << 20
 
 SITE_FOLDERS = ("site-packages", "dist-packages")
@@ -95,8 +92,6 @@ GPU_LIBRARY_PREFIXES = (
 )
 GPU_SITE_PACKAGES = ("nvidia",)  # the nvidia-*-cu12 wheels install here
 CUDA_ROOT = ("usr", "local", "cuda")  # /usr/local/cuda, /usr/local/cuda-12.4, ...
-WHITEOUT_PREFIX = ".wh."
-OPAQUE_WHITEOUT = ".wh..wh..opq"
 
 _REQUIREMENT_NAME = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 
@@ -228,82 +223,14 @@ def _quiet(_message: str) -> None:
     """Progress sink that drops messages."""
 
 
-# --- reading bytes in place ------------------------------------------------------------------
+# --- one image -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Blob:
-    """The `size` bytes at `start` in the file at `path`: a bundle file, an image's member, a layer."""
-
-    path: Path
-    start: int
-    size: int
-
-    def within(self, member: tarfile.TarInfo, where: str) -> _Blob:
-        """A member of the tar held in this blob, as a blob of the same file."""
-        if member.offset_data + member.size > self.size:
-            raise BundleRejected("truncated", f"{where} is truncated")
-        return _Blob(self.path, self.start + member.offset_data, member.size)
-
-
-class _Window(io.RawIOBase):
-    """A read-only, seekable file over one blob; positional reads, so threads may share the file."""
-
-    def __init__(self, blob: _Blob) -> None:
-        super().__init__()
-        self.blob = blob
-        self.fd = os.open(blob.path, os.O_RDONLY | os.O_NOFOLLOW)
-        self.position = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.position
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.position, io.SEEK_END: self.blob.size}[whence]
-        self.position = max(0, base + offset)
-        return self.position
-
-    def readinto(self, buffer: Any) -> int:
-        wanted = min(len(buffer), self.blob.size - self.position)
-        if wanted <= 0:
-            return 0
-        data = os.pread(self.fd, wanted, self.blob.start + self.position)
-        buffer[: len(data)] = data
-        self.position += len(data)
-        return len(data)
-
-    def close(self) -> None:
-        if not self.closed:
-            os.close(self.fd)
-        super().close()
-
-
-def _open(blob: _Blob) -> io.BufferedReader:
-    return io.BufferedReader(_Window(blob), CHUNK_BYTES)
-
-
-def _read_small(blob: _Blob, where: str) -> bytes:
-    if blob.size > MAX_SMALL_FILE_BYTES:
-        msg = f"{where} is {blob.size} bytes, over the {MAX_SMALL_FILE_BYTES}-byte limit"
-        raise BundleRejected("too-large", msg)
-    with _open(blob) as stream:
-        data = stream.read(blob.size)
-    if len(data) != blob.size:
-        raise BundleRejected("truncated", f"{where} is truncated")
-    return data
-
-
-def _gzip_size(blob: _Blob, where: str) -> int:
+def _gzip_size(blob: Blob, where: str) -> int:
     """The size of the blob gzipped at GZIP_LEVEL, streamed (zlib releases the GIL: runs in threads)."""
     compressor = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, GZIP_WBITS)
     total = read = 0
-    with _open(blob) as stream:
+    with blob.open() as stream:
         while chunk := stream.read(CHUNK_BYTES):
             read += len(chunk)
             total += len(compressor.compress(chunk))
@@ -312,119 +239,18 @@ def _gzip_size(blob: _Blob, where: str) -> int:
     return total + len(compressor.flush())
 
 
-def _unsafe(where: str, problem: str) -> BundleRejected:
-    return BundleRejected("unsafe-member", f"{where}: {problem}")
-
-
-def _next_member(tar: tarfile.TarFile, where: str) -> tarfile.TarInfo | None:
-    try:
-        return tar.next()
-    except tarfile.TarError as exc:
-        raise BundleRejected("truncated", f"{where} is not a readable tar ({exc})") from exc
-
-
-def _open_tar(stream: io.BufferedReader, where: str) -> tarfile.TarFile:
-    try:
-        return tarfile.open(fileobj=stream, mode="r:")
-    except tarfile.TarError as exc:
-        raise BundleRejected("not-a-tar", f"{where} is not an uncompressed tar ({exc})") from exc
-
-
-def _tar_files(blob: _Blob, where: str) -> Iterator[tuple[str, tarfile.TarInfo]]:
-    """(name, member) for each regular file of a tar we write (bundle, image); refuse anything else."""
-    seen: set[str] = set()
-    with _open(blob) as stream, _open_tar(stream, where) as tar:
-        while (member := _next_member(tar, where)) is not None:
-            try:
-                name = member_file_name(member, seen)
-            except ValueError as exc:
-                raise _unsafe(where, str(exc)) from exc
-            if name is not None:
-                yield name, member
-        problem = trailer_problem(stream, tar.offset)
-    if problem is not None:
-        raise BundleRejected("truncated", f"{where} {problem}")
-
-
-# --- the bundle: a tar or an unpacked folder ---------------------------------------------------
-
-
-def _archive_files(path: Path) -> tuple[str, dict[str, _Blob]]:
-    """The version and files of a bundle archive, each below the single top folder."""
-    whole = _Blob(path, 0, path.stat().st_size)
-    files: dict[str, _Blob] = {}
-    with _open(whole) as stream, _open_tar(stream, path.name) as tar:
-        first = _next_member(tar, path.name)
-        if first is None:
-            raise BundleRejected("not-a-bundle", f"{path.name} is an empty archive")
-        version = layout.version_of(first.name.rstrip("/"))
-        if not first.isdir() or version is None:
-            msg = f"{path.name}: first member {first.name!r} must be the folder {layout.BUNDLE_PREFIX}<version>/"
-            raise BundleRejected("not-a-bundle", msg)
-        top = layout.top_dir(version)
-    for name, member in _tar_files(whole, path.name):
-        if not name.startswith(f"{top}/"):
-            raise _unsafe(path.name, f"member {name!r} is outside the top folder {top}/")
-        files[name[len(top) + 1 :]] = whole.within(member, f"{path.name}: {name}")
-    return version, files
-
-
-def _folder_files(path: Path) -> tuple[str, dict[str, _Blob]]:
-    """The version and files of an unpacked bundle (the top folder or the folder holding it)."""
-    top = path
-    if layout.version_of(path.name) is None:
-        children = [child for child in path.iterdir() if layout.version_of(child.name)]
-        if len(children) != 1 or not children[0].is_dir() or children[0].is_symlink():
-            msg = (
-                f"{path} is neither an {layout.BUNDLE_PREFIX}<version> folder nor holds exactly one"
-            )
-            raise BundleRejected("not-a-bundle", msg)
-        top = children[0]
-    version = layout.version_of(top.name) or ""
-    try:
-        names = bundle_files(top)
-    except ConfigError as exc:
-        raise BundleRejected("unsafe-member", str(exc)) from exc
-    return version, {name: _Blob(top / name, 0, (top / name).stat().st_size) for name in names}
-
-
-def _bundle_files(path: Path) -> tuple[str, dict[str, _Blob]]:
-    try:
-        if path.is_file():
-            return _archive_files(path)
-        if path.is_dir():
-            return _folder_files(path)
-    except OSError as exc:
-        msg = f"{path}: cannot read ({exc.strerror or exc})"
-        raise ConfigError(msg) from exc
-    raise ConfigError(f"{path}: no such file or folder")
-
-
-# --- one image -------------------------------------------------------------------------------
-
-
-@dataclass
-class _Layer:
-    """A layer to read: where it is in the image, its blob and diff_id."""
-
-    member: str
-    blob: _Blob
-    diff_id: str
-
-
 @dataclass
 class _Contents:
     """What the walk over an image's layers has found so far."""
 
     image: str
     largest: int
-    root: Path  # the image's site-packages files are copied below it, as in the image
+    tree: SiteTree  # the image's site-packages, as its layers stack them
     files: list[int] = field(default_factory=list)
     heap: list[tuple[int, str, str]] = field(default_factory=list)
     distributions: dict[str, Distribution] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
     flagged: set[tuple[Kind, str]] = field(default_factory=set)
-    origin: dict[str, int] = field(default_factory=dict)  # extracted site-packages file -> layer
 
     def finding(self, kind: Kind, path: str, detail: str) -> None:
         """Report `path` once per kind, and nothing below a path already reported for that kind."""
@@ -441,57 +267,6 @@ class _Contents:
             heapq.heapreplace(self.heap, item)
 
 
-def _image_layers(file: str, blob: _Blob) -> list[tuple[str, list[_Layer]]]:
-    """(name, layers) for each image of a docker-archive, from its manifest.json and configs."""
-    members = {
-        name: blob.within(member, f"{file}: {name}") for name, member in _tar_files(blob, file)
-    }
-    if IMAGE_MANIFEST not in members:
-        raise BundleRejected("bad-image", f"{file} has no {IMAGE_MANIFEST}")
-    entries = _json_member(file, members, IMAGE_MANIFEST)
-    if not isinstance(entries, list) or not entries:
-        raise BundleRejected("bad-image", f"{file}: {IMAGE_MANIFEST} must be a non-empty list")
-    images = []
-    for index, entry in enumerate(entries):
-        where = f"{file}: {IMAGE_MANIFEST}[{index}]"
-        layers = entry.get("Layers") if isinstance(entry, dict) else None
-        if not isinstance(layers, list) or not all(isinstance(x, str) for x in layers):
-            raise BundleRejected("bad-image", f"{where} must be an object with a Layers list")
-        tags = entry.get("RepoTags") or []
-        name = tags[0] if isinstance(tags, list) and tags and isinstance(tags[0], str) else ""
-        config = entry.get("Config")
-        if not isinstance(config, str) or config not in members:
-            raise BundleRejected("bad-image", f"{where}: Config {config!r} is not in the image")
-        image_config = _json_member(file, members, config)
-        rootfs = image_config.get("rootfs") if isinstance(image_config, dict) else None
-        diff_ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
-        if not isinstance(diff_ids, list) or len(diff_ids) != len(layers):
-            diff_ids = [f"sha256:{x.split('/')[0]}" for x in layers]
-        missing = [x for x in layers if x not in members]
-        if missing:
-            raise BundleRejected("bad-image", f"{where}: layer {missing[0]!r} is not in the image")
-        images.append(
-            (name, [_Layer(x, members[x], str(d)) for x, d in zip(layers, diff_ids, strict=True)])
-        )
-    return images
-
-
-def _json_member(file: str, members: dict[str, _Blob], name: str) -> Any:
-    where = f"{file}: {name}"
-    try:
-        return json.loads(_read_small(members[name], where))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleRejected("bad-image", f"{where} is not JSON ({exc})") from exc
-
-
-def _layer_path(member: tarfile.TarInfo, where: str) -> str:
-    """A layer member's path without './' or a trailing '/'; refuse one that could climb out."""
-    name = member.name.removeprefix("./").rstrip("/")
-    if name.startswith("/") or ".." in name.split("/") or "\0" in name:
-        raise _unsafe(where, f"member {member.name!r} is not a safe relative path")
-    return name if name != "." else ""
-
-
 def _metadata_fields(data: bytes) -> dict[str, str]:
     """Name and Version from the header of a METADATA or PKG-INFO file."""
     fields: dict[str, str] = {}
@@ -504,10 +279,9 @@ def _metadata_fields(data: bytes) -> dict[str, str]:
     return fields
 
 
-def _note_distribution(
-    contents: _Contents, parts: list[str], tar: tarfile.TarFile, member: tarfile.TarInfo
-) -> None:
+def _note_distribution(contents: _Contents, member: LayerMember) -> None:
     """Record the distribution a *.dist-info or *.egg-info path belongs to, reading its metadata."""
+    parts = member.parts
     index = next(i for i, part in enumerate(parts) if part.endswith(DIST_INFO_SUFFIXES))
     folder = "/".join(parts[: index + 1])
     stem = parts[index].rsplit(".", 1)[0]
@@ -516,9 +290,8 @@ def _note_distribution(
     is_metadata = parts[index + 1 :] in (["METADATA"], ["PKG-INFO"]) or (
         len(parts) == index + 1 and parts[index].endswith(".egg-info")
     )
-    if is_metadata and member.isreg() and member.size <= MAX_SMALL_FILE_BYTES:
-        stream = tar.extractfile(member)
-        fields = _metadata_fields(stream.read() if stream else b"")
+    if is_metadata and member.info.isreg() and member.info.size <= MAX_SMALL_FILE_BYTES:
+        fields = _metadata_fields(member.read())
         known = Distribution(
             fields.get("Name", known.name), fields.get("Version", known.version), folder
         )
@@ -542,92 +315,27 @@ def _check_ml_and_gpu(contents: _Contents, parts: list[str]) -> None:
         contents.finding("gpu", "/".join(parts), f"CUDA/GPU library {base}")
 
 
-def _remove(root: Path, name: str) -> None:
-    target = root / name
-    if target.is_dir():
-        shutil.rmtree(target)
-    else:
-        target.unlink(missing_ok=True)
-
-
-def _apply_whiteout(contents: _Contents, name: str) -> None:
-    """An upper layer deleted `name` (or emptied its folder): drop it from the extracted tree."""
-    folder, _, base = name.rpartition("/")
-    gone = folder if base == OPAQUE_WHITEOUT else f"{folder}/{base[len(WHITEOUT_PREFIX) :]}"
-    root = contents.root
-    if base == OPAQUE_WHITEOUT:
-        if (root / folder).is_dir():
-            shutil.rmtree(root / folder)
-    else:
-        _remove(root, gone)
-    for path in [p for p in contents.origin if p == gone or p.startswith(f"{gone}/")]:
-        del contents.origin[path]
-
-
-def _extract(tar: tarfile.TarFile, member: tarfile.TarInfo, root: Path, name: str) -> None:
-    """Copy one regular file of a layer to root/name, replacing whatever a lower layer put there."""
-    parts = name.split("/")
-    for depth in range(1, len(parts)):
-        parent = root.joinpath(*parts[:depth])
-        if parent.exists() and not parent.is_dir():
-            parent.unlink()
-    target = root / name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _remove(root, name)
-    stream = tar.extractfile(member)
-    if stream is None:
-        return
-    with stream, target.open("wb") as out:
-        shutil.copyfileobj(stream, out, CHUNK_BYTES)
-
-
-def _take_member(
-    contents: _Contents, tar: tarfile.TarFile, member: tarfile.TarInfo, name: str, layer: int
-) -> None:
-    """Look at one layer member; copy it to the extracted tree if it is in site-packages."""
-    parts = name.split("/")
-    if any(part.endswith(DIST_INFO_SUFFIXES) for part in parts):
-        _note_distribution(contents, parts, tar, member)
-    _check_ml_and_gpu(contents, parts)
-    if not name.startswith(f"{layout.IMAGE_SITE_PACKAGES}/"):
-        return
-    if parts[-1].startswith(WHITEOUT_PREFIX):
-        _apply_whiteout(contents, name)
-    elif member.isreg():
-        _extract(tar, member, contents.root, name)
-        contents.origin[name] = layer
-
-
-def _walk_layer(contents: _Contents, number: int, layer: _Layer) -> None:
+def _walk_layer(contents: _Contents, number: int, layer: Layer) -> None:
     """One pass over a layer: files, largest files, distributions, ML and GPU, site-packages copy."""
-    where = f"{contents.image}: layer {layer.diff_id}"
     files = 0
-    with _open(layer.blob) as stream, _open_tar(stream, where) as tar:
-        while (member := _next_member(tar, where)) is not None:
-            name = _layer_path(member, where)
-            if not name:
-                continue
-            if member.isreg():
-                files += 1
-                contents.keep_large(member.size, name, layer.diff_id)
-            try:
-                _take_member(contents, tar, member, name, number)
-            except tarfile.TarError as exc:
-                raise BundleRejected("truncated", f"{where} is truncated ({exc})") from exc
-        problem = trailer_problem(stream, tar.offset)
-    if problem is not None:
-        raise BundleRejected("truncated", f"{where} {problem}")
+    for member in layer_members(layer, f"{contents.image}: layer {layer.diff_id}"):
+        if member.info.isreg():
+            files += 1
+            contents.keep_large(member.info.size, member.name, layer.diff_id)
+        if any(part.endswith(DIST_INFO_SUFFIXES) for part in member.parts):
+            _note_distribution(contents, member)
+        _check_ml_and_gpu(contents, member.parts)
+        contents.tree.take(member, number)
     contents.files.append(files)
 
 
-def _shipped_code(contents: _Contents) -> list[Path]:
+def _shipped_code(tree: SiteTree) -> list[Path]:
     """Every .py file in site-packages put there by a layer that carries the node's packages."""
-    site = layout.IMAGE_SITE_PACKAGES
-    project = tuple(f"{site}/{package}/" for package in layout.NODE_PACKAGES)
-    app_layers = {n for path, n in contents.origin.items() if path.startswith(project)}
+    project = tuple(f"{tree.folder}/{package}/" for package in layout.NODE_PACKAGES)
+    app_layers = {n for path, n in tree.origin.items() if path.startswith(project)}
     return sorted(
-        contents.root / path
-        for path, n in contents.origin.items()
+        tree.root / path
+        for path, n in tree.origin.items()
         if n in app_layers and path.endswith(".py")
     )
 
@@ -655,17 +363,18 @@ class _Limits:
 def _audit_image(
     file: str,
     file_bytes: int,
-    image: tuple[str, list[_Layer]],
+    image: Image,
     limits: _Limits,
     pool: ThreadPoolExecutor,
     work: Path,
     progress: Progress,
 ) -> tuple[ImageAudit, list[Finding]]:
     """Audit one image of the archive `file`: walk its layers while threads gzip them."""
-    name, layers = image
+    name, layers = image.name, image.layers
     label = name or file
     sizes = [pool.submit(_gzip_size, x.blob, f"{file}: {x.member}") for x in layers]
-    contents = _Contents(file, limits.largest, Path(tempfile.mkdtemp(prefix="image-", dir=work)))
+    root = Path(tempfile.mkdtemp(prefix="image-", dir=work))
+    contents = _Contents(file, limits.largest, SiteTree(root, layout.IMAGE_SITE_PACKAGES))
     for index, layer in enumerate(layers):
         progress(f"{label}: layer {index + 1}/{len(layers)}, {layer.blob.size / MB:.1f} MB")
         _walk_layer(contents, index, layer)
@@ -674,15 +383,14 @@ def _audit_image(
         for d in contents.distributions.values()
         if is_ml_distribution(d.name)
     ]
-    shipped = _shipped_code(contents)
+    shipped = _shipped_code(contents.tree)
     findings += [
-        Finding("import", f"{file}:{f.where}", f.detail)
-        for f in audit_imports(contents.root, shipped)
+        Finding("import", f"{file}:{f.where}", f.detail) for f in audit_imports(root, shipped)
     ]
     progress(f"{label}: {len(shipped)} shipped Python files scanned; listing server routes")
-    routes, route_findings = _image_routes(file, contents.root / layout.IMAGE_SITE_PACKAGES)
+    routes, route_findings = _image_routes(file, root / layout.IMAGE_SITE_PACKAGES)
     findings += route_findings
-    shutil.rmtree(contents.root)
+    shutil.rmtree(root)
     progress(f"{label}: waiting for the layers' gzip sizes")
     audit = ImageAudit(
         file=file,
@@ -719,10 +427,10 @@ def _distribution_of(file_name: str) -> str:
     return file_name.split("-", 1)[0]
 
 
-def _project_sources(name: str, blob: _Blob, work: Path) -> list[Path]:
+def _project_sources(bundle: Bundle, name: str, work: Path) -> list[Path]:
     """Copy the .py files of the node's packages in one wheel to work/name/; return them."""
     try:
-        with _open(blob) as stream, zipfile.ZipFile(stream) as wheel:
+        with bundle.open(name) as stream, zipfile.ZipFile(stream) as wheel:
             infos = [
                 info
                 for info in wheel.infolist()
@@ -734,7 +442,7 @@ def _project_sources(name: str, blob: _Blob, work: Path) -> list[Path]:
                 try:
                     check_relative_path(info.filename)
                 except ValueError as exc:
-                    raise _unsafe(name, f"member {exc}") from exc
+                    raise BundleRejected("unsafe-member", f"{name}: member {exc}") from exc
                 if info.file_size > MAX_SMALL_FILE_BYTES:
                     msg = f"{name}: {info.filename} is over {MAX_SMALL_FILE_BYTES} bytes"
                     raise BundleRejected("too-large", msg)
@@ -747,8 +455,9 @@ def _project_sources(name: str, blob: _Blob, work: Path) -> list[Path]:
     return paths
 
 
-def _audit_wheels(files: dict[str, _Blob], work: Path) -> tuple[WheelCacheAudit, list[Finding]]:
+def _audit_wheels(bundle: Bundle, work: Path) -> tuple[WheelCacheAudit, list[Finding]]:
     """The wheel cache: no ML distribution by file name or in the lock; no ML import in the project."""
+    files = bundle.files
     prefix = f"{layout.WHEELS_DIR}/"
     lock_name = f"{prefix}{layout.WHEELS_LOCK}"
     cached = sorted(name for name in files if name.startswith(prefix) and name != lock_name)
@@ -760,7 +469,7 @@ def _audit_wheels(files: dict[str, _Blob], work: Path) -> tuple[WheelCacheAudit,
     entries = 0
     if lock_name in files:
         lock = work / layout.WHEELS_LOCK
-        lock.write_bytes(_read_small(files[lock_name], lock_name))
+        lock.write_bytes(read_small(files[lock_name], MAX_SMALL_FILE_BYTES, lock_name))
         try:
             requirements = locked_requirements(lock)
         except UnicodeDecodeError as exc:
@@ -775,7 +484,7 @@ def _audit_wheels(files: dict[str, _Blob], work: Path) -> tuple[WheelCacheAudit,
         path
         for name in cached
         if name.endswith(".whl")
-        for path in _project_sources(name, files[name], work)
+        for path in _project_sources(bundle, name, work)
     ]
     findings += [Finding("import", f.where, f.detail) for f in audit_imports(work, sources)]
     return WheelCacheAudit(tuple(cached), entries, len(sources)), findings
@@ -793,7 +502,8 @@ def audit_bundle(
     Raises BundleRejected when the bundle or one of its images cannot be read safely (not a
     tar, truncated, unsafe member, no image manifest), ConfigError when `path` cannot be read.
     """
-    version, files = _bundle_files(path)
+    bundle = read_bundle(path)
+    version, files = bundle.version, bundle.files
     limits = _Limits(round(max_image_mb * MB), largest)
     images = sorted(
         name for name in files if name.startswith(f"{layout.IMAGES_DIR}/") and name.endswith(".tar")
@@ -808,13 +518,13 @@ def audit_bundle(
         work = Path(tmp)
         (work / "images").mkdir()
         for name in images:
-            for image in _image_layers(name, files[name]):
+            for image in image_layers(name, files[name]):
                 audit, image_findings = _audit_image(
                     name, files[name].size, image, limits, pool, work / "images", progress
                 )
                 audits.append(audit)
                 findings += image_findings
-        wheels, wheel_findings = _audit_wheels(files, work)
+        wheels, wheel_findings = _audit_wheels(bundle, work)
         findings += wheel_findings
         progress(f"wheel cache: {len(wheels.files)} files, {wheels.python_files} project sources")
     return BundleAudit(

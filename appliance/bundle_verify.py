@@ -1,8 +1,9 @@
 """Verify an install bundle (`appliance-<version>.tar` or its unpacked folder) before installing it.
 
-The order follows the trust chain: the SSH signature over SHA256SUMS first (namespace
-"appliance-bundle"), then every listed file against its SHA-256 while it is read, then nothing
-present but unlisted, then the manifest. Stock `sha256sum -c` and `ssh-keygen -Y verify` reach
+The bundle is found, and its members' names and kinds checked, by bundle_reader.py (which the
+audit reads it with too). Then the order follows the trust chain: the SSH signature over
+SHA256SUMS first (namespace "appliance-bundle"), then every listed file against its SHA-256, each
+read once in archive order, then nothing present but unlisted, then the manifest. Stock `sha256sum -c` and `ssh-keygen -Y verify` reach
 the same verdict on the first two; they do not notice unlisted files, which is why this exists.
 
 manifest.json, the part this module checks (any other keys, e.g. `build` or `components`, pass):
@@ -21,19 +22,17 @@ manifest.json, the part this module checks (any other keys, e.g. `build` or `com
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import tarfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import Any
 
 from appliance import bundle_layout as layout
-from appliance.bundle_checksums import bundle_files, check_relative_path, parse_checksums
-from appliance.errors import BundleRejected, ConfigError, SignatureError
+from appliance.bundle_checksums import parse_checksums
+from appliance.bundle_reader import Bundle, read_bundle
+from appliance.errors import BundleRejected, SignatureError
 from appliance.fsio import CHUNK_BYTES
-from appliance.safe_tar import member_kind, trailer_problem
 from appliance.sshsig import AllowedSigner, VerifiedSignature, verify
 from appliance.strict_json import StrictJSONError, parse_strict_json
 
@@ -78,248 +77,88 @@ def _names(names: Sequence[str]) -> str:
     return f"{shown} and {more} more" if more > 0 else shown
 
 
-@dataclass
-class _Tally:
-    """Files met so far, checked against SHA256SUMS as soon as its signature is known good."""
+def _read_signed_part(bundle: Bundle, name: str) -> bytes:
+    """SHA256SUMS or its signature, read whole, refusing a missing one or one over its limit."""
+    if name == layout.CHECKSUMS:
+        missing, reason, limit = "missing-file", "bad-checksums", layout.MAX_CHECKSUMS_BYTES
+    else:
+        missing, reason, limit = "signature", "signature", layout.MAX_SIGNATURE_BYTES
+    blob = bundle.files.get(name)
+    if blob is None:
+        raise BundleRejected(missing, f"bundle has no {name}")
+    if blob.size > limit:
+        raise BundleRejected(reason, f"{name} is {blob.size} bytes, over the {limit}-byte limit")
+    with bundle.open(name) as stream:
+        data = stream.read(blob.size + 1)
+    if len(data) != blob.size:
+        raise BundleRejected("truncated", f"bundle is truncated inside {name}")
+    return data
 
-    signers: Sequence[AllowedSigner]
-    progress: Progress
-    checksums: bytes | None = None
-    signature: bytes | None = None
-    signer: VerifiedSignature | None = None
-    listed: dict[str, str] | None = None
-    sizes: dict[str, int] = field(default_factory=dict)
-    pending: dict[str, str] = field(default_factory=dict)
-    unlisted: list[str] = field(default_factory=list)
-    manifest_bytes: bytes | None = None
 
-    def add(self, name: str, stream: IO[bytes], size: int) -> None:
-        """Take one file of the bundle, `size` bytes, read from `stream` once."""
-        if name in layout.UNLISTED_FILES:
-            self._add_signed_part(name, _read_small(name, stream, size))
-            return
-        keep = name == layout.MANIFEST
-        if keep and size > layout.MAX_MANIFEST_BYTES:
-            msg = f"{name} is {size} bytes, over the {layout.MAX_MANIFEST_BYTES}-byte limit"
-            raise BundleRejected("bad-manifest", msg)
-        digest = hashlib.sha256()
-        kept = bytearray()
-        read = 0
+def _check_signature(
+    bundle: Bundle, signers: Sequence[AllowedSigner], progress: Progress
+) -> tuple[VerifiedSignature, dict[str, str]]:
+    """Trust SHA256SUMS only once its signature is good; return the signer and what it lists."""
+    checksums = _read_signed_part(bundle, layout.CHECKSUMS)
+    signature = _read_signed_part(bundle, layout.CHECKSUMS_SIG)
+    try:
+        signer = verify(checksums, signature, signers, layout.SIGNATURE_NAMESPACE)
+    except SignatureError as exc:
+        raise BundleRejected("signature", f"{layout.CHECKSUMS_SIG}: {exc}") from exc
+    progress(f"signature good: {signer.principal} ({signer.fingerprint})")
+    try:
+        listed = parse_checksums(checksums)
+    except ValueError as exc:
+        raise BundleRejected("bad-checksums", str(exc)) from exc
+    return signer, listed
+
+
+def _sha256(bundle: Bundle, name: str, keep: bool) -> tuple[str, bytes | None]:
+    """The SHA-256 of one file, read once in order; its bytes too when `keep` (the manifest)."""
+    size = bundle.files[name].size
+    digest = hashlib.sha256()
+    kept = bytearray()
+    read = 0
+    with bundle.open(name) as stream:
         while chunk := stream.read(CHUNK_BYTES):
             digest.update(chunk)
             read += len(chunk)
             if keep:
                 kept += chunk
-        if read != size:
-            raise BundleRejected("truncated", f"bundle is truncated inside {name}")
+    if read != size:
+        raise BundleRejected("truncated", f"bundle is truncated inside {name}")
+    return digest.hexdigest(), bytes(kept) if keep else None
+
+
+def _check_files(bundle: Bundle, listed: dict[str, str], progress: Progress) -> bytes | None:
+    """Every listed file present with its SHA-256, nothing unlisted; returns the manifest's bytes."""
+    manifest: bytes | None = None
+    unlisted: list[str] = []
+    for name, blob in bundle.files.items():
+        if name in layout.UNLISTED_FILES:
+            continue
+        keep = name == layout.MANIFEST
+        if keep and blob.size > layout.MAX_MANIFEST_BYTES:
+            msg = f"{name} is {blob.size} bytes, over the {layout.MAX_MANIFEST_BYTES}-byte limit"
+            raise BundleRejected("bad-manifest", msg)
+        digest, data = _sha256(bundle, name, keep)
         if keep:
-            self.manifest_bytes = bytes(kept)
-        self.sizes[name] = size
-        if self.listed is None:
-            self.pending[name] = digest.hexdigest()
-        else:
-            self._check(self.listed, name, digest.hexdigest())
-
-    def _add_signed_part(self, name: str, data: bytes) -> None:
-        if name == layout.CHECKSUMS:
-            self.checksums = data
-        else:
-            self.signature = data
-        if self.checksums is not None and self.signature is not None:
-            self._verify_signature(self.checksums, self.signature)
-
-    def _verify_signature(self, checksums: bytes, signature: bytes) -> None:
-        """Trust SHA256SUMS only once its signature is good, then check the files met so far."""
-        try:
-            self.signer = verify(checksums, signature, self.signers, layout.SIGNATURE_NAMESPACE)
-        except SignatureError as exc:
-            raise BundleRejected("signature", f"{layout.CHECKSUMS_SIG}: {exc}") from exc
-        self.progress(f"signature good: {self.signer.principal} ({self.signer.fingerprint})")
-        try:
-            self.listed = parse_checksums(checksums)
-        except ValueError as exc:
-            raise BundleRejected("bad-checksums", str(exc)) from exc
-        for name, digest in sorted(self.pending.items()):
-            self._check(self.listed, name, digest)
-        self.pending.clear()
-
-    def _check(self, listed: dict[str, str], name: str, digest: str) -> None:
+            manifest = data
         expected = listed.get(name)
         if expected is None:
-            self.unlisted.append(name)
+            unlisted.append(name)
         elif digest != expected:
             msg = f"{name} does not match its SHA-256 in {layout.CHECKSUMS}"
             raise BundleRejected("checksum-mismatch", msg)
-
-    def finish(self) -> tuple[VerifiedSignature, dict[str, str]]:
-        """After the last file: refuse a missing signature, missing files, unlisted files."""
-        if self.checksums is None:
-            raise BundleRejected("missing-file", f"bundle has no {layout.CHECKSUMS}")
-        if self.signer is None or self.listed is None:
-            raise BundleRejected("signature", f"bundle has no {layout.CHECKSUMS_SIG}")
-        missing = [name for name in self.listed if name not in self.sizes]
-        if missing:
-            msg = f"listed in {layout.CHECKSUMS} but missing: {_names(missing)}"
-            raise BundleRejected("missing-file", msg)
-        if self.unlisted:
-            msg = f"not listed in {layout.CHECKSUMS}: {_names(self.unlisted)}"
-            raise BundleRejected("unlisted-file", msg)
-        self.progress(f"{len(self.listed)} files, sha256 ok, nothing unlisted")
-        return self.signer, self.listed
-
-
-def _read_small(name: str, stream: IO[bytes], size: int) -> bytes:
-    """Read SHA256SUMS or its signature whole, refusing one over its size limit."""
-    limit = layout.MAX_CHECKSUMS_BYTES if name == layout.CHECKSUMS else layout.MAX_SIGNATURE_BYTES
-    if size > limit:
-        reason = "bad-checksums" if name == layout.CHECKSUMS else "signature"
-        raise BundleRejected(reason, f"{name} is {size} bytes, over the {limit}-byte limit")
-    data = stream.read(size + 1)
-    if len(data) != size:
-        raise BundleRejected("truncated", f"bundle is truncated inside {name}")
-    return data
-
-
-def _unsafe(name: str, problem: str) -> BundleRejected:
-    return BundleRejected("unsafe-member", f"member {name!r} {problem}")
-
-
-def _next_member(tar: tarfile.TarFile) -> tarfile.TarInfo | None:
-    try:
-        return tar.next()
-    except tarfile.TarError as exc:
-        msg = f"bundle is not a readable tar archive ({exc})"
-        raise BundleRejected("truncated", msg) from exc
-
-
-def _top_member(tar: tarfile.TarFile) -> str:
-    """The version named by the first member, which must be the folder appliance-<version>/."""
-    first = _next_member(tar)
-    if first is None:
-        raise BundleRejected("not-a-bundle", "bundle archive is empty")
-    name = first.name.rstrip("/")
-    version = layout.version_of(name)
-    if not first.isdir() or version is None:
-        msg = f"first member {first.name!r} must be the folder {layout.BUNDLE_PREFIX}<version>/"
-        raise BundleRejected("not-a-bundle", msg)
-    return version
-
-
-def member_file_name(member: tarfile.TarInfo, seen: set[str]) -> str | None:
-    """The name of a member that carries a file, None for a folder; ValueError for anything else.
-
-    The rules for every tar the project writes (bundles, image archives, layers): a safe relative
-    path, each name once, and only folders and regular files (no links, devices or sparse files).
-    The ValueError's text is one line starting with "member".
-    """
-    name = member.name.rstrip("/") if member.isdir() else member.name
-    try:
-        check_relative_path(name)
-    except ValueError as exc:
-        msg = f"member {exc}"
-        raise ValueError(msg) from exc
-    if name in seen:
-        msg = f"member {name!r} appears twice"
-        raise ValueError(msg)
-    seen.add(name)
-    if member.isdir():
-        return None
-    if not member.isreg():
-        msg = f"member {name!r} is {member_kind(member)}"
-        raise ValueError(msg)
-    if member.issparse():
-        msg = f"member {name!r} is a sparse file"
-        raise ValueError(msg)
-    return name
-
-
-def _member_path(member: tarfile.TarInfo, top: str, seen: set[str]) -> str | None:
-    """The path of a member below the top folder if it carries a file, None for a folder."""
-    try:
-        name = member_file_name(member, seen)
-    except ValueError as exc:
-        raise BundleRejected("unsafe-member", str(exc)) from exc
-    path = member.name.rstrip("/")
-    if not path.startswith(f"{top}/"):
-        raise _unsafe(path, f"is outside the top folder {top}/")
-    return None if name is None else name[len(top) + 1 :]
-
-
-def _check_trailer(handle: BinaryIO, offset: int) -> None:
-    """The archive must end with its end-of-archive marker: zero blocks and nothing else."""
-    problem = trailer_problem(handle, offset)
-    if problem is not None:
-        raise BundleRejected("truncated", f"bundle {problem}")
-
-
-def _read_archive(path: Path, tally: _Tally) -> str:
-    """Walk the tar once, in order, hashing each file as it streams past; return the version."""
-    with path.open("rb") as handle:
-        try:
-            tar = tarfile.open(fileobj=handle, mode="r:")  # noqa: SIM115 (closed below)
-        except tarfile.TarError as exc:
-            msg = f"not an uncompressed tar archive ({exc})"
-            raise BundleRejected("not-a-bundle", msg) from exc
-        with tar:
-            version = _top_member(tar)
-            top = layout.top_dir(version)
-            seen = {top}
-            while (member := _next_member(tar)) is not None:
-                name = _member_path(member, top, seen)
-                if name is None:
-                    continue
-                stream = tar.extractfile(member)
-                if stream is None:
-                    raise _unsafe(member.name, "has no readable data")
-                try:
-                    tally.add(name, stream, member.size)
-                except tarfile.TarError as exc:
-                    msg = f"bundle is truncated inside {name}"
-                    raise BundleRejected("truncated", msg) from exc
-            _check_trailer(handle, tar.offset)
-    return version
-
-
-def _folder_top(path: Path) -> tuple[Path, str]:
-    """The bundle folder itself, or the one appliance-<version> folder a tar was unpacked into."""
-    version = layout.version_of(path.name)
-    if version is not None:
-        return path, version
-    children = list(path.iterdir())
-    if len(children) == 1 and children[0].is_dir() and not children[0].is_symlink():
-        version = layout.version_of(children[0].name)
-        if version is not None:
-            return children[0], version
-    msg = f"{path} is neither a {layout.BUNDLE_PREFIX}<version> folder nor holds exactly one"
-    raise BundleRejected("not-a-bundle", msg)
-
-
-def _add_file(tally: _Tally, top: Path, name: str) -> None:
-    """Hash one file of an unpacked bundle, refusing to follow a link swapped in meanwhile."""
-    try:
-        fd = os.open(top / name, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError as exc:
-        raise _unsafe(name, f"cannot be opened as a plain file ({exc.strerror})") from exc
-    with os.fdopen(fd, "rb") as stream:
-        tally.add(name, stream, os.fstat(fd).st_size)
-
-
-def _read_folder(path: Path, tally: _Tally) -> str:
-    """Check an unpacked bundle: SHA256SUMS and its signature first, then every file by path."""
-    top, version = _folder_top(path)
-    try:
-        names = bundle_files(top)
-    except ConfigError as exc:
-        raise BundleRejected("unsafe-member", str(exc)) from exc
-    for name in names:
-        try:
-            check_relative_path(name)
-        except ValueError as exc:
-            raise BundleRejected("unsafe-member", f"file {exc}") from exc
-    signed_parts = [name for name in layout.UNLISTED_FILES if name in names]
-    for name in [*signed_parts, *(name for name in names if name not in signed_parts)]:
-        _add_file(tally, top, name)
-    return version
+    missing = [name for name in listed if name not in bundle.files]
+    if missing:
+        msg = f"listed in {layout.CHECKSUMS} but missing: {_names(missing)}"
+        raise BundleRejected("missing-file", msg)
+    if unlisted:
+        msg = f"not listed in {layout.CHECKSUMS}: {_names(unlisted)}"
+        raise BundleRejected("unlisted-file", msg)
+    progress(f"{len(listed)} files, sha256 ok, nothing unlisted")
+    return manifest
 
 
 def _manifest_error(message: str) -> BundleRejected:
@@ -383,20 +222,16 @@ def verify_bundle(
     path: Path, signers: Sequence[AllowedSigner], progress: Progress = _quiet
 ) -> BundleReport:
     """Verify the bundle archive or unpacked folder at `path`; BundleRejected says what is wrong."""
-    tally = _Tally(signers, progress)
-    if path.is_file():
-        version = _read_archive(path, tally)
-    elif path.is_dir():
-        version = _read_folder(path, tally)
-    else:
-        raise BundleRejected("not-a-bundle", f"{path} is neither a file nor a folder")
-    signer, listed = tally.finish()
-    manifest = _check_manifest(tally.manifest_bytes, version, listed, tally.sizes)
+    bundle = read_bundle(path)
+    signer, listed = _check_signature(bundle, signers, progress)
+    manifest_bytes = _check_files(bundle, listed, progress)
+    sizes = {name: blob.size for name, blob in bundle.files.items()}
+    manifest = _check_manifest(manifest_bytes, bundle.version, listed, sizes)
     return BundleReport(
-        version=version,
+        version=bundle.version,
         principal=signer.principal,
         fingerprint=signer.fingerprint,
         files=len(listed),
-        bytes=sum(tally.sizes[name] for name in listed),
+        bytes=sum(sizes[name] for name in listed),
         manifest=manifest,
     )
