@@ -167,12 +167,14 @@ ERROR_DESCRIPTIONS = {
     401: "A bearer token is required, or the one given is not valid.",
     403: "Not allowed with this token, or admin endpoints are disabled on this node.",
     404: "No such item or data version.",
-    409: "The store cannot take this change now (locked, already current, not enough space).",
+    408: "The request body stopped arriving for APPLIANCE_BODY_TIMEOUT seconds.",
+    409: "The store cannot take this change now (locked, already current).",
     413: "The uploaded pack is over APPLIANCE_MAX_UPLOAD_MB.",
     414: "The path or the query string is too long.",
     422: "The pack was refused; `reason` says why (signature, truncated, schema, replay, ...).",
     429: "Too many requests from this address; see Retry-After.",
-    503: "No data version has been imported yet.",
+    503: "No data version has been imported yet, or a fault of the node; `reason` says which.",
+    507: "The node has no room for this pack (`reason`: disk-full).",
 }
 READ_ERRORS = error_responses(400, 401, 404, 414, 429, 503)
-ADMIN_ERRORS = error_responses(400, 401, 403, 404, 409, 413, 422, 429, 503)
+ADMIN_ERRORS = error_responses(400, 401, 403, 404, 408, 409, 413, 422, 429, 503, 507)
