@@ -140,7 +140,9 @@ def empty_server(
     request_log: RequestLog,
 ) -> Iterator[LiveServer]:
     """A server over a store nothing was imported into yet (the tests only read it)."""
-    yield from started(tmp_path_factory.mktemp("empty") / "data", signer, request_log)
+    data_dir = tmp_path_factory.mktemp("empty") / "data"
+    data_dir.mkdir()  # as the installer makes it: serve refuses a data dir that is not there
+    yield from started(data_dir, signer, request_log)
 
 
 @pytest.fixture
@@ -148,6 +150,7 @@ def fresh_empty_server(
     tmp_path: Path, built_dashboard: Path, signer: Signer, request_log: RequestLog
 ) -> Iterator[LiveServer]:
     """A server of its own over an empty store, for a test that imports into it."""
+    (tmp_path / "data").mkdir()  # as the installer makes it
     yield from started(tmp_path / "data", signer, request_log)
 
 
