@@ -19,7 +19,7 @@ import click
 
 from appliance import __version__
 from appliance import settings as cfg
-from appliance.console import Progress, reported_errors
+from appliance.console import OneLineErrors, Progress, reported_errors
 from appliance.errors import ApplianceError, ConfigError, StoreError
 from appliance.faults import node_fault
 from appliance.fsio import format_bytes
@@ -65,7 +65,7 @@ def import_limit_options(func: F) -> F:
     return setting_option(cfg.IMPORT_MEMORY, type=str, callback=check_memory_size)(func)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="appliance")
 def main() -> None:
     """Offline analytics appliance: verify and import result packs, manage data versions."""

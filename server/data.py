@@ -1,7 +1,7 @@
 """What one server worker serves: the current data version, opened read-only, swapped live.
 
-Each worker notices a new `current` by reading the symlink at most every CHECK_SECONDS (or at
-once on POST /data/refresh). A request leases the version it started with; a replaced version is
+Each worker notices a new `current` within CHECK_SECONDS: a thread of the worker reads the
+symlink that often (and POST /data/refresh makes it look at once). A request leases the version it started with; a replaced version is
 closed when its last lease ends, so no in-flight request fails when the data changes.
 
 Before a worker first serves a version it checks the version's files against the SHA256SUMS
@@ -169,24 +169,23 @@ class DataSource:
         return self._handle.damage if self._handle is not None else None
 
     def current(self) -> VersionHandle | None:
-        """The current version's handle, re-checking `current` at most every CHECK_SECONDS.
+        """The version this worker serves.
 
-        A new version is checked and opened in a thread of its own, so the requests that notice
-        it are not held up: they get the version served so far until the new one is ready. With
-        nothing served yet, the request that notices waits for it.
+        A new `current` is found and checked by `watch` in a thread of its own, so requests are
+        never held up by it: they get the version served so far until the new one is ready.
+        Only with nothing served yet does the request that asks wait for a check.
         """
-        due = time.monotonic() - self._checked_at >= CHECK_SECONDS
-        if due and self._handle is None:
-            return self.refresh()  # nothing to serve meanwhile: this request waits for it
-        if due and self._opening.acquire(blocking=False):
-            vid = self._wanted()
-            if vid is None:
-                self._opening.release()
-            else:
-                threading.Thread(
-                    target=self._open_then_release, args=(vid,), name="version-open", daemon=True
-                ).start()
+        if self._handle is None and time.monotonic() - self._checked_at >= CHECK_SECONDS:
+            return self.refresh()
         return self._handle
+
+    def watch(self, stop: threading.Event) -> None:
+        """Look at `current` every CHECK_SECONDS until `stop` is set (the worker's watcher)."""
+        while not stop.wait(CHECK_SECONDS):
+            try:
+                self.refresh()
+            except Exception as exc:  # noqa: BLE001 (the watcher must outlive any one bad look)
+                self.last_error = f"cannot check the current version: {exc!r}"
 
     def refresh(self) -> VersionHandle | None:
         """Read `current` now and switch to it if it changed (after checking its files)."""
@@ -212,12 +211,6 @@ class DataSource:
             if vid == self._refused:
                 return None  # damaged: not checked again until `current` changes
             return vid
-
-    def _open_then_release(self, vid: str) -> None:
-        try:
-            self._open(vid)
-        finally:
-            self._opening.release()
 
     def _open(self, vid: str) -> None:
         """Check and open `vid`, then serve it; on a problem keep what is served and say why."""

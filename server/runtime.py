@@ -61,6 +61,9 @@ class Runtime:
         )
         data.refresh()
         threading.Thread(target=runtime._flush_metrics, name="metrics-flush", daemon=True).start()
+        threading.Thread(
+            target=data.watch, args=(runtime._stop,), name="version-watch", daemon=True
+        ).start()
         runtime.started = True
         return runtime
 
