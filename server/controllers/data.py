@@ -253,7 +253,8 @@ class DataController(Controller):
         try:
             signers = load_allowed_signers(rt.settings.signers)
             options = ImportOptions(
-                limits=BuildLimits(rt.settings.import_memory, rt.settings.import_threads)
+                limits=BuildLimits(rt.settings.import_memory, rt.settings.import_threads),
+                max_future_hours=rt.settings.max_future_hours,
             )
             result = await anyio.to_thread.run_sync(import_pack, rt.store, pack, signers, options)
         except PackRejected as exc:

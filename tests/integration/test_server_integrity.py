@@ -106,3 +106,25 @@ def test_readiness_and_versions_report_a_damaged_trail_but_nothing_stops(
         assert [v["version"] for v in versions["versions"]] == ["v0001", "v0002"]
         assert server.get(ITEM).status_code == 200
     assert json.loads(history.read_bytes().splitlines()[1])["event"] == "import"
+
+
+def test_an_upload_dated_in_the_future_is_refused_with_the_nodes_setting(
+    tmp_path: Path, signer: Signer
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from tests.conftest import make_pack, make_tables
+
+    soon = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=2)
+    pack = make_pack(
+        make_tables(tmp_path / "tables", generated_at=soon), signer, tmp_path / "a.pack"
+    )
+    (tmp_path / "data").mkdir()
+    env = {"APPLIANCE_MAX_FUTURE_HOURS": "1"}
+    with live_server(tmp_path / "data", signer.allowed_signers, env=env) as server:
+        refused = server.post(
+            "/api/v1/data/packs", content=pack.read_bytes(), headers=server.admin()
+        )
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["error"]["reason"] == "future"
+        assert "more than 1 h after this node's clock" in refused.json()["error"]["message"]
