@@ -30,6 +30,7 @@ def version_number(vid: str) -> int | None:
         return int(digits)
     return None
 
+
 # Written last into a version folder before it is renamed into versions/: the SHA-256 of every
 # other file of the version, in `sha256sum -c` format. A version is checked against it.
 VERSION_CHECKSUMS = "SHA256SUMS"

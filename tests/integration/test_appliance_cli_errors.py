@@ -80,7 +80,11 @@ def test_a_pack_that_is_a_fifo_or_empty(tmp_path: Path, signer: Signer) -> None:
 
 @pytest.mark.parametrize(
     ("signers_kind", "code", "words"),
-    [("missing", 2, "does not exist"), ("folder", 2, "allowed"), ("garbage", 2, "cannot read allowed signers file")],
+    [
+        ("missing", 2, "does not exist"),
+        ("folder", 2, "allowed"),
+        ("garbage", 2, "cannot read allowed signers file"),
+    ],
 )
 def test_a_broken_trust_file(
     tmp_path: Path, good_pack: Path, signers_kind: str, code: int, words: str
