@@ -3,8 +3,8 @@
 Builds the bundle twice with build_bundle.py: once with an empty cache (downloads every wheel
 and makes the base rootfs with mmdebstrap) and once with that cache warm, then opens the server
 image and sorts every byte of its layers into groups. The peer is what a plain build would ship:
-Debian's minbase root filesystem with python3 (mmdebstrap, as DESIGN.md measured) plus every
-wheel of the node lock installed as pip installs them. Prints Markdown tables.
+Debian's minbase root filesystem with python3 (mmdebstrap, as docs/performance.md measures it)
+plus every wheel of the node lock installed as pip installs them. Prints Markdown tables.
 
     python benchmarks/bench_bundle.py [--workdir .bench/bundle] [--key KEY]
 

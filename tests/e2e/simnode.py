@@ -1,6 +1,6 @@
 """A simulated air-gapped node: Debian 12 with systemd and Podman, in a container with no network.
 
-As DESIGN.md's machine facts describe: a root filesystem from mmdebstrap (cached in the build
+As docs/developing.md describes it: a root filesystem from mmdebstrap (cached in the build
 cache), imported as an image, run with systemd as PID 1, `--network none`, and the USB stick
 (a host folder of bundles and packs) mounted read-only at /media/usb. Podman inside uses the
 vfs storage driver and runc. Used by tests/e2e and benchmarks/bench_install.py.

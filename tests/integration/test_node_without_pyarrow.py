@@ -1,4 +1,5 @@
-"""The node runs without pyarrow, so the server image ships without it (DESIGN.md, Dependencies).
+"""The node runs without pyarrow, so the server image ships without it (docs/building.md, "What
+the image leaves out").
 
 pyarrow is installed where the tests run (the workstation tools and the tests use it), so each test
 makes it unimportable first. In one process: an import hook first on sys.meta_path refuses it and
