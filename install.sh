@@ -17,7 +17,10 @@ umask 022
 
 PROG=install.sh
 BUNDLE_DIR=$(cd "$(dirname "$0")" && pwd -P)
-NAMESPACE=appliance-bundle
+NAMESPACE=appliance-bundle   # appliance/bundle_layout.py SIGNATURE_NAMESPACE
+# A version names folders and image tags: only what appliance/bundle_layout.py VERSION_PATTERN
+# allows (tests/unit/test_installer_facts.py runs both on the same versions).
+VERSION_PATTERN='^[0-9A-Za-z][0-9A-Za-z._-]{0,63}$'
 APPLIANCE_ROOT=${APPLIANCE_ROOT:-/opt/appliance}
 CONFIG_DIR=${APPLIANCE_CONFIG_DIR:-/etc/appliance}
 INSTALLED_SIGNERS="$CONFIG_DIR/bundle_signers"
@@ -242,8 +245,7 @@ if not isinstance(version, str):
 print(version)
 EOF
 ) || { why=$(tail -n 1 "$work/manifest.why"); die "${why:-manifest.json could not be read}" 3; }
-# The version names folders and image tags below: only what bundle/layout.py allows.
-[[ "$version" =~ ^[0-9A-Za-z][0-9A-Za-z._-]{0,63}$ ]] || die "manifest.json: version '$version' is not a version" 3
+[[ "$version" =~ $VERSION_PATTERN ]] || die "manifest.json: version '$version' is not a version" 3
 [ "$(basename "$BUNDLE_DIR")" = "appliance-$version" ] ||
     note "the bundle folder is $(basename "$BUNDLE_DIR"), the manifest says $version"
 
