@@ -9,7 +9,6 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-import msgspec
 from litestar import Litestar, MediaType, Request, Response, Router
 from litestar.datastructures import CacheControlHeader
 from litestar.exceptions import HTTPException, ValidationException
@@ -26,26 +25,10 @@ from server.controllers.forecasts import ForecastsController
 from server.controllers.health import HealthController, get_metrics
 from server.controllers.inventory import InventoryController
 from server.controllers.items import ItemsController
+from server.errors import error_envelope
 from server.logs import JsonLog
 from server.runtime import Runtime
-from server.schemas import ErrorBody, ErrorDetail
 
-ERROR_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    408: "request_timeout",
-    409: "conflict",
-    413: "too_large",
-    414: "uri_too_long",
-    422: "pack_rejected",
-    429: "rate_limited",
-    500: "internal_error",
-    503: "unavailable",
-    507: "insufficient_storage",
-}
 SOURCE_NAMES = {
     "query": "query parameter",
     "path": "path parameter",
@@ -114,10 +97,7 @@ def error_body(
     status: int, message: str, request: Request[Any, Any, Any], reason: str | None = None
 ) -> bytes:
     """The envelope every error uses."""
-    detail = ErrorDetail(
-        status, ERROR_CODES.get(status, "error"), message, request_id(request), reason
-    )
-    return msgspec.json.encode(ErrorBody(detail))
+    return error_envelope(status, message, request_id(request), reason)
 
 
 def handle_http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:

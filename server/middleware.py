@@ -16,13 +16,12 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import anyio
-import msgspec
 from litestar.exceptions import ClientException, HTTPException
 from litestar.status_codes import HTTP_408_REQUEST_TIMEOUT
 
+from server.errors import error_envelope
 from server.logs import JsonLog
 from server.runtime import Runtime
-from server.schemas import ErrorBody, ErrorDetail
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -54,11 +53,6 @@ def request_id_of(scope: Scope) -> str:
     state = scope.setdefault("state", {})
     rid: str = state.get("request_id", "")
     return rid
-
-
-def error_response(status: int, code: str, message: str, request_id: str) -> bytes:
-    """The one error envelope, encoded."""
-    return msgspec.json.encode(ErrorBody(ErrorDetail(status, code, message, request_id)))
 
 
 def canonical_path(path: str) -> str:
@@ -197,12 +191,12 @@ class RequestEdge:
             self._observe(scope, method, target, runtime, status, seconds, body.problem)
 
     @staticmethod
-    def _refusal(scope: Scope, method: str, runtime: Runtime) -> tuple[int, str, str, float] | None:
-        """(status, code, message, retry_after) when the request is refused before routing."""
+    def _refusal(scope: Scope, method: str, runtime: Runtime) -> tuple[int, str, float] | None:
+        """(status, message, retry_after) when the request is refused before routing."""
         if len(scope.get("query_string", b"")) > MAX_QUERY_BYTES:
-            return 414, "uri_too_long", f"query string longer than {MAX_QUERY_BYTES} bytes", 0.0
+            return 414, f"query string longer than {MAX_QUERY_BYTES} bytes", 0.0
         if len(scope.get("raw_path") or scope["path"].encode()) > MAX_PATH_BYTES:
-            return 414, "uri_too_long", f"path longer than {MAX_PATH_BYTES} bytes", 0.0
+            return 414, f"path longer than {MAX_PATH_BYTES} bytes", 0.0
         kind = limit_class(scope["path"], method)
         if kind is None:
             return None
@@ -212,12 +206,12 @@ class RequestEdge:
         if allowed:
             return None
         runtime.metrics.inc("appliance_rate_limited_total", kind=kind)
-        return 429, "rate_limited", "too many requests from this address; slow down", retry_after
+        return 429, "too many requests from this address; slow down", retry_after
 
     @staticmethod
-    async def _refuse(refusal: tuple[int, str, str, float], request_id: str, send: Send) -> None:
-        status, code, message, retry_after = refusal
-        body = error_response(status, code, message, request_id)
+    async def _refuse(refusal: tuple[int, str, float], request_id: str, send: Send) -> None:
+        status, message, retry_after = refusal
+        body = error_envelope(status, message, request_id)
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),

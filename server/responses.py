@@ -15,6 +15,7 @@ from litestar.status_codes import HTTP_304_NOT_MODIFIED, HTTP_503_SERVICE_UNAVAI
 
 from appliance.answers import decompress
 from server.data import VersionHandle
+from server.errors import ERROR_STATUSES
 from server.runtime import Runtime, runtime_of
 from server.schemas import ErrorBody
 
@@ -157,24 +158,12 @@ async def _compute_once(rt: Runtime, key: str, compute: Callable[[], bytes]) -> 
 def error_responses(*statuses: int) -> dict[int, ResponseSpec]:
     """OpenAPI entries for the errors a handler can answer, all in the one envelope."""
     return {
-        status: ResponseSpec(data_container=ErrorBody, description=ERROR_DESCRIPTIONS[status])
+        status: ResponseSpec(
+            data_container=ErrorBody, description=ERROR_STATUSES[status].description
+        )
         for status in statuses
     }
 
 
-ERROR_DESCRIPTIONS = {
-    400: "A parameter or the body is not valid.",
-    401: "A bearer token is required, or the one given is not valid.",
-    403: "Not allowed with this token, or admin endpoints are disabled on this node.",
-    404: "No such item or data version.",
-    408: "The request body stopped arriving for APPLIANCE_BODY_TIMEOUT seconds.",
-    409: "The store cannot take this change now (locked, already current).",
-    413: "The uploaded pack is over APPLIANCE_MAX_UPLOAD_MB.",
-    414: "The path or the query string is too long.",
-    422: "The pack was refused; `reason` says why (signature, truncated, schema, replay, ...).",
-    429: "Too many requests from this address; see Retry-After.",
-    503: "No data version has been imported yet, or a fault of the node; `reason` says which.",
-    507: "The node has no room for this pack (`reason`: disk-full).",
-}
 READ_ERRORS = error_responses(400, 401, 404, 414, 429, 503)
 ADMIN_ERRORS = error_responses(400, 401, 403, 404, 408, 409, 413, 422, 429, 503, 507)
