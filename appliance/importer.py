@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -16,10 +15,11 @@ from appliance import store_layout as layout
 from appliance.errors import NodeFault, PackRejected, StoreError
 from appliance.faults import node_fault
 from appliance.fsio import atomic_write_bytes, format_bytes, fsync_tree, scratch_dir
+from appliance.import_report import ImportReport, SignerInfo
 from appliance.result_pack import PackManifest, format_timestamp, open_pack, parse_timestamp
 from appliance.schema_registry import load_registry
 from appliance.sshsig import AllowedSigner, VerifiedSignature
-from appliance.store import DataStore, actor, history_fields, now_utc
+from appliance.store import DataStore, actor, now_utc
 from appliance.version_build import BuildLimits, build_database
 from appliance.version_integrity import write_checksums
 
@@ -203,39 +203,33 @@ def _import_locked(
 
         started = time.perf_counter()
         manifest = opened.manifest
-        report = {
-            "version": vid,
-            "previous": previous,
-            "pack_file": str(pack),
-            "pack_id": manifest.pack_id,
-            "dataset_id": manifest.dataset_id,
-            "model_version": manifest.model_version,
-            "source": manifest.source,
-            "generated_at": format_timestamp(manifest.generated_at),
-            "created_by": manifest.created_by,
-            "schema_registry_version": manifest.schema_registry_version,
-            "manifest_sha256": opened.manifest_sha256,
-            "signer": {
-                "principal": opened.signer.principal,
-                "fingerprint": opened.signer.fingerprint,
-            },
-            "rows": rows,
-            "imported_at": format_timestamp(now_utc()),
-            "imported_by": actor(),
-            "forced_older": options.force_older,
-        }
+        report = ImportReport(
+            version=vid,
+            previous=previous,
+            pack_file=str(pack),
+            pack_id=manifest.pack_id,
+            dataset_id=manifest.dataset_id,
+            model_version=manifest.model_version,
+            source=manifest.source,
+            generated_at=format_timestamp(manifest.generated_at),
+            created_by=manifest.created_by,
+            schema_registry_version=manifest.schema_registry_version,
+            manifest_sha256=opened.manifest_sha256,
+            signer=SignerInfo(opened.signer.principal, opened.signer.fingerprint),
+            rows=rows,
+            imported_at=format_timestamp(now_utc()),
+            imported_by=actor(),
+            forced_older=options.force_older,
+        )
         (version_dir / layout.VERSION_MANIFEST).write_bytes(opened.manifest_bytes)
         (version_dir / layout.VERSION_SIGNATURE).write_bytes(opened.signature)
-        atomic_write_bytes(
-            version_dir / layout.VERSION_REPORT,
-            (json.dumps(report, indent=2) + "\n").encode(),
-        )
+        atomic_write_bytes(version_dir / layout.VERSION_REPORT, report.to_bytes())
         write_checksums(version_dir)  # the seal: written last, before the rename
         for path in version_dir.iterdir():
             path.chmod(0o444 if path.is_file() else 0o555)
         fsync_tree(version_dir)
         progress(f"publishing {vid}")
-        store.publish(version_dir, vid, history_fields(report))
+        store.publish(version_dir, vid, report.history_fields())
         seconds["publish"] = time.perf_counter() - started
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -258,7 +252,7 @@ def rollback(store: DataStore, vid: str) -> tuple[str | None, str]:
             "rollback",
             version=target.vid,
             previous=previous,
-            dataset_id=target.report.get("dataset_id"),
+            dataset_id=target.report.dataset_id,
             generated_at=target.generated_at,
         )
         return previous, target.vid

@@ -28,6 +28,7 @@ from appliance.errors import StoreError
 from appliance.faults import node_fault
 from appliance.fsio import atomic_write_bytes, fsync_path, remove_tree, unused_path
 from appliance.history import AuditTrail, TrailCheck
+from appliance.import_report import ImportReport
 from appliance.result_pack import format_timestamp
 from appliance.version_integrity import VersionCheck, check_version
 
@@ -55,7 +56,7 @@ class DataVersion:
 
     vid: str
     path: Path
-    report: dict[str, Any]
+    report: ImportReport
 
     @property
     def database(self) -> Path:
@@ -65,22 +66,11 @@ class DataVersion:
     @property
     def generated_at(self) -> str:
         """When the ML workstation produced this version's results (RFC 3339)."""
-        return str(self.report["generated_at"])
+        return self.report.generated_at
 
     def summary(self, current: bool) -> dict[str, Any]:
         """A stable description for `appliance versions --json` (no clock-dependent fields)."""
-        keys = (
-            "pack_id",
-            "dataset_id",
-            "model_version",
-            "source",
-            "generated_at",
-            "imported_at",
-            "imported_by",
-            "signer",
-            "rows",
-        )
-        return {"version": self.vid, "current": current} | {k: self.report.get(k) for k in keys}
+        return {"version": self.vid, "current": current} | self.report.summary()
 
 
 class DataStore:
@@ -147,13 +137,18 @@ class DataStore:
             raise StoreError(msg)
         path = self.versions_dir / vid
         try:
-            report = json.loads((path / layout.VERSION_REPORT).read_text(encoding="utf-8"))
+            data = (path / layout.VERSION_REPORT).read_bytes()
         except FileNotFoundError:
             msg = f"no version {vid} in {self.versions_dir}"
             raise StoreError(msg) from None
-        except (OSError, json.JSONDecodeError) as exc:
+        except OSError as exc:
             msg = f"version {vid} has an unreadable {layout.VERSION_REPORT} ({exc})"
             raise StoreError(msg) from exc
+        where = f"version {vid}'s {layout.VERSION_REPORT}"
+        report = ImportReport.from_bytes(data, where)
+        if report.version != vid:
+            msg = f"{where} describes {report.version!r}, not {vid}"
+            raise StoreError(msg)
         return DataVersion(vid, path, report)
 
     def version_ids(self) -> list[str]:
@@ -311,7 +306,7 @@ class DataStore:
             e.get("event") == "import" and e.get("version") == vid for e in self.history()
         ):
             report = self.version(vid).report
-            self.record("import", version=vid, recovered=True, **history_fields(report))
+            self.record("import", version=vid, recovered=True, **report.history_fields())
             notes.append(f"recorded the import of {vid}, interrupted after it was published")
         self._clear_intent()
         return notes
@@ -332,21 +327,3 @@ class DataStore:
         path = unused_path(self.rejected_dir, f"{stamp}-{Path(name).name}", ".reason.json")
         atomic_write_bytes(path, (json.dumps(fields, indent=2, default=str) + "\n").encode())
         return path
-
-
-def history_fields(report: dict[str, Any]) -> dict[str, Any]:
-    """The fields of an import report that go into its history line."""
-    keys = (
-        "previous",
-        "pack_id",
-        "dataset_id",
-        "model_version",
-        "source",
-        "generated_at",
-        "signer",
-        "pack_file",
-        "manifest_sha256",
-        "rows",
-        "forced_older",
-    )
-    return {k: report.get(k) for k in keys}

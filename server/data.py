@@ -12,7 +12,6 @@ served keeps answering meanwhile (its cost is in docs/performance.md).
 
 from __future__ import annotations
 
-import json
 import mmap
 import threading
 import time
@@ -27,7 +26,8 @@ import duckdb
 from appliance import store_layout as layout
 from appliance.answers import INDEX_TABLE, KINDS
 from appliance.errors import StoreError, VersionDamaged
-from appliance.store import DataStore
+from appliance.import_report import ImportReport
+from appliance.store import DataStore, DataVersion
 from appliance.version_build import META_TABLE
 from appliance.version_integrity import check_version
 
@@ -49,9 +49,10 @@ def check_before_serving(vid: str, path: Path) -> None:
 class VersionHandle:
     """One published version opened by this worker: its database, answers and identity."""
 
-    def __init__(self, vid: str, path: Path, memory_limit: str, threads: int) -> None:
-        self.vid = vid
-        self.path = path
+    def __init__(self, version: DataVersion, memory_limit: str, threads: int) -> None:
+        self.vid = vid = version.vid
+        self.path = path = version.path
+        self.report: ImportReport = version.report
         config: dict[str, str | bool | int | float | list[str]] = {
             "memory_limit": memory_limit,
             "threads": threads,
@@ -64,9 +65,6 @@ class VersionHandle:
             self._con.execute(f"SELECT key, value FROM {META_TABLE}").fetchall()
         )
         self.meta["version"] = vid
-        self.report: dict[str, Any] = json.loads(
-            (path / layout.VERSION_REPORT).read_text(encoding="utf-8")
-        )
         self._answers: dict[str, dict[str, tuple[int, int, int | None]]] = {k: {} for k in KINDS}
         for kind, item_id, offset, length, crc in self._index_rows():
             self._answers[kind][item_id] = (offset, length, crc)
@@ -217,12 +215,12 @@ class DataSource:
         try:
             path = self.store.versions_dir / vid
             check_before_serving(vid, path)
-            fresh = VersionHandle(vid, path, self.memory_limit, self.threads)
+            fresh = VersionHandle(self.store.version(vid), self.memory_limit, self.threads)
         except VersionDamaged as exc:
             with self._lock:
                 self._refused, self.last_error = vid, str(exc)
             return
-        except (OSError, duckdb.Error, json.JSONDecodeError) as exc:
+        except (OSError, duckdb.Error, StoreError) as exc:
             with self._lock:
                 self.last_error = f"cannot open version {vid}: {exc}"
             return

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from litestar.status_codes import (
 from appliance.errors import ApplianceError, NodeFault, PackRejected, StoreError
 from appliance.faults import node_fault
 from appliance.fsio import format_bytes
+from appliance.import_report import ImportReport
 from appliance.importer import FREE_SPACE_FACTOR, ImportOptions, import_pack, rollback
 from appliance.result_pack import format_timestamp
 from appliance.sshsig import load_allowed_signers
@@ -101,27 +102,27 @@ class NodeFaulted(HTTPException):
         )
 
 
-def describe(report: dict[str, Any], current: bool) -> DataVersion:
+def describe(report: ImportReport, current: bool) -> DataVersion:
     """An import report as the API shows it."""
     return DataVersion(
-        version=report["version"],
+        version=report.version,
         current=current,
-        pack_id=report["pack_id"],
-        dataset_id=report["dataset_id"],
-        model_version=report["model_version"],
-        source=report["source"],
-        generated_at=report["generated_at"],
-        imported_at=report["imported_at"],
-        imported_by=report.get("imported_by"),
-        signer=report.get("signer"),
-        rows=report.get("rows", {}),
+        pack_id=report.pack_id,
+        dataset_id=report.dataset_id,
+        model_version=report.model_version,
+        source=report.source,
+        generated_at=report.generated_at,
+        imported_at=report.imported_at,
+        imported_by=report.imported_by,
+        signer=asdict(report.signer),
+        rows=report.rows,
     )
 
 
 def list_versions(store: DataStore) -> DataVersions:
     """Every version and the latest history events (in a worker thread)."""
     current = store.current_vid()
-    versions = [describe(v.report | {"version": v.vid}, v.vid == current) for v in store.versions()]
+    versions = [describe(v.report, v.vid == current) for v in store.versions()]
     history = store.history()[-HISTORY_LIMIT:]
     trail = store.verify_history()
     status = AuditTrailStatus(trail.ok, trail.lines, trail.first_bad_line, trail.describe())
@@ -206,7 +207,7 @@ class DataController(Controller):
     async def get_current(self, request: Request[Any, Any, Any]) -> Response[DataVersion]:
         with runtime(request).data.lease() as leased:
             handle = require_version(leased)
-            version = describe(handle.report | {"version": handle.vid}, current=True)
+            version = describe(handle.report, current=True)
             return await cached_answer(request, handle, lambda: msgspec.json.encode(version))
 
     @get(
@@ -233,7 +234,7 @@ class DataController(Controller):
     async def refresh(self, request: Request[Any, Any, Any]) -> DataVersion:
         handle = require_version(await anyio.to_thread.run_sync(runtime(request).data.refresh))
         trace(request, handle)
-        return describe(handle.report | {"version": handle.vid}, current=True)
+        return describe(handle.report, current=True)
 
     @post(
         "/packs",
@@ -295,7 +296,7 @@ class DataController(Controller):
                 ) from exc
             raise StoreBusy(detail=str(exc)) from exc
         handle = require_version(await anyio.to_thread.run_sync(rt.data.refresh))
-        return describe(handle.report | {"version": handle.vid}, current=True)
+        return describe(handle.report, current=True)
 
 
 __all__ = ["DataController", "PackRefused", "Response"]

@@ -2,23 +2,42 @@
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from appliance.errors import StoreError
+from appliance.import_report import ImportReport, SignerInfo
 from appliance.store import DataStore
 from appliance.store_layout import version_id, version_number
 
 
-def fake_version(store: DataStore, vid: str, **report: object) -> Path:
+def fake_version(store: DataStore, vid: str, **changes: Any) -> Path:
     """A published-looking version folder with an import report (no database needed here)."""
     folder = store.versions_dir / vid
     folder.mkdir(parents=True)
-    fields = {"pack_id": f"pack-{vid}", "generated_at": "2026-11-01T00:00:00Z"} | report
-    (folder / "import.json").write_text(json.dumps(fields))
+    report = ImportReport(
+        version=vid,
+        previous=None,
+        pack_file="a.pack",
+        pack_id=f"pack-{vid}",
+        dataset_id="demo",
+        model_version="m1",
+        source="ensemble",
+        generated_at="2026-11-01T00:00:00Z",
+        created_by="mlws",
+        schema_registry_version=1,
+        manifest_sha256="0" * 64,
+        signer=SignerInfo("ml@ws", "SHA256:x"),
+        rows={"dim_item": 1},
+        imported_at="2026-11-02T00:00:00Z",
+        imported_by="root@node",
+        forced_older=False,
+    )
+    (folder / "import.json").write_bytes(dataclasses.replace(report, **changes).to_bytes())
     return folder
 
 
@@ -151,8 +170,15 @@ def test_only_one_writer_at_a_time(store: DataStore) -> None:
 def test_an_unreadable_report_is_a_clear_error(store: DataStore) -> None:
     folder = fake_version(store, "v0001")
     (folder / "import.json").write_text("{")
-    with pytest.raises(StoreError, match=r"unreadable import\.json"):
+    with pytest.raises(StoreError, match=r"v0001's import\.json is not a complete import report"):
         store.version("v0001")
+
+
+def test_a_report_that_names_another_version_is_refused(store: DataStore) -> None:
+    folder = fake_version(store, "v0002", version="v0001")
+    assert folder.name == "v0002"
+    with pytest.raises(StoreError, match=r"describes 'v0001', not v0002"):
+        store.version("v0002")
 
 
 def test_a_half_published_version_is_not_listed(store: DataStore) -> None:
