@@ -24,6 +24,7 @@ from appliance.errors import ApplianceError, ConfigError, StoreError
 from appliance.faults import node_fault
 from appliance.fsio import format_bytes
 from appliance.importer import ImportOptions, import_pack, rollback
+from appliance.run_layout import prepare_run_dir
 from appliance.sshsig import load_allowed_signers
 from appliance.store import DataStore
 from appliance.version_build import BuildLimits
@@ -390,16 +391,8 @@ def refuse_a_served_port(host: str, port: int) -> None:
 
 def prepare_to_serve(settings: cfg.ServerSettings) -> list[str]:
     """Before the workers start: fresh shared counters, no stale upload, a recovered store."""
-    from server.metrics import reset_directory
-
     try:
-        settings.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        reset_directory(settings.run_dir / "metrics")
-        for limiter_file in settings.run_dir.glob("ratelimit-*"):
-            limiter_file.unlink()
-        # Uploads a killed worker left half-received (the server's own temporary files).
-        for upload in settings.run_dir.glob("uploads/upload-*.pack"):
-            upload.unlink()
+        prepare_run_dir(settings.data_dir)
     except OSError as exc:
         fault = node_fault(exc, f"preparing {settings.run_dir} for the server")
         raise fault from exc  # type: ignore[misc]  # every OSError is a node fault

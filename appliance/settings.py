@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from appliance.errors import ConfigError
+from appliance.run_layout import RunFolders
 
 MEMORY_SIZE = re.compile(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", re.IGNORECASE)
 
@@ -233,14 +234,14 @@ class ServerSettings:
     log_level: str
 
     @property
-    def run_dir(self) -> Path:
-        """Per-run shared state of the workers: metrics snapshots, rate-limit counters."""
-        return self.data_dir / "run"
+    def folders(self) -> RunFolders:
+        """The server's run folder (metrics, rate-limit counters, uploads) and response cache."""
+        return RunFolders(self.data_dir)
 
     @property
-    def cache_dir(self) -> Path:
-        """The response cache shared by the workers."""
-        return self.data_dir / "cache"
+    def run_dir(self) -> Path:
+        """Per-run shared state of the workers."""
+        return self.folders.run
 
 
 def _read_token(env: Mapping[str, str], value: Setting, file: Setting) -> str:

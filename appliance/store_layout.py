@@ -4,7 +4,6 @@ VERSIONS_DIR = "versions"
 CURRENT_LINK = "current"
 STAGING_DIR = "staging"
 REJECTED_DIR = "rejected"
-CACHE_DIR = "cache"
 HISTORY_FILE = "history.jsonl"
 LOCK_FILE = ".lock"
 

@@ -5,7 +5,8 @@ Each worker counts in memory (`WorkerMetrics`) and now and then writes a snapsho
 its own live counts (`render_prometheus`), so the totals do not depend on which worker answers.
 The snapshot of a worker that exited stays, so its requests keep counting toward the totals
 (they never go back), but its gauges are left out: they describe a process that is gone (the
-version it served, say). `reset_directory` drops every snapshot once, when the server starts.
+version it served, say). `appliance.run_layout.prepare_run_dir` drops every snapshot once, when
+the server starts.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from appliance.run_layout import DIR_MODE, SNAPSHOT_PREFIX, SNAPSHOT_SUFFIX, SNAPSHOT_TEMP_SUFFIX
+
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 REQUESTS_TOTAL = "appliance_http_requests_total"
 REQUEST_DURATION = "appliance_http_request_duration_seconds"
@@ -34,10 +37,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 COUNTER, GAUGE, HISTOGRAM = "counter", "gauge", "histogram"
 WORKER_LABEL = "worker"
-DIR_MODE = 0o700
 SNAPSHOT_FORMAT = 1
-SNAPSHOT_PREFIX, SNAPSHOT_SUFFIX = "worker-", ".json"
-TEMP_SUFFIX = ".tmp"
 
 METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
@@ -271,9 +271,11 @@ def checked_histogram(buckets: list[Any], total: object) -> HistogramCounts:
 
 def write_snapshot(path: Path, data: bytes) -> None:
     """Replace `path` with `data` atomically (temporary file + rename), readable by the owner only."""
-    # No fsync: snapshots only matter while this server run lasts (reset_directory drops them at
+    # No fsync: snapshots only matter while this server run lasts (prepare_run_dir drops them at
     # start), and an fsync every flush could stall a worker's event loop on slow storage.
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    fd, temporary = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=SNAPSHOT_TEMP_SUFFIX, dir=path.parent
+    )
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -429,15 +431,3 @@ def escape_label_value(text: str) -> str:
 def escape_help(text: str) -> str:
     """A HELP text escaped for the text format: backslash and newline."""
     return text.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def reset_directory(directory: Path) -> None:
-    """Create the snapshot folder, or clear it of an earlier run's snapshots, before workers start."""
-    directory.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-    for path in directory.iterdir():
-        name = path.name
-        is_snapshot = name.startswith(SNAPSHOT_PREFIX) and name.endswith(SNAPSHOT_SUFFIX)
-        is_torn_write = name.startswith(f".{SNAPSHOT_PREFIX}") and name.endswith(TEMP_SUFFIX)
-        # Only our own files: a folder set to the wrong place must not lose anything else.
-        if (is_snapshot or is_torn_write) and path.is_file():
-            path.unlink(missing_ok=True)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from appliance.compliance import ComplianceReport, check_compliance
+from appliance.run_layout import DIR_MODE
 from appliance.settings import ServerSettings
 from appliance.store import DataStore
 from server.cache import ResponseCache
@@ -42,20 +43,20 @@ class Runtime:
     def open(cls, settings: ServerSettings) -> Runtime:
         """Open the store, the cache, the shared counters and the current version."""
         store = DataStore(settings.data_dir)
-        run_dir = settings.run_dir
-        run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        folders = settings.folders
+        folders.run.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
         data = DataSource(store, settings.duckdb_memory, settings.duckdb_threads)
         runtime = cls(
             settings=settings,
             store=store,
             data=data,
-            cache=ResponseCache(settings.cache_dir, settings.cache_bytes),
-            metrics=WorkerMetrics(run_dir / "metrics", str(os.getpid())),
+            cache=ResponseCache(folders.cache, settings.cache_bytes),
+            metrics=WorkerMetrics(folders.metrics, str(os.getpid())),
             read_limiter=SharedRateLimiter(
-                run_dir / "ratelimit-read", settings.rate_limit, RATE_WINDOW_SECONDS
+                folders.read_limiter, settings.rate_limit, RATE_WINDOW_SECONDS
             ),
             admin_limiter=SharedRateLimiter(
-                run_dir / "ratelimit-admin", settings.admin_rate_limit, RATE_WINDOW_SECONDS
+                folders.admin_limiter, settings.admin_rate_limit, RATE_WINDOW_SECONDS
             ),
             compliance=check_compliance(),
         )

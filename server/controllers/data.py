@@ -37,6 +37,7 @@ from appliance.fsio import format_bytes
 from appliance.import_report import ImportReport
 from appliance.importer import FREE_SPACE_FACTOR, ImportOptions, import_pack, rollback
 from appliance.result_pack import format_timestamp
+from appliance.run_layout import UPLOAD_PREFIX, UPLOAD_SUFFIX
 from appliance.sshsig import load_allowed_signers
 from appliance.store import DataStore
 from appliance.version_build import BuildLimits
@@ -59,7 +60,6 @@ from server.schemas import (
 from server.security import require_admin, require_viewer
 
 HISTORY_LIMIT = 200
-UPLOADS = "uploads"
 UPLOADED_PACK = "the uploaded pack"
 
 
@@ -160,7 +160,7 @@ async def receive_pack(request: Request[Any, Any, Any], folder: Path, limit: int
         if announced > limit:
             raise too_large(limit)
         check_room_for(folder, announced)
-    fd, name = tempfile.mkstemp(prefix="upload-", suffix=".pack", dir=folder)
+    fd, name = tempfile.mkstemp(prefix=UPLOAD_PREFIX, suffix=UPLOAD_SUFFIX, dir=folder)
     path = Path(name)
     received = 0
     try:
@@ -249,7 +249,7 @@ class DataController(Controller):
     async def upload_pack(self, request: Request[Any, Any, Any]) -> ImportResult:
         rt = runtime(request)
         pack = await receive_pack(
-            request, rt.settings.run_dir / UPLOADS, rt.settings.max_upload_bytes
+            request, rt.settings.folders.uploads, rt.settings.max_upload_bytes
         )
         try:
             signers = load_allowed_signers(rt.settings.signers)

@@ -10,9 +10,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("appliance", "server", "bundle", "ml_workstation")
 NODE_PACKAGES = ("appliance", "server")
-# Issue 11, item 4: the server's run folder gets one layout module outside server/, and the
-# CLI's only import of server/ goes with it. Until then this one arrow is known, no other.
-KNOWN_UPWARD = {("appliance/cli.py", "server.metrics")}
 
 
 def imports_of(path: Path) -> Iterator[tuple[str, int]]:
@@ -37,8 +34,6 @@ def arrows() -> dict[tuple[str, str], list[str]]:
             for module, line in imports_of(path):
                 target = module.split(".")[0]
                 if target == package or target not in PACKAGES:
-                    continue
-                if (relative, module) in KNOWN_UPWARD:
                     continue
                 found.setdefault((package, target), []).append(f"{relative}:{line} {module}")
     return found

@@ -19,7 +19,6 @@ from server.metrics import (
     REQUESTS_TOTAL,
     WorkerMetrics,
     render_prometheus,
-    reset_directory,
 )
 
 Sample = tuple[str, frozenset[tuple[str, str]]]
@@ -341,7 +340,7 @@ def test_the_exposition_is_well_formed_and_the_same_every_time(
 
 
 def test_nothing_recorded_renders_nothing(directory: Path) -> None:
-    reset_directory(directory)
+    directory.mkdir()
     assert render_prometheus(directory) == ""
     assert render_prometheus(directory / "missing") == ""
 
@@ -352,22 +351,6 @@ def test_the_folder_and_snapshots_are_private(directory: Path) -> None:
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
     assert stat.S_IMODE((directory / "worker-101.json").stat().st_mode) == 0o600
     assert [path.name for path in directory.iterdir()] == ["worker-101.json"]
-
-
-def test_reset_drops_snapshots_and_torn_writes_but_nothing_else(directory: Path) -> None:
-    worker = WorkerMetrics(directory, "101")
-    answer(worker, 3)
-    worker.flush()
-    (directory / ".worker-102.json.k2j3.tmp").write_bytes(b'{"form')
-    (directory / "notes.txt").write_text("not ours")
-    reset_directory(directory)
-    assert [path.name for path in directory.iterdir()] == ["notes.txt"]
-    assert rendered(directory) == {}
-
-
-def test_reset_creates_a_missing_folder(directory: Path) -> None:
-    reset_directory(directory / "run")
-    assert stat.S_IMODE((directory / "run").stat().st_mode) == 0o700
 
 
 @pytest.mark.parametrize("worker_id", ["", "../101", ".hidden", "a/b", "a b"])
