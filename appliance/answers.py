@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import gzip
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
+from appliance.progress import Progress
 from appliance.store_layout import VERSION_ANSWERS
 
 if TYPE_CHECKING:
@@ -149,7 +150,7 @@ def build_answers(
     con: duckdb.DuckDBPyConnection,
     version_dir: Path,
     metadata: dict[str, str],
-    progress: Callable[[str], None],
+    progress: Progress,
 ) -> dict[str, int]:
     """Write answers.bin and the answer_index table; returns the number of answers per kind."""
     fields = ("version", "dataset_id", "model_version", "source", "generated_at")

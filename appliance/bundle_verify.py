@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,10 +33,9 @@ from appliance.bundle_checksums import parse_checksums
 from appliance.bundle_reader import Bundle, read_bundle
 from appliance.errors import BundleRejected, SignatureError
 from appliance.fsio import CHUNK_BYTES
+from appliance.progress import Progress, quiet
 from appliance.sshsig import AllowedSigner, VerifiedSignature, verify
 from appliance.strict_json import StrictJSONError, parse_strict_json
-
-Progress = Callable[[str], None]
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _SHOWN_NAMES = 5
@@ -63,10 +62,6 @@ class BundleReport:
             "bytes": self.bytes,
             "manifest": self.manifest,
         }
-
-
-def _quiet(_message: str) -> None:
-    """Progress sink that drops messages."""
 
 
 def _names(names: Sequence[str]) -> str:
@@ -219,7 +214,7 @@ def _check_manifest(
 
 
 def verify_bundle(
-    path: Path, signers: Sequence[AllowedSigner], progress: Progress = _quiet
+    path: Path, signers: Sequence[AllowedSigner], progress: Progress = quiet
 ) -> BundleReport:
     """Verify the bundle archive or unpacked folder at `path`; BundleRejected says what is wrong."""
     bundle = read_bundle(path)

@@ -16,14 +16,13 @@ from appliance.errors import NodeFault, PackRejected, StoreError
 from appliance.faults import node_fault
 from appliance.fsio import atomic_write_bytes, format_bytes, fsync_tree, scratch_dir
 from appliance.import_report import ImportReport, SignerInfo
+from appliance.progress import Progress, quiet
 from appliance.result_pack import PackManifest, format_timestamp, open_pack, parse_timestamp
 from appliance.schema_registry import load_registry
 from appliance.sshsig import AllowedSigner, VerifiedSignature
 from appliance.store import DataStore, actor, now_utc
 from appliance.version_build import BuildLimits, build_database
 from appliance.version_integrity import write_checksums
-
-Progress = Callable[[str], None]
 
 # Staging holds the copied tables plus the database and answers built from them, and DuckDB may
 # spill. Measured peak of staging/ over the pack's size: see docs/admin-guide.md ("Free space").
@@ -49,10 +48,6 @@ class ImportResult:
     rows: dict[str, int]
     seconds: dict[str, float]
     notes: list[str]
-
-
-def _quiet(_message: str) -> None:
-    """Progress sink that drops messages."""
 
 
 def _check_free_space(store: DataStore, pack: Path) -> None:
@@ -105,7 +100,7 @@ def import_pack(
     pack: Path,
     signers: Sequence[AllowedSigner],
     options: ImportOptions | None = None,
-    progress: Progress = _quiet,
+    progress: Progress = quiet,
 ) -> ImportResult:
     """Verify `pack` and publish it as the new current version; PackRejected changes nothing."""
     options = options or ImportOptions()
@@ -263,7 +258,7 @@ def check_pack(
     signers: Sequence[AllowedSigner],
     work_parent: Path,
     limits: BuildLimits | None = None,
-    progress: Progress = _quiet,
+    progress: Progress = quiet,
 ) -> tuple[PackManifest, VerifiedSignature, dict[str, int]]:
     """Run every check an import runs, in a scratch folder, without a data store."""
     with scratch_dir(work_parent, ".pack-check-") as work:

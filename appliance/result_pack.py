@@ -22,12 +22,11 @@ from appliance import pack_layout as layout
 from appliance.errors import PackRejected, SignatureError, UnreadableParquet
 from appliance.fsio import CHUNK_BYTES
 from appliance.parquet_footer import footer_reader
+from appliance.progress import Progress, quiet
 from appliance.safe_tar import member_kind, trailer_problem
 from appliance.schema_registry import SchemaRegistry, load_registry, schema_problems
 from appliance.sshsig import AllowedSigner, VerifiedSignature, verify
 from appliance.strict_json import StrictJSONError, parse_strict_json
-
-Progress = Callable[[str], None]
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+@/ -]{0,127}")
@@ -38,10 +37,6 @@ _RFC3339 = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?"
     r"(?P<offset>Z|[+-][0-9]{2}:[0-9]{2})?"
 )
-
-
-def _quiet(_message: str) -> None:
-    """Progress sink that drops messages."""
 
 
 @dataclass(frozen=True)
@@ -417,7 +412,7 @@ def open_pack(
     path: Path,
     tables_dir: Path,
     signers: Sequence[AllowedSigner],
-    progress: Progress = _quiet,
+    progress: Progress = quiet,
     registry: SchemaRegistry | None = None,
     admit: Callable[[PackManifest], None] | None = None,
 ) -> OpenedPack:

@@ -7,7 +7,6 @@ is published: nulls, metadata equal to the manifest, patterns, invariants, keys.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,6 +15,7 @@ from appliance.answers import build_answers
 from appliance.errors import NodeFault, PackRejected
 from appliance.faults import node_fault
 from appliance.pack_layout import METADATA_COLUMNS
+from appliance.progress import Progress
 from appliance.result_pack import OpenedPack, format_timestamp
 from appliance.schema_registry import SchemaRegistry, load_registry
 from appliance.table_checks import foreign_key_problems, literal, quote, table_problems
@@ -46,7 +46,7 @@ def build_database(
     opened: OpenedPack,
     db_path: Path,
     limits: BuildLimits,
-    progress: Callable[[str], None],
+    progress: Progress,
     registry: SchemaRegistry | None = None,
     vid: str | None = None,
 ) -> dict[str, int]:

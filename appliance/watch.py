@@ -23,6 +23,7 @@ from appliance.errors import ApplianceError, PackRejected
 from appliance.fsio import unused_path
 from appliance.importer import ImportOptions, import_pack
 from appliance.pack_layout import PACK_SUFFIX
+from appliance.progress import Progress
 from appliance.sshsig import load_allowed_signers
 from appliance.store import DataStore
 
@@ -71,7 +72,7 @@ class InboxWatcher:
         signers_file: Path,
         options: ImportOptions,
         settle_seconds: float,
-        progress: Callable[[str], None],
+        progress: Progress,
     ) -> None:
         self.store = store
         self.inboxes = [_Inbox(path) for path in inboxes]

@@ -12,16 +12,14 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from appliance.errors import ConfigError
+from appliance.progress import Progress
 from bundle import layout
 from bundle.oci import ImageArchive
-
-Progress = Callable[[str], None]
 
 SOCKETS = ("/run/podman/podman.sock", "/var/run/docker.sock")
 HEALTHY_WITHIN_SECONDS = 60.0

@@ -10,12 +10,10 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
 
 from appliance.errors import ConfigError
-
-Progress = Callable[[str], None]
+from appliance.progress import Progress
 
 FRONTEND_DIR = Path("server/frontend")
 DIST_DIR = FRONTEND_DIR / "dist"

@@ -13,16 +13,15 @@ import shlex
 import shutil
 import subprocess
 import tarfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from appliance.errors import ConfigError
 from appliance.fsio import sha256_file
+from appliance.progress import Progress
 from bundle import layout
 from bundle.oci import Entry, clean_name
-
-Progress = Callable[[str], None]
 
 # The Python runtime and the C/C++ runtime libraries the manylinux wheels link against.
 DEBIAN_PACKAGES = ("python3.11-minimal", "libpython3.11-stdlib", "libstdc++6", "libgcc-s1")

@@ -11,7 +11,6 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -21,6 +20,7 @@ from appliance.errors import ConfigError
 from appliance.faults import node_fault
 from appliance.fsio import fsync_path
 from appliance.pack_layout import METADATA_COLUMNS, TABLE_SUFFIX
+from appliance.progress import Progress
 from appliance.schema_registry import TableSchema, load_registry
 
 if TYPE_CHECKING:
@@ -45,8 +45,6 @@ AT_RISK_THRESHOLD = 0.5
 DEMO_TABLES = ("dim_item", "fact_forecast", "fact_inventory", "fact_metrics")
 
 DUCKDB_MEMORY_LIMIT = "4GB"
-
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,6 @@ import shutil
 import socket
 import tarfile
 import uuid
-from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,6 +27,7 @@ from appliance.errors import ConfigError, SchemaError, UnreadableParquet
 from appliance.faults import node_fault
 from appliance.fsio import atomic_output, scratch_dir, sha256_file
 from appliance.parquet_footer import read_footer
+from appliance.progress import Progress, quiet
 from appliance.result_pack import PackManifest, TableEntry, format_timestamp, parse_manifest
 from appliance.schema_registry import SchemaRegistry, TableSchema, load_registry, schema_problems
 from appliance.sshsig import load_private_key, public_key_of, sign
@@ -41,8 +41,6 @@ from appliance.table_checks import (
 
 if TYPE_CHECKING:
     import duckdb
-
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -67,10 +65,6 @@ class PackRequest:
 def _flag(column: str) -> str:
     """The `mlws pack` option that sets metadata column `column`."""
     return "--" + column.replace("_", "-")
-
-
-def _quiet(_message: str) -> None:
-    """Progress sink that drops messages."""
 
 
 def find_tables(tables_dir: Path, registry: SchemaRegistry) -> dict[str, Path]:
@@ -313,7 +307,7 @@ def _prepare_tables(
 
 
 def build_pack(
-    request: PackRequest, key_file: Path, out: Path, progress: Progress = _quiet
+    request: PackRequest, key_file: Path, out: Path, progress: Progress = quiet
 ) -> PackManifest:
     """Validate, stamp, sign and write a result pack; returns its manifest."""
     registry = load_registry()
