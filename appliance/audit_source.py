@@ -10,7 +10,6 @@ from __future__ import annotations
 import ast
 import json
 import os
-import re
 import subprocess
 import sys
 import tomllib
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from appliance.compliance import ML_MODULES
+from appliance.distribution_names import normalise_name, requirement_name
 from appliance.errors import ConfigError
 
 # PyPI names (PEP 503-normalised) of ML frameworks, model runtimes and forecasting libraries.
@@ -85,7 +85,6 @@ from appliance.settings import load_server_settings
 from server.app import create_app
 print(json.dumps(sorted({route.path for route in create_app(load_server_settings({})).routes})))
 """
-_REQUIREMENT_NAME = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 
 # import, dependency and route are found in a source tree; a bundle's audit (bundle_audit.py) adds
 # the rest: an image over the size limit, an ML distribution or package, a GPU library, an ML wheel.
@@ -124,11 +123,6 @@ class SourceAudit:
             "checked": dict(self.checked),
             "findings": [finding.as_json() for finding in self.findings],
         }
-
-
-def normalise_name(name: str) -> str:
-    """A distribution name as PEP 503 compares it."""
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def is_ml_distribution(name: str) -> bool:
@@ -252,8 +246,8 @@ def audit_dependencies(root: Path) -> tuple[list[Finding], int]:
         entries += [(where, req, n) for req, n in locked_requirements(lock)]
     findings: list[Finding] = []
     for where, requirement, line in entries:
-        match = _REQUIREMENT_NAME.match(requirement)
-        if match and is_ml_distribution(match.group(1)):
+        name = requirement_name(requirement)
+        if name and is_ml_distribution(name):
             findings.append(
                 Finding("dependency", f"{where}:{line}", f"ML distribution {requirement!r}")
             )

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import heapq
 import os
-import re
 import shutil
 import subprocess
 import tempfile
@@ -55,6 +54,7 @@ from appliance.audit_source import (
 from appliance.bundle_checksums import check_relative_path
 from appliance.bundle_reader import Blob, Bundle, read_bundle, read_small
 from appliance.compliance import ML_MODULES
+from appliance.distribution_names import requirement_name
 from appliance.errors import BundleRejected, ConfigError
 from appliance.fsio import CHUNK_BYTES
 from appliance.image_layers import Image, Layer, LayerMember, SiteTree, image_layers, layer_members
@@ -92,8 +92,6 @@ GPU_LIBRARY_PREFIXES = (
 )
 GPU_SITE_PACKAGES = ("nvidia",)  # the nvidia-*-cu12 wheels install here
 CUDA_ROOT = ("usr", "local", "cuda")  # /usr/local/cuda, /usr/local/cuda-12.4, ...
-
-_REQUIREMENT_NAME = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 
 
 @dataclass(frozen=True)
@@ -476,8 +474,8 @@ def _audit_wheels(bundle: Bundle, work: Path) -> tuple[WheelCacheAudit, list[Fin
             raise BundleRejected("bad-lock", f"{lock_name} is not UTF-8 ({exc})") from exc
         entries = len(requirements)
         for requirement, line in requirements:
-            match = _REQUIREMENT_NAME.match(requirement)
-            if match and is_ml_distribution(match.group(1)):
+            name = requirement_name(requirement)
+            if name and is_ml_distribution(name):
                 detail = f"ML distribution {requirement!r} pinned"
                 findings.append(Finding("dependency", f"{lock_name}:{line}", detail))
     sources = [

@@ -20,7 +20,6 @@ removed afterwards; the archive appears whole or not at all.
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 import tempfile
@@ -30,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from appliance.bundle_verify import BundleReport, verify_bundle
+from appliance.distribution_names import normalise_name, requirement_name
 from appliance.errors import ApplianceError, ConfigError, KeyFileError
 from appliance.fsio import atomic_write_bytes, scratch_dir, sha256_file
 from appliance.sshsig import AllowedSigner, SignerKey, load_private_key, public_key_of
@@ -57,7 +57,6 @@ BUNDLED_DOCS = ("docs/operator-guide.md", "docs/auditor-guide.md", "docs/admin-g
 DEFAULT_MIN_UPGRADE_FROM = "0.1.0"
 ZIP_LAST_EPOCH = 4354819198  # 2107-12-31T23:59:58Z, the last time a zip entry can hold
 LICENSE = "Apache-2.0"
-_NAME = re.compile(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 
 
 class BuildFault(ApplianceError):
@@ -182,7 +181,7 @@ def check_lock(root: Path) -> list[wheels.Pinned]:
     pinned = wheels.read_lock(root / NODE_LOCK)
     names = {pin.key for pin in pinned}
     _, _, dependencies, _ = wheels.project_metadata(root)
-    wanted = [wheels.normalise(match[1]) for dep in dependencies if (match := _NAME.match(dep))]
+    wanted = [normalise_name(name) for dep in dependencies if (name := requirement_name(dep))]
     missing = [name for name in [*wanted, *NODE_TOOLS] if name not in names]
     if missing:
         msg = f"{NODE_LOCK} does not pin {', '.join(missing)}; regenerate it (docs/building.md)"

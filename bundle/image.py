@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from appliance.distribution_names import normalise_name
 from appliance.errors import ConfigError
 from bundle import layout, oci, wheels
 from bundle.rootfs import BaseRootfs, runtime_entries
@@ -97,7 +98,7 @@ def _installed(wheel_files: Iterable[Path], work: Path, progress: Progress) -> l
 
 def server_wheels(wheel_files: Iterable[Path]) -> list[Path]:
     """The wheels of SERVER_DISTRIBUTIONS among `wheel_files`; all must be there."""
-    by_name = {wheels.normalise(p.name.split("-")[0]): p for p in wheel_files}
+    by_name = {normalise_name(p.name.split("-")[0]): p for p in wheel_files}
     missing = [name for name in SERVER_DISTRIBUTIONS if name not in by_name]
     if missing:
         msg = f"image: the wheel cache lacks {', '.join(missing)} (is requirements/node.lock complete?)"

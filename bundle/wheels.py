@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from appliance.distribution_names import NAME_PATTERN, normalise_name
 from appliance.errors import ConfigError
 from appliance.fsio import atomic_output, atomic_write_bytes, sha256_file
 from bundle import layout
@@ -29,7 +30,7 @@ PROJECT_SCRIPTS = {"appliance": "appliance.cli:main"}
 PROJECT_DATA_SUFFIXES = (".json", ".typed", ".html", ".svg", ".js", ".css", ".woff2")
 WHEEL_TAG = "py3-none-any"
 
-_LOCK_LINE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s\\;]+)")
+_LOCK_LINE = re.compile(rf"^({NAME_PATTERN})==([^\s\\;]+)")
 _HASH = re.compile(r"--hash=sha256:([0-9a-f]{64})")
 
 
@@ -43,12 +44,7 @@ class Pinned:
 
     @property
     def key(self) -> str:
-        return normalise(self.name)
-
-
-def normalise(name: str) -> str:
-    """PEP 503 normal form: lower case, runs of -_. as one '-'."""
-    return re.sub(r"[-_.]+", "-", name).lower()
+        return normalise_name(self.name)
 
 
 def read_lock(path: Path) -> list[Pinned]:
@@ -140,7 +136,7 @@ def match_lock(pinned: Iterable[Pinned], files: Iterable[Path]) -> list[Path]:
     """The one wheel file per pinned distribution, checked against the lock's hashes."""
     by_key: dict[str, list[Path]] = {}
     for path in files:
-        by_key.setdefault(normalise(path.name.split("-")[0]), []).append(path)
+        by_key.setdefault(normalise_name(path.name.split("-")[0]), []).append(path)
     chosen: list[Path] = []
     for pin in pinned:
         candidates = [p for p in by_key.get(pin.key, []) if p.name.split("-")[1] == pin.version]

@@ -22,10 +22,11 @@ from typing import Any
 
 import pytest
 
+from appliance.distribution_names import normalise_name
 from bundle import checksums, layout, rootfs, sign
 from bundle.image import SERVER_DISTRIBUTIONS
 from bundle.oci import iso_time
-from bundle.wheels import normalise, read_lock
+from bundle.wheels import read_lock
 from tests.conftest import Signer, import_into, run
 from tests.integration.conftest import (
     BUNDLE_VERSION,
@@ -299,7 +300,7 @@ def test_the_image_holds_only_what_the_server_needs(unpacked_bundle: Path) -> No
     for absent in ("usr/bin/gcc", "usr/bin/apt", "usr/bin/dpkg", "usr/share/man", "usr/bin/perl"):
         assert not [n for n in names if n == absent or n.startswith(f"{absent}/")], absent
     dists = {
-        normalise(n.split("/")[-2].split("-")[0])
+        normalise_name(n.split("/")[-2].split("-")[0])
         for n in names
         if n.endswith(".dist-info/METADATA")
     }

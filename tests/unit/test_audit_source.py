@@ -13,7 +13,6 @@ from appliance.audit_source import (
     audit_source,
     is_ml_distribution,
     is_ml_route,
-    normalise_name,
 )
 from appliance.errors import ConfigError
 
@@ -242,10 +241,6 @@ def test_the_json_report_lists_each_finding(clean_tree: Path) -> None:
 )
 def test_distribution_names_are_compared_as_pep_503_says(name: str, ml: bool) -> None:
     assert is_ml_distribution(name) is ml
-
-
-def test_normalise_name() -> None:
-    assert normalise_name("Scikit__Learn.x") == "scikit-learn-x"
 
 
 @pytest.mark.parametrize(
