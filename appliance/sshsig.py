@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 import re
 import struct
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.hazmat.primitives.serialization import SSHPublicKeyTypes
 
 from appliance.errors import KeyFileError, SignatureError
+from appliance.fsio import atomic_write_bytes
 
 SIGNATURE_HASH = "sha512"
 
@@ -193,9 +192,9 @@ def generate_key(path: Path, comment: str) -> SignerKey:
         serialization.PrivateFormat.OpenSSH,
         serialization.NoEncryption(),
     )
-    _write_atomically(path, private_pem, 0o600)
+    _write_key_file(path, private_pem, 0o600)
     try:
-        _write_atomically(public_path, f"{key.openssh_line()}\n".encode(), 0o644)
+        _write_key_file(public_path, f"{key.openssh_line()}\n".encode(), 0o644)
     except KeyFileError:
         # Without its .pub the key could not be generated again under the same name.
         path.unlink(missing_ok=True)
@@ -339,23 +338,11 @@ def _public_path(path: Path) -> Path:
     return path.with_name(f"{path.name}.pub")
 
 
-def _write_atomically(path: Path, data: bytes, mode: int) -> None:
-    """Write `data` to `path` via a temporary file in the same directory and os.replace."""
+def _write_key_file(path: Path, data: bytes, mode: int) -> None:
+    """Write a key file whole or not at all; KeyFileError if it cannot be written."""
     try:
-        fd, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        atomic_write_bytes(path, data, mode)
     except OSError as exc:
-        msg = f"cannot write key file {path}: {exc.strerror or exc}"
-        raise KeyFileError(msg) from exc
-    temp_path = Path(temp_name)
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            os.fchmod(stream.fileno(), mode)
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        temp_path.replace(path)
-    except OSError as exc:
-        temp_path.unlink(missing_ok=True)
         msg = f"cannot write key file {path}: {exc.strerror or exc}"
         raise KeyFileError(msg) from exc
 
