@@ -21,7 +21,6 @@ removed afterwards; the archive appears whole or not at all.
 from __future__ import annotations
 
 import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -44,6 +43,7 @@ from bundle import (
     rootfs,
     sbom,
     sign,
+    tools,
     wheels,
 )
 from bundle.oci import ImageArchive
@@ -93,13 +93,9 @@ class BuildResult:
 
 
 def _git(root: Path, *args: str) -> str | None:
-    try:
-        result = subprocess.run(
-            ["git", *args], cwd=root, capture_output=True, text=True, check=False
-        )
-    except OSError:
-        return None
-    return result.stdout.strip() if result.returncode == 0 else None
+    """What `git ARGS` says in `root` (stripped), or None outside a checkout or without git."""
+    output = tools.probe(["git", *args], cwd=root)
+    return None if output is None else output.strip()
 
 
 def source_revision(root: Path) -> str:

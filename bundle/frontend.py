@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 from appliance.errors import ConfigError
 from appliance.progress import Progress
+from bundle import tools
 
 FRONTEND_DIR = Path("server/frontend")
 DIST_DIR = FRONTEND_DIR / "dist"
@@ -32,15 +32,7 @@ def rebuild(root: Path, progress: Progress) -> None:
     check_can_rebuild()
     for command in (["npm", "ci", "--no-audit", "--no-fund"], ["npm", "run", "build"]):
         progress(f"frontend: {' '.join(command)}")
-        result = subprocess.run(
-            command, cwd=root / FRONTEND_DIR, capture_output=True, text=True, check=False
-        )
-        if result.returncode != 0:
-            lines = [line for line in (result.stderr or result.stdout).splitlines() if line.strip()]
-            msg = (
-                f"frontend: {' '.join(command)} failed: {lines[-1] if lines else result.returncode}"
-            )
-            raise ConfigError(msg)
+        tools.run(command, f"frontend: {' '.join(command)} failed", cwd=root / FRONTEND_DIR)
 
 
 def check_dist(root: Path, progress: Progress) -> int:

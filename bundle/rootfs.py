@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import shlex
 import shutil
-import subprocess
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from pathlib import Path
 from appliance.errors import ConfigError
 from appliance.fsio import sha256_file
 from appliance.progress import Progress
-from bundle import layout
+from bundle import layout, tools
 from bundle.oci import Entry, clean_name
 
 # The Python runtime and the C/C++ runtime libraries the manylinux wheels link against.
@@ -184,11 +183,7 @@ def debian_rootfs(cache_dir: Path, progress: Progress, *, refresh: bool = False)
         str(partial),
     ]
     env = {"SOURCE_DATE_EPOCH": str(ROOTFS_EPOCH), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
-    result = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
-    if result.returncode != 0:
-        lines = [line for line in result.stderr.splitlines() if line.strip()]
-        msg = f"base rootfs: mmdebstrap failed: {lines[-1] if lines else result.returncode}"
-        raise ConfigError(msg)
+    tools.run(command, "base rootfs: mmdebstrap failed", env=env)
     partial_listing.replace(listing)
     partial.replace(tarball)
     return BaseRootfs(tarball, read_packages(listing), origin_of(tarball))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
-import subprocess
 import sys
 import tomllib
 import zipfile
@@ -22,7 +21,7 @@ from pathlib import Path
 from appliance.distribution_names import NAME_PATTERN, normalise_name
 from appliance.errors import ConfigError
 from appliance.fsio import atomic_output, atomic_write_bytes, sha256_file
-from bundle import layout
+from bundle import layout, tools
 
 Progress = Callable[[str], None]
 
@@ -118,18 +117,8 @@ def download(
         "-r",
         str(lock),
     ]
-    run_pip(command, "wheels: download failed")
+    tools.run(command, "wheels: download failed")
     return match_lock(pinned, dest.glob("*.whl"))
-
-
-def run_pip(command: list[str], failure: str) -> None:
-    """Run pip; ConfigError "<failure>: <pip's last line>" if it fails."""
-    result = subprocess.run(command, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        lines = [line for line in result.stderr.splitlines() if line.strip()]
-        reason = lines[-1] if lines else f"pip exited with {result.returncode}"
-        msg = f"{failure}: {reason.strip()}"
-        raise ConfigError(msg)
 
 
 def match_lock(pinned: Iterable[Pinned], files: Iterable[Path]) -> list[Path]:
@@ -175,15 +164,10 @@ def project_metadata(root: Path) -> tuple[str, str, list[str], str]:
 
 def _tracked(root: Path) -> set[str] | None:
     """The files git tracks under `root`, or None when `root` is not a git checkout."""
-    try:
-        result = subprocess.run(
-            ["git", "ls-files", "-z"], cwd=root, capture_output=True, check=False
-        )
-    except OSError:
+    listing = tools.probe(["git", "ls-files", "-z"], cwd=root)
+    if listing is None:
         return None
-    if result.returncode != 0:
-        return None
-    return {name.decode() for name in result.stdout.split(b"\0") if name}
+    return {name for name in listing.split("\0") if name}
 
 
 def _project_files(root: Path) -> list[tuple[str, Path]]:
@@ -294,7 +278,7 @@ def install_target(wheels: Iterable[Path], target: Path, python: str, progress: 
         *target_flags(python),
         *map(str, files),
     ]
-    run_pip(command, "image: installing wheels failed")
+    tools.run(command, "image: installing wheels failed")
     _forget_wheel_paths(target)
 
 
