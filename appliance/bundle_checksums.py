@@ -15,9 +15,9 @@ from pathlib import Path
 
 from appliance import bundle_layout as layout
 from appliance.errors import ConfigError
-from appliance.fsio import sha256_file
+from appliance.fsio import SHA256_HEX, sha256_file
 
-_LINE = re.compile(r"([0-9a-f]{64})  (.+)")
+_LINE = re.compile(rf"({SHA256_HEX})  (.+)")
 _FORBIDDEN_CHARS = ("\n", "\r", "\\", "\x00")
 
 

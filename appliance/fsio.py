@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 CHUNK_BYTES = 1 << 20
+SHA256_HEX = r"[0-9a-f]{64}"  # a SHA-256 digest as sha256_file and sha256sum write it
 
 
 def format_bytes(count: int) -> str:

@@ -20,7 +20,7 @@ from typing import IO, Any, BinaryIO, TypeGuard
 
 from appliance import pack_layout as layout
 from appliance.errors import PackRejected, SignatureError, UnreadableParquet
-from appliance.fsio import CHUNK_BYTES
+from appliance.fsio import CHUNK_BYTES, SHA256_HEX
 from appliance.parquet_footer import footer_reader
 from appliance.progress import Progress, quiet
 from appliance.safe_tar import member_kind, trailer_problem
@@ -28,7 +28,7 @@ from appliance.schema_registry import SchemaRegistry, load_registry, schema_prob
 from appliance.sshsig import AllowedSigner, VerifiedSignature, verify
 from appliance.strict_json import StrictJSONError, parse_strict_json
 
-_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+_SHA256_HEX = re.compile(SHA256_HEX)
 _LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+@/ -]{0,127}")
 # RFC 3339's date-time, and only that: datetime.fromisoformat alone also takes ISO 8601's basic
 # (20261102T060000Z) and week (2026-W45-1) forms. At most six fraction digits, the microseconds

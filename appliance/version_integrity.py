@@ -10,10 +10,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance.fsio import atomic_write_bytes, sha256_file
+from appliance.fsio import SHA256_HEX, atomic_write_bytes, sha256_file
 from appliance.store_layout import VERSION_CHECKSUMS
 
-_LINE = re.compile(r"([0-9a-f]{64})  ([A-Za-z0-9._-]+)")
+_LINE = re.compile(rf"({SHA256_HEX})  ([A-Za-z0-9._-]+)")
 
 
 @dataclass(frozen=True)

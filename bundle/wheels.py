@@ -20,7 +20,7 @@ from pathlib import Path
 
 from appliance.distribution_names import NAME_PATTERN, normalise_name
 from appliance.errors import ConfigError
-from appliance.fsio import atomic_output, atomic_write_bytes, sha256_file
+from appliance.fsio import SHA256_HEX, atomic_output, atomic_write_bytes, sha256_file
 from bundle import layout, tools
 
 Progress = Callable[[str], None]
@@ -30,7 +30,7 @@ PROJECT_DATA_SUFFIXES = (".json", ".typed", ".html", ".svg", ".js", ".css", ".wo
 WHEEL_TAG = "py3-none-any"
 
 _LOCK_LINE = re.compile(rf"^({NAME_PATTERN})==([^\s\\;]+)")
-_HASH = re.compile(r"--hash=sha256:([0-9a-f]{64})")
+_HASH = re.compile(rf"--hash=sha256:({SHA256_HEX})")
 
 
 @dataclass(frozen=True)
