@@ -35,7 +35,6 @@ import subprocess
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,8 +57,7 @@ from appliance.distribution_names import requirement_name
 from appliance.errors import BundleRejected, ConfigError
 from appliance.fsio import CHUNK_BYTES
 from appliance.image_layers import Image, Layer, LayerMember, SiteTree, image_layers, layer_members
-
-Progress = Callable[[str], None]
+from appliance.progress import Progress, quiet
 
 MB = 1_000_000
 DEFAULT_MAX_IMAGE_MB = 600
@@ -215,10 +213,6 @@ class BundleAudit:
             "wheels": self.wheels.as_json(),
             "findings": [finding.as_json() for finding in self.findings],
         }
-
-
-def _quiet(_message: str) -> None:
-    """Progress sink that drops messages."""
 
 
 # --- one image -------------------------------------------------------------------------------
@@ -493,7 +487,7 @@ def audit_bundle(
     *,
     max_image_mb: float = DEFAULT_MAX_IMAGE_MB,
     largest: int = DEFAULT_LARGEST_FILES,
-    progress: Progress = _quiet,
+    progress: Progress = quiet,
 ) -> BundleAudit:
     """Audit the bundle archive or unpacked folder at `path` (see the module docstring).
 

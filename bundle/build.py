@@ -23,7 +23,6 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from appliance.bundle_verify import BundleReport, verify_bundle
 from appliance.distribution_names import normalise_name, requirement_name
 from appliance.errors import ApplianceError, ConfigError, KeyFileError
 from appliance.fsio import atomic_write_bytes, scratch_dir, sha256_file
+from appliance.progress import Progress
 from appliance.sshsig import AllowedSigner, SignerKey, load_private_key, public_key_of
 from bundle import (
     archive,
@@ -47,8 +47,6 @@ from bundle import (
     wheels,
 )
 from bundle.oci import ImageArchive
-
-Progress = Callable[[str], None]
 
 NODE_LOCK = Path("requirements/node.lock")
 NODE_TOOLS = ("ansible-core",)  # what install.sh needs from the wheel cache besides the project

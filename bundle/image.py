@@ -13,17 +13,16 @@ what it imports into PYTHONPYCACHEPREFIX on the /tmp tmpfs, about 0.2 s once per
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from appliance.distribution_names import normalise_name
 from appliance.errors import ConfigError
+from appliance.progress import Progress
 from bundle import layout, oci, wheels
 from bundle.rootfs import BaseRootfs, runtime_entries
-
-Progress = Callable[[str], None]
 
 # What the server imports at run time (checked by the image smoke test in bundle/engine.py):
 # the rest of the node lock (ansible-core, rich, faker via polyfactory, ...) stays out.

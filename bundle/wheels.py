@@ -14,16 +14,15 @@ import re
 import sys
 import tomllib
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from appliance.distribution_names import NAME_PATTERN, normalise_name
 from appliance.errors import ConfigError
 from appliance.fsio import SHA256_HEX, atomic_output, atomic_write_bytes, sha256_file
+from appliance.progress import Progress
 from bundle import layout, tools
-
-Progress = Callable[[str], None]
 
 PROJECT_SCRIPTS = {"appliance": "appliance.cli:main"}
 PROJECT_DATA_SUFFIXES = (".json", ".typed", ".html", ".svg", ".js", ".css", ".woff2")
