@@ -50,7 +50,7 @@ lint: $(BIN)/.installed  ## Ruff (lint and format check), mypy, the no-ML source
 
 bundle: $(BIN)/.installed engine  ## Build dist/appliance-<version>.tar, signed with a development key (.dev-keys/).
 	@test -f $(DEV_KEYS)/bundle.key || { mkdir -p $(DEV_KEYS) && $(BIN)/python -c \
-		'import sys; from pathlib import Path; from appliance.sshsig import generate_key; \
+		'import sys; from pathlib import Path; from appliance.trust.sshsig import generate_key; \
 		k = generate_key(Path(sys.argv[1]), "dev-bundle@localhost"); \
 		Path(sys.argv[2]).write_text(f"dev-bundle@localhost namespaces=\"appliance-bundle\" {k.openssh_line()}\n")' \
 		$(DEV_KEYS)/bundle.key $(DEV_KEYS)/allowed_signers && echo "made a development key $(DEV_KEYS)/bundle.key (never commit it)"; }

@@ -17,8 +17,8 @@ umask 022
 
 PROG=install.sh
 BUNDLE_DIR=$(cd "$(dirname "$0")" && pwd -P)
-NAMESPACE=appliance-bundle   # appliance/bundle_layout.py SIGNATURE_NAMESPACE
-# A version names folders and image tags: only what appliance/bundle_layout.py VERSION_PATTERN
+NAMESPACE=appliance-bundle   # appliance/bundles/bundle_layout.py SIGNATURE_NAMESPACE
+# A version names folders and image tags: only what appliance/bundles/bundle_layout.py VERSION_PATTERN
 # allows (tests/unit/test_installer_facts.py runs both on the same versions).
 VERSION_PATTERN='^[0-9A-Za-z][0-9A-Za-z._-]{0,63}$'
 APPLIANCE_ROOT=${APPLIANCE_ROOT:-/opt/appliance}

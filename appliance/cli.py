@@ -20,15 +20,15 @@ import click
 from appliance import __version__
 from appliance import settings as cfg
 from appliance.console import OneLineErrors, Progress, reported_errors
+from appliance.data.importer import ImportOptions, import_pack, rollback
+from appliance.data.run_layout import prepare_run_dir
+from appliance.data.store import DataStore
+from appliance.data.version_build import BuildLimits
+from appliance.data.watch import InboxEvent, InboxWatcher
 from appliance.errors import ApplianceError, ConfigError, StoreError
 from appliance.faults import node_fault
 from appliance.fsio import format_bytes
-from appliance.importer import ImportOptions, import_pack, rollback
-from appliance.run_layout import prepare_run_dir
-from appliance.sshsig import load_allowed_signers
-from appliance.store import DataStore
-from appliance.version_build import BuildLimits
-from appliance.watch import InboxEvent, InboxWatcher
+from appliance.trust.sshsig import load_allowed_signers
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -450,7 +450,7 @@ def audit_command(
     checksums: run `appliance verify` first. To list routes it builds the image's server app
     (without serving it) in a child Python, so audit only a bundle you have verified.
 
-    --source DIR: scans the node's shipped code (appliance/, server/, bundle/), its
+    --source DIR: scans the node's code (appliance/, server/) and its builder (bundle/), its
     dependencies and locks, and the routes of the server built from that tree. ml_workstation/
     may use ML and is not scanned.
 
@@ -464,7 +464,7 @@ def audit_command(
             if ctx.get_parameter_source(name) is not ParameterSource.DEFAULT:
                 msg = f"--{name.replace('_', '-')} applies to a BUNDLE, not to --source"
                 raise click.UsageError(msg)
-        from appliance.audit_source import audit_source
+        from appliance.audit.audit_source import audit_source
 
         with reported_errors():
             tree = audit_source(source)
@@ -484,7 +484,7 @@ def audit_command(
     if bundle is None or source is not None:
         msg = "give either BUNDLE or --source DIR (exactly one)"
         raise click.UsageError(msg)
-    from appliance.bundle_audit import audit_bundle, render_table
+    from appliance.audit.bundle_audit import audit_bundle, render_table
 
     with reported_errors():
         audit = audit_bundle(
@@ -509,7 +509,7 @@ def verify_command(bundle: Path, signers: Path, as_json: bool) -> None:
     plus the ones they cannot: no file that SHA256SUMS does not list, and a sane manifest.
     Use --signers with the allowed_signers file that trusts the bundle signing key.
     """
-    from appliance.bundle_verify import verify_bundle
+    from appliance.bundles.bundle_verify import verify_bundle
 
     with reported_errors():
         report = verify_bundle(bundle, load_allowed_signers(signers), progress=Progress())

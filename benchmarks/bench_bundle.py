@@ -28,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from appliance.sshsig import generate_key  # noqa: E402
+from appliance.trust.sshsig import generate_key  # noqa: E402
 from bundle import layout  # noqa: E402
 
 MB = 1_000_000

@@ -26,8 +26,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance.importer import FREE_SPACE_FACTOR
-from appliance.version_integrity import check_version
+from appliance.data.importer import FREE_SPACE_FACTOR
+from appliance.data.version_integrity import check_version
 
 BIN = Path(sys.executable).parent
 RUNS = 3

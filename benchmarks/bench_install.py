@@ -28,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from appliance.sshsig import generate_key  # noqa: E402
+from appliance.trust.sshsig import generate_key  # noqa: E402
 from bundle import layout  # noqa: E402
 from tests.e2e.simnode import USB, Node, start_node  # noqa: E402
 from tests.integration.conftest import build_command, build_env  # noqa: E402

@@ -26,12 +26,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from appliance.bundle_verify import BundleReport, verify_bundle
-from appliance.distribution_names import normalise_name, requirement_name
+from appliance.audit.distribution_names import normalise_name, requirement_name
+from appliance.bundles.bundle_verify import BundleReport, verify_bundle
 from appliance.errors import ApplianceError, ConfigError, KeyFileError
 from appliance.fsio import atomic_write_bytes, scratch_dir, sha256_file
 from appliance.progress import Progress
-from appliance.sshsig import AllowedSigner, SignerKey, load_private_key, public_key_of
+from appliance.trust.sshsig import AllowedSigner, SignerKey, load_private_key, public_key_of
 from bundle import (
     archive,
     checksums,

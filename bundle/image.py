@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from appliance.distribution_names import normalise_name
+from appliance.audit.distribution_names import normalise_name
 from appliance.errors import ConfigError
 from appliance.progress import Progress
 from bundle import layout, oci, wheels

@@ -1,12 +1,12 @@
 """The builder's view of the bundle: the format, and the choices only the builder makes.
 
 The format itself (file names, manifest fields, limits, what the node's wheel carries) has one
-home, appliance/bundle_layout.py, because the node reads it too and node code never imports
+home, appliance/bundles/bundle_layout.py, because the node reads it too and node code never imports
 builder code. It is re-exported here so that a build step reads one module. What follows it is
 the builder's alone: the node it builds for and the server image's insides.
 """
 
-from appliance.bundle_layout import *  # noqa: F403 (the format, re-exported as said above)
+from appliance.bundles.bundle_layout import *  # noqa: F403 (the format, re-exported as said above)
 
 # The node the bundle targets (docs/building.md: Debian 12, CPython 3.11, x86_64).
 TARGET_PYTHON = "3.11"

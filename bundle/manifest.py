@@ -1,6 +1,6 @@
 """manifest.json: what the bundle is, where it came from, and its images (see bundle/layout.py).
 
-appliance/bundle_verify.py checks the fields the installer relies on (format, version,
+appliance/bundles/bundle_verify.py checks the fields the installer relies on (format, version,
 min_upgrade_from, images); the rest records the build for people and the audit.
 """
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from appliance.sshsig import load_private_key, sign
+from appliance.trust.sshsig import load_private_key, sign
 from bundle import layout
 
 

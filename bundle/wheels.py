@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance.distribution_names import NAME_PATTERN, normalise_name
+from appliance.audit.distribution_names import NAME_PATTERN, normalise_name
 from appliance.errors import ConfigError
 from appliance.fsio import SHA256_HEX, atomic_output, atomic_write_bytes, sha256_file
 from appliance.progress import Progress

@@ -11,11 +11,11 @@ import click
 
 from appliance import __version__
 from appliance.console import Progress, reported_errors
+from appliance.data.importer import check_pack
 from appliance.errors import PackRejected
-from appliance.importer import check_pack
-from appliance.pack_layout import SIGNATURE_NAMESPACE
-from appliance.result_pack import format_timestamp, parse_timestamp
-from appliance.sshsig import generate_key, load_allowed_signers
+from appliance.packs.pack_layout import SIGNATURE_NAMESPACE
+from appliance.packs.result_pack import format_timestamp, parse_timestamp
+from appliance.trust.sshsig import generate_key, load_allowed_signers
 from ml_workstation import demo
 from ml_workstation.export import export_pack
 from ml_workstation.pack_builder import PackRequest, build_pack

@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING
 from appliance.errors import ConfigError
 from appliance.faults import node_fault
 from appliance.fsio import fsync_path
-from appliance.pack_layout import METADATA_COLUMNS, TABLE_SUFFIX
+from appliance.packs.pack_layout import METADATA_COLUMNS, TABLE_SUFFIX
+from appliance.packs.schema_registry import TableSchema, load_registry
 from appliance.progress import Progress
-from appliance.schema_registry import TableSchema, load_registry
 
 if TYPE_CHECKING:
     import duckdb

@@ -22,22 +22,27 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from appliance import __version__
-from appliance import pack_layout as layout
 from appliance.errors import ConfigError, SchemaError, UnreadableParquet
 from appliance.faults import node_fault
 from appliance.fsio import atomic_output, scratch_dir, sha256_file
-from appliance.parquet_footer import read_footer
-from appliance.progress import Progress, quiet
-from appliance.result_pack import PackManifest, TableEntry, format_timestamp, parse_manifest
-from appliance.schema_registry import SchemaRegistry, TableSchema, load_registry, schema_problems
-from appliance.sshsig import load_private_key, public_key_of, sign
-from appliance.table_checks import (
+from appliance.packs import pack_layout as layout
+from appliance.packs.parquet_footer import read_footer
+from appliance.packs.result_pack import PackManifest, TableEntry, format_timestamp, parse_manifest
+from appliance.packs.schema_registry import (
+    SchemaRegistry,
+    TableSchema,
+    load_registry,
+    schema_problems,
+)
+from appliance.packs.table_checks import (
     foreign_key_problems,
     from_epoch_us,
     literal,
     quote,
     table_problems,
 )
+from appliance.progress import Progress, quiet
+from appliance.trust.sshsig import load_private_key, public_key_of, sign
 
 if TYPE_CHECKING:
     import duckdb

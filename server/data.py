@@ -23,13 +23,13 @@ from typing import Any
 
 import duckdb
 
-from appliance import store_layout as layout
-from appliance.answers import INDEX_TABLE, KINDS
+from appliance.data import store_layout as layout
+from appliance.data.answers import INDEX_TABLE, KINDS
+from appliance.data.import_report import ImportReport
+from appliance.data.store import DataStore, DataVersion
+from appliance.data.version_build import META_TABLE
+from appliance.data.version_integrity import check_version
 from appliance.errors import StoreError, VersionDamaged
-from appliance.import_report import ImportReport
-from appliance.store import DataStore, DataVersion
-from appliance.version_build import META_TABLE
-from appliance.version_integrity import check_version
 
 CHECK_SECONDS = 0.25
 REPAIR = (

@@ -5,7 +5,7 @@ Each worker counts in memory (`WorkerMetrics`) and now and then writes a snapsho
 its own live counts (`render_prometheus`), so the totals do not depend on which worker answers.
 The snapshot of a worker that exited stays, so its requests keep counting toward the totals
 (they never go back), but its gauges are left out: they describe a process that is gone (the
-version it served, say). `appliance.run_layout.prepare_run_dir` drops every snapshot once, when
+version it served, say). `appliance.data.run_layout.prepare_run_dir` drops every snapshot once, when
 the server starts.
 """
 
@@ -24,7 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from appliance.run_layout import DIR_MODE, SNAPSHOT_PREFIX, SNAPSHOT_SUFFIX, SNAPSHOT_TEMP_SUFFIX
+from appliance.data.run_layout import (
+    DIR_MODE,
+    SNAPSHOT_PREFIX,
+    SNAPSHOT_SUFFIX,
+    SNAPSHOT_TEMP_SUFFIX,
+)
 
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 REQUESTS_TOTAL = "appliance_http_requests_total"

@@ -13,7 +13,7 @@ from litestar.exceptions import HTTPException, NotFoundException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_304_NOT_MODIFIED, HTTP_503_SERVICE_UNAVAILABLE
 
-from appliance.answers import decompress
+from appliance.data.answers import decompress
 from server.data import VersionHandle
 from server.errors import ERROR_STATUSES
 from server.runtime import Runtime, runtime_of

@@ -7,10 +7,10 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from appliance.compliance import ComplianceReport, check_compliance
-from appliance.run_layout import DIR_MODE
+from appliance.audit.compliance import ComplianceReport, check_compliance
+from appliance.data.run_layout import DIR_MODE
+from appliance.data.store import DataStore
 from appliance.settings import ServerSettings
-from appliance.store import DataStore
 from server.cache import ResponseCache
 from server.data import DataSource
 from server.metrics import WorkerMetrics

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from appliance.pack_layout import SIGNATURE_NAMESPACE
-from appliance.sshsig import AllowedSigner, SignerKey, generate_key, load_allowed_signers
+from appliance.packs.pack_layout import SIGNATURE_NAMESPACE
+from appliance.trust.sshsig import AllowedSigner, SignerKey, generate_key, load_allowed_signers
 from ml_workstation.demo import DemoSpec, generate_demo
 from ml_workstation.pack_builder import PackRequest, build_pack
 

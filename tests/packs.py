@@ -19,8 +19,8 @@ from typing import Any
 
 import duckdb
 
-from appliance.pack_layout import MANIFEST_NAME, SIGNATURE_NAME, SIGNATURE_NAMESPACE
-from appliance.sshsig import load_private_key, sign
+from appliance.packs.pack_layout import MANIFEST_NAME, SIGNATURE_NAME, SIGNATURE_NAMESPACE
+from appliance.trust.sshsig import load_private_key, sign
 
 
 @dataclass

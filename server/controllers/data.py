@@ -31,16 +31,16 @@ from litestar.status_codes import (
     HTTP_507_INSUFFICIENT_STORAGE,
 )
 
+from appliance.data.import_report import ImportReport
+from appliance.data.importer import FREE_SPACE_FACTOR, ImportOptions, import_pack, rollback
+from appliance.data.run_layout import UPLOAD_PREFIX, UPLOAD_SUFFIX
+from appliance.data.store import DataStore
+from appliance.data.version_build import BuildLimits
 from appliance.errors import ApplianceError, NodeFault, PackRejected, StoreError
 from appliance.faults import node_fault
 from appliance.fsio import format_bytes
-from appliance.import_report import ImportReport
-from appliance.importer import FREE_SPACE_FACTOR, ImportOptions, import_pack, rollback
-from appliance.result_pack import format_timestamp
-from appliance.run_layout import UPLOAD_PREFIX, UPLOAD_SUFFIX
-from appliance.sshsig import load_allowed_signers
-from appliance.store import DataStore
-from appliance.version_build import BuildLimits
+from appliance.packs.result_pack import format_timestamp
+from appliance.trust.sshsig import load_allowed_signers
 from server.responses import (
     ADMIN_ERRORS,
     READ_ERRORS,

@@ -8,7 +8,7 @@ import msgspec
 from litestar import Controller, Request, Response, get
 from litestar.params import Parameter
 
-from appliance.answers import OVERVIEW_TABLE
+from appliance.data.answers import OVERVIEW_TABLE
 from server.controllers.items import traceability
 from server.data import VersionHandle
 from server.responses import READ_ERRORS, cached_answer, require_version, runtime

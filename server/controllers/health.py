@@ -8,9 +8,9 @@ from typing import Any
 from litestar import Controller, Request, Response, get
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
-from appliance.compliance import ComplianceReport, loaded_ml_modules
-from appliance.history import TrailCheck
-from appliance.store import DataStore
+from appliance.audit.compliance import ComplianceReport, loaded_ml_modules
+from appliance.data.history import TrailCheck
+from appliance.data.store import DataStore
 from server.metrics import CONTENT_TYPE, render_prometheus
 from server.responses import runtime
 from server.runtime import Runtime

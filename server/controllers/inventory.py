@@ -6,7 +6,7 @@ from typing import Any
 
 from litestar import Controller, Request, Response, get
 
-from appliance.answers import INVENTORY
+from appliance.data.answers import INVENTORY
 from server.controllers.items import ItemId
 from server.responses import READ_ERRORS, precomputed_answer, require_version, runtime
 from server.schemas import Inventory

@@ -14,7 +14,7 @@ from litestar import Controller, Request, Response, get
 from litestar.exceptions import NotFoundException, ValidationException
 from litestar.params import Parameter
 
-from appliance.answers import OVERVIEW_TABLE, TIMESERIES
+from appliance.data.answers import OVERVIEW_TABLE, TIMESERIES
 from server.data import VersionHandle
 from server.responses import (
     READ_ERRORS,

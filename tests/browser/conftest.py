@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from appliance.pack_layout import table_member
+from appliance.packs.pack_layout import table_member
 from server.app import DASHBOARD_DIR
 from tests.browser.dashboard import (
     CHROMIUM,

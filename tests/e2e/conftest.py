@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.sshsig import generate_key
+from appliance.trust.sshsig import generate_key
 from bundle import layout
 from tests.conftest import Signer
 from tests.e2e.simnode import Node, start_node

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.sshsig import generate_key
+from appliance.trust.sshsig import generate_key
 from bundle import layout
 
 REPO = Path(__file__).resolve().parents[2]

@@ -30,19 +30,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import appliance.store
+import appliance.data.store
+from appliance.data.importer import import_pack
+from appliance.data.store import DataStore
 from appliance.errors import PackRejected
-from appliance.importer import import_pack
-from appliance.pack_layout import (
+from appliance.packs.pack_layout import (
     MANIFEST_NAME,
     MAX_MANIFEST_BYTES,
     SIGNATURE_NAME,
     SIGNATURE_NAMESPACE,
     table_member,
 )
-from appliance.safe_tar import TAR_BLOCK
-from appliance.sshsig import load_private_key, sign
-from appliance.store import DataStore
+from appliance.trust.safe_tar import TAR_BLOCK
+from appliance.trust.sshsig import load_private_key, sign
 from tests.conftest import Signer, current_of, make_pack, run, versions_json
 from tests.packs import ForgedPack, Member, with_footer_rows
 
@@ -983,7 +983,7 @@ def test_refused_packs_with_the_same_file_name_each_leave_a_reason(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Two different bad packs, both called bad.pack, refused in the same second: both reasons stay."""
-    monkeypatch.setattr(appliance.store, "now_utc", lambda: datetime(2026, 11, 2, tzinfo=UTC))
+    monkeypatch.setattr(appliance.data.store, "now_utc", lambda: datetime(2026, 11, 2, tzinfo=UTC))
     store = DataStore(tmp_path / "data")
     packs = []
     for folder, bad in (("a", pack_with_symlink), ("b", pack_with_hardlink)):

@@ -1,4 +1,4 @@
-"""The bundle audit (appliance/bundle_audit.py, `appliance audit BUNDLE`) on small synthetic bundles.
+"""The bundle audit (appliance/audit/bundle_audit.py, `appliance audit BUNDLE`) on small synthetic bundles.
 
 Each bundle holds a real docker-archive image written by bundle/oci.py: a base, a deps and an app
 layer, the app layer carrying a tiny stand-in server app (its `create_app` lists fixed routes, so
@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from appliance.bundle_audit import BundleAudit, audit_bundle
+from appliance.audit.bundle_audit import BundleAudit, audit_bundle
 from appliance.errors import BundleRejected
 from bundle import layout, oci
 from bundle.archive import write_archive

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from appliance.distribution_names import normalise_name
+from appliance.audit.distribution_names import normalise_name
 from bundle import checksums, layout, rootfs, sign
 from bundle.image import SERVER_DISTRIBUTIONS
 from bundle.oci import iso_time

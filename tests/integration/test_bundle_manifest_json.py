@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.bundle_verify import verify_bundle
+from appliance.bundles.bundle_verify import verify_bundle
 from appliance.errors import BundleRejected
 from bundle import layout
 from tests.integration.test_bundle_verify import VERSION, make_release_key, make_tree, seal

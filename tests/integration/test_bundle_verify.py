@@ -1,4 +1,4 @@
-"""Bundle verification (appliance/bundle_verify.py) against a small fake bundle, and stock tools.
+"""Bundle verification (appliance/bundles/bundle_verify.py) against a small fake bundle, and stock tools.
 
 Every verdict of `verify_bundle` is checked against what an operator on a stock node gets from
 `tar`, `sha256sum -c` and `ssh-keygen -Y verify`, so the two never drift apart.
@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from appliance.bundle_verify import verify_bundle
+from appliance.bundles.bundle_verify import verify_bundle
 from appliance.errors import BundleRejected
-from appliance.sshsig import AllowedSigner, load_allowed_signers
+from appliance.trust.sshsig import AllowedSigner, load_allowed_signers
 from bundle import layout
 from bundle.archive import write_archive
 from bundle.checksums import parse_checksums, write_checksums

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.pack_layout import SIGNATURE_NAMESPACE
+from appliance.packs.pack_layout import SIGNATURE_NAMESPACE
 from tests.conftest import BIN, Signer, current_of, import_into, make_pack, run, versions_json
 from tests.packs import ForgedPack
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from appliance.pack_layout import table_member
+from appliance.packs.pack_layout import table_member
 from tests.conftest import Signer, run
 from tests.packs import ForgedPack, with_footer_rows
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from appliance.compliance import ML_MODULES
+from appliance.audit.compliance import ML_MODULES
 from tests.conftest import BIN, Signer, run
 from tests.integration.live_server import LiveServer, live_server
 

@@ -87,7 +87,9 @@ def test_node_modules_and_a_pack_import_need_no_pyarrow(
     report = json.loads(last)
     assert report["attempts"] == [], "the node tried to import pyarrow"
     assert report["loaded"] == []
-    assert {"appliance.result_pack", "appliance.importer", "server.app"} <= set(report["modules"])
+    assert {"appliance.packs.result_pack", "appliance.data.importer", "server.app"} <= set(
+        report["modules"]
+    )
     assert printed == ["v0001"], done.stderr
 
 

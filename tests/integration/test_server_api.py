@@ -30,7 +30,7 @@ import httpx
 import msgspec
 import pytest
 
-from appliance.pack_layout import table_member
+from appliance.packs.pack_layout import table_member
 from server.schemas import (
     DataVersion,
     DataVersions,

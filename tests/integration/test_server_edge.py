@@ -28,7 +28,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from appliance.pack_layout import table_member
+from appliance.packs.pack_layout import table_member
 from server.schemas import ErrorBody, ErrorDetail
 from tests.conftest import BIN, Signer, run
 from tests.integration.live_server import ADMIN_TOKEN, LiveServer, free_port, live_server

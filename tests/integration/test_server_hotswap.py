@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from appliance import store_layout as layout
+from appliance.data import store_layout as layout
 from tests.conftest import Signer, run
 from tests.integration.live_server import LiveServer, live_server
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from appliance.importer import FREE_SPACE_FACTOR
+from appliance.data.importer import FREE_SPACE_FACTOR
 from tests.conftest import Signer, current_of, import_into, make_pack, make_tables, run
 
 

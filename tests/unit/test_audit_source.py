@@ -8,7 +8,7 @@ from textwrap import dedent
 
 import pytest
 
-from appliance.audit_source import (
+from appliance.audit.audit_source import (
     Finding,
     audit_source,
     is_ml_distribution,

@@ -9,7 +9,7 @@ import sysconfig
 import zipfile
 from pathlib import Path
 
-from appliance.bundle_layout import NODE_PACKAGES
+from appliance.bundles.bundle_layout import NODE_PACKAGES
 from bundle.wheels import build_project_wheel
 
 REPO = Path(__file__).resolve().parents[2]

@@ -17,10 +17,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from appliance.errors import ConfigError, NodeFault
-from appliance.pack_layout import METADATA_COLUMNS
-from appliance.parquet_footer import read_footer
-from appliance.schema_registry import load_registry, schema_problems
-from appliance.table_checks import foreign_key_problems, table_problems
+from appliance.packs.pack_layout import METADATA_COLUMNS
+from appliance.packs.parquet_footer import read_footer
+from appliance.packs.schema_registry import load_registry, schema_problems
+from appliance.packs.table_checks import foreign_key_problems, table_problems
 from ml_workstation import demo
 from ml_workstation.demo import DEMO_TABLES, DemoSpec, generate_demo
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from appliance.distribution_names import normalise_name, requirement_name
+from appliance.audit.distribution_names import normalise_name, requirement_name
 
 
 @pytest.mark.parametrize(

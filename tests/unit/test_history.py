@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from appliance.history import AuditTrail, line_digest
-from appliance.store_layout import HISTORY_CHAIN_FIELD, HISTORY_CHAIN_START
+from appliance.data.history import AuditTrail, line_digest
+from appliance.data.store_layout import HISTORY_CHAIN_FIELD, HISTORY_CHAIN_START
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """Facts the installer (install.sh, ansible/) must write again in its own language, compared with
-their one home: the bundle format (appliance/bundle_layout.py), the server image as the builder
+their one home: the bundle format (appliance/bundles/bundle_layout.py), the server image as the builder
 makes it (bundle/layout.py), and each role's defaults against what its argument spec documents."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from appliance import bundle_layout
+from appliance.bundles import bundle_layout
 from bundle import layout
 
 REPO = Path(__file__).resolve().parents[2]

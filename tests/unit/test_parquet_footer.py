@@ -1,4 +1,4 @@
-"""Tests of appliance.parquet_footer and the schema check on it (schema_registry.schema_problems).
+"""Tests of appliance.packs.parquet_footer and the schema check on it (schema_registry.schema_problems).
 
 The node reads Parquet footers with DuckDB, not pyarrow. Here pyarrow writes a column in every type
 a writer may pick, and the check must find the same registry type that pyarrow reads from the
@@ -20,8 +20,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from appliance.errors import UnreadableParquet
-from appliance.parquet_footer import FileColumn, read_footer
-from appliance.schema_registry import load_registry, registry_type, schema_problems
+from appliance.packs.parquet_footer import FileColumn, read_footer
+from appliance.packs.schema_registry import load_registry, registry_type, schema_problems
 
 # The Arrow type pyarrow reads each registry type as.
 ARROW_TYPES = {

@@ -10,14 +10,14 @@ from typing import Any
 import pytest
 
 from appliance.errors import PackRejected
-from appliance.result_pack import (
+from appliance.packs.result_pack import (
     PackManifest,
     TableEntry,
     format_timestamp,
     parse_manifest,
     parse_timestamp,
 )
-from appliance.schema_registry import load_registry
+from appliance.packs.schema_registry import load_registry
 
 
 def manifest() -> PackManifest:
@@ -173,7 +173,7 @@ def test_a_key_twice_is_refused_at_any_depth() -> None:
 
 
 def test_member_name_rules() -> None:
-    from appliance.result_pack import _check_member_name
+    from appliance.packs.result_pack import _check_member_name
 
     for good in ("pack.json", "tables/fact_forecast.parquet"):
         _check_member_name(good)
@@ -191,7 +191,7 @@ def test_member_name_rules() -> None:
 
 
 def test_member_types_other_than_files_are_refused() -> None:
-    from appliance.result_pack import _check_member
+    from appliance.packs.result_pack import _check_member
 
     seen: set[str] = set()
     directory = tarfile.TarInfo("tables")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
-from appliance.run_layout import RunFolders, prepare_run_dir
+from appliance.data.run_layout import RunFolders, prepare_run_dir
 from appliance.settings import load_server_settings
 from server.metrics import WorkerMetrics, render_prometheus
 

@@ -1,4 +1,4 @@
-"""Tests for appliance.sshsig, checked against the real OpenSSH ssh-keygen."""
+"""Tests for appliance.trust.sshsig, checked against the real OpenSSH ssh-keygen."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from appliance.errors import KeyFileError, SignatureError
-from appliance.sshsig import (
+from appliance.trust.sshsig import (
     AllowedSigner,
     SignerKey,
     fingerprint_of,

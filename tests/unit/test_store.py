@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
+from appliance.data.import_report import ImportReport, SignerInfo
+from appliance.data.store import DataStore
+from appliance.data.store_layout import version_id, version_number
 from appliance.errors import StoreError
-from appliance.import_report import ImportReport, SignerInfo
-from appliance.store import DataStore
-from appliance.store_layout import version_id, version_number
 
 
 def fake_version(store: DataStore, vid: str, **changes: Any) -> Path:

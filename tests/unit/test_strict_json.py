@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from appliance.strict_json import StrictJSONError, parse_strict_json
+from appliance.trust.strict_json import StrictJSONError, parse_strict_json
 
 
 def test_a_document_parses_as_the_json_module_reads_it() -> None:

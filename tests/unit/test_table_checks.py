@@ -8,8 +8,8 @@ import duckdb
 import pytest
 
 from appliance.errors import SchemaError
-from appliance.schema_registry import load_registry, parse_registry
-from appliance.table_checks import table_problems
+from appliance.packs.schema_registry import load_registry, parse_registry
+from appliance.packs.table_checks import table_problems
 
 REGISTRY = load_registry()
 

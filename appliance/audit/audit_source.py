@@ -1,6 +1,6 @@
 """The no-ML rule checked on the source tree: shipped imports, declared dependencies, served routes.
 
-`appliance.compliance` checks a running node; this module checks a checkout before anything is built,
+`appliance.audit.compliance` checks a running node; this module checks a checkout before anything is built,
 so an ML import, an ML distribution in a lock or an inference endpoint is refused in review and CI.
 Only the code that ships to the node is scanned: `ml_workstation/` may use ML, tests never ship.
 """
@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from appliance.compliance import ML_MODULES
-from appliance.distribution_names import normalise_name, requirement_name
+from appliance.audit.compliance import ML_MODULES
+from appliance.audit.distribution_names import normalise_name, requirement_name
 from appliance.errors import ConfigError
 
 # PyPI names (PEP 503-normalised) of ML frameworks, model runtimes and forecasting libraries.
@@ -74,7 +74,9 @@ ML_ROUTE_WORDS = (
 # The seeds' live-inference endpoint; only the exact singular: `/forecasts/summary` reads precomputed results.
 ML_ROUTE_SEGMENTS = ("forecast",)
 
-# What ships to the node, relative to the source root (absent entries are skipped).
+# The code the node runs (appliance/, server/), and the builder that makes its image and wheel
+# cache (bundle/, build_bundle.py): an ML import in the builder could put ML into the image.
+# Relative to the source root; absent entries are skipped.
 SHIPPED_CODE = ("appliance", "server", "bundle", "build_bundle.py")
 DYNAMIC_IMPORTS = ("import_module", "__import__")
 ROUTE_TIMEOUT = 120
@@ -142,7 +144,7 @@ def is_ml_route(path: str) -> bool:
 
 
 def shipped_python_files(root: Path) -> list[Path]:
-    """Every .py file of the code that ships to the node, in a stable order."""
+    """Every .py file of the code the node runs and of its builder, in a stable order."""
     files: list[Path] = []
     for name in SHIPPED_CODE:
         entry = root / name

@@ -28,14 +28,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from appliance import bundle_layout as layout
-from appliance.bundle_checksums import parse_checksums
-from appliance.bundle_reader import Bundle, read_bundle
+from appliance.bundles import bundle_layout as layout
+from appliance.bundles.bundle_checksums import parse_checksums
+from appliance.bundles.bundle_reader import Bundle, read_bundle
 from appliance.errors import BundleRejected, SignatureError
 from appliance.fsio import CHUNK_BYTES, SHA256_HEX
 from appliance.progress import Progress, quiet
-from appliance.sshsig import AllowedSigner, VerifiedSignature, verify
-from appliance.strict_json import StrictJSONError, parse_strict_json
+from appliance.trust.sshsig import AllowedSigner, VerifiedSignature, verify
+from appliance.trust.strict_json import StrictJSONError, parse_strict_json
 
 _SHA256_HEX = re.compile(SHA256_HEX)
 _SHOWN_NAMES = 5

@@ -10,8 +10,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from appliance.data.store_layout import VERSION_CHECKSUMS
 from appliance.fsio import SHA256_HEX, atomic_write_bytes, sha256_file
-from appliance.store_layout import VERSION_CHECKSUMS
 
 _LINE = re.compile(rf"({SHA256_HEX})  ([A-Za-z0-9._-]+)")
 

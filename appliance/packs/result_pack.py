@@ -18,15 +18,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, BinaryIO, TypeGuard
 
-from appliance import pack_layout as layout
 from appliance.errors import PackRejected, SignatureError, UnreadableParquet
 from appliance.fsio import CHUNK_BYTES, SHA256_HEX
-from appliance.parquet_footer import footer_reader
+from appliance.packs import pack_layout as layout
+from appliance.packs.parquet_footer import footer_reader
+from appliance.packs.schema_registry import SchemaRegistry, load_registry, schema_problems
 from appliance.progress import Progress, quiet
-from appliance.safe_tar import member_kind, trailer_problem
-from appliance.schema_registry import SchemaRegistry, load_registry, schema_problems
-from appliance.sshsig import AllowedSigner, VerifiedSignature, verify
-from appliance.strict_json import StrictJSONError, parse_strict_json
+from appliance.trust.safe_tar import member_kind, trailer_problem
+from appliance.trust.sshsig import AllowedSigner, VerifiedSignature, verify
+from appliance.trust.strict_json import StrictJSONError, parse_strict_json
 
 _SHA256_HEX = re.compile(SHA256_HEX)
 _LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+@/ -]{0,127}")

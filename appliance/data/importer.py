@@ -11,18 +11,18 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from appliance import store_layout as layout
+from appliance.data import store_layout as layout
+from appliance.data.import_report import ImportReport, SignerInfo
+from appliance.data.store import DataStore, actor, now_utc
+from appliance.data.version_build import BuildLimits, build_database
+from appliance.data.version_integrity import write_checksums
 from appliance.errors import NodeFault, PackRejected, StoreError
 from appliance.faults import node_fault
 from appliance.fsio import atomic_write_bytes, format_bytes, fsync_tree, scratch_dir
-from appliance.import_report import ImportReport, SignerInfo
+from appliance.packs.result_pack import PackManifest, format_timestamp, open_pack, parse_timestamp
+from appliance.packs.schema_registry import load_registry
 from appliance.progress import Progress, quiet
-from appliance.result_pack import PackManifest, format_timestamp, open_pack, parse_timestamp
-from appliance.schema_registry import load_registry
-from appliance.sshsig import AllowedSigner, VerifiedSignature
-from appliance.store import DataStore, actor, now_utc
-from appliance.version_build import BuildLimits, build_database
-from appliance.version_integrity import write_checksums
+from appliance.trust.sshsig import AllowedSigner, VerifiedSignature
 
 # Staging holds the copied tables plus the database and answers built from them, and DuckDB may
 # spill. Measured peak of staging/ over the pack's size: see docs/admin-guide.md ("Free space").

@@ -11,10 +11,10 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from appliance.errors import SchemaError
-from appliance.pack_layout import METADATA_COLUMNS
+from appliance.packs.pack_layout import METADATA_COLUMNS
 
 if TYPE_CHECKING:
-    from appliance.parquet_footer import FileColumn
+    from appliance.packs.parquet_footer import FileColumn
 
 REGISTRY_RESOURCE = "schema_registry.json"
 
@@ -176,7 +176,9 @@ def parse_registry(raw: dict[str, Any]) -> SchemaRegistry:
 @cache
 def load_registry() -> SchemaRegistry:
     """The registry shipped with this version of the appliance."""
-    text = resources.files("appliance").joinpath(REGISTRY_RESOURCE).read_text(encoding="utf-8")
+    text = (
+        resources.files("appliance.packs").joinpath(REGISTRY_RESOURCE).read_text(encoding="utf-8")
+    )
     return parse_registry(json.loads(text))
 
 

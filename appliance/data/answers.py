@@ -17,8 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
+from appliance.data.store_layout import VERSION_ANSWERS
 from appliance.progress import Progress
-from appliance.store_layout import VERSION_ANSWERS
 
 if TYPE_CHECKING:
     import duckdb

@@ -11,14 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from appliance.answers import build_answers
+from appliance.data.answers import build_answers
 from appliance.errors import NodeFault, PackRejected
 from appliance.faults import node_fault
-from appliance.pack_layout import METADATA_COLUMNS
+from appliance.packs.pack_layout import METADATA_COLUMNS
+from appliance.packs.result_pack import OpenedPack, format_timestamp
+from appliance.packs.schema_registry import SchemaRegistry, load_registry
+from appliance.packs.table_checks import foreign_key_problems, literal, quote, table_problems
 from appliance.progress import Progress
-from appliance.result_pack import OpenedPack, format_timestamp
-from appliance.schema_registry import SchemaRegistry, load_registry
-from appliance.table_checks import foreign_key_problems, literal, quote, table_problems
 
 if TYPE_CHECKING:
     import duckdb

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from appliance.bundle_reader import (
+from appliance.bundles.bundle_reader import (
     Blob,
     check_trailer,
     next_member,

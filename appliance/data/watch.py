@@ -19,13 +19,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from appliance.data.importer import ImportOptions, import_pack
+from appliance.data.store import DataStore
 from appliance.errors import ApplianceError, PackRejected
 from appliance.fsio import unused_path
-from appliance.importer import ImportOptions, import_pack
-from appliance.pack_layout import PACK_SUFFIX
+from appliance.packs.pack_layout import PACK_SUFFIX
 from appliance.progress import Progress
-from appliance.sshsig import load_allowed_signers
-from appliance.store import DataStore
+from appliance.trust.sshsig import load_allowed_signers
 
 DONE_DIR = "done"
 REJECTED_DIR = "rejected"

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from appliance.data.store_layout import HISTORY_CHAIN_FIELD, HISTORY_CHAIN_START, HISTORY_HEAD
 from appliance.fsio import atomic_write_bytes
-from appliance.store_layout import HISTORY_CHAIN_FIELD, HISTORY_CHAIN_START, HISTORY_HEAD
 
 TAIL_BYTES = 1 << 16  # a line is far shorter; the last line is found in this much of the end
 BROKEN_LINK = f"{HISTORY_CHAIN_FIELD} does not match the line before it"

@@ -25,11 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from appliance import bundle_layout as layout
-from appliance.bundle_checksums import bundle_files, check_relative_path
+from appliance.bundles import bundle_layout as layout
+from appliance.bundles.bundle_checksums import bundle_files, check_relative_path
 from appliance.errors import BundleRejected, ConfigError
 from appliance.fsio import CHUNK_BYTES
-from appliance.safe_tar import member_kind, trailer_problem
+from appliance.trust.safe_tar import member_kind, trailer_problem
 
 
 @dataclass(frozen=True)

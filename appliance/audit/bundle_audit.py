@@ -40,8 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from appliance import bundle_layout as layout
-from appliance.audit_source import (
+from appliance.audit.audit_source import (
     Finding,
     Kind,
     audit_imports,
@@ -50,13 +49,21 @@ from appliance.audit_source import (
     locked_requirements,
     served_routes,
 )
-from appliance.bundle_checksums import check_relative_path
-from appliance.bundle_reader import Blob, Bundle, read_bundle, read_small
-from appliance.compliance import ML_MODULES
-from appliance.distribution_names import requirement_name
+from appliance.audit.compliance import ML_MODULES
+from appliance.audit.distribution_names import requirement_name
+from appliance.bundles import bundle_layout as layout
+from appliance.bundles.bundle_checksums import check_relative_path
+from appliance.bundles.bundle_reader import Blob, Bundle, read_bundle, read_small
+from appliance.bundles.image_layers import (
+    Image,
+    Layer,
+    LayerMember,
+    SiteTree,
+    image_layers,
+    layer_members,
+)
 from appliance.errors import BundleRejected, ConfigError
 from appliance.fsio import CHUNK_BYTES
-from appliance.image_layers import Image, Layer, LayerMember, SiteTree, image_layers, layer_members
 from appliance.progress import Progress, quiet
 
 MB = 1_000_000

@@ -23,14 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from appliance import __version__
-from appliance import store_layout as layout
+from appliance.data import store_layout as layout
+from appliance.data.history import AuditTrail, TrailCheck
+from appliance.data.import_report import ImportReport
+from appliance.data.version_integrity import VersionCheck, check_version
 from appliance.errors import StoreError
 from appliance.faults import node_fault
 from appliance.fsio import atomic_write_bytes, fsync_path, remove_tree, unused_path
-from appliance.history import AuditTrail, TrailCheck
-from appliance.import_report import ImportReport
-from appliance.result_pack import format_timestamp
-from appliance.version_integrity import VersionCheck, check_version
+from appliance.packs.result_pack import format_timestamp
 
 DIR_MODE = 0o750
 REPAIR = "`appliance rollback VID` points it at a version again"

@@ -13,7 +13,7 @@ import re
 import stat
 from pathlib import Path
 
-from appliance import bundle_layout as layout
+from appliance.bundles import bundle_layout as layout
 from appliance.errors import ConfigError
 from appliance.fsio import SHA256_HEX, sha256_file
 

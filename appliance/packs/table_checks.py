@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from appliance.pack_layout import METADATA_COLUMNS
-from appliance.schema_registry import Column, SchemaRegistry, TableSchema
+from appliance.packs.pack_layout import METADATA_COLUMNS
+from appliance.packs.schema_registry import Column, SchemaRegistry, TableSchema
 
 if TYPE_CHECKING:
     import duckdb

@@ -1,0 +1,1 @@
+"""The no-ML audit of a bundle, of a source tree and of a running server."""
