@@ -109,3 +109,11 @@ def test_a_role_documents_each_default_as_it_sets_it(role: Path) -> None:
     options = yaml_file(role / "meta" / "argument_specs.yml")["argument_specs"]["main"]["options"]
     documented = {name: spec["default"] for name, spec in options.items() if "default" in spec}
     assert documented == defaults
+
+
+def test_the_server_defaults_are_the_ports_and_paths_the_image_and_the_playbooks_use() -> None:
+    from appliance import settings
+
+    shared = yaml_file(ANSIBLE / "group_vars" / "all.yml")
+    assert int(settings.PORT.default) == layout.IMAGE_PORT == shared["appliance_port"]
+    assert settings.DATA_DIR.default == layout.IMAGE_DATA_DIR == shared["appliance_data_dir"]
