@@ -61,7 +61,7 @@ engine:  ## Start Podman's Docker-compatible API on /run/podman/podman.sock unle
 	@if [ -n "$${DOCKER_HOST:-}" ] || curl -sf --unix-socket $(PODMAN_SOCKET) http://d/_ping >/dev/null 2>&1; then :; \
 	elif ! command -v podman >/dev/null; then echo "error: no container engine: apt-get install podman runc mmdebstrap"; exit 1; \
 	else mkdir -p $(dir $(PODMAN_SOCKET)) && rm -f $(PODMAN_SOCKET) && \
-		(setsid nohup podman --runtime runc system service --time=0 unix://$(PODMAN_SOCKET) >/dev/null 2>&1 &) && \
+		(cd / && setsid nohup podman --runtime runc system service --time=0 unix://$(PODMAN_SOCKET) >/dev/null 2>&1 &) && \
 		for i in $$(seq 50); do test -S $(PODMAN_SOCKET) && break; sleep 0.1; done && echo "started podman system service on $(PODMAN_SOCKET)"; fi
 
 node-test: $(BIN)/.installed  ## The installer end to end on a simulated air-gapped node (needs podman, runc, mmdebstrap).
