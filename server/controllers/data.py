@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -103,20 +103,8 @@ class NodeFaulted(HTTPException):
 
 
 def describe(report: ImportReport, current: bool) -> DataVersion:
-    """An import report as the API shows it."""
-    return DataVersion(
-        version=report.version,
-        current=current,
-        pack_id=report.pack_id,
-        dataset_id=report.dataset_id,
-        model_version=report.model_version,
-        source=report.source,
-        generated_at=report.generated_at,
-        imported_at=report.imported_at,
-        imported_by=report.imported_by,
-        signer=asdict(report.signer),
-        rows=report.rows,
-    )
+    """An import report as the API shows it: the same fields as `appliance versions --json`."""
+    return DataVersion(version=report.version, current=current, **report.summary())
 
 
 def list_versions(store: DataStore) -> DataVersions:
