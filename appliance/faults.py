@@ -30,6 +30,14 @@ _TEXT_REASONS = (
     ("permission denied", "permission"),
     ("input/output error", "io-error"),
 )
+# DuckDB's exception classes (by name: this module does not import DuckDB) for faults of its
+# files, memory and transactions, as opposed to faults of the data it reads.
+_NODE_ERROR_KINDS = (
+    "IOException",
+    "FatalException",
+    "TransactionException",
+    "OutOfMemoryException",
+)
 _HINTS = {
     "disk-full": "free disk space",
     "out-of-memory": "free memory on the node, or lower --import-memory",
@@ -48,18 +56,24 @@ _DUCKDB_LIMIT_HINT = (
 def fault_reason(exc: BaseException) -> str | None:
     """The node-fault reason code of `exc`, or None if it is not a fault of the node.
 
-    Every OSError and MemoryError is one; another error (DuckDB's) is one when its text says so.
+    Every OSError and MemoryError is one; a DuckDB error is one when it is of a kind DuckDB raises
+    for its own files, memory or transactions and its text says which fault it is.
     """
     if isinstance(exc, MemoryError):
         return "out-of-memory"
     if isinstance(exc, OSError):
         return _ERRNO_REASONS.get(exc.errno or 0, "os-error")
+    kind = type(exc).__name__
+    if kind == "OutOfMemoryException":
+        return "out-of-memory"
+    # Only the kinds of error DuckDB raises for its own resources: the text of any other kind
+    # may quote the pack's own data ("No space left on device" in a string column).
+    if kind not in _NODE_ERROR_KINDS:
+        return None
     text = str(exc).lower()
     for fragment, reason in _TEXT_REASONS:
         if fragment in text:
             return reason
-    if type(exc).__name__ == "OutOfMemoryException":
-        return "out-of-memory"
     return None
 
 

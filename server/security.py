@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import hmac
+import math
 
 from litestar.connection import ASGIConnection
-from litestar.exceptions import NotAuthorizedException, PermissionDeniedException
+from litestar.exceptions import (
+    NotAuthorizedException,
+    PermissionDeniedException,
+    TooManyRequestsException,
+)
 from litestar.handlers.base import BaseRouteHandler
 
 from server.runtime import runtime_of
@@ -56,7 +61,23 @@ def require_viewer(connection: ASGIConnection, _handler: BaseRouteHandler) -> No
     if not (
         token_matches(token, settings.viewer_token) or token_matches(token, settings.admin_token)
     ):
+        # A read route also accepts the admin token: a wrong guess here must cost what a wrong
+        # guess at an admin route costs, or the read budget would be the way to guess it.
+        charge_a_bad_token(connection)
         msg = "token not valid"
         raise NotAuthorizedException(
             msg, headers={"WWW-Authenticate": 'Bearer realm="data", error="invalid_token"'}
+        )
+
+
+def charge_a_bad_token(connection: ASGIConnection) -> None:  # type: ignore[type-arg]
+    """Count a wrong token against the client's admin budget; 429 once it is spent."""
+    runtime = runtime_of(connection.app)
+    client = connection.client.host if connection.client else "unknown"
+    allowed, retry_after = runtime.admin_limiter.hit(f"admin:{client}")
+    if not allowed:
+        runtime.metrics.inc("appliance_rate_limited_total", kind="admin")
+        msg = "too many bad tokens from this address; slow down"
+        raise TooManyRequestsException(
+            msg, headers={"retry-after": str(max(1, math.ceil(retry_after)))}
         )

@@ -640,3 +640,28 @@ def test_an_existing_empty_data_dir_is_served_until_a_pack_arrives(
     with live_server(empty, signer.allowed_signers, workers=1) as server:
         assert server.get("/health/ready").status_code == 503
         assert server.get("/health/live").status_code == 200
+
+
+def test_guessing_the_admin_token_on_a_read_route_costs_the_admin_budget(
+    tmp_path_factory: pytest.TempPathFactory, good_pack: Path, signer: Signer
+) -> None:
+    # With a viewer token set, read routes accept the admin token too: a wrong guess there must
+    # not get the (much larger) read budget.
+    data_dir = store_with_good_pack(tmp_path_factory, good_pack, signer)
+    env = {
+        "APPLIANCE_VIEWER_TOKEN": "viewer-token-for-the-guessing-test-0123",
+        "APPLIANCE_RATE_LIMIT": "1000",
+        "APPLIANCE_ADMIN_RATE_LIMIT": str(ADMIN_LIMIT),
+    }
+    with live_server(data_dir, signer.allowed_signers, env=env) as server:
+        fresh_rate_window()
+        source = own_address()
+        statuses = [
+            raw_request(server, "GET", "/api/v1/data/current", source=source,
+                        headers=wrong_token()).status
+            for _ in range(ADMIN_LIMIT + 1)
+        ]  # fmt: skip
+        assert statuses == [401] * ADMIN_LIMIT + [429]
+        right = {"Authorization": "Bearer viewer-token-for-the-guessing-test-0123"}
+        assert raw_request(server, "GET", "/api/v1/data/current", source=own_address(),
+                           headers=right).status == 200  # fmt: skip
