@@ -49,8 +49,8 @@ WATCH_INTERVAL = Setting(
     "interval",
     "APPLIANCE_WATCH_INTERVAL",
     "5",
-    "Seconds between two looks at the inbox folders; a pack is imported once it has not "
-    "changed for a whole interval.",
+    "Seconds between two looks at the inbox folders (a pack is read once it has settled: "
+    "see APPLIANCE_WATCH_SETTLE).",
 )
 WATCH_SETTLE = Setting(
     "settle",

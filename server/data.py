@@ -26,10 +26,12 @@ import duckdb
 from appliance.data import store_layout as layout
 from appliance.data.answers import INDEX_TABLE, KINDS
 from appliance.data.import_report import ImportReport
+from appliance.data.run_layout import RunFolders
 from appliance.data.store import DataStore, DataVersion
 from appliance.data.version_build import META_TABLE
 from appliance.data.version_integrity import check_version
 from appliance.errors import StoreError, VersionDamaged
+from appliance.fsio import atomic_write_bytes
 
 CHECK_SECONDS = 0.25
 REPAIR = (
@@ -148,8 +150,11 @@ class VersionHandle:
 class DataSource:
     """This worker's view of the store: the handle of the current version, kept up to date."""
 
-    def __init__(self, store: DataStore, memory_limit: str, threads: int) -> None:
+    def __init__(
+        self, store: DataStore, memory_limit: str, threads: int, folders: RunFolders
+    ) -> None:
         self.store = store
+        self.folders = folders
         self.memory_limit = memory_limit
         self.threads = threads
         self._handle: VersionHandle | None = None
@@ -182,6 +187,7 @@ class DataSource:
         while not stop.wait(CHECK_SECONDS):
             try:
                 self.refresh()
+                self._share_damage()
             except Exception as exc:  # noqa: BLE001 (the watcher must outlive any one bad look)
                 self.last_error = f"cannot check the current version: {exc!r}"
 
@@ -192,6 +198,18 @@ class DataSource:
             if vid is not None:
                 self._open(vid)
         return self._handle
+
+    def _share_damage(self) -> None:
+        """Tell the other workers of damage this one found in the served version, and learn of theirs."""
+        handle = self._handle
+        if handle is None:
+            return
+        notice = self.folders.damage_notice(handle.vid)
+        if handle.damage is not None:
+            if not notice.exists():
+                atomic_write_bytes(notice, handle.damage.encode(), mode=0o600)
+        elif notice.exists():
+            handle.damage = notice.read_text(encoding="utf-8")
 
     def _wanted(self) -> str | None:
         """The version to open now, if `current` names one this worker does not serve yet."""
@@ -237,6 +255,9 @@ class DataSource:
         self.current()
         with self._lock:
             handle = self._handle
+            if handle is not None and handle.damage is not None:
+                # One answer failed its CRC: nothing more of this version is served with 200.
+                raise VersionDamaged(handle.damage)
             if handle is not None:
                 handle.acquire()
         if handle is None:

@@ -45,7 +45,7 @@ class Runtime:
         store = DataStore(settings.data_dir)
         folders = settings.folders
         folders.run.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-        data = DataSource(store, settings.duckdb_memory, settings.duckdb_threads)
+        data = DataSource(store, settings.duckdb_memory, settings.duckdb_threads, folders)
         runtime = cls(
             settings=settings,
             store=store,

@@ -25,10 +25,6 @@ from appliance.data.store_layout import HISTORY_CHAIN_FIELD, HISTORY_CHAIN_START
 from appliance.fsio import atomic_write_bytes
 
 TAIL_BYTES = 1 << 16  # a line is far shorter; the last line is found in this much of the end
-BROKEN_LINK = f"{HISTORY_CHAIN_FIELD} does not match the line before it"
-CHANGED_LINE = (
-    f"changed after it was written (the next line's {HISTORY_CHAIN_FIELD} does not match it)"
-)
 
 
 def line_digest(line: bytes) -> str:

@@ -113,7 +113,7 @@ def import_pack(
         except NodeFault as exc:
             _record_fault(store, pack, exc)
             raise
-        # The except tuple is evaluated only when something was raised: DuckDB is loaded by then.
+        # The except tuple is evaluated only when something was raised (DuckDB is imported then).
         except (OSError, MemoryError, _duckdb_error()) as exc:
             fault = node_fault(exc, f"importing {pack.name}")
             if fault is None:

@@ -22,6 +22,8 @@ READ_LIMITER = "ratelimit-read"
 ADMIN_LIMITER = "ratelimit-admin"
 UPLOADS_DIR = "uploads"
 UPLOAD_PREFIX, UPLOAD_SUFFIX = "upload-", ".pack"
+# A worker that finds a served version damaged leaves `damaged-<vid>` (its reason) for the others.
+DAMAGE_PREFIX = "damaged-"
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,10 @@ class RunFolders:
         """Counters of the admin rate limit."""
         return self.run / ADMIN_LIMITER
 
+    def damage_notice(self, vid: str) -> Path:
+        """Where a worker says that version `vid` failed a check while it was served."""
+        return self.run / f"{DAMAGE_PREFIX}{vid}"
+
     @property
     def uploads(self) -> Path:
         """Packs being received by POST /api/v1/data/packs."""
@@ -82,6 +88,8 @@ def prepare_run_dir(data_dir: Path) -> RunFolders:
             path.unlink(missing_ok=True)
     for limiter in (folders.read_limiter, folders.admin_limiter):
         limiter.unlink(missing_ok=True)
+    for notice in folders.run.glob(f"{DAMAGE_PREFIX}*"):  # each worker checks a version anew
+        notice.unlink()
     # Uploads a killed worker left half-received (the server's own temporary files).
     for upload in folders.uploads.glob(f"{UPLOAD_PREFIX}*{UPLOAD_SUFFIX}"):
         upload.unlink()

@@ -41,3 +41,10 @@ def test_prepare_makes_private_folders(tmp_path: Path) -> None:
     folders = prepare_run_dir(tmp_path / "data")
     for folder in (folders.run, folders.metrics):
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+
+
+def test_prepare_drops_the_damage_notices_of_an_earlier_run(tmp_path: Path) -> None:
+    folders = prepare_run_dir(tmp_path)
+    folders.damage_notice("v0002").write_text("answers.bin changed")
+    prepare_run_dir(tmp_path)
+    assert not folders.damage_notice("v0002").exists()
