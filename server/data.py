@@ -34,6 +34,7 @@ from appliance.errors import StoreError, VersionDamaged
 from appliance.fsio import atomic_write_bytes
 
 CHECK_SECONDS = 0.25
+RETRY_SECONDS = 10.0  # how long a version that would not open is left before it is tried again
 REPAIR = (
     "roll back to a good version (`appliance rollback VID` or POST /api/v1/data/rollback) "
     "or import its pack again"
@@ -162,6 +163,7 @@ class DataSource:
         self._lock = threading.Lock()
         self._opening = threading.Lock()
         self._refused: str | None = None  # a damaged version this worker will not serve
+        self._failed: tuple[str | None, float] = (None, 0.0)  # last version that would not open
         self.last_error: str | None = None
 
     @property
@@ -226,6 +228,9 @@ class DataSource:
                 return None
             if vid == self._refused:
                 return None  # damaged: not checked again until `current` changes
+            failed, at = self._failed
+            if vid == failed and time.monotonic() - at < RETRY_SECONDS:
+                return None  # a version that would not open: not hashed again at every look
             return vid
 
     def _open(self, vid: str) -> None:
@@ -241,6 +246,7 @@ class DataSource:
         except (OSError, duckdb.Error, StoreError) as exc:
             with self._lock:
                 self.last_error = f"cannot open version {vid}: {exc}"
+                self._failed = (vid, time.monotonic())
             return
         with self._lock:
             previous, self._handle = self._handle, fresh

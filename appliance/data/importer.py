@@ -224,7 +224,10 @@ def _import_locked(
             path.chmod(0o444 if path.is_file() else 0o555)
         fsync_tree(version_dir)
         progress(f"publishing {vid}")
-        store.publish(version_dir, vid, report.history_fields())
+        note = store.publish(version_dir, vid, report.history_fields())
+        if note is not None:
+            progress(note)
+            notes.append(note)
         seconds["publish"] = time.perf_counter() - started
     finally:
         shutil.rmtree(work, ignore_errors=True)

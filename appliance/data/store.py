@@ -28,7 +28,7 @@ from appliance.data.history import AuditTrail, TrailCheck
 from appliance.data.import_report import ImportReport
 from appliance.data.version_integrity import VersionCheck, check_version
 from appliance.errors import StoreError
-from appliance.faults import node_fault
+from appliance.faults import describe, node_fault
 from appliance.fsio import atomic_write_bytes, fsync_path, remove_tree, unused_path
 from appliance.packs.result_pack import format_timestamp
 
@@ -225,10 +225,12 @@ class DataStore:
         numbers.append(layout.version_number(self._intent() or "") or 0)
         return layout.version_id(max(numbers, default=0) + 1)
 
-    def publish(self, built: Path, vid: str, history: dict[str, Any]) -> None:
+    def publish(self, built: Path, vid: str, history: dict[str, Any]) -> str | None:
         """Move a built, sealed and flushed version folder into versions/ and make it current.
 
-        `history` is the import's audit-trail line, written before the intent is cleared.
+        `history` is the import's audit-trail line, written before the intent is cleared. Once
+        `current` is swapped the version is published: a failure to write that line is returned
+        as a note, not raised, and the intent is left for recovery to finish.
         """
         target = self.versions_dir / vid
         if target.exists():
@@ -238,8 +240,15 @@ class DataStore:
         built.rename(target)
         fsync_path(self.versions_dir)
         self.switch_current(vid)
-        self.record("import", version=vid, **history)
-        self._clear_intent()
+        try:
+            self.record("import", version=vid, **history)
+            self._clear_intent()
+        except OSError as exc:
+            return (
+                f"{vid} is published, but its history line could not be written ({describe(exc)});"
+                " the next import or rollback records it"
+            )
+        return None
 
     def _intent(self) -> str | None:
         """The version an interrupted publish was making, if any."""

@@ -45,6 +45,9 @@ def data_check(rt: Runtime) -> Check:
         return Check("data_version", False, f"{damaged}{serving}")
     if handle is None:
         return Check("data_version", False, rt.data.last_error or "no data version imported yet")
+    if rt.data.last_error is not None:
+        # Still serving, but not what the store says is current (or `current` is broken).
+        return Check("data_version", False, f"serving {handle.vid}, but {rt.data.last_error}")
     return Check("data_version", True, f"serving {handle.vid}")
 
 

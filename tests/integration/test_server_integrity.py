@@ -7,6 +7,7 @@ would; the real server (Granian, two workers) serves the store.
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -132,3 +133,40 @@ def test_an_upload_dated_in_the_future_is_refused_with_the_nodes_setting(
         assert refused.status_code == 422, refused.text
         assert refused.json()["error"]["reason"] == "future"
         assert "more than 1 h after this node's clock" in refused.json()["error"]["message"]
+
+
+def test_a_current_version_that_will_not_open_makes_the_worker_unready(
+    two_versions: Path, signer: Signer
+) -> None:
+    import hashlib
+
+    assert run_appliance("rollback", "v0001", "--data-dir", two_versions).returncode == 0
+    folder = two_versions / "versions" / "v0002"
+    report = json.loads((folder / "import.json").read_text())
+    report["version"] = "v0009"  # sealed again, so only opening it finds the problem
+    data = (json.dumps(report, indent=2) + "\n").encode()
+    for name in ("import.json", "SHA256SUMS"):
+        (folder / name).chmod(0o644)
+    (folder / "import.json").write_bytes(data)
+    sums = (folder / "SHA256SUMS").read_text().splitlines()
+    digest = hashlib.sha256(data).hexdigest()
+    fixed = [f"{digest}  import.json" if line.endswith("  import.json") else line for line in sums]
+    (folder / "SHA256SUMS").write_text("\n".join(fixed) + "\n")
+    with live_server(two_versions, signer.allowed_signers) as server:
+        assert server.get(ITEM).status_code == 200
+        # `appliance rollback v0002` refuses such a version; swap `current` as a crash might.
+        link = two_versions / ".current.test.tmp"
+        link.symlink_to("versions/v0002")
+        link.replace(two_versions / "current")
+        time.sleep(1.0)
+        ready = server.get("/health/ready")
+        assert ready.status_code == 503
+        check = {c["name"]: c for c in ready.json()["checks"]}["data_version"]
+        assert check["detail"].startswith("serving v0001, but cannot open version v0002")
+        assert server.get(ITEM).headers["x-data-version"] == "v0001"  # undamaged, still served
+
+
+def run_appliance(*argv: str | Path) -> subprocess.CompletedProcess[str]:
+    from tests.conftest import run
+
+    return run("appliance", *argv)

@@ -305,3 +305,23 @@ def test_a_read_only_data_dir_is_one_line_and_exit_4(
         assert len(lines) == 1 and "read-only" in lines[0], (argv, done.stderr)
     listed = run("appliance", "versions", "--data-dir", read_only_store)
     assert listed.returncode == 0 and "v0001" in listed.stdout
+
+
+def test_a_history_write_that_fails_after_the_swap_is_not_reported_as_a_failed_import(
+    tmp_path: Path, good_pack: Path, newer_pack: Path, signer: Signer
+) -> None:
+    data_dir = tmp_path / "data"
+    import_into(data_dir, good_pack, signer)
+    head = data_dir / "history.head"
+    head.unlink()
+    head.mkdir()  # the trail's head cannot be rewritten: the write after the swap fails
+    done = import_into(data_dir, newer_pack, signer, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["v0002"]
+    assert "v0002 is published, but its history line could not be written" in done.stderr
+    assert (data_dir / ".publishing").read_text().strip() == "v0002"  # left for recovery
+    head.rmdir()
+    replay = import_into(data_dir, newer_pack, signer, check=False)
+    assert replay.returncode == 3 and "already imported as v0002" in replay.stderr
+    assert not (data_dir / ".publishing").exists()
+    assert current_of(data_dir) == "v0002"
