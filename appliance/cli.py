@@ -240,7 +240,9 @@ def rollback_command(vid: str, data_dir: Path) -> None:
 @setting_option(cfg.WATCH_INTERVAL, type=click.FloatRange(min=0.05, max=3600))
 @setting_option(cfg.WATCH_SETTLE, type=click.FloatRange(min=0, max=86400))
 @click.option(
-    "--once", is_flag=True, help="Look twice, one interval apart, import what is ready, exit."
+    "--once",
+    is_flag=True,
+    help="Look twice, the settle time (at least one interval) apart, import what is ready, exit.",
 )
 @import_limit_options
 def watch_command(
@@ -273,7 +275,7 @@ def watch_command(
 
     if once:
         first = watcher.poll()
-        time.sleep(interval)
+        time.sleep(max(interval, settle))  # long enough for a pack to settle between the looks
         events = first + watcher.poll()
         for event in events:
             report(event)

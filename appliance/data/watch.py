@@ -1,12 +1,12 @@
 """Watch inbox folders (a network share, a USB stick) and import the packs dropped there.
 
 A pack is read only once its size and modification time have not changed between two looks and
-for the settle time (APPLIANCE_WATCH_SETTLE), so a copy in progress, even one that pauses, is not
-read. Hidden files and the usual partial-copy names are ignored. Imported packs move to `done/`,
+for the settle time (APPLIANCE_WATCH_SETTLE), timed by this machine's clock (not the file's
+mtime, which is the writer's), so a copy in progress, even one that pauses, is not read. Hidden files and the usual partial-copy names are ignored. Imported packs move to `done/`,
 refused ones to `rejected/` beside a `<name>.reason.txt`. A pack refused as truncated is moved
 only once it has stayed unchanged for three more settle times after the refusal (a writer that
 paused longer than the settle time may still be writing it). A fault of the node (disk full,
-store locked) leaves the pack where it is, to be tried again. A folder that disappears (the
+store locked) leaves the pack where it is, to be tried again a minute later. A folder that disappears (the
 stick is pulled out) is waited for.
 """
 
@@ -33,6 +33,8 @@ REASON_SUFFIX = ".reason.txt"
 PARTIAL_SUFFIXES = (".part", ".partial", ".tmp", ".crdownload")
 # A pack refused as truncated is moved to rejected/ only after this many settle times unchanged.
 TRUNCATED_GRACE = 3
+# A pack deferred by a fault of the node (disk full, store locked) is tried again after this long.
+DEFER_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,10 @@ class InboxEvent:
 class _Inbox:
     path: Path
     present: bool | None = None
-    observed: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # name -> (size, mtime), and since when (this machine's monotonic clock) it has had them
+    observed: dict[str, tuple[tuple[int, int], float]] = field(default_factory=dict)
+    # name -> (size, mtime) when a fault of the node deferred it, and when to try it again
+    deferred: dict[str, tuple[tuple[int, int], float]] = field(default_factory=dict)
     handled: set[tuple[str, int, int]] = field(default_factory=set)
     # name -> (size, mtime) it had when refused as truncated, refusal, time of the refusal
     truncated: dict[str, tuple[tuple[int, int], PackRejected, float]] = field(default_factory=dict)
@@ -119,23 +124,31 @@ class InboxWatcher:
         except OSError as exc:
             inbox.present = None
             return [*events, InboxEvent("error", inbox.path, f"cannot list inbox: {exc.strerror}")]
-        now = time.time()
-        observed: dict[str, tuple[int, int]] = {}
+        now = time.monotonic()
+        observed: dict[str, tuple[tuple[int, int], float]] = {}
         for name, stat in stats.items():
             signature = (stat.st_size, stat.st_mtime_ns)
-            observed[name] = signature
+            seen, since = inbox.observed.get(name, (signature, now))
+            if seen != signature:
+                since = now
+            observed[name] = (signature, since)
             if (name, *signature) in inbox.handled:
+                continue
+            waiting = inbox.deferred.get(name)
+            if waiting is not None and waiting[0] == signature and now < waiting[1]:
                 continue
             if name in inbox.truncated:
                 event = self._recheck_truncated(inbox, name, signature, now)
                 events += [event] if event is not None else []
                 if event is None or event.kind == "rejected":
                     continue
-            settled = now - stat.st_mtime >= self.settle_seconds
-            if inbox.observed.get(name) == signature and settled:
+            # Settled by this machine's clock, not the file's mtime (the writer's clock, or a
+            # copy's `cp -p`): unchanged at two looks for at least the settle time.
+            if name in inbox.observed and now - since >= self.settle_seconds:
                 events.append(self._import(inbox, inbox.path / name, signature))
         inbox.observed = observed
         inbox.truncated = {n: t for n, t in inbox.truncated.items() if n in observed}
+        inbox.deferred = {n: d for n, d in inbox.deferred.items() if n in observed}
         return events
 
     def _recheck_truncated(
@@ -160,14 +173,17 @@ class InboxWatcher:
         except PackRejected as exc:
             if exc.reason == "truncated":
                 # Perhaps a copy that paused longer than the settle time: look again before moving.
-                inbox.truncated[pack.name] = (signature, exc, time.time())
+                inbox.truncated[pack.name] = (signature, exc, time.monotonic())
                 message = f"{pack.name} looks truncated ({exc}); moved to rejected/ if it stays so"
                 return InboxEvent("deferred", inbox.path, message, pack)
             moved = self._move(inbox, pack, signature, REJECTED_DIR, f"{exc.reason}: {exc}\n")
             return InboxEvent("rejected", inbox.path, f"{pack.name} refused: {exc}{moved}", pack)
         except (ApplianceError, OSError) as exc:
-            # Not the pack's fault (trust file unreadable, store locked, disk full): try again later.
-            return InboxEvent("deferred", inbox.path, f"{pack.name} waits: {exc}", pack)
+            # Not the pack's fault (trust file unreadable, store locked, disk full): try again
+            # later, but not at every look (each try copies the pack and records a fault).
+            inbox.deferred[pack.name] = (signature, time.monotonic() + DEFER_SECONDS)
+            message = f"{pack.name} waits: {exc} (tried again in {DEFER_SECONDS:g} s)"
+            return InboxEvent("deferred", inbox.path, message, pack)
         moved = self._move(inbox, pack, signature, DONE_DIR, None)
         return InboxEvent(
             "imported", inbox.path, f"{pack.name} imported as {result.vid}{moved}", pack

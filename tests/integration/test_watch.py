@@ -67,6 +67,8 @@ def watch_once(inbox: Path, data_dir: Path, trusted: Signer) -> subprocess.Compl
         "--once",
         "--interval",
         "0.2",
+        "--settle",
+        "0.2",
         "--data-dir",
         data_dir,
     ]
@@ -253,4 +255,27 @@ def test_watch_reports_a_missing_inbox_from_the_start(
     watcher.wait_for("inbox is not there")
     (tmp_path / "not-mounted").mkdir()
     watcher.wait_for("inbox is back")
+    assert watcher.stop() == 0
+
+
+def test_the_settle_time_is_timed_by_the_nodes_clock_not_the_files_mtime(
+    tmp_path: Path, good_pack: Path, signer: Signer, watcher_factory
+) -> None:
+    # A copy that keeps its source's old mtime (cp -p, or a share whose clock is behind):
+    # the mtime says "settled long ago" while the copy is still going on.
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    watcher = watcher_factory(inbox, settle=4.0)
+    watcher.wait_for("watching")
+    data = good_pack.read_bytes()
+    target = inbox / "kept-mtime.pack"
+    an_hour_ago = time.time() - 3600
+    target.write_bytes(data[: len(data) // 2])
+    os.utime(target, (an_hour_ago, an_hour_ago))
+    time.sleep(2.0)
+    with target.open("ab") as handle:
+        handle.write(data[len(data) // 2 :])
+    os.utime(target, (an_hour_ago, an_hour_ago))
+    watcher.wait_for("kept-mtime.pack imported as v0001")
+    assert not any("truncated" in line or "refused" in line for line in watcher.lines)
     assert watcher.stop() == 0
