@@ -26,7 +26,7 @@ from appliance.data.store import DataStore
 from appliance.data.version_build import BuildLimits
 from appliance.data.watch import InboxEvent, InboxWatcher
 from appliance.errors import ApplianceError, ConfigError, StoreError
-from appliance.faults import node_fault
+from appliance.faults import os_fault
 from appliance.fsio import format_bytes
 from appliance.trust.sshsig import load_allowed_signers
 
@@ -396,8 +396,7 @@ def prepare_to_serve(settings: cfg.ServerSettings) -> list[str]:
     try:
         prepare_run_dir(settings.data_dir)
     except OSError as exc:
-        fault = node_fault(exc, f"preparing {settings.run_dir} for the server")
-        raise fault from exc  # type: ignore[misc]  # every OSError is a node fault
+        raise os_fault(exc, f"preparing {settings.run_dir} for the server") from exc
     store = DataStore(settings.data_dir)
     try:
         with store.writer() as notes:

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import click
 
 from appliance.errors import ApplianceError, NodeFault
-from appliance.faults import node_fault
+from appliance.faults import os_fault
 
 # Exit code of a fault of the node that no library call turned into a NodeFault itself.
 NODE_FAULT_EXIT = NodeFault.exit_code
@@ -38,7 +38,7 @@ def reported_errors() -> Iterator[None]:
         sys.exit(exc.exit_code)
     except (OSError, MemoryError) as exc:
         # A fault of the node that the library did not expect: one line all the same.
-        click.echo(f"error: {node_fault(exc, 'the command')}", err=True)
+        click.echo(f"error: {os_fault(exc, 'the command')}", err=True)
         sys.exit(NODE_FAULT_EXIT)
 
 

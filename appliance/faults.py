@@ -77,11 +77,18 @@ def fault_reason(exc: BaseException) -> str | None:
     return None
 
 
+def os_fault(exc: OSError | MemoryError, doing: str) -> NodeFault:
+    """The NodeFault of an error of the operating system (every one is a fault of the node)."""
+    return _fault(exc, fault_reason(exc) or "os-error", doing)
+
+
 def node_fault(exc: BaseException, doing: str) -> NodeFault | None:
     """A NodeFault saying what failed while `doing` and what to do, or None if not a node fault."""
     reason = fault_reason(exc)
-    if reason is None:
-        return None
+    return None if reason is None else _fault(exc, reason, doing)
+
+
+def _fault(exc: BaseException, reason: str, doing: str) -> NodeFault:
     hint = _HINTS[reason]
     if reason == "out-of-memory" and not isinstance(exc, MemoryError | OSError):
         hint = _DUCKDB_LIMIT_HINT  # DuckDB reached its own memory limit, not the node's

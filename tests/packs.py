@@ -138,3 +138,11 @@ def write_members(out: Path, members: list[Member]) -> None:
         for member in members:
             info = member.info()
             tar.addfile(info, io.BytesIO(member.data) if info.isreg() else None)
+
+
+def flip_byte(path: Path, offset: int) -> None:
+    """Flip one bit of one byte in place (bit rot, or a hand that slipped)."""
+    path.chmod(0o644)
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))

@@ -28,7 +28,7 @@ from appliance.data.history import AuditTrail, TrailCheck
 from appliance.data.import_report import ImportReport
 from appliance.data.version_integrity import VersionCheck, check_version
 from appliance.errors import StoreError
-from appliance.faults import describe, node_fault
+from appliance.faults import describe, os_fault
 from appliance.fsio import atomic_write_bytes, fsync_path, remove_tree, unused_path
 from appliance.packs.result_pack import format_timestamp
 
@@ -98,8 +98,7 @@ class DataStore:
             self.ensure()
             fd = os.open(self.root / layout.LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o640)
         except OSError as exc:
-            fault = node_fault(exc, f"opening the data store {self.root} for writing")
-            raise fault from exc  # type: ignore[misc]  # every OSError is a node fault
+            raise os_fault(exc, f"opening the data store {self.root} for writing") from exc
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

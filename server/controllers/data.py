@@ -37,7 +37,7 @@ from appliance.data.run_layout import UPLOAD_PREFIX, UPLOAD_SUFFIX
 from appliance.data.store import DataStore
 from appliance.data.version_build import BuildLimits
 from appliance.errors import ApplianceError, NodeFault, PackRejected, StoreError
-from appliance.faults import node_fault
+from appliance.faults import os_fault
 from appliance.fsio import format_bytes
 from appliance.packs.result_pack import format_timestamp
 from appliance.trust.sshsig import load_allowed_signers
@@ -160,8 +160,8 @@ async def receive_pack(request: Request[Any, Any, Any], folder: Path, limit: int
                 out.write(chunk)
     except OSError as exc:
         path.unlink(missing_ok=True)
-        fault = node_fault(exc, "receiving the pack")
-        raise NodeFaulted(fault, about_upload(str(fault), path)) from exc  # type: ignore[arg-type]  # every OSError is a node fault
+        fault = os_fault(exc, "receiving the pack")
+        raise NodeFaulted(fault, about_upload(str(fault), path)) from exc
     except BaseException:
         path.unlink(missing_ok=True)
         raise

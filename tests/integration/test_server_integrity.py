@@ -6,16 +6,18 @@ would; the real server (Granian, two workers) serves the store.
 
 from __future__ import annotations
 
+import hashlib
 import json
-import subprocess
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import duckdb
 import pytest
 
-from tests.conftest import Signer, import_into
+from tests.conftest import Signer, import_into, make_pack, make_tables, run
 from tests.integration.live_server import live_server
-from tests.integration.test_store_hardening import flip_byte
+from tests.packs import flip_byte
 
 ITEM = "/api/v1/items/IT-0000001/timeseries"
 
@@ -30,8 +32,6 @@ def two_versions(tmp_path: Path, good_pack: Path, newer_pack: Path, signer: Sign
 
 def first_answer_offset(data_dir: Path, vid: str) -> int:
     """An offset inside the first stored answer of `vid` (the timeseries of the first item)."""
-    import duckdb
-
     con = duckdb.connect(str(data_dir / "versions" / vid / "data.duckdb"), read_only=True)
     try:
         row = con.execute(
@@ -116,10 +116,6 @@ def test_readiness_and_versions_report_a_damaged_trail_but_nothing_stops(
 def test_an_upload_dated_in_the_future_is_refused_with_the_nodes_setting(
     tmp_path: Path, signer: Signer
 ) -> None:
-    from datetime import UTC, datetime, timedelta
-
-    from tests.conftest import make_pack, make_tables
-
     soon = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=2)
     pack = make_pack(
         make_tables(tmp_path / "tables", generated_at=soon), signer, tmp_path / "a.pack"
@@ -138,9 +134,7 @@ def test_an_upload_dated_in_the_future_is_refused_with_the_nodes_setting(
 def test_a_current_version_that_will_not_open_makes_the_worker_unready(
     two_versions: Path, signer: Signer
 ) -> None:
-    import hashlib
-
-    assert run_appliance("rollback", "v0001", "--data-dir", two_versions).returncode == 0
+    assert run("appliance", "rollback", "v0001", "--data-dir", two_versions).returncode == 0
     folder = two_versions / "versions" / "v0002"
     report = json.loads((folder / "import.json").read_text())
     report["version"] = "v0009"  # sealed again, so only opening it finds the problem
@@ -164,9 +158,3 @@ def test_a_current_version_that_will_not_open_makes_the_worker_unready(
         check = {c["name"]: c for c in ready.json()["checks"]}["data_version"]
         assert check["detail"].startswith("serving v0001, but cannot open version v0002")
         assert server.get(ITEM).headers["x-data-version"] == "v0001"  # undamaged, still served
-
-
-def run_appliance(*argv: str | Path) -> subprocess.CompletedProcess[str]:
-    from tests.conftest import run
-
-    return run("appliance", *argv)

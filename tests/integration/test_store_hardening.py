@@ -19,14 +19,7 @@ import pytest
 
 from appliance.data.importer import FREE_SPACE_FACTOR
 from tests.conftest import Signer, current_of, import_into, make_pack, make_tables, run
-
-
-def flip_byte(path: Path, offset: int) -> None:
-    """Flip one bit of one byte in place (bit rot, or a hand that slipped)."""
-    path.chmod(0o644)
-    data = bytearray(path.read_bytes())
-    data[offset] ^= 0x01
-    path.write_bytes(bytes(data))
+from tests.packs import flip_byte
 
 
 @pytest.fixture
