@@ -7,6 +7,7 @@ SHA256SUMS.sig is its SSH signature (namespace "appliance-bundle"). See docs/for
 """
 
 import re
+from dataclasses import dataclass
 
 BUNDLE_PREFIX = "appliance-"
 ARCHIVE_SUFFIX = ".tar"
@@ -74,3 +75,36 @@ NODE_PACKAGES = ("appliance", "server")
 
 # Where the server image's Python packages are (the auditor reads the image's code there).
 IMAGE_SITE_PACKAGES = "usr/local/lib/python3.11/dist-packages"
+
+
+# --- the nodes a bundle installs on -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NodeTarget:
+    """One node kind a bundle can carry: a Debian release on x86_64 and its own python3."""
+
+    name: str  # debian12, debian13: the manifest's targets[].name and the folder debs/<name>
+    codename: str  # bookworm, trixie: the archive's suite names start with it
+    os_version_id: str  # VERSION_ID in the node's /etc/os-release
+    python: str  # the release's python3 (major.minor): the wheels in wheels/ are for it
+
+
+NODE_TARGETS = (
+    NodeTarget("debian12", "bookworm", "12", "3.11"),
+    NodeTarget("debian13", "trixie", "13", "3.13"),
+)
+DEBS_DIR = "debs"  # debs/<target>/<archive>/{dists,pool}: Debian packages with Debian's signed metadata
+# What the appliance needs beyond a standard installation, by engine (python3-venv for any engine).
+NODE_BASE_PACKAGES = ("python3-venv",)
+ENGINE_PACKAGES = {"podman": ("podman", "runc"), "docker": ("docker.io",)}
+DEFAULT_ENGINE = "podman"
+
+
+def node_target(name: str) -> NodeTarget:
+    """The NodeTarget called `name`; KeyError names the known ones."""
+    for target in NODE_TARGETS:
+        if target.name == name:
+            return target
+    known = ", ".join(t.name for t in NODE_TARGETS)
+    raise KeyError(f"unknown node target {name!r} (known: {known})")
