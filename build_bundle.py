@@ -66,10 +66,11 @@ def _source_date_epoch(root: Path) -> int:
     help="Folder for appliance-<version>.tar.",
 )
 @click.option(
-    "--target-python",
-    default=layout.TARGET_PYTHON,
+    "--targets",
+    "targets",
+    default=",".join(t.name for t in layout.NODE_TARGETS),
     show_default=True,
-    help="The node's Python (Debian 12: 3.11).",
+    help="The node kinds to carry wheels and Debian packages for, comma-separated.",
 )
 @click.option(
     "--base-rootfs",
@@ -106,7 +107,7 @@ def main(
     version: str,
     key_file: Path,
     out_dir: Path,
-    target_python: str,
+    targets: str,
     base_rootfs: Path | None,
     min_upgrade_from: str,
     cache_dir: Path,
@@ -130,7 +131,7 @@ def main(
             cache_dir=cache_dir,
             source_date_epoch=_source_date_epoch(source_root),
             revision=source_revision(source_root),
-            target_python=target_python,
+            targets=tuple(name.strip() for name in targets.split(",") if name.strip()),
             base_rootfs=base_rootfs,
             min_upgrade_from=min_upgrade_from,
             engine_check=not skip_engine_check,

@@ -72,7 +72,7 @@ class BuildOptions:
     cache_dir: Path
     source_date_epoch: int
     revision: str
-    target_python: str = layout.TARGET_PYTHON
+    targets: tuple[str, ...] = tuple(t.name for t in layout.NODE_TARGETS)
     base_rootfs: Path | None = None
     min_upgrade_from: str = DEFAULT_MIN_UPGRADE_FROM
     engine_check: bool = True
@@ -121,8 +121,10 @@ def check_options(options: BuildOptions) -> None:
     if not layout.VERSION_PATTERN.fullmatch(options.min_upgrade_from):
         msg = f"--min-upgrade-from {options.min_upgrade_from!r} is not a version"
         raise ConfigError(msg)
-    if options.target_python != layout.TARGET_PYTHON:
-        msg = f"--target-python {options.target_python}: only {layout.TARGET_PYTHON} (Debian 12) is supported"
+    known = [t.name for t in layout.NODE_TARGETS]
+    unknown = [name for name in options.targets if name not in known]
+    if unknown or not options.targets:
+        msg = f"--targets {','.join(options.targets)}: choose from {', '.join(known)}"
         raise ConfigError(msg)
     if options.source_date_epoch < 315532800:
         msg = f"SOURCE_DATE_EPOCH {options.source_date_epoch} is before 1980 (zip and tar times need later)"
@@ -270,11 +272,24 @@ def _run_steps(options: BuildOptions, signer_key: SignerKey, steps: _Steps) -> B
 
         steps.next("wheels")
         wheel_dir = bundle_root / layout.WHEELS_DIR
-        third_party = wheels.download(
-            root / NODE_LOCK, wheel_dir, options.cache_dir, options.target_python, progress
+        pythons = [layout.node_target(name).python for name in options.targets]
+        by_python = wheels.download(
+            root / NODE_LOCK, wheel_dir, options.cache_dir, pythons, progress
+        )
+        third_party = sorted({path for paths in by_python.values() for path in paths})
+        image_wheels_in = (
+            by_python.get(layout.IMAGE_PYTHON_VERSION)
+            or wheels.download(
+                root / NODE_LOCK,
+                work / "image-wheels",
+                options.cache_dir,
+                [layout.IMAGE_PYTHON_VERSION],
+                progress,
+            )[layout.IMAGE_PYTHON_VERSION]
         )
         project_wheel = wheels.build_project_wheel(root, wheel_dir, sde)
         wheels.write_wheel_lock(wheel_dir / layout.WHEELS_LOCK, pinned, project_wheel)
+        wheels.write_bootstrap_lock(wheel_dir / layout.BOOTSTRAP_LOCK, pinned, by_python)
         all_wheels = [*third_party, project_wheel]
         progress(
             f"wheels: {len(all_wheels)} wheels, {sum(p.stat().st_size for p in all_wheels) / 1e6:.1f} MB"
@@ -294,7 +309,7 @@ def _run_steps(options: BuildOptions, signer_key: SignerKey, steps: _Steps) -> B
 
         steps.next("image")
         sources = image.ImageSources(
-            base, tuple(third_party), project_wheel, version, options.revision, sde, LICENSE
+            base, tuple(image_wheels_in), project_wheel, version, options.revision, sde, LICENSE
         )
         server = image.build_server_image(
             sources, work / "image", bundle_root / layout.SERVER_IMAGE_FILE, progress
@@ -310,7 +325,7 @@ def _run_steps(options: BuildOptions, signer_key: SignerKey, steps: _Steps) -> B
         copied = _copy_files(root, bundle_root, progress)
 
         steps.next("sbom")
-        image_wheels = [*image.server_wheels(third_party), project_wheel]
+        image_wheels = [*image.server_wheels(image_wheels_in), project_wheel]
         sbom.write(bundle_root / layout.SBOM_WHEELS, sbom.wheels_sbom(all_wheels, version, sde))
         sbom.write(
             bundle_root / layout.SBOM_SERVER_IMAGE,

@@ -90,7 +90,7 @@ def _installed(wheel_files: Iterable[Path], work: Path, progress: Progress) -> l
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    wheels.install_target(wheel_files, work, layout.TARGET_PYTHON, progress)
+    wheels.install_target(wheel_files, work, layout.IMAGE_PYTHON_VERSION, progress)
     shutil.rmtree(work / "bin", ignore_errors=True)  # console scripts point at the build's Python
     return list(oci.tree(work, layout.IMAGE_SITE_PACKAGES))
 

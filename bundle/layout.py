@@ -8,11 +8,13 @@ the builder's alone: the node it builds for and the server image's insides.
 
 from appliance.bundles.bundle_layout import *  # noqa: F403 (the format, re-exported as said above)
 
-# The node the bundle targets (docs/building.md: Debian 12, CPython 3.11, x86_64).
-TARGET_PYTHON = "3.11"
-TARGET_DEBIAN_SUITE = "bookworm"
+# The nodes the bundle targets are NODE_TARGETS (the format). Wheels are chosen for the oldest
+# glibc among them, so one manylinux selection serves every target.
 TARGET_ARCH = "amd64"
-TARGET_GLIBC = (2, 36)  # Debian 12's glibc: manylinux wheels up to manylinux_2_36 run there
+TARGET_GLIBC = (2, 36)  # Debian 12's glibc (Debian 13 has 2.41): manylinux up to 2_36 runs on both
+# The server image is the same for every node: its base and its Python (bundle/rootfs.py).
+IMAGE_DEBIAN_SUITE = "bookworm"
+IMAGE_PYTHON_VERSION = "3.11"
 
 # Inside the server image (its site-packages, IMAGE_SITE_PACKAGES, is part of the format).
 IMAGE_USER_ID = 10001

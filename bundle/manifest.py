@@ -49,10 +49,10 @@ def build_manifest(
             "created": iso_time(source_date_epoch),
             "builder_python": ".".join(map(str, sys.version_info[:2])),
         },
-        "target": {
-            "os": f"debian-12 ({layout.TARGET_DEBIAN_SUITE})",
+        "image_base": {
+            "os": f"debian ({layout.IMAGE_DEBIAN_SUITE})",
             "arch": layout.TARGET_ARCH,
-            "python": layout.TARGET_PYTHON,
+            "python": layout.IMAGE_PYTHON_VERSION,
         },
         "images": [image_entry(image, bundle_root) for image in images],
         "components": components,

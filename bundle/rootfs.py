@@ -140,7 +140,7 @@ def _cache_key(suite: str, packages: tuple[str, ...]) -> str:
 
 def cache_folder(cache_dir: Path) -> Path:
     """Where the build cache keeps the base rootfs of DEBIAN_PACKAGES and its package list."""
-    return cache_dir / "rootfs" / _cache_key(layout.TARGET_DEBIAN_SUITE, DEBIAN_PACKAGES)
+    return cache_dir / "rootfs" / _cache_key(layout.IMAGE_DEBIAN_SUITE, DEBIAN_PACKAGES)
 
 
 def origin_of(tarball: Path) -> str:
@@ -161,7 +161,7 @@ def check_can_make(cache_dir: Path, *, refresh: bool = False) -> None:
 
 def debian_rootfs(cache_dir: Path, progress: Progress, *, refresh: bool = False) -> BaseRootfs:
     """The cached rootfs of DEBIAN_PACKAGES, made with mmdebstrap the first time (or on refresh)."""
-    suite = layout.TARGET_DEBIAN_SUITE
+    suite = layout.IMAGE_DEBIAN_SUITE
     folder = cache_folder(cache_dir)
     tarball, listing = folder / "rootfs.tar", folder / PACKAGES_FILE
     if _is_cached(cache_dir) and not refresh:

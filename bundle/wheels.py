@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import shutil
 import sys
 import tomllib
 import zipfile
@@ -93,31 +94,117 @@ def target_flags(python: str) -> list[str]:
 
 
 def download(
-    lock: Path, dest: Path, cache_dir: Path, python: str, progress: Progress
-) -> list[Path]:
-    """Fetch every wheel the lock pins, for the target, checking each hash; returns the files."""
+    lock: Path, dest: Path, cache_dir: Path, pythons: Iterable[str], progress: Progress
+) -> dict[str, list[Path]]:
+    """Fetch every wheel the lock pins for each target Python, checking each hash, into `dest`.
+
+    Returns, for each Python, the one wheel per pin that it installs; a pure wheel serves every
+    Python and is in `dest` once.
+    """
     dest.mkdir(parents=True, exist_ok=True)
     pinned = read_lock(lock)
-    progress(f"wheels: fetching {len(pinned)} pinned distributions for CPython {python} x86_64")
-    command = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "--quiet",
-        "--disable-pip-version-check",
-        "--no-deps",
-        "--require-hashes",
-        "--cache-dir",
-        str(cache_dir / "pip"),
-        "--dest",
-        str(dest),
-        *target_flags(python),
-        "-r",
-        str(lock),
+    chosen: dict[str, list[Path]] = {}
+    for python in dict.fromkeys(pythons):
+        staging = dest / f".download-{python}"
+        progress(f"wheels: fetching {len(pinned)} pinned distributions for CPython {python} x86_64")
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-deps",
+            "--require-hashes",
+            "--cache-dir",
+            str(cache_dir / "pip"),
+            "--dest",
+            str(staging),
+            *target_flags(python),
+            "-r",
+            str(lock),
+        ]
+        tools.run(command, f"wheels: download for CPython {python} failed")
+        files = []
+        for path in match_lock(pinned, staging.glob("*.whl")):
+            final = dest / path.name
+            if final.exists():
+                path.unlink()  # a pure wheel another Python fetched already: the same hash
+            else:
+                path.replace(final)
+            files.append(final)
+        shutil.rmtree(staging)
+        chosen[python] = sorted(files)
+    return chosen
+
+
+def requirements_of(wheel: Path, python: str) -> list[str]:
+    """The distributions `wheel` requires on CPython `python` on Linux (no extras), normalised."""
+    from packaging.markers import default_environment
+    from packaging.requirements import Requirement
+
+    environment: dict[str, str] = {
+        **{key: str(value) for key, value in default_environment().items()},
+        "python_version": python,
+        "python_full_version": f"{python}.0",
+        "sys_platform": "linux",
+        "platform_system": "Linux",
+        "os_name": "posix",
+        "platform_machine": "x86_64",
+        "implementation_name": "cpython",
+        "platform_python_implementation": "CPython",
+        "extra": "",
+    }
+    with zipfile.ZipFile(wheel) as zf:
+        name = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
+        metadata = zf.read(name).decode("utf-8")
+    needed = []
+    for line in metadata.splitlines():
+        if not line.startswith("Requires-Dist:"):
+            continue
+        requirement = Requirement(line.split(":", 1)[1].strip())
+        if requirement.marker is None or requirement.marker.evaluate(environment):
+            needed.append(normalise_name(requirement.name))
+    return needed
+
+
+def bootstrap_closure(
+    pinned: Iterable[Pinned], by_python: dict[str, list[Path]], roots: Iterable[str]
+) -> list[Pinned]:
+    """The pins `roots` need on any target Python, read from the wheels' own metadata."""
+    by_key = {pin.key: pin for pin in pinned}
+    wanted: set[str] = set()
+    for python, files in by_python.items():
+        wheel_of = {normalise_name(path.name.split("-")[0]): path for path in files}
+        seen: set[str] = set()
+        todo = [normalise_name(root) for root in roots]
+        while todo:
+            key = todo.pop()
+            if key in seen:
+                continue
+            if key not in by_key or key not in wheel_of:
+                msg = f"wheels: {key}, which {', '.join(roots)} needs on CPython {python}, is not in the lock"
+                raise ConfigError(msg)
+            seen.add(key)
+            todo.extend(requirements_of(wheel_of[key], python))
+        wanted |= seen
+    return sorted((by_key[key] for key in wanted), key=lambda pin: pin.key)
+
+
+def write_bootstrap_lock(
+    out: Path, pinned: Iterable[Pinned], by_python: dict[str, list[Path]]
+) -> None:
+    """wheels/bootstrap.lock: what install.sh installs, before anything changes, to run Ansible."""
+    closure = bootstrap_closure(pinned, by_python, layout.BOOTSTRAP_ROOTS)
+    lines = [
+        "# install.sh installs these into a temporary folder with pip run from its own wheel:",
+        f"#   python3 wheels/pip-*.whl/pip install --no-index --find-links wheels/ --require-hashes"
+        f" --target DIR -r wheels/{layout.BOOTSTRAP_LOCK}",
     ]
-    tools.run(command, "wheels: download failed")
-    return match_lock(pinned, dest.glob("*.whl"))
+    for pin in closure:
+        hashes = " \\\n".join(f"    --hash=sha256:{h}" for h in sorted(pin.hashes))
+        lines.append(f"{pin.key}=={pin.version} \\\n{hashes}")
+    atomic_write_bytes(out, ("\n".join(lines) + "\n").encode())
 
 
 def match_lock(pinned: Iterable[Pinned], files: Iterable[Path]) -> list[Path]:

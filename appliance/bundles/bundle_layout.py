@@ -64,6 +64,11 @@ def version_of(top: str) -> str | None:
 # --- what goes inside: wheel cache, images, SBOMs -------------------------------------------------
 
 WHEELS_LOCK = "requirements.lock"  # wheels/requirements.lock: every wheel with its sha256
+# wheels/bootstrap.lock: ansible-core and what it needs, installed by install.sh with pip run from
+# its own wheel (wheels/pip-*.whl) into a temporary folder, so that Ansible runs before anything
+# on the node changes, on a node with neither pip nor python3-venv.
+BOOTSTRAP_LOCK = "bootstrap.lock"
+BOOTSTRAP_ROOTS = ("ansible-core",)
 SERVER_IMAGE_FILE = "images/server.tar"
 SERVER_IMAGE_NAME = "localhost/appliance-server"
 SBOM_WHEELS = "sbom/wheels.cdx.json"

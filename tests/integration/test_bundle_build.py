@@ -107,7 +107,7 @@ def test_the_manifest_records_version_revision_time_target_and_images(
     assert manifest["build"]["revision"].removesuffix("-dirty") == head
     assert manifest["build"]["source_date_epoch"] == int(SOURCE_DATE_EPOCH)
     assert manifest["build"]["created"] == iso_time(int(SOURCE_DATE_EPOCH))
-    assert manifest["target"] == {"os": "debian-12 (bookworm)", "arch": "amd64", "python": "3.11"}
+    assert manifest["image_base"] == {"os": "debian (bookworm)", "arch": "amd64", "python": "3.11"}
     [image] = manifest["images"]
     image_file = unpacked_bundle / image["file"]
     assert image["sha256"] == sha256_of(image_file)
@@ -472,7 +472,7 @@ def _build(
     [
         (["--version", "../1"], {}, "--version '../1' must match"),
         (["--version", ""], {}, "must match"),
-        (["--version", "1.0", "--target-python", "3.12"], {}, "only 3.11"),
+        (["--version", "1.0", "--targets", "debian11"], {}, "choose from debian12, debian13"),
         (["--version", "1.0", "--min-upgrade-from", "a b"], {}, "is not a version"),
         (["--version", "1.0"], {"SOURCE_DATE_EPOCH": "yesterday"}, "not a whole number"),
         (["--version", "1.0"], {"SOURCE_DATE_EPOCH": "1"}, "before 1980"),
