@@ -51,7 +51,7 @@ def test_the_bootstrap_closure_follows_each_pythons_markers(tmp_path: Path) -> N
 
 def test_a_bootstrap_dependency_missing_from_the_lock_is_named(tmp_path: Path) -> None:
     root = _wheel(tmp_path, "ansible_core", "1.0", "py3-none-any", "resolvelib")
-    with pytest.raises(ConfigError, match="resolvelib, which ansible-core needs on CPython 3.13"):
+    with pytest.raises(ConfigError, match=r"resolvelib, which ansible-core needs on CPython 3\.13"):
         wheels.bootstrap_closure(_pins("ansible-core"), {"3.13": [root]}, ["ansible-core"])
 
 
