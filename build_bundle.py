@@ -25,6 +25,7 @@ try:
         default_source_date_epoch,
         source_revision,
     )
+    from bundle.debs import DEFAULT_MIRROR
 except ModuleNotFoundError as exc:
     # The usual cause: a Python other than the dev environment's (`python3 build_bundle.py`).
     sys.stderr.write(
@@ -37,6 +38,11 @@ USAGE_HINT = "build_bundle.py --help lists the flags"
 INTERRUPTED_EXIT = 130  # as a shell reports a command stopped by Ctrl-C
 
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "appliance-bundle"
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """A comma-separated flag's names."""
+    return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
 def _source_date_epoch(root: Path) -> int:
@@ -71,6 +77,31 @@ def _source_date_epoch(root: Path) -> int:
     default=",".join(t.name for t in layout.NODE_TARGETS),
     show_default=True,
     help="The node kinds to carry wheels and Debian packages for, comma-separated.",
+)
+@click.option(
+    "--engines",
+    "engines",
+    default=",".join(layout.ENGINE_PACKAGES),
+    show_default=True,
+    help="The container engines to carry Debian packages for, comma-separated.",
+)
+@click.option(
+    "--debian-mirror",
+    default=DEFAULT_MIRROR,
+    show_default=True,
+    help="Debian mirror holding debian/ and debian-security/ (http, https or file URL).",
+)
+@click.option(
+    "--debian-keyring",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=Path(layout.DEBIAN_KEYRING),
+    show_default=True,
+    help="Keyring of Debian's archive keys that Debian's metadata is checked against.",
+)
+@click.option(
+    "--refresh-debian",
+    is_flag=True,
+    help="Fetch Debian's metadata again (a newer snapshot) instead of the cached one.",
 )
 @click.option(
     "--base-rootfs",
@@ -108,6 +139,10 @@ def main(
     key_file: Path,
     out_dir: Path,
     targets: str,
+    engines: str,
+    debian_mirror: str,
+    debian_keyring: Path,
+    refresh_debian: bool,
     base_rootfs: Path | None,
     min_upgrade_from: str,
     cache_dir: Path,
@@ -137,6 +172,10 @@ def main(
             engine_check=not skip_engine_check,
             rebuild_frontend=rebuild_frontend,
             refresh_rootfs=refresh_rootfs,
+            engines=_names(engines),
+            refresh_debian=refresh_debian,
+            debian_mirror=debian_mirror,
+            debian_keyring=debian_keyring,
         )
         result = build_bundle(options, progress)
     image = result.image
@@ -147,6 +186,12 @@ def main(
         f"image    {image.repo_tag} {image.image_id} {image.uncompressed_bytes / 1e6:.1f} MB uncompressed"
     )
     click.echo(f"signer   {result.report.fingerprint}")
+    for found in result.debs:
+        closures = ", ".join(
+            f"{engine} {len(debs)} debs {sum(deb.size for deb in debs) / 1e6:.1f} MB"
+            for engine, debs in found.closure.items()
+        )
+        click.echo(f"debs     {found.target.name}: {closures}; {found.bytes / 1e6:.1f} MB in all")
     click.echo(
         "steps    "
         + ", ".join(f"{name} {seconds:.1f}s" for name, seconds in result.step_seconds.items())

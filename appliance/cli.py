@@ -19,6 +19,7 @@ import click
 
 from appliance import __version__
 from appliance import settings as cfg
+from appliance.bundles.bundle_layout import DEBIAN_KEYRING
 from appliance.console import OneLineErrors, Progress, reported_errors
 from appliance.data.importer import ImportOptions, import_pack, rollback
 from appliance.data.run_layout import prepare_run_dir
@@ -502,18 +503,40 @@ def audit_command(
 @main.command("verify")
 @click.argument("bundle", type=click.Path(path_type=Path))
 @signers_option
+@click.option(
+    "--debian-keyring",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help=f"Keyring of Debian's archive keys for the .debs in debs/ [default: {DEBIAN_KEYRING}; "
+    "without it or gpgv that check is skipped with a note, unless this flag is given].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def verify_command(bundle: Path, signers: Path, as_json: bool) -> None:
+def verify_command(bundle: Path, signers: Path, debian_keyring: Path | None, as_json: bool) -> None:
     """Verify a bundle (.tar or unpacked folder): signature, every checksum, nothing unlisted.
 
     The same checks an operator can make with stock tools (sha256sum -c, ssh-keygen -Y verify),
     plus the ones they cannot: no file that SHA256SUMS does not list, and a sane manifest.
-    Use --signers with the allowed_signers file that trusts the bundle signing key.
+    Use --signers with the allowed_signers file that trusts the bundle signing key. The .debs
+    in debs/ are then traced to Debian's own signatures (gpgv, InRelease, Packages.xz), as the
+    node's apt would trace them.
     """
     from appliance.bundles.bundle_verify import verify_bundle
+    from appliance.bundles.debian_archive import provenance_problem
 
+    keyring = debian_keyring or Path(DEBIAN_KEYRING)
+    problem = provenance_problem(keyring)
     with reported_errors():
-        report = verify_bundle(bundle, load_allowed_signers(signers), progress=Progress())
+        if problem is not None and debian_keyring is not None:
+            msg = f"--debian-keyring: {problem}"
+            raise ConfigError(msg)
+        report = verify_bundle(
+            bundle,
+            load_allowed_signers(signers),
+            progress=Progress(),
+            debian_keyring=None if problem else keyring,
+        )
+    if problem is not None and report.manifest.get("targets"):
+        click.echo(f"note: the .debs' Debian signatures were not checked: {problem}", err=True)
     if as_json:
         click.echo(json.dumps(report.as_json(), indent=2))
         return
@@ -522,3 +545,10 @@ def verify_command(bundle: Path, signers: Path, as_json: bool) -> None:
     click.echo(
         f"  files      {report.files} listed in SHA256SUMS, {format_bytes(report.bytes)}, all checked"
     )
+    debian = report.debian
+    if debian is not None and debian.targets:
+        names = ", ".join(f"{target.name} {target.debs}" for target in debian.targets)
+        click.echo(
+            f"  debs       {names} .debs, {format_bytes(debian.bytes)}, "
+            f"each traced to Debian's InRelease signed by a key in {debian.keyring}"
+        )

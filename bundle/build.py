@@ -3,14 +3,15 @@
     1 lock       requirements/node.lock covers the project's dependencies and ansible-core
     2 wheels     the wheel cache for the target (bundle/wheels.py)
     3 frontend   the prebuilt dashboard is whole (bundle/frontend.py)
-    4 rootfs     the base root filesystem (bundle/rootfs.py)
-    5 image      the server image archive (bundle/image.py, bundle/oci.py)
-    6 engine     the engine loads and runs it, healthy (bundle/engine.py)
-    7 files      install.sh, ansible/ and the guides, when the tree has them
-    8 sbom       CycloneDX SBOMs (bundle/sbom.py)
-    9 manifest   manifest.json (bundle/manifest.py)
-   10 sign       SHA256SUMS and SHA256SUMS.sig (bundle/checksums.py, bundle/sign.py)
-   11 archive    appliance-<version>.tar (bundle/archive.py), then verified as a node would
+    4 debs       each target's .debs with Debian's signed metadata (bundle/debs.py)
+    5 rootfs     the base root filesystem (bundle/rootfs.py)
+    6 image      the server image archive (bundle/image.py, bundle/oci.py)
+    7 engine     the engine loads and runs it, healthy (bundle/engine.py)
+    8 files      install.sh, ansible/ and the guides, when the tree has them
+    9 sbom       CycloneDX SBOMs (bundle/sbom.py)
+   10 manifest   manifest.json (bundle/manifest.py)
+   11 sign       SHA256SUMS and SHA256SUMS.sig (bundle/checksums.py, bundle/sign.py)
+   12 archive    appliance-<version>.tar (bundle/archive.py), then verified as a node would
 
 Before step 1, a preflight refuses what would stop a later step (flags, the key, folders that
 cannot be written, a missing tool, Python package or container engine), so a build never fails
@@ -35,6 +36,7 @@ from appliance.trust.sshsig import AllowedSigner, SignerKey, load_private_key, p
 from bundle import (
     archive,
     checksums,
+    debs,
     engine,
     frontend,
     image,
@@ -78,6 +80,20 @@ class BuildOptions:
     engine_check: bool = True
     rebuild_frontend: bool = False
     refresh_rootfs: bool = False
+    engines: tuple[str, ...] = tuple(layout.ENGINE_PACKAGES)
+    refresh_debian: bool = False
+    debian_mirror: str = debs.DEFAULT_MIRROR
+    debian_keyring: Path = Path(layout.DEBIAN_KEYRING)
+
+    def debian(self) -> debs.DebianOptions:
+        """What the debs step reads its inputs from."""
+        return debs.DebianOptions(
+            self.cache_dir, self.debian_mirror, self.debian_keyring, self.refresh_debian
+        )
+
+    def node_targets(self) -> tuple[layout.NodeTarget, ...]:
+        """The selected targets, in NODE_TARGETS order."""
+        return tuple(t for t in layout.NODE_TARGETS if t.name in self.targets)
 
 
 @dataclass
@@ -88,6 +104,7 @@ class BuildResult:
     image: ImageArchive
     report: BundleReport
     step_seconds: dict[str, float] = field(default_factory=dict)
+    debs: list[debs.TargetDebs] = field(default_factory=list)
 
 
 def _git(root: Path, *args: str) -> str | None:
@@ -126,6 +143,8 @@ def check_options(options: BuildOptions) -> None:
     if unknown or not options.targets:
         msg = f"--targets {','.join(options.targets)}: choose from {', '.join(known)}"
         raise ConfigError(msg)
+    debs.selected_engines(options.engines)
+    debs.check_mirror(options.debian_mirror)
     if options.source_date_epoch < 315532800:
         msg = f"SOURCE_DATE_EPOCH {options.source_date_epoch} is before 1980 (zip and tar times need later)"
         raise ConfigError(msg)
@@ -167,6 +186,7 @@ def preflight(options: BuildOptions, progress: Progress) -> SignerKey:
         rootfs.check_given(options.base_rootfs)
     else:
         rootfs.check_can_make(options.cache_dir, refresh=options.refresh_rootfs)
+    debs.check_can_build(options.node_targets(), options.debian())
     found = engine.reachable_engine() if options.engine_check else "skipped (--skip-engine-check)"
     progress(f"preflight: signing key {signer_key.fingerprint}, engine {found}")
     return signer_key
@@ -247,7 +267,7 @@ def build_bundle(options: BuildOptions, progress: Progress) -> BuildResult:
     machine failed at; either way the scratch folder is gone and no archive is left half-written.
     """
     signer_key = preflight(options, progress)
-    steps = _Steps(progress, 11)
+    steps = _Steps(progress, 12)
     try:
         return _run_steps(options, signer_key, steps)
     except OSError as exc:
@@ -300,6 +320,12 @@ def _run_steps(options: BuildOptions, signer_key: SignerKey, steps: _Steps) -> B
             frontend.rebuild(root, progress)
         frontend.check_dist(root, progress)
 
+        steps.next("debs")
+        engines = debs.selected_engines(options.engines)
+        found_debs = debs.collect(
+            options.node_targets(), engines, options.debian(), bundle_root, progress
+        )
+
         steps.next("rootfs")
         if options.base_rootfs is not None:
             base = rootfs.given_rootfs(options.base_rootfs)
@@ -333,7 +359,10 @@ def _run_steps(options: BuildOptions, signer_key: SignerKey, steps: _Steps) -> B
                 layout.SERVER_IMAGE_NAME, version, server.image_id, base.packages, image_wheels, sde
             ),
         )
-        progress(f"sbom: {layout.SBOM_WHEELS}, {layout.SBOM_SERVER_IMAGE}")
+        debs_sboms = [layout.debs_sbom(found.target) for found in found_debs]
+        for found, name in zip(found_debs, debs_sboms, strict=True):
+            sbom.write(bundle_root / name, sbom.debs_sbom(found, version, sde))
+        progress(f"sbom: {', '.join([layout.SBOM_WHEELS, layout.SBOM_SERVER_IMAGE, *debs_sboms])}")
 
         steps.next("manifest")
         components = {
@@ -342,6 +371,13 @@ def _run_steps(options: BuildOptions, signer_key: SignerKey, steps: _Steps) -> B
             "base_rootfs": base.origin,
             "frontend": "server/frontend/dist (in the project wheel)",
             "files": copied,
+            "debs": {
+                found.target.name: {
+                    "debs": len(found.debs),
+                    "standard_status_sha256": found.standard_status_sha256,
+                }
+                for found in found_debs
+            },
         }
         document = manifest.build_manifest(
             version=version,
@@ -351,6 +387,7 @@ def _run_steps(options: BuildOptions, signer_key: SignerKey, steps: _Steps) -> B
             images=[server],
             bundle_root=bundle_root,
             components=components,
+            targets=[found.manifest_entry() for found in found_debs],
         )
         manifest.write_manifest(bundle_root / layout.MANIFEST, document)
 
@@ -370,7 +407,7 @@ def _run_steps(options: BuildOptions, signer_key: SignerKey, steps: _Steps) -> B
         out = options.out_dir / layout.archive_name(version)
         archive.write_archive(bundle_root, out, sde)
     trusted = AllowedSigner(("bundle-signer",), signer_key, (layout.SIGNATURE_NAMESPACE,))
-    report = verify_bundle(out, [trusted])
+    report = verify_bundle(out, [trusted], debian_keyring=options.debian_keyring)
     digest = sha256_file(out)
     progress(f"archive: {out} {out.stat().st_size / 1e6:.1f} MB sha256 {digest}")
-    return BuildResult(out, digest, out.stat().st_size, server, report, steps.done())
+    return BuildResult(out, digest, out.stat().st_size, server, report, steps.done(), found_debs)

@@ -37,7 +37,9 @@ def build_manifest(
     images: list[ImageArchive],
     bundle_root: Path,
     components: dict[str, Any],
+    targets: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    """The manifest; `targets` are the node targets' entries (bundle/debs.py, docs/formats.md)."""
     return {
         "format": layout.MANIFEST_FORMAT,
         "format_version": layout.MANIFEST_VERSION,
@@ -55,6 +57,7 @@ def build_manifest(
             "python": layout.IMAGE_PYTHON_VERSION,
         },
         "images": [image_entry(image, bundle_root) for image in images],
+        "targets": targets or [],
         "components": components,
     }
 

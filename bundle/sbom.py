@@ -1,4 +1,5 @@
-"""CycloneDX 1.5 JSON SBOMs: one for the wheel cache, one for the server image.
+"""CycloneDX 1.5 JSON SBOMs: one for the wheel cache, one for the server image, one per node
+target for the .debs in debs/<target>/.
 
 Each component has a package URL (pkg:pypi/..., pkg:deb/debian/...) and, where the build knows
 it, the SHA-256 of the file it came from (the wheel, or the .deb mmdebstrap unpacked). Serial
@@ -17,6 +18,7 @@ from typing import Any
 
 from appliance.fsio import atomic_write_bytes, sha256_file
 from bundle import layout
+from bundle.debs import TargetDebs
 from bundle.oci import iso_time
 from bundle.rootfs import DebianPackage
 
@@ -60,8 +62,8 @@ def python_component(meta: dict[str, str], sha256: str | None) -> dict[str, Any]
     return component
 
 
-def debian_component(package: DebianPackage) -> dict[str, Any]:
-    purl = f"pkg:deb/debian/{package.name}@{package.version}?arch={package.arch}&distro={DEBIAN_DISTRO}"
+def debian_component(package: DebianPackage, distro: str = DEBIAN_DISTRO) -> dict[str, Any]:
+    purl = f"pkg:deb/debian/{package.name}@{package.version}?arch={package.arch}&distro={distro}"
     return {
         "type": "library",
         "bom-ref": purl,
@@ -134,6 +136,41 @@ def image_sbom(
                 "name": "appliance:pruned",
                 "value": "see docs/building.md, 'What the image leaves out'",
             },
+        ],
+    }
+    return document(subject, components, source_date_epoch)
+
+
+def debs_sbom(found: TargetDebs, version: str, source_date_epoch: int) -> dict[str, Any]:
+    """A target's debs/ folder: one component per .deb, with its SHA-256 and where it lies."""
+    target = found.target
+    engines = {
+        deb.file: [engine for engine, debs in found.closure.items() if deb in debs]
+        for deb in found.debs
+    }
+    components = []
+    for deb in found.debs:
+        package = DebianPackage(deb.name, deb.version, deb.architecture, deb.sha256)
+        component = debian_component(package, f"debian-{target.os_version_id}")
+        component["properties"] = [
+            {"name": "appliance:file", "value": f"{layout.debs_dir(target)}/{deb.file}"},
+            {"name": "appliance:engines", "value": ",".join(engines[deb.file])},
+        ]
+        components.append(component)
+    subject = {
+        "type": "application",
+        "bom-ref": f"appliance-debs-{target.name}@{version}",
+        "name": f"appliance Debian packages for {target.name} ({target.codename})",
+        "version": version,
+        "properties": [
+            {"name": "appliance:debs-dir", "value": layout.debs_dir(target)},
+            *(
+                {
+                    "name": f"appliance:source:{s.suite.suite}",
+                    "value": f"{s.release.date}, InRelease sha256 {s.inrelease_sha256}",
+                }
+                for s in found.sources
+            ),
         ],
     }
     return document(subject, components, source_date_epoch)

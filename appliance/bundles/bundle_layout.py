@@ -99,7 +99,8 @@ NODE_TARGETS = (
     NodeTarget("debian12", "bookworm", "12", "3.11"),
     NodeTarget("debian13", "trixie", "13", "3.13"),
 )
-DEBS_DIR = "debs"  # debs/<target>/<archive>/{dists,pool}: Debian packages with Debian's signed metadata
+# debs/<target>/<archive>/{dists,pool}: Debian packages with Debian's signed metadata
+DEBS_DIR = "debs"
 # What the appliance needs beyond a standard installation, by engine (python3-venv for any engine).
 NODE_BASE_PACKAGES = ("python3-venv",)
 ENGINE_PACKAGES = {"podman": ("podman", "runc"), "docker": ("docker.io",)}
@@ -113,3 +114,74 @@ def node_target(name: str) -> NodeTarget:
             return target
     known = ", ".join(t.name for t in NODE_TARGETS)
     raise KeyError(f"unknown node target {name!r} (known: {known})")
+
+
+# --- debs/: Debian's packages with Debian's signed metadata -----------------------------------------
+#
+# debs/<target>/<archive>/ is a Debian repository tree (apt reads it as a `file:` source):
+# dists/<suite>/InRelease and dists/<suite>/main/binary-amd64/Packages.xz, the exact bytes
+# Debian signed, and each .deb at its Packages `Filename` (pool/main/...). See docs/formats.md.
+
+DEBIAN_ARCH = "amd64"
+DEBIAN_COMPONENT = "main"
+DEBIAN_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"  # debian-archive-keyring's
+INRELEASE = "InRelease"
+PACKAGES_INDEX = f"{DEBIAN_COMPONENT}/binary-{DEBIAN_ARCH}/Packages.xz"  # below dists/<suite>/
+DEB_SUFFIX = ".deb"
+BASE_REQUIREMENT = "base"  # the manifest's requires["base"]: NODE_BASE_PACKAGES
+
+# Limits for the Debian metadata a verifier reads (Debian's own are a few hundred KB and ~10 MB).
+MAX_INRELEASE_BYTES = 4 << 20
+MAX_PACKAGES_XZ_BYTES = 64 << 20
+MAX_PACKAGES_BYTES = 512 << 20  # Packages.xz decompressed
+
+TARGET_ENTRY_FIELDS = (
+    "name",
+    "codename",
+    "os_version_id",
+    "python",
+    "debs_dir",
+    "sources",
+    "requires",
+    "closure",
+    "bytes",
+)
+SOURCE_ENTRY_FIELDS = ("archive", "suite", "component", "date", "inrelease_sha256")
+CLOSURE_ENTRY_FIELDS = ("name", "version", "file", "sha256", "size")
+
+
+@dataclass(frozen=True)
+class DebianSuite:
+    """One suite of one Debian archive (the path below the mirror: debian, debian-security)."""
+
+    archive: str
+    suite: str
+
+    @property
+    def inrelease(self) -> str:
+        """The suite's InRelease, relative to a target's debs folder (or a mirror's root)."""
+        return f"{self.archive}/dists/{self.suite}/{INRELEASE}"
+
+    @property
+    def packages_index(self) -> str:
+        """The suite's Packages.xz, relative to a target's debs folder (or a mirror's root)."""
+        return f"{self.archive}/dists/{self.suite}/{PACKAGES_INDEX}"
+
+
+def debian_suites(target: NodeTarget) -> tuple[DebianSuite, ...]:
+    """The suites a target's packages come from: the release, its updates, its security updates."""
+    return (
+        DebianSuite("debian", target.codename),
+        DebianSuite("debian", f"{target.codename}-updates"),
+        DebianSuite("debian-security", f"{target.codename}-security"),
+    )
+
+
+def debs_dir(target: NodeTarget) -> str:
+    """The target's folder in the bundle: debs/<target>."""
+    return f"{DEBS_DIR}/{target.name}"
+
+
+def debs_sbom(target: NodeTarget) -> str:
+    """The SBOM of the target's .debs: sbom/debs-<target>.cdx.json."""
+    return f"{SBOM_DIR}/debs-{target.name}.cdx.json"

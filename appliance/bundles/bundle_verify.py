@@ -5,6 +5,9 @@ audit reads it with too). Then the order follows the trust chain: the SSH signat
 SHA256SUMS first (namespace "appliance-bundle"), then every listed file against its SHA-256, each
 read once in archive order, then nothing present but unlisted, then the manifest. Stock `sha256sum -c` and `ssh-keygen -Y verify` reach
 the same verdict on the first two; they do not notice unlisted files, which is why this exists.
+Given a keyring of Debian's archive keys, the .debs under debs/ are then traced to Debian's own
+signatures as well (debian_archive.py): the bundle's signer vouches for them, Debian for their
+provenance.
 
 manifest.json, the part this module checks (any other keys, e.g. `build` or `components`, pass):
 
@@ -31,6 +34,7 @@ from typing import Any
 from appliance.bundles import bundle_layout as layout
 from appliance.bundles.bundle_checksums import parse_checksums
 from appliance.bundles.bundle_reader import Bundle, read_bundle
+from appliance.bundles.debian_archive import DebianReport, check_debian_packages
 from appliance.errors import BundleRejected, SignatureError
 from appliance.fsio import CHUNK_BYTES, SHA256_HEX
 from appliance.progress import Progress, quiet
@@ -51,6 +55,7 @@ class BundleReport:
     files: int
     bytes: int
     manifest: dict[str, Any]
+    debian: DebianReport | None = None  # None when Debian's signatures were not checked
 
     def as_json(self) -> dict[str, Any]:
         """The report as a JSON object (what `appliance verify --json` prints)."""
@@ -61,6 +66,7 @@ class BundleReport:
             "files": self.files,
             "bytes": self.bytes,
             "manifest": self.manifest,
+            "debian": None if self.debian is None else self.debian.as_json(),
         }
 
 
@@ -214,14 +220,23 @@ def _check_manifest(
 
 
 def verify_bundle(
-    path: Path, signers: Sequence[AllowedSigner], progress: Progress = quiet
+    path: Path,
+    signers: Sequence[AllowedSigner],
+    progress: Progress = quiet,
+    debian_keyring: Path | None = None,
 ) -> BundleReport:
-    """Verify the bundle archive or unpacked folder at `path`; BundleRejected says what is wrong."""
+    """Verify the bundle archive or unpacked folder at `path`; BundleRejected says what is wrong.
+
+    With `debian_keyring`, the .debs under debs/ must also trace to Debian's signatures with it.
+    """
     bundle = read_bundle(path)
     signer, listed = _check_signature(bundle, signers, progress)
     manifest_bytes = _check_files(bundle, listed, progress)
     sizes = {name: blob.size for name, blob in bundle.files.items()}
     manifest = _check_manifest(manifest_bytes, bundle.version, listed, sizes)
+    debian = None
+    if debian_keyring is not None:
+        debian = check_debian_packages(bundle, manifest, debian_keyring, progress)
     return BundleReport(
         version=bundle.version,
         principal=signer.principal,
@@ -229,4 +244,5 @@ def verify_bundle(
         files=len(listed),
         bytes=sum(sizes[name] for name in listed),
         manifest=manifest,
+        debian=debian,
     )

@@ -2,7 +2,7 @@
 
 Each case runs the real command. It must end with exactly one `error: ...` line, print no
 traceback, exit with the code docs/building.md gives, and refuse before step 1 (the slow steps
-print `[n/11]`), leaving nothing in --out.
+print `[n/12]`), leaving nothing in --out.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def assert_refused(
     for word in words:
         assert word in errors[0], errors[0]
     if code == REFUSED:
-        assert "[1/11]" not in result.stderr, "refused only after the slow steps began"
+        assert "[1/12]" not in result.stderr, "refused only after the slow steps began"
     if out is not None:
         assert not out.exists() or not list(out.iterdir()), list(out.iterdir())
     return errors[0]
@@ -146,7 +146,7 @@ def test_without_the_docker_package_skip_engine_check_passes_the_preflight(
     assert result.returncode == REFUSED, result.stderr
     assert "Traceback" not in result.stderr, result.stderr
     assert "engine skipped (--skip-engine-check)" in result.stderr
-    assert "[1/11] lock" in result.stderr
+    assert "[1/12] lock" in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "not a pinned requirement" in result.stderr.strip().splitlines()[-1]
 
