@@ -46,7 +46,7 @@ lint: $(BIN)/.installed  ## Ruff (lint and format check), mypy, the no-ML source
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/appliance audit --source .
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/ansible-lint --offline --profile production ansible/
+	ANSIBLE_LIBRARY=ansible/library PATH="$(abspath $(BIN)):$$PATH" $(BIN)/ansible-lint --offline --profile production ansible/
 
 bundle: $(BIN)/.installed engine  ## Build dist/appliance-<version>.tar, signed with a development key (.dev-keys/).
 	@test -f $(DEV_KEYS)/bundle.key || { mkdir -p $(DEV_KEYS) && $(BIN)/python -c \

@@ -4,8 +4,13 @@
 # Runs from the unpacked bundle folder, as root, with no network. In order:
 #   1. verify the bundle with stock tools (ssh-keygen -Y verify, sha256sum -c); nothing on the
 #      node changes before this passes;
-#   2. build a Python virtual environment from wheels/ (pip --no-index), once per version;
-#   3. run the Ansible playbook for the action on this node (ansible-playbook -c local).
+#   2. check that the node is a Debian release with the python3 the bundle carries wheels for;
+#   3. set up Ansible in a temporary folder, with pip run from its own wheel (the node needs
+#      neither pip nor python3-venv, and nothing outside the temporary folder changes);
+#   4. run the Ansible playbook for the action on this node (ansible-playbook -c local): its
+#      preflight checks everything else before anything changes, then it installs what the node
+#      lacks from the bundle's Debian packages, builds this version's environment, and so on.
+# The playbook's output is kept in /var/log/appliance/<action>-<time>.log.
 # Every failure prints one line "install.sh: error: ..." and exits with one of these codes
 # (docs/operator-guide.md lists each message):
 #   2  a flag, or the node itself, is not as needed (root, tools, trust files, folders)
@@ -21,7 +26,6 @@ NAMESPACE=appliance-bundle   # appliance/bundles/bundle_layout.py SIGNATURE_NAME
 # A version names folders and image tags: only what appliance/bundles/bundle_layout.py VERSION_PATTERN
 # allows (tests/unit/test_installer_facts.py runs both on the same versions).
 VERSION_PATTERN='^[0-9A-Za-z][0-9A-Za-z._-]{0,63}$'
-APPLIANCE_ROOT=${APPLIANCE_ROOT:-/opt/appliance}
 CONFIG_DIR=${APPLIANCE_CONFIG_DIR:-/etc/appliance}
 INSTALLED_SIGNERS="$CONFIG_DIR/bundle_signers"
 
@@ -41,6 +45,10 @@ Trust (needed on a first install; later the node's own /etc/appliance/bundle_sig
   --signers FILE          allowed_signers file holding the release key (namespace appliance-bundle)
   --trust-fingerprint FP  trust the key in signer.pub if its fingerprint is FP (SHA256:...)
   --pack-signers FILE     allowed_signers for result packs (installed as /etc/appliance/pack_signers)
+
+Engine (chosen at the first install, then remembered by the node):
+  --engine NAME           podman (default) or docker; both come from the bundle when missing
+  --change-engine         with --engine: switch an installed node to another engine
 
 Other:
   --check                 show what would change (ansible --check --diff), change nothing
@@ -81,6 +89,9 @@ restore_file=""
 purge=false
 check=false
 extra_vars=()
+engine=""
+change_engine=false
+LOG_DIR=${APPLIANCE_LOG_DIR:-/var/log/appliance}
 
 # One action per run: a second one would silently win over the first.
 set_action() {
@@ -117,6 +128,8 @@ while [ $# -gt 0 ]; do
         --trust-fingerprint) value_of "$1" "SHA256:..." "${2-}"; fingerprint=$2; shift ;;
         --pack-signers) value_of "$1" "a file" "${2-}"; pack_signers=$2; shift ;;
         --check) check=true ;;
+        --engine) value_of "$1" "podman or docker" "${2-}"; engine=$2; shift ;;
+        --change-engine) change_engine=true ;;
         -e | --extra-var) value_of "$1" "KEY=VALUE" "${2-}"; extra_var "$2"; shift ;;
         -h | --help) usage; exit 0 ;;
         *) die "unknown option $1 (see --help)" 2 ;;
@@ -154,6 +167,12 @@ for given in "$signers" "$pack_signers"; do
     esac
 done
 [ "$purge" = false ] || [ "$action" = uninstall ] || die "--purge goes with --uninstall only" 2
+case "$engine" in
+    "" | podman | docker) ;;
+    *) die "--engine $engine: choose podman or docker" 2 ;;
+esac
+[ "$change_engine" = false ] || [ -n "$engine" ] || die "--change-engine needs --engine podman or --engine docker" 2
+[ -z "$engine" ] || [ "$action" = install ] || die "--engine goes with an install or upgrade only (the node remembers its engine)" 2
 for tool in ssh-keygen sha256sum python3; do
     command -v "$tool" >/dev/null || die "$tool not found: install it (Debian: openssh-client, coreutils, python3)" 2
 done
@@ -243,46 +262,60 @@ version = manifest.get("version") if isinstance(manifest, dict) else None
 if not isinstance(version, str):
     sys.exit("manifest.json has no version string")
 print(version)
+targets = manifest.get("targets")
+if not isinstance(targets, list) or not targets:
+    sys.exit("manifest.json lists no node targets")
+for target in targets:
+    fields = [target.get(key) if isinstance(target, dict) else None for key in ("name", "os_version_id", "python")]
+    if not all(isinstance(field, str) and field.replace(".", "").isalnum() for field in fields):
+        sys.exit("manifest.json has a target without name, os_version_id and python")
+    print(" ".join(fields))
 EOF
 ) || { why=$(tail -n 1 "$work/manifest.why"); die "${why:-manifest.json could not be read}" 3; }
+targets=$(echo "$version" | tail -n +2)
+version=$(echo "$version" | head -n 1)
 [[ "$version" =~ $VERSION_PATTERN ]] || die "manifest.json: version '$version' is not a version" 3
 [ "$(basename "$BUNDLE_DIR")" = "appliance-$version" ] ||
     note "the bundle folder is $(basename "$BUNDLE_DIR"), the manifest says $version"
 
-# --- 2. the virtual environment, from the wheel cache ------------------------------------------------
+# --- 2. the node: a Debian release and python3 the bundle carries wheels and packages for -----------
 
-venv="$APPLIANCE_ROOT/venvs/$version"
-lock_sum=$(sha256sum wheels/requirements.lock | cut -d' ' -f1)
-if [ "$check" = true ] && [ "$(cat "$venv/.lock.sha256" 2>/dev/null)" != "$lock_sum" ]; then
-    die "--check needs this version's environment as the bundle makes it: run the install once without --check" 2
-fi
-if [ ! -f "$venv/.lock.sha256" ] || [ "$(cat "$venv/.lock.sha256")" != "$lock_sum" ]; then
-    note "building $venv from wheels/ (no network)"
-    # Built in place (a venv cannot move); the .lock.sha256 marker, written last, says it is whole.
-    rm -rf "$venv"
-    mkdir -p "$APPLIANCE_ROOT/venvs" 2>/dev/null ||
-        die "cannot create $APPLIANCE_ROOT/venvs: check that $APPLIANCE_ROOT is a writable folder with free space" 2
-    if ! out=$(python3 -m venv "$venv" 2>&1); then
-        rm -rf "$venv"
-        die "python3 -m venv failed: $(echo "$out" | grep -v '^ *$' | tail -n 1) (Debian: apt-get install python3-venv)" 2
+node_python=$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null) ||
+    die "python3 does not run: reinstall it (Debian: apt-get install --reinstall python3)" 2
+node_id=$(. /etc/os-release 2>/dev/null && echo "${ID:-}") || node_id=""
+node_release=$(. /etc/os-release 2>/dev/null && echo "${VERSION_ID:-}") || node_release=""
+node_name=$(. /etc/os-release 2>/dev/null && echo "${PRETTY_NAME:-}") || node_name=""
+supported=$(echo "$targets" | awk '{sub(/^debian/, "Debian ", $1); printf "%s%s (Python %s)", sep, $1, $3; sep=" and "}')
+target=$(echo "$targets" | awk -v id="$node_id" -v release="$node_release" -v py="$node_python" \
+    'id == "debian" && $2 == release && $3 == py {print $1; exit}')
+if [ -z "$target" ]; then
+    if ! echo "$targets" | awk -v py="$node_python" '$3 == py {found=1} END {exit !found}'; then
+        die "python3 here is Python $node_python; this bundle supports $supported" 2
     fi
-    if ! out=$("$venv/bin/pip" install --quiet --disable-pip-version-check --no-index \
-        --find-links wheels --require-hashes -r wheels/requirements.lock 2>&1); then
-        rm -rf "$venv"
-        die "pip install from wheels/ failed: $(echo "$out" | grep -v '^ *$' | tail -n 1)" 2
-    fi
-    [ -x "$venv/bin/ansible-playbook" ] || { rm -rf "$venv"; die "wheels/ did not install ansible-playbook: not a whole bundle" 3; }
-    echo "$lock_sum" > "$venv/.lock.sha256"
+    die "this node is ${node_name:-an unknown system}; this bundle supports $supported" 2
 fi
+note "node: ${node_name:-Debian $node_release} with Python $node_python (target $target)"
 
-# --- 3. the playbook ---------------------------------------------------------------------------------
+# --- 3. Ansible, in a temporary folder, from the wheel cache ------------------------------------------
+
+pip_wheels=(wheels/pip-*-py3-none-any.whl)
+[ -f "${pip_wheels[0]}" ] && [ -f wheels/bootstrap.lock ] || die "wheels/ has no pip wheel or bootstrap.lock: not a whole bundle" 3
+if ! out=$(python3 "${pip_wheels[0]}/pip" install --quiet --disable-pip-version-check --no-index \
+    --root-user-action=ignore --no-compile --find-links wheels --require-hashes \
+    --target "$work/ansible" -r wheels/bootstrap.lock 2>&1); then
+    die "cannot set up Ansible from wheels/ in ${TMPDIR:-/tmp}: $(echo "$out" | grep -v '^ *$' | tail -n 1)" 2
+fi
+[ -x "$work/ansible/bin/ansible-playbook" ] || die "wheels/ did not install ansible-playbook: not a whole bundle" 3
+
+# --- 4. the playbook ---------------------------------------------------------------------------------
 
 vars="$work/vars.json"
-export BUNDLE_DIR version principal signer_fingerprint pack_signers venv purge backup_dir restore_file
+export BUNDLE_DIR version principal signer_fingerprint pack_signers purge backup_dir restore_file target engine change_engine
 export SIGNERS_FILE="$work/allowed_signers"
-"$venv/bin/python" - "$vars" <<'EOF'
+python3 - "$vars" <<'EOF'
 import json, os, sys
 env = os.environ
+chosen = {"appliance_container_engine": env["engine"]} if env["engine"] else {}
 json.dump({
     "appliance_bundle_dir": env["BUNDLE_DIR"],
     "appliance_bundle_version": env["version"],
@@ -290,10 +323,12 @@ json.dump({
     "appliance_bundle_signer_fingerprint": env["signer_fingerprint"],
     "appliance_trust_bundle_signers_src": env["SIGNERS_FILE"],
     "appliance_trust_pack_signers_src": env["pack_signers"],
-    "appliance_venv": env["venv"],
+    "appliance_target_name": env["target"],
+    "appliance_engine_change": env["change_engine"] == "true",
     "appliance_purge": env["purge"] == "true",
     "appliance_backup_dir": env["backup_dir"],
     "appliance_restore_file": env["restore_file"],
+    **chosen,
 }, open(sys.argv[1], "w"))
 EOF
 
@@ -302,12 +337,21 @@ flags=()
 export ANSIBLE_CONFIG="$BUNDLE_DIR/ansible/ansible.cfg"
 export ANSIBLE_LOCAL_TEMP="$work/ansible-local"
 export ANSIBLE_HOME="$work/ansible-home"
+export PYTHONPATH="$work/ansible"
 note "running ansible/$playbook${flags:+ ${flags[*]}}"
 trap - ERR
-if ! "$venv/bin/ansible-playbook" -c local -i localhost, "$BUNDLE_DIR/ansible/$playbook" \
-    -e "@$vars" "${extra_vars[@]}" "${flags[@]}" 2>&1 | tee "$work/ansible.log"; then
-    # Each failure ends with a line "fatal: [host]: FAILED! => {json}": the last one says why.
-    reason=$("$venv/bin/python" - "$work/ansible.log" <<'EOF' || true
+status=0
+python3 "$work/ansible/bin/ansible-playbook" -c local -i localhost, "$BUNDLE_DIR/ansible/$playbook" \
+    -e "@$vars" "${extra_vars[@]}" "${flags[@]}" 2>&1 | tee "$work/ansible.log" || status=$?
+# The playbook's output stays on the node, also when it failed (nothing else does then).
+log_name="$action-$(date -u +%Y%m%dT%H%M%SZ).log"
+if mkdir -p "$LOG_DIR" 2>/dev/null && cp "$work/ansible.log" "$LOG_DIR/$log_name" 2>/dev/null; then
+    note "the playbook's output is in $LOG_DIR/$log_name"
+fi
+if [ "$status" -ne 0 ]; then
+    # Each failure ends with a line "fatal: [host]: FAILED! => {json}": the last one says why. A
+    # message of several lines (preflight: one per failed check) prints all but its first above.
+    reason=$(python3 - "$work/ansible.log" <<'EOF' || true
 import json, sys
 reason = ""
 for line in open(sys.argv[1], encoding="utf-8", errors="replace"):
@@ -318,12 +362,14 @@ for line in open(sys.argv[1], encoding="utf-8", errors="replace"):
             continue
         if isinstance(result, dict):
             reason = str(result.get("msg") or reason)
-print(reason.strip().splitlines()[0] if reason.strip() else "")
+print("\n".join(" ".join(line.split()) for line in reason.strip().splitlines() if line.strip()))
 EOF
 )
+    details=$(echo "$reason" | tail -n +2)
+    if [ -n "$details" ]; then
+        while IFS= read -r line; do note "  $line"; done <<< "$details"
+        die "$(echo "$reason" | head -n 1): $(echo "$details" | cut -d: -f1 | paste -sd, | sed 's/,/, /g') (each is named above with its fix)" 4
+    fi
     die "${reason:-ansible-playbook $playbook failed (see above)}" 4
-fi
-if [ "$action" = uninstall ] && [ "$check" = false ]; then
-    rm -rf "$APPLIANCE_ROOT"  # the venvs, the playbook's own among them, so only after it ended
 fi
 note "$action done: appliance $version"

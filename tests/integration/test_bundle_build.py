@@ -650,8 +650,13 @@ def test_install_sh_help_names_every_action(unpacked_bundle: Path) -> None:
 # fast enough to try many kinds of damage; nothing here gets as far as building a venv.
 
 TREE_VERSION = "1.0.0"
+# Both targets: the machine running the tests (Debian 12, Python 3.11) is one of them.
+TREE_TARGETS = [
+    {"name": t.name, "os_version_id": t.os_version_id, "python": t.python}
+    for t in layout.NODE_TARGETS
+]
 TREE_FILES = {
-    layout.MANIFEST: json.dumps({"version": TREE_VERSION}).encode(),
+    layout.MANIFEST: json.dumps({"version": TREE_VERSION, "targets": TREE_TARGETS}).encode(),
     f"{layout.WHEELS_DIR}/{layout.WHEELS_LOCK}": b"",
     f"{layout.ANSIBLE_DIR}/ansible.cfg": b"[defaults]\n",
     f"{layout.ANSIBLE_DIR}/install.yml": b"- hosts: all\n  tasks: []\n",
@@ -804,8 +809,21 @@ def test_install_sh_refuses_installed_trust_that_is_a_folder(
         (b"[]", "manifest.json has no version string"),
         (b"{}", "manifest.json has no version string"),
         (b'{"version": 1}', "manifest.json has no version string"),
-        (b'{"version": "../x"}', "version '../x' is not a version"),
+        (
+            json.dumps({"version": "../x", "targets": TREE_TARGETS}).encode(),
+            "version '../x' is not a version",
+        ),
         (b'{"version": "9.9.9", "version": "1.0.0"}', "duplicate key 'version'"),
+        (b'{"version": "1.0.0"}', "manifest.json lists no node targets"),
+        (b'{"version": "1.0.0", "targets": {}}', "manifest.json lists no node targets"),
+        (
+            b'{"version": "1.0.0", "targets": [1]}',
+            "a target without name, os_version_id and python",
+        ),
+        (
+            b'{"version": "1.0.0", "targets": [{"name": "x; rm -rf /", "os_version_id": "12", "python": "3.11"}]}',
+            "a target without name, os_version_id and python",
+        ),
     ],
 )
 def test_install_sh_reads_a_bad_signed_manifest_in_one_line(
@@ -818,10 +836,77 @@ def test_install_sh_reads_a_bad_signed_manifest_in_one_line(
     assert not (tmp_path / "opt").exists()
 
 
-def test_install_sh_says_in_one_line_that_its_venv_folder_cannot_be_made(
+def _node() -> tuple[str, str]:
+    """(VERSION_ID, python3's major.minor) of the machine the tests run on, as install.sh sees them."""
+    release = ""
+    for line in Path("/etc/os-release").read_text().splitlines():
+        if line.startswith("VERSION_ID="):
+            release = line.split("=", 1)[1].strip('"')
+    python = subprocess.run(
+        ["python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    return release, python
+
+
+def _tree_for(folder: Path, key: Path, targets: list[dict[str, str]]) -> Path:
+    manifest = json.dumps({"version": TREE_VERSION, "targets": targets}).encode()
+    return signed_tree(folder, key, replace={layout.MANIFEST: manifest})
+
+
+def test_install_sh_refuses_a_python_no_target_has_and_names_the_supported_releases(
     tmp_path: Path, release_key: tuple[Path, Path, str, str]
 ) -> None:
-    tree = signed_tree(tmp_path / "stick", release_key[0])
-    (tmp_path / "opt").write_text("a file where /opt/appliance should be a folder\n")
+    release, python = _node()
+    other = "3.99"
+    targets = [{"name": "debian12", "os_version_id": release, "python": other},
+               {"name": "debian13", "os_version_id": "13", "python": "3.98"}]  # fmt: skip
+    tree = _tree_for(tmp_path / "stick", release_key[0], targets)
     result = run_install_sh(tree, tmp_path, "--signers", release_key[1])
-    assert_one_error_line(result, 2, "cannot create", "/venvs")
+    assert_one_error_line(
+        result,
+        2,
+        f"python3 here is Python {python}; this bundle supports",
+        f"Debian 12 (Python {other}) and Debian 13 (Python 3.98)",
+    )
+    assert not (tmp_path / "opt").exists() and not (tmp_path / "etc").exists()
+
+
+def test_install_sh_refuses_a_release_no_target_has(
+    tmp_path: Path, release_key: tuple[Path, Path, str, str]
+) -> None:
+    _, python = _node()
+    targets = [{"name": "debian99", "os_version_id": "99", "python": python}]
+    tree = _tree_for(tmp_path / "stick", release_key[0], targets)
+    result = run_install_sh(tree, tmp_path, "--signers", release_key[1])
+    assert_one_error_line(
+        result, 2, "this node is ", f"this bundle supports Debian 99 (Python {python})"
+    )
+
+
+def test_install_sh_refuses_a_bundle_without_its_bootstrap_wheels(
+    tmp_path: Path, release_key: tuple[Path, Path, str, str]
+) -> None:
+    """Past the node checks on this machine (a target), then refused: no pip wheel to set up Ansible."""
+    tree = signed_tree(tmp_path / "stick", release_key[0])
+    result = run_install_sh(tree, tmp_path, "--signers", release_key[1])
+    assert_one_error_line(
+        result, 3, "wheels/ has no pip wheel or bootstrap.lock: not a whole bundle"
+    )
+    assert "(target debian12)" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--engine", "lxc"], "--engine lxc: choose podman or docker"),
+        (["--engine", ""], "--engine needs podman or docker"),
+        (["--change-engine"], "--change-engine needs --engine"),
+        (["--uninstall", "--engine", "docker"], "--engine goes with an install or upgrade only"),
+    ],
+)
+def test_install_sh_refuses_bad_engine_flags(
+    tmp_path: Path, release_key: tuple[Path, Path, str, str], args: list[str], message: str
+) -> None:
+    tree = signed_tree(tmp_path / "stick", release_key[0])
+    assert_one_error_line(run_install_sh(tree, tmp_path, *args), 2, message)

@@ -89,8 +89,8 @@ def test_install_sh_verifies_in_the_bundle_signature_namespace() -> None:
 
 def test_install_sh_and_the_playbooks_use_the_same_node_folders() -> None:
     shared = yaml_file(ANSIBLE / "group_vars" / "all.yml")
-    assert shell_default("APPLIANCE_ROOT") == shared["appliance_root"]
     assert shell_default("CONFIG_DIR") == shared["appliance_config_dir"]
+    assert shell_default("LOG_DIR") == shared["appliance_log_dir"]
 
 
 def test_the_playbooks_know_the_server_image_as_the_builder_makes_it() -> None:
