@@ -137,7 +137,10 @@ class TargetDebs:
     def debs(self) -> tuple[DebFile, ...]:
         """Every .deb of every engine once, by path."""
         return tuple(
-            sorted({deb.file: deb for debs in self.closure.values() for deb in debs}.values())
+            sorted(
+                {deb.file: deb for debs in self.closure.values() for deb in debs}.values(),
+                key=lambda deb: deb.file,
+            )
         )
 
     @property
