@@ -66,7 +66,7 @@ STANDARD_STATUS = "var/lib/dpkg/status"
 TOOLS = ("apt-get", "gpgv")
 
 # 'URI' file-name size [hash]: apt prints its first hash, none where a suite lists no MD5sum.
-_PRINT_URI = re.compile(r"'(\S+)' (\S+) ([0-9]+)(?: \S*)?")
+_PRINT_URI = re.compile(r"'([^']+)' (\S+) ([0-9]+)(?: \S*)?")
 
 
 @dataclass(frozen=True)
@@ -458,7 +458,8 @@ class PrivateApt:
         shutil.copyfile(status, folder / "state" / "status")
         (folder / "sources.list").write_text(
             "".join(
-                f"deb [signed-by={keyring.absolute()}] {urllib.parse.quote(self.roots[s.archive])} "
+                f"deb [signed-by={keyring.absolute()}] "
+                f"file:{urllib.parse.quote(str(tree.absolute() / s.archive))}/ "
                 f"{s.suite} {layout.DEBIAN_COMPONENT}\n"
                 for s in self.suites
             ),

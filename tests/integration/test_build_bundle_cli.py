@@ -177,6 +177,14 @@ def test_a_bad_key_file_is_one_line(tmp_path: Path, key_file: str, words: list[s
         (["--version", "1.0", "--bogus"], ["No such option", "--help"]),
         ([], ["Missing option '--version'", "--help"]),
         (["--version", "1.0", "--out"], ["--out", "requires an argument"]),
+        (
+            ["--version", "1.0", "--engines", "podman,lxc"],
+            ["--engines 'podman,lxc'", "choose from"],
+        ),
+        (["--version", "1.0", "--engines", ""], ["--engines ''", "choose from podman, docker"]),
+        (["--version", "1.0", "--debian-mirror", "ftp://x"], ["--debian-mirror 'ftp://x'"]),
+        (["--version", "1.0", "--debian-mirror", "deb.debian.org"], ["the mirror's root"]),
+        (["--version", "1.0", "--debian-keyring", "/nonexistent.gpg"], ["no keyring at"]),
     ],
 )
 def test_bad_flags_are_one_line(
@@ -262,6 +270,33 @@ def test_missing_mmdebstrap_is_refused_before_the_slow_steps(tmp_path: Path, key
         env=env,
     )
     assert_refused(result, REFUSED, "mmdebstrap not found", "--base-rootfs", out=out)
+
+
+def test_missing_apt_get_is_refused_before_the_slow_steps(tmp_path: Path, key: Path) -> None:
+    """The debs step resolves with the build machine's apt-get; PATH here has git and mmdebstrap."""
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for tool in ("git", "mmdebstrap"):
+        found = shutil.which(tool)
+        if found is None:
+            pytest.skip(f"needs {tool}")
+        (tools / tool).symlink_to(found)
+    env = {**build_env(), "PATH": str(tools)}
+    out = tmp_path / "out"
+    result = build(
+        tmp_path,
+        "--version",
+        "1.0",
+        "--key",
+        key,
+        "--out",
+        out,
+        "--cache-dir",
+        tmp_path / "empty-cache",
+        "--skip-engine-check",
+        env=env,
+    )
+    assert_refused(result, REFUSED, "debs: apt-get not found", out=out)
 
 
 def test_a_python_without_the_project_dependencies_is_one_line(tmp_path: Path) -> None:
