@@ -64,8 +64,8 @@ engine:  ## Start Podman's Docker-compatible API on /run/podman/podman.sock unle
 		(cd / && setsid nohup podman --runtime runc system service --time=0 unix://$(PODMAN_SOCKET) >/dev/null 2>&1 &) && \
 		for i in $$(seq 50); do test -S $(PODMAN_SOCKET) && break; sleep 0.1; done && echo "started podman system service on $(PODMAN_SOCKET)"; fi
 
-node-test: $(BIN)/.installed  ## The installer end to end on a simulated air-gapped node (needs podman, runc, mmdebstrap).
-	$(BIN)/python -m pytest tests/e2e -v
+node-test: $(BIN)/.installed  ## The installer end to end on simulated air-gapped nodes: NODE=debian13-docker (or a,b) for some kinds, every kind without NODE.
+	APPLIANCE_NODE_KINDS=$(or $(NODE),all) $(BIN)/python -m pytest tests/e2e -v
 
 frontend:  ## Rebuild the dashboard into server/frontend/dist (needs Node 20.19+; the result is committed).
 	cd server/frontend && npm ci --no-audit --no-fund && npm run build

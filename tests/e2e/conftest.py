@@ -23,7 +23,7 @@ import pytest
 from appliance.trust.sshsig import generate_key
 from bundle import layout
 from tests.conftest import Signer
-from tests.e2e.simnode import Node, start_node
+from tests.e2e.simnode import Node, NodeKind, kinds_from_env, start_node
 from tests.integration.conftest import REPO, build_command, build_env
 
 BROKEN_MARK = "raise RuntimeError('this release is broken on purpose (tests/e2e)')\n"
@@ -99,10 +99,12 @@ def stick(
     return Stick(folder, public.fingerprint, bundles)
 
 
-@pytest.fixture(scope="module")
-def node(stick: Stick) -> Iterator[Node]:
-    """A fresh simulated node for the module, removed afterwards."""
-    started = start_node("appliance-e2e-node", stick.folder)
+@pytest.fixture(scope="module", params=kinds_from_env(), ids=lambda kind: kind.name)
+def node(request: pytest.FixtureRequest, stick: Stick) -> Iterator[Node]:
+    """A fresh simulated node of each kind APPLIANCE_NODE_KINDS names (make node-test NODE=...),
+    for the whole module: pytest runs every test of the module on one kind, then the next."""
+    kind: NodeKind = request.param
+    started = start_node(f"appliance-e2e-{kind.name}", stick.folder, kind)
     try:
         yield started
     finally:

@@ -180,9 +180,12 @@ NODE_KINDS = _kinds(
 
 
 def kinds_from_env() -> list[NodeKind]:
-    """The node kinds named in APPLIANCE_NODE_KINDS (comma-separated), or DEFAULT_KINDS."""
+    """The node kinds named in APPLIANCE_NODE_KINDS (comma-separated; `all` for every kind), or
+    DEFAULT_KINDS."""
     text = os.environ.get(KINDS_VARIABLE, "")
     names = [name.strip() for name in text.split(",") if name.strip()] or list(DEFAULT_KINDS)
+    if names == ["all"]:
+        names = list(NODE_KINDS)
     unknown = [name for name in names if name not in NODE_KINDS]
     if unknown:
         msg = f"{KINDS_VARIABLE}: unknown node kind {', '.join(unknown)} (known: {', '.join(NODE_KINDS)})"

@@ -1,11 +1,17 @@
 """The field operator's whole experience, on a simulated air-gapped node (tests/e2e/simnode.py).
 
 One node, one story, in order: a tampered bundle changes nothing; a first install that never
-gets healthy is stopped; install; serve; import from the stick; the importer picks up a dropped
-pack; a second run changes nothing; upgrade with the API answering but for a short gap; a broken
-upgrade rolls itself back; rollback; backup, uninstall, reinstall, restore; and the audit trail
-tells all of it. The node has no network.
-The tests depend on each other's order (pytest runs them as written); each says what it left.
+gets healthy is taken off the node again; a failed preflight names every failed check and
+changes nothing; install (with the engine and python3-venv from the bundle's Debian packages on
+a standard node); serve; import from the stick; the importer picks up a dropped pack; a second
+run changes nothing and keeps the engine; another engine is refused; upgrade with the API
+answering but for a short gap; a broken upgrade rolls itself back; rollback; backup, uninstall,
+reinstall, restore; uninstall --purge takes off what the appliance installed; and the audit
+trail tells all of it. The node has no network.
+
+The story runs once on each node kind of APPLIANCE_NODE_KINDS (the `node` fixture; `make
+node-test NODE=debian13-docker` runs one). The tests depend on each other's order (pytest runs
+them as written, kind by kind); each says what it left.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ import pytest
 
 from tests.e2e.conftest import Stick
 from tests.e2e.simnode import USB, Node
+
+ENGINE_PACKAGE = {"podman": "podman", "docker": "docker.io"}
 
 pytestmark = pytest.mark.slow
 
@@ -68,15 +76,41 @@ def current_version(node: Node) -> str | None:
     return current
 
 
-def nothing_installed(node: Node) -> None:
+def brought_by_the_bundle(node: Node) -> list[str]:
+    """What the installer must install on this kind: python3-venv and the engine on a standard
+    node, nothing where they came with the node."""
+    return [] if node.kind.preinstalled else ["python3-venv", ENGINE_PACKAGE[node.engine]]
+
+
+def package_installed(node: Node, name: str) -> bool:
+    result = node.sh(f"dpkg-query -W -f '${{db:Status-Abbrev}}' {name}")
+    return result.returncode == 0 and result.stdout.startswith("ii")
+
+
+def nothing_installed(node: Node, *, logs: bool = False) -> None:
+    """The node as it was before the appliance: with `logs`, but for the installer's log and trail."""
     for path in (
         "/opt/appliance",
         "/etc/appliance",
+        "/var/lib/appliance",
         "/etc/systemd/system/appliance-server.service",
-        "/var/log/appliance",
+        "/etc/systemd/system/appliance-importer.service",
+        "/usr/local/bin/appliance",
+        *([] if logs else ["/var/log/appliance"]),
     ):
         assert node.sh(f"test -e {path}").returncode != 0, f"{path} exists"
-    assert node.sh("podman images -q").stdout.strip() == ""
+    assert node.sh("id appliance").returncode != 0, "the appliance user exists"
+    for name in brought_by_the_bundle(node):
+        assert not package_installed(node, name), f"{name} is installed"
+    if node.sh(f"command -v {node.engine}").returncode == 0:
+        assert node.sh(f"{node.engine} images -q").stdout.strip() == ""
+    if logs:
+        assert node.sh("ls /var/log/appliance/install-*.log").returncode == 0
+
+
+def first_install_flags(node: Node) -> str:
+    """The engine is chosen once, at the first install; every later run goes without the flag."""
+    return "--engine docker" if node.engine == "docker" else ""
 
 
 # --- refusals that change nothing -------------------------------------------------------------------
@@ -111,17 +145,59 @@ def test_a_tampered_bundle_is_refused_and_nothing_changes(node: Node, stick: Sti
         nothing_installed(node)
 
 
-def test_a_first_install_that_never_gets_healthy_is_stopped(node: Node, stick: Stick) -> None:
+def test_a_first_install_that_never_gets_healthy_is_taken_off_the_node(
+    node: Node, stick: Stick
+) -> None:
     folder = unpack(node, "1.2.0")
     trust = f"--trust-fingerprint {stick.fingerprint} --pack-signers {USB}/pack_signers"
-    result = install(node, folder, trust, f"-e appliance_server_health_retries={HEALTH_RETRIES}")
+    result = install(
+        node,
+        folder,
+        trust,
+        first_install_flags(node),
+        f"-e appliance_server_health_retries={HEALTH_RETRIES}",
+    )
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
     assert "1.2.0 failed its health gate; nothing was running before" in last, last
-    assert node.sh("systemctl is-enabled appliance-server").stdout.strip() == "disabled"
     assert node.sh("systemctl is-active appliance-server").stdout.strip() != "active"
-    assert node.sh("test -e /etc/appliance/installed.json").returncode != 0
-    assert trail(node)[-1]["action"] == "install-failed"
+    nothing_installed(node, logs=True)  # packages, venv, units, user, image: all taken off again
+    event = trail(node)[-1]
+    assert event["action"] == "install-failed"
+    brought = brought_by_the_bundle(node)
+    assert all(any(p.startswith(f"{name}=") for p in event["packages"]) for name in brought)
+
+
+def test_a_failed_preflight_names_each_check_with_its_fix_and_changes_nothing(
+    node: Node, stick: Stick
+) -> None:
+    """Two checks fail at once (the port is taken, the disk too small): both are named, each on
+    its own line, before anything on the node changed (no package, no environment)."""
+    folder = unpack(node, "1.0.0")
+    node.sh("setsid -f python3 -m http.server 8080 --bind 0.0.0.0 >/dev/null 2>&1", check=True)
+    try:
+        time.sleep(1)
+        result = install(
+            node,
+            folder,
+            f"--trust-fingerprint {stick.fingerprint}",
+            first_install_flags(node),
+            "-e appliance_preflight_min_free_mb=100000000",
+        )
+    finally:
+        node.sh("pkill -f 'http.server 8080'")
+    assert result.returncode == 4, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("install.sh: error: preflight: 2 check(s) failed: disk, port"), (
+        lines[-1]
+    )
+    disk = [line for line in lines if line.startswith("install.sh:   disk: ")]
+    port = [line for line in lines if line.startswith("install.sh:   port: 8080 is in use")]
+    assert len(disk) == 1 and "free space there or grow the disk" in disk[0], lines[-6:]
+    assert len(port) == 1 and "pass -e appliance_port=N" in port[0], lines[-6:]
+    nothing_installed(node, logs=True)
+    event = trail(node)[-1]
+    assert event["action"] == "install-refused" and "port: 8080" in event["detail"]
 
 
 # --- install, serve, import ------------------------------------------------------------------------
@@ -134,10 +210,22 @@ def test_install_from_the_stick_serves_the_dashboard_and_api(node: Node, stick: 
         folder,
         f"--trust-fingerprint {stick.fingerprint}",
         f"--pack-signers {USB}/pack_signers",
+        first_install_flags(node),
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert recap(result.stdout)["failed"] == 0
     assert installed(node)["version"] == "1.0.0"
+    assert installed(node)["engine"] == node.engine
+    assert installed(node)["target"] == node.kind.target
+    assert node.sh("cat /etc/appliance/engine", check=True).stdout.strip() == node.engine
+    # What the bundle brought is installed, recorded for --purge, and named in the audit trail.
+    recorded = json.loads(node.sh("cat /etc/appliance/node-packages.json", check=True).stdout)
+    names = {entry["name"] for entry in recorded["packages"]} if recorded else set()
+    event = trail(node)[-1]
+    for name in brought_by_the_bundle(node):
+        assert package_installed(node, name) and name in names, name
+        assert any(entry.startswith(f"{name}=") for entry in event["packages"]), event
+    assert (event["action"], event["engine"]) == ("install", node.engine)
     assert node.sh("systemctl is-active appliance-server appliance-importer").stdout.split() == [
         "active",
         "active",
@@ -167,6 +255,9 @@ def test_a_pack_from_the_stick_is_imported_and_served(node: Node) -> None:
     assert status == 200 and len(json.loads(body)["items"]) == 3
     owner = node.sh("stat -c %u /var/lib/appliance/versions/v0001", check=True).stdout.strip()
     assert owner == "10001"  # the appliance command ran as the server's user
+    assert node.sh(f"{node.engine} ps --format '{{{{.Names}}}}'").stdout.split() == [
+        "appliance-server"
+    ]
 
 
 def test_the_importer_picks_up_a_pack_dropped_in_the_inbox(node: Node) -> None:
@@ -191,6 +282,29 @@ def test_a_second_run_changes_nothing_and_check_mode_too(node: Node) -> None:
     checked = install(node, folder, "--check")
     assert checked.returncode == 0, checked.stdout[-2000:] + checked.stderr[-2000:]
     assert recap(checked.stdout)["changed"] == 0
+    assert installed(node)["engine"] == node.engine  # no flag: the node's own engine
+
+
+def test_another_engine_is_refused_in_one_line_and_nothing_changes(node: Node) -> None:
+    folder = "/var/tmp/bundle-1.0.0/appliance-1.0.0"
+    other = "podman" if node.engine == "docker" else "docker"
+    before = node.sh(
+        "ls -l --time-style=full-iso /etc/systemd/system/appliance-*", check=True
+    ).stdout
+    result = install(node, folder, f"--engine {other}")
+    assert result.returncode == 4
+    details = [line for line in result.stderr.splitlines() if line.startswith("install.sh:   ")]
+    assert details == [
+        f"install.sh:   engine: this node runs {node.engine} (chosen at its first install), "
+        f"--engine {other} would change it: pass --change-engine too to switch "
+        f"(the {node.engine} images stay until removed by hand)"
+    ], result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        "install.sh: error: preflight: 1 check(s) failed: engine (each is named above with its fix)"
+    )
+    assert node.sh("ls -l --time-style=full-iso /etc/systemd/system/appliance-*").stdout == before
+    assert node.sh("cat /etc/appliance/engine").stdout.strip() == node.engine
+    assert trail(node)[-1]["action"] == "install-refused"
 
 
 # --- upgrades -------------------------------------------------------------------------------------
@@ -275,12 +389,31 @@ def test_backup_uninstall_reinstall_restore(node: Node) -> None:
     assert node.http("/health/ready")[0] == 200
 
 
+def test_uninstall_purge_takes_off_only_what_the_appliance_installed(node: Node) -> None:
+    folder = "/var/tmp/bundle-1.1.0/appliance-1.1.0"
+    purged = install(node, folder, "--uninstall --purge")
+    assert purged.returncode == 0, purged.stdout[-3000:] + purged.stderr[-2000:]
+    nothing_installed(node, logs=True)
+    if node.kind.preinstalled:  # the node's own engine and python3-venv stay
+        assert package_installed(node, ENGINE_PACKAGE[node.engine])
+        assert package_installed(node, "python3-venv")
+    else:
+        assert node.sh(f"command -v {node.engine}").returncode != 0
+    event = trail(node)[-1]
+    assert (
+        event["action"] == "uninstall" and "purged data, trust and configuration" in event["detail"]
+    )
+    assert {p.split("=")[0] for p in event["packages"]} >= set(brought_by_the_bundle(node))
+
+
 def test_the_audit_trail_lists_every_step(node: Node, stick: Stick) -> None:
     events = trail(node)
     actions = [event["action"] for event in events]
     assert actions == [
         "install-failed",
+        "install-refused",
         "install",
+        "install-refused",
         "upgrade",
         "upgrade-failed",
         "rollback",
@@ -288,10 +421,12 @@ def test_the_audit_trail_lists_every_step(node: Node, stick: Stick) -> None:
         "uninstall",
         "install",
         "restore",
+        "uninstall",
     ]
-    versions = [event["version"] for event in events][:5]
+    versions = [event["version"] for event in events if event["action"] != "install-refused"][:5]
     assert versions == ["1.2.0", "1.0.0", "1.1.0", "1.2.0", "1.0.0"]
     assert all(event["fingerprint"] == stick.fingerprint for event in events)
+    assert {event["engine"] for event in events} == {node.engine}
 
 
 def test_the_node_had_no_network(node: Node) -> None:

@@ -56,3 +56,8 @@ def test_kinds_that_differ_only_in_engine_share_their_image() -> None:
 def test_a_node_defaults_to_the_original_kind_and_names_its_engine() -> None:
     assert Node("n").kind is NODE_KINDS["debian12"]
     assert Node("n", NODE_KINDS["debian13-docker"]).engine == "docker"
+
+
+def test_all_names_every_kind(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(KINDS_VARIABLE, "all")
+    assert [kind.name for kind in kinds_from_env()] == list(NODE_KINDS)
