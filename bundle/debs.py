@@ -149,7 +149,9 @@ class TargetDebs:
 
     def requires(self) -> dict[str, list[str]]:
         wanted = {layout.BASE_REQUIREMENT: list(layout.NODE_BASE_PACKAGES)}
-        return wanted | {engine: list(layout.ENGINE_PACKAGES[engine]) for engine in self.closure}
+        return wanted | {
+            engine: list(layout.engine_packages(self.target, engine)) for engine in self.closure
+        }
 
     def manifest_entry(self) -> dict[str, Any]:
         """The target's entry of the manifest's `targets` (docs/formats.md)."""
@@ -608,7 +610,7 @@ def resolve(
     apt: PrivateApt | None = None
     with scratch_dir(_cache(options.cache_dir), ".apt-") as scratch:
         for engine in engines:
-            packages = (*layout.NODE_BASE_PACKAGES, *layout.ENGINE_PACKAGES[engine])
+            packages = (*layout.NODE_BASE_PACKAGES, *layout.engine_packages(target, engine))
             cached = _closure_path(options.cache_dir, target, sources, status, packages)
             if cached.is_file():
                 closure[engine] = tuple(

@@ -104,7 +104,15 @@ DEBS_DIR = "debs"
 # What the appliance needs beyond a standard installation, by engine (python3-venv for any engine).
 NODE_BASE_PACKAGES = ("python3-venv",)
 ENGINE_PACKAGES = {"podman": ("podman", "runc"), "docker": ("docker.io",)}
+# From trixie on, Debian ships the docker command apart from the daemon, as a Recommends of
+# docker.io that --no-install-recommends leaves out.
+ENGINE_EXTRA_PACKAGES = {("trixie", "docker"): ("docker-cli",)}
 DEFAULT_ENGINE = "podman"
+
+
+def engine_packages(target: NodeTarget, engine: str) -> tuple[str, ...]:
+    """The Debian packages `engine` needs on `target`, beyond NODE_BASE_PACKAGES."""
+    return ENGINE_PACKAGES[engine] + ENGINE_EXTRA_PACKAGES.get((target.codename, engine), ())
 
 
 def node_target(name: str) -> NodeTarget:
