@@ -331,8 +331,8 @@ def _cached_suite(
     return SuiteSnapshot(suite, release, hashlib.sha256(data).hexdigest())
 
 
-def _fetch_suite(cache_dir: Path, suite: layout.DebianSuite, options: DebianOptions) -> None:
-    """Fetch a suite's InRelease, check it, then the Packages.xz it lists, by its hash."""
+def _fetch_suite(into: Path, suite: layout.DebianSuite, options: DebianOptions) -> None:
+    """Fetch a suite's InRelease, check it, then the Packages.xz it lists by its hash, into `into`."""
     url = _mirror_url(options.mirror, suite.inrelease)
     data = fetch_bytes(url, layout.MAX_INRELEASE_BYTES)
     try:
@@ -350,32 +350,41 @@ def _fetch_suite(cache_dir: Path, suite: layout.DebianSuite, options: DebianOpti
     # By hash: the file this InRelease names, even if the mirror moves on meanwhile.
     folder = suite.packages_index.rsplit("/", 1)[0]
     by_hash = _mirror_url(options.mirror, f"{folder}/by-hash/SHA256/{listed.sha256}")
-    target = _metadata(cache_dir) / suite.packages_index
+    packages = into / suite.packages_index
     try:
-        fetch_file(by_hash, target, listed.size, listed.sha256)
+        fetch_file(by_hash, packages, listed.size, listed.sha256)
     except ConfigError:
-        fetch_file(
-            _mirror_url(options.mirror, suite.packages_index), target, listed.size, listed.sha256
-        )
-    atomic_write_bytes(_metadata(cache_dir) / suite.inrelease, data)
+        plain = _mirror_url(options.mirror, suite.packages_index)
+        fetch_file(plain, packages, listed.size, listed.sha256)
+    atomic_write_bytes(into / suite.inrelease, data)
 
 
 def snapshot(
     target: layout.NodeTarget, options: DebianOptions, progress: Progress
 ) -> tuple[SuiteSnapshot, ...]:
-    """The target's three suites, verified, from the cache or fetched (always on refresh)."""
+    """The target's three suites, verified, from the cache or fetched (always on refresh).
+
+    What is fetched goes to the cache only once every suite is fetched and checked, so a
+    refresh that fails half-way leaves the cached snapshot as it was.
+    """
+    suites = layout.debian_suites(target)
+    cache, keyring = options.cache_dir, options.keyring
+    stale = [s for s in suites if options.refresh or _cached_suite(cache, s, keyring) is None]
+    if stale:
+        with scratch_dir(_cache(cache), ".fetch-") as staging:
+            for suite in stale:
+                progress(f"debs: fetching {suite.archive} {suite.suite} InRelease and Packages.xz")
+                _fetch_suite(staging, suite, options)
+            for suite in stale:
+                for name in (suite.packages_index, suite.inrelease):
+                    (_metadata(cache) / name).parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(staging / name, _metadata(cache) / name)
     found = []
-    for suite in layout.debian_suites(target):
-        cached = (
-            None if options.refresh else _cached_suite(options.cache_dir, suite, options.keyring)
-        )
+    for suite in suites:
+        cached = _cached_suite(cache, suite, keyring)
         if cached is None:
-            progress(f"debs: fetching {suite.archive} {suite.suite} InRelease and Packages.xz")
-            _fetch_suite(options.cache_dir, suite, options)
-            cached = _cached_suite(options.cache_dir, suite, options.keyring)
-            if cached is None:
-                msg = f"debs: the fetched metadata of {suite.suite} does not verify in the cache"
-                raise ConfigError(msg)
+            msg = f"debs: the fetched metadata of {suite.suite} does not verify in the cache"
+            raise ConfigError(msg)
         found.append(cached)
     dates = ", ".join(f"{s.suite.suite} {s.release.date}" for s in found)
     progress(f"debs: {target.name} metadata verified with gpgv: {dates}")

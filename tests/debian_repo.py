@@ -77,10 +77,12 @@ class Deb:
     filename: str  # below the archive
     data: bytes
     archive: str = "debian"
+    depends: str = ""
 
     def stanza(self) -> str:
+        depends = f"Depends: {self.depends}\n" if self.depends else ""
         return (
-            f"Package: {self.name}\nVersion: {self.version}\nArchitecture: amd64\n"
+            f"Package: {self.name}\nVersion: {self.version}\nArchitecture: amd64\n{depends}"
             f"Description: test package\n one more line\n .\n"
             f"Filename: {self.filename}\nSize: {len(self.data)}\n"
             f"SHA256: {hashlib.sha256(self.data).hexdigest()}\n"
@@ -95,6 +97,7 @@ class SignedRepo:
     key: ArchiveKey
     debs: list[Deb] = field(default_factory=list)
     packages_override: dict[str, bytes] = field(default_factory=dict)  # suite -> Packages.xz
+    date: str = DATE
 
     @property
     def folder(self) -> Path:
@@ -107,14 +110,19 @@ class SignedRepo:
             debs = [deb for deb in self.debs if deb.archive == suite.archive]
             own = debs if suite.suite == TARGET.codename or suite.archive != "debian" else []
             packages = self.packages_override.get(suite.suite)
+            text = "\n".join(d.stanza() for d in own).encode()
             if packages is None:
-                packages = lzma.compress("\n".join(d.stanza() for d in own).encode())
+                packages = lzma.compress(text)
             index = self.folder / suite.packages_index
             index.parent.mkdir(parents=True, exist_ok=True)
             index.write_bytes(packages)
             release = (
-                f"Origin: Test\nCodename: {suite.suite}\nSuite: {suite.suite}\nDate: {DATE}\n"
-                f"SHA256:\n {hashlib.sha256(packages).hexdigest()} {len(packages)} "
+                f"Origin: Test\nCodename: {suite.suite}\nSuite: {suite.suite}\nDate: {self.date}\n"
+                f"Architectures: amd64\nComponents: main\n"
+                # apt takes an index only if Release lists it uncompressed too, as Debian's does.
+                f"SHA256:\n {hashlib.sha256(text).hexdigest()} {len(text)} "
+                f"{layout.PACKAGES_INDEX.removesuffix('.xz')}\n"
+                f" {hashlib.sha256(packages).hexdigest()} {len(packages)} "
                 f"{layout.PACKAGES_INDEX}\n"
             )
             inrelease = self.key.clearsign(release)
@@ -124,7 +132,7 @@ class SignedRepo:
                     "archive": suite.archive,
                     "suite": suite.suite,
                     "component": layout.DEBIAN_COMPONENT,
-                    "date": DATE,
+                    "date": self.date,
                     "inrelease_sha256": hashlib.sha256(inrelease).hexdigest(),
                 }
             )
