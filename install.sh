@@ -337,11 +337,14 @@ flags=()
 export ANSIBLE_CONFIG="$BUNDLE_DIR/ansible/ansible.cfg"
 export ANSIBLE_LOCAL_TEMP="$work/ansible-local"
 export ANSIBLE_HOME="$work/ansible-home"
-export PYTHONPATH="$work/ansible"
 note "running ansible/$playbook${flags:+ ${flags[*]}}"
 trap - ERR
 status=0
-python3 "$work/ansible/bin/ansible-playbook" -c local -i localhost, "$BUNDLE_DIR/ansible/$playbook" \
+# Ansible's folder goes on this one process's path, not in PYTHONPATH: every command the
+# playbook runs (pip building the node's environment among them) would see it too.
+python3 -c 'import sys; sys.path.insert(0, sys.argv.pop(1)); sys.argv[0] = "ansible-playbook"
+from ansible.cli.playbook import main; sys.exit(main())' "$work/ansible" \
+    -c local -i localhost, "$BUNDLE_DIR/ansible/$playbook" \
     -e "@$vars" "${extra_vars[@]}" "${flags[@]}" 2>&1 | tee "$work/ansible.log" || status=$?
 # The playbook's output stays on the node, also when it failed (nothing else does then).
 log_name="$action-$(date -u +%Y%m%dT%H%M%SZ).log"

@@ -1,17 +1,20 @@
-"""The installer's figures on a simulated air-gapped node, against the bare floor in the same run.
+"""The installer's figures on simulated air-gapped nodes, against the bare floor in the same run.
 
-For each run, on a fresh node (tests/e2e/simnode.py: Debian 12, systemd, Podman, no network):
+For each node kind (tests/e2e/simnode.py NODE_KINDS: Debian 12 or 13, minbase with Podman or a
+standard installation, Podman or Docker; systemd, no network) and each run, on a fresh node:
 
 - install: `install.sh` from its start to its end, which is after the server passed its health
-  gate (venv from wheels/, image load, units, health gate);
+  gate (on a standard node: the engine and python3-venv from the bundle's .debs; then the venv
+  from wheels/, image load, units, health gate);
 - second run: `install.sh` again, which changes nothing;
 - upgrade gap: the longest time `/api/v1/items` did not answer while upgrading to the next
   version, probed every 50 ms from inside the node (tests/e2e/poller.py).
 
-The peer is the bare floor on another fresh node: `podman load` of the same image and `podman run`
-until the healthcheck passes, with no verification, venv or systemd. Prints a Markdown table.
+The peer is the bare floor on another fresh node of a kind with the engine preinstalled: `podman
+load` of the same image and `podman run` until the healthcheck passes, with no verification,
+venv or systemd. Prints a Markdown table.
 
-    python benchmarks/bench_install.py [--runs 3] [--workdir .bench/install]
+    python benchmarks/bench_install.py [--runs 3] [--kinds debian12,debian13-standard,...]
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from appliance.trust.sshsig import generate_key  # noqa: E402
 from bundle import layout  # noqa: E402
-from tests.e2e.simnode import USB, Node, start_node  # noqa: E402
+from tests.e2e.simnode import DEFAULT_KINDS, NODE_KINDS, USB, Node, NodeKind, start_node  # noqa: E402
 from tests.integration.conftest import build_command, build_env  # noqa: E402
 
 VERSIONS = ("1.0.0", "1.1.0")
@@ -59,11 +62,14 @@ def unpack(node: Node, version: str) -> str:
     return f"/var/tmp/b/appliance-{version}"  # noqa: S108 (inside the simulated node)
 
 
-def one_run(stick: Path, fingerprint: str) -> dict[str, float]:
-    node = start_node("appliance-bench-node", stick)
+def one_run(stick: Path, fingerprint: str, kind: NodeKind) -> dict[str, float]:
+    node = start_node("appliance-bench-node", stick, kind)
+    engine = "--engine docker" if kind.engine == "docker" else ""
     try:
         first = unpack(node, VERSIONS[0])
-        install = timed(node, f"cd {first} && ./install.sh --trust-fingerprint {fingerprint}")
+        install = timed(
+            node, f"cd {first} && ./install.sh --trust-fingerprint {fingerprint} {engine}"
+        )
         second = timed(node, f"cd {first} && ./install.sh")
         upgrade_dir = unpack(node, VERSIONS[1])
         node.sh(f"cat > /tmp/poller.py <<'EOF'\n{POLLER.read_text()}EOF", check=True)
@@ -84,9 +90,9 @@ def one_run(stick: Path, fingerprint: str) -> dict[str, float]:
     return {"install": install, "second": second, "upgrade": upgrade, "gap": gap}
 
 
-def floor_run(stick: Path) -> float:
+def floor_run(stick: Path, kind: NodeKind) -> float:
     """podman load + podman run until healthy, on a fresh node: no checks, no venv, no systemd."""
-    node = start_node("appliance-bench-floor", stick)
+    node = start_node("appliance-bench-floor", stick, kind)
     try:
         folder = unpack(node, VERSIONS[0])
         script = (
@@ -105,7 +111,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--workdir", type=Path, default=REPO / ".bench" / "install")
+    parser.add_argument(
+        "--kinds",
+        default=",".join(("debian12", "debian13", *DEFAULT_KINDS)),
+        help=f"node kinds, comma-separated (known: {', '.join(NODE_KINDS)})",
+    )
     args = parser.parse_args()
+    kinds = [NODE_KINDS[name] for name in args.kinds.split(",")]
     stick: Path = args.workdir.resolve() / "usb"
     stick.mkdir(parents=True, exist_ok=True)
     key = args.workdir.resolve() / "release.key"
@@ -116,21 +128,31 @@ def main() -> None:
     ).stdout.split()[1]
     for version in VERSIONS:
         build(version, key, stick)
-    runs = [one_run(stick, fingerprint) for _ in range(args.runs)]
-    floors = [floor_run(stick) for _ in range(args.runs)]
+    runs = {
+        kind.name: [one_run(stick, fingerprint, kind) for _ in range(args.runs)] for kind in kinds
+    }
+    floors = {
+        kind.name: [floor_run(stick, kind) for _ in range(args.runs)]
+        for kind in kinds
+        if kind.preinstalled and kind.engine == "podman"
+    }
 
     def cell(values: list[float]) -> str:
         return f"{statistics.median(values):.1f} ({min(values):.1f}-{max(values):.1f})"
 
     print(f"{args.runs} runs each on a fresh simulated node; median (min-max), seconds\n")
-    print("| measure | goal | ours | bare floor (podman load + run) |")
-    print("|---|---:|---:|---:|")
     print(
-        f"| install.sh start to healthy | <= 120 | {cell([r['install'] for r in runs])} | {cell(floors)} |"
+        "| node kind | install.sh start to healthy (goal <= 120) | bare floor (podman load + run) "
+        "| upgrade unavailability window | second run (changes nothing) | upgrade, whole install.sh |"
     )
-    print(f"| upgrade unavailability window | <= 5 | {cell([r['gap'] for r in runs])} | - |")
-    print(f"| second run (changes nothing) | - | {cell([r['second'] for r in runs])} | - |")
-    print(f"| upgrade, whole install.sh | - | {cell([r['upgrade'] for r in runs])} | - |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, results in runs.items():
+        floor = cell(floors[name]) if name in floors else "-"
+        print(
+            f"| {name} | {cell([r['install'] for r in results])} | {floor} "
+            f"| {cell([r['gap'] for r in results])} | {cell([r['second'] for r in results])} "
+            f"| {cell([r['upgrade'] for r in results])} |"
+        )
     shutil.rmtree(args.workdir.resolve() / "tmp", ignore_errors=True)
 
 
