@@ -537,9 +537,10 @@ class _TargetCheck:
                     msg = f"{folder}/{suite.archive}: two suites describe {filename} differently"
                     raise BundleRejected("debian-metadata", msg)
             reports.append(SourceReport(suite.archive, suite.suite, release.date, release.signers))
-        total = sum(
-            self._deb(folder, file, item, listed.get(file)) for file, item in wanted.items()
-        )
+        for entries in closures.values():
+            for item in entries:
+                self._stanza_agrees(folder, item, listed.get(f"{item.archive}/{item.filename}"))
+        total = sum(self._deb(folder, file, listed[file]) for file in wanted)
         if self.entry["bytes"] != total:
             msg = f"{self.where}.bytes {self.entry['bytes']!r} is not {total}, the sum of its .debs"
             raise _manifest_error(msg)
@@ -616,8 +617,9 @@ class _TargetCheck:
         except Deb822Error as exc:
             raise BundleRejected("debian-metadata", str(exc)) from exc
 
-    def _deb(self, folder: str, file: str, item: _Wanted, package: BinaryPackage | None) -> int:
-        """One .deb checked against its stanza; returns its size."""
+    def _stanza_agrees(self, folder: str, item: _Wanted, package: BinaryPackage | None) -> None:
+        """A closure entry must say what its Packages stanza says (every engine's, each time)."""
+        file = f"{item.archive}/{item.filename}"
         if package is None:
             msg = f"{folder}/{file} is in no Packages of its target's suites"
             raise BundleRejected("debian-package", msg)
@@ -625,6 +627,9 @@ class _TargetCheck:
         if stated != (package.name, package.version, package.sha256, package.size):
             msg = f"{self.where}.closure entry {file} disagrees with Debian's Packages stanza"
             raise _manifest_error(msg)
+
+    def _deb(self, folder: str, file: str, package: BinaryPackage) -> int:
+        """One .deb checked against its stanza; returns its size."""
         name = f"{folder}/{file}"
         _require(self.bundle, name)
         blob = self.bundle.files[name]

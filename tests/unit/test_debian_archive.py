@@ -437,3 +437,13 @@ def test_sources_in_another_order_are_refused(repo: Repo) -> None:
 def test_a_target_named_twice_is_refused(repo: Repo) -> None:
     with pytest.raises(BundleRejected, match="names debian12 twice"):
         verify_debian_packages(repo.root, {"targets": [repo.entry, repo.entry]}, repo.key.keyring)
+
+
+def test_each_engines_entry_for_a_shared_deb_must_agree(repo: Repo) -> None:
+    """Engines share .debs: the second engine's entry for one is checked as the first's is."""
+    shared = [dict(item) for item in repo.entry["closure"]["podman"]]
+    repo.entry["closure"]["docker"] = shared
+    repo.entry["requires"]["docker"] = ["podman"]
+    assert len(repo.verify().targets[0].sources) == 3
+    shared[1]["version"] = "0.0.1"
+    repo.refused("bad-manifest", "disagrees with Debian's Packages stanza")
