@@ -31,6 +31,9 @@ from tests.e2e.conftest import Stick
 from tests.e2e.simnode import USB, Node, kinds_from_env
 
 ENGINE_PACKAGE = {"podman": "podman", "docker": "docker.io"}
+NODES_OWN = (
+    "runc"  # a package of every engine's closure that the test installs before the appliance
+)
 FIRST_KIND = kinds_from_env()[0].name
 
 
@@ -219,6 +222,13 @@ def test_a_failed_preflight_names_each_check_with_its_fix_and_changes_nothing(
 
 def test_install_from_the_stick_serves_the_dashboard_and_api(node: Node, stick: Stick) -> None:
     folder = unpack(node, "1.0.0")
+    # runc, which every engine needs, becomes the node's own before the install: the installer
+    # must neither record it as its own nor purge it later (test_uninstall_purge_...).
+    if not package_installed(node, NODES_OWN):
+        node.sh(
+            f"dpkg -i $(find {folder}/debs/{node.kind.target} -name 'runc_*.deb')",
+            check=True,
+        )
     result = install(
         node,
         folder,
@@ -241,6 +251,7 @@ def test_install_from_the_stick_serves_the_dashboard_and_api(node: Node, stick: 
     for name in brought_by_the_bundle(node):
         assert package_installed(node, name) and name in names, name
         assert any(entry.startswith(f"{name}=") for entry in event["packages"]), event
+    assert NODES_OWN not in names
     assert (event["action"], event["engine"]) == ("install", node.engine)
     assert node.sh("systemctl is-active appliance-server appliance-importer").stdout.split() == [
         "active",
@@ -416,6 +427,7 @@ def test_uninstall_purge_takes_off_only_what_the_appliance_installed(node: Node)
         assert package_installed(node, "python3-venv")
     else:
         assert node.sh(f"command -v {node.engine}").returncode != 0
+    assert package_installed(node, NODES_OWN)  # installed before the appliance: stays
     event = trail(node)[-1]
     assert (
         event["action"] == "uninstall" and "purged data, trust and configuration" in event["detail"]

@@ -21,12 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from packaging.tags import compatible_tags, cpython_tags
+from packaging.utils import parse_wheel_filename
 
 from appliance.audit.distribution_names import normalise_name
 from bundle import checksums, layout, rootfs, sign
 from bundle.image import SERVER_DISTRIBUTIONS
 from bundle.oci import iso_time
-from bundle.wheels import read_lock
+from bundle.wheels import read_lock, target_platforms
 from tests.conftest import Signer, import_into, run
 from tests.integration.conftest import (
     BUNDLE_VERSION,
@@ -376,8 +378,22 @@ def test_the_wheel_cache_installs_the_cli_and_ansible_with_no_index(
     wheels = unpacked_bundle / layout.WHEELS_DIR
     for wheel in wheels.glob("*.whl"):
         tags = wheel.name.removesuffix(".whl").split("-")[-3:]
-        assert tags[0] in ("py3", "cp311", "py2.py3"), wheel.name
+        assert tags[0] in ("py3", "cp311", "cp312", "cp313", "py2.py3"), wheel.name
         assert tags[2] == "any" or "manylinux" in tags[2], wheel.name
+    # Every pinned distribution has a wheel for each target's CPython (what install.sh relies on).
+    for target in layout.NODE_TARGETS:
+        major, minor = map(int, target.python.split("."))
+        platforms = target_platforms()
+        runs = set(cpython_tags((major, minor), platforms=platforms)) | set(
+            compatible_tags((major, minor), platforms=platforms)
+        )
+        for pin in read_lock(wheels / layout.WHEELS_LOCK):
+            files = [
+                w for w in wheels.glob("*.whl") if normalise_name(w.name.split("-")[0]) == pin.key
+            ]
+            assert any(set(parse_wheel_filename(w.name)[3]) & runs for w in files), (
+                f"no wheel of {pin.key} for CPython {target.python}"
+            )
     env_dir = tmp_path / "venv"
     venv.EnvBuilder(with_pip=True).create(env_dir)
     python = env_dir / "bin" / "python"
@@ -423,6 +439,31 @@ def test_the_wheel_cache_installs_the_cli_and_ansible_with_no_index(
         packages = {name.split("/")[0] for name in archive.namelist()}
     shipped = {package for package in packages if not package.endswith(".dist-info")}
     assert shipped == set(layout.NODE_PACKAGES)  # appliance and server: no bundle/, the builder
+
+
+def test_the_bootstrap_lock_sets_up_ansible_with_pip_from_its_wheel(
+    tmp_path: Path, unpacked_bundle: Path
+) -> None:
+    """What install.sh does before anything on the node changes: no venv, no pip installed."""
+    wheels = unpacked_bundle / layout.WHEELS_DIR
+    [pip_wheel] = wheels.glob("pip-*-py3-none-any.whl")
+    target = tmp_path / "ansible"
+    install = subprocess.run(
+        [sys.executable, f"{pip_wheel}/pip", "install", "--quiet", "--no-index",
+         "--disable-pip-version-check", "--find-links", str(wheels), "--require-hashes",
+         "--target", str(target), "-r", str(wheels / layout.BOOTSTRAP_LOCK)],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert install.returncode == 0, install.stderr[-2000:]
+    installed = {p.name.split("-")[0] for p in target.glob("*.dist-info")}
+    assert "ansible_core" in installed and "duckdb" not in installed  # Ansible's needs only
+    version = subprocess.run(
+        [sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv.pop(1)); "
+         "from ansible.cli.playbook import main; sys.argv[0] = 'ansible-playbook'; sys.exit(main())",
+         str(target), "--version"],
+        capture_output=True, text=True, check=False, env={**os.environ, "PYTHONPATH": ""},
+    )  # fmt: skip
+    assert version.returncode == 0 and "core 2.19" in version.stdout, version.stderr[-2000:]
 
 
 # --- SBOMs ----------------------------------------------------------------------------------------
