@@ -79,6 +79,7 @@ def private_config(module: AnsibleModule, work: Path) -> list[str]:
         "-oDir::Cache::pkgcache=",
         "-oDir::Cache::srcpkgcache=",
         "-oAcquire::Languages=none",
+        "-oAcquire::By-Hash=no",  # the bundle keeps each index at its plain path only
         "-oAcquire::IndexTargets::deb::Contents-deb::DefaultEnabled=false",
         # The bundle is as old as its build: security's InRelease is "valid" for a week only.
         "-oAcquire::Check-Valid-Until=false",
