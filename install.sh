@@ -286,26 +286,32 @@ node_id=$(. /etc/os-release 2>/dev/null && echo "${ID:-}") || node_id=""
 node_release=$(. /etc/os-release 2>/dev/null && echo "${VERSION_ID:-}") || node_release=""
 node_name=$(. /etc/os-release 2>/dev/null && echo "${PRETTY_NAME:-}") || node_name=""
 supported=$(echo "$targets" | awk '{sub(/^debian/, "Debian ", $1); printf "%s%s (Python %s)", sep, $1, $3; sep=" and "}')
+# Compared as strings ("3.1" is not "3.10"), hence the "".
 target=$(echo "$targets" | awk -v id="$node_id" -v release="$node_release" -v py="$node_python" \
-    'id == "debian" && $2 == release && $3 == py {print $1; exit}')
+    'id == "debian" && $2"" == release"" && $3"" == py"" {print $1; exit}')
 if [ -z "$target" ]; then
-    if ! echo "$targets" | awk -v py="$node_python" '$3 == py {found=1} END {exit !found}'; then
+    if ! echo "$targets" | awk -v py="$node_python" '$3"" == py"" {found=1} END {exit !found}'; then
         die "python3 here is Python $node_python; this bundle supports $supported" 2
     fi
     die "this node is ${node_name:-an unknown system}; this bundle supports $supported" 2
 fi
 note "node: ${node_name:-Debian $node_release} with Python $node_python (target $target)"
+# --check runs the playbook without changing anything, so it can only compare with an install.
+if [ "$check" = true ] && [ "$action" = install ] && [ ! -f "$CONFIG_DIR/installed.json" ]; then
+    die "--check compares with what is installed, and nothing is: run the install without --check" 2
+fi
 
 # --- 3. Ansible, in a temporary folder, from the wheel cache ------------------------------------------
 
 pip_wheels=(wheels/pip-*-py3-none-any.whl)
 [ -f "${pip_wheels[0]}" ] && [ -f wheels/bootstrap.lock ] || die "wheels/ has no pip wheel or bootstrap.lock: not a whole bundle" 3
-if ! out=$(python3 "${pip_wheels[0]}/pip" install --quiet --disable-pip-version-check --no-index \
+if ! out=$(PIP_CONFIG_FILE=/dev/null python3 "${pip_wheels[0]}/pip" install --quiet --disable-pip-version-check --no-index \
     --root-user-action=ignore --no-compile --find-links wheels --require-hashes \
     --target "$work/ansible" -r wheels/bootstrap.lock 2>&1); then
     die "cannot set up Ansible from wheels/ in ${TMPDIR:-/tmp}: $(echo "$out" | grep -v '^ *$' | tail -n 1)" 2
 fi
-[ -x "$work/ansible/bin/ansible-playbook" ] || die "wheels/ did not install ansible-playbook: not a whole bundle" 3
+# A file test, not -x: a /tmp mounted noexec is fine, nothing runs from there but through python3.
+[ -f "$work/ansible/ansible/cli/playbook.py" ] || die "wheels/ did not install ansible-playbook: not a whole bundle" 3
 
 # --- 4. the playbook ---------------------------------------------------------------------------------
 
@@ -337,6 +343,7 @@ flags=()
 export ANSIBLE_CONFIG="$BUNDLE_DIR/ansible/ansible.cfg"
 export ANSIBLE_LOCAL_TEMP="$work/ansible-local"
 export ANSIBLE_HOME="$work/ansible-home"
+export ANSIBLE_REMOTE_TMP="$work/ansible-remote"
 note "running ansible/$playbook${flags:+ ${flags[*]}}"
 trap - ERR
 status=0
@@ -369,10 +376,11 @@ print("\n".join(" ".join(line.split()) for line in reason.strip().splitlines() i
 EOF
 )
     details=$(echo "$reason" | tail -n +2)
-    if [ -n "$details" ]; then
+    # Only preflight's message is a list (one failed check per line); any other says one thing.
+    if [ -n "$details" ] && [[ "$(echo "$reason" | head -n 1)" =~ ^preflight:\ [0-9]+\ check ]]; then
         while IFS= read -r line; do note "  $line"; done <<< "$details"
         die "$(echo "$reason" | head -n 1): $(echo "$details" | cut -d: -f1 | paste -sd, | sed 's/,/, /g') (each is named above with its fix)" 4
     fi
-    die "${reason:-ansible-playbook $playbook failed (see above)}" 4
+    die "$(echo "${reason:-ansible-playbook $playbook failed (see above)}" | head -n 1)" 4
 fi
 note "$action done: appliance $version"
