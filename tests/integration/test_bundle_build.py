@@ -937,6 +937,14 @@ def test_install_sh_refuses_a_bundle_without_its_bootstrap_wheels(
     assert "(target debian12)" in result.stderr
 
 
+def test_install_sh_refuses_check_mode_before_anything_is_installed(
+    tmp_path: Path, release_key: tuple[Path, Path, str, str]
+) -> None:
+    tree = signed_tree(tmp_path / "stick", release_key[0])
+    result = run_install_sh(tree, tmp_path, "--signers", release_key[1], "--check")
+    assert_one_error_line(result, 2, "--check compares with what is installed, and nothing is")
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
