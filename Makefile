@@ -86,8 +86,8 @@ bench-install: $(BIN)/.installed  ## Install-to-healthy time, upgrade gap and se
 bench-import: $(BIN)/.installed  ## Field-scale demo/pack/import benchmark against sha256sum.
 	$(BIN)/python benchmarks/bench_import.py
 
-bench-server: $(BIN)/.installed  ## Field-scale API benchmark: ours vs Datasette vs ROAPI (needs wrk).
-	$(BIN)/python benchmarks/bench_server.py
+bench-server: $(BIN)/.installed  ## Field-scale API benchmark: ours vs nginx, bare Granian, Datasette, ROAPI (needs wrk, nginx-light; SCALE=5 for 5x).
+	$(BIN)/python benchmarks/bench_server.py --scale $(or $(SCALE),1)
 
 bench-dashboard: $(BIN)/.installed  ## First render of the dashboard in Chromium, 10 runs.
 	$(BIN)/python benchmarks/bench_dashboard.py
