@@ -170,6 +170,21 @@ LOG_LEVEL = Setting(
     "info",
     "Server log level: debug, info, warning or error (JSON lines on stderr).",
 )
+LOG_READS = Setting(
+    "log_reads",
+    "APPLIANCE_LOG_READS",
+    "2",
+    "Successful reads (200 or 304) each worker logs in full per second; every read is counted in "
+    "a `reads` line per worker every 10 s, and every other request is always logged. 0: none in "
+    "full.",
+)
+FAST_PATH = Setting(
+    "fast_path",
+    "APPLIANCE_FAST_PATH",
+    "1",
+    "1: the request edge answers precomputed and in-memory reads itself; 0: every request goes "
+    "through the framework (the same answers, slower; for diagnosis).",
+)
 
 SERVER_SETTINGS = (
     DATA_DIR,
@@ -193,6 +208,8 @@ SERVER_SETTINGS = (
     HEADER_TIMEOUT,
     BODY_TIMEOUT,
     LOG_LEVEL,
+    LOG_READS,
+    FAST_PATH,
 )
 MAX_WORKERS = 8
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -232,6 +249,8 @@ class ServerSettings:
     header_timeout: int
     body_timeout: int
     log_level: str
+    log_reads: int = 2
+    fast_path: bool = True
 
     @property
     def folders(self) -> RunFolders:
@@ -309,4 +328,6 @@ def load_server_settings(env: Mapping[str, str] | None = None) -> ServerSettings
         header_timeout=_integer(env, HEADER_TIMEOUT, 1, 3600),
         body_timeout=_integer(env, BODY_TIMEOUT, 1, 3600),
         log_level=log_level,
+        log_reads=_integer(env, LOG_READS, 0, 1_000_000),
+        fast_path=bool(_integer(env, FAST_PATH, 0, 1)),
     )

@@ -107,6 +107,14 @@ class ResponseCache:
             return value
         return None
 
+    def in_memory(self, key: str) -> bytes | None:
+        """The body for `key` if this worker holds it in memory (no disk read)."""
+        with self._lock:
+            body = self._memory.get(key)
+            if body is not None:
+                self._memory.move_to_end(key)
+            return body
+
     def set(self, key: str, body: bytes) -> None:
         """Remember a body (bytes only) in memory and on disk."""
         body = bytes(body)

@@ -18,20 +18,23 @@ import time
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
 from appliance.data import store_layout as layout
-from appliance.data.answers import INDEX_TABLE, KINDS
+from appliance.data.answers import INDEX_TABLE, KINDS, OVERVIEW_TABLE
 from appliance.data.import_report import ImportReport
 from appliance.data.run_layout import RunFolders
+from appliance.data.series import SERIES, SeriesDamaged, SeriesSlice, slice_series
 from appliance.data.store import DataStore, DataVersion
 from appliance.data.version_build import META_TABLE
 from appliance.data.version_integrity import check_version
 from appliance.errors import StoreError, VersionDamaged
 from appliance.fsio import atomic_write_bytes
+from server.item_index import OVERVIEW_COLUMNS, ItemIndex
 
 CHECK_SECONDS = 0.25
 RETRY_SECONDS = 10.0  # how long a version that would not open is left before it is tried again
@@ -70,7 +73,8 @@ class VersionHandle:
         self.meta["version"] = vid
         self._answers: dict[str, dict[str, tuple[int, int, int | None]]] = {k: {} for k in KINDS}
         for kind, item_id, offset, length, crc in self._index_rows():
-            self._answers[kind][item_id] = (offset, length, crc)
+            self._answers.setdefault(kind, {})[item_id] = (offset, length, crc)
+        self.items = self._item_index()
         self.damage: str | None = None  # set when a served answer fails its CRC
         self._blob = self._map(path / layout.VERSION_ANSWERS)
         self._leases = 0
@@ -91,12 +95,35 @@ class VersionHandle:
         sql = f"SELECT kind, item_id, offset_bytes, length_bytes, {crc} FROM {INDEX_TABLE}"
         return self._con.execute(sql).fetchall()
 
+    def _item_index(self) -> ItemIndex | None:
+        """The version's item summaries in memory; None for a version built before item_overview."""
+        tables = {row[0] for row in self._con.execute("SHOW TABLES").fetchall()}
+        if OVERVIEW_TABLE not in tables:
+            return None
+        rows = self._con.execute(f"SELECT {OVERVIEW_COLUMNS} FROM {OVERVIEW_TABLE}").fetchall()
+        return ItemIndex.from_rows(rows)
+
+    def has_series(self) -> bool:
+        """Whether this version holds the binary series that date ranges are sliced from."""
+        return bool(self._answers.get(SERIES))
+
+    def series(self, item_id: str, start: date | None, end: date | None) -> SeriesSlice | None:
+        """The item's forecast rows from `start` to `end`, or None without a series for it."""
+        record = self.answer(SERIES, item_id)
+        if record is None:
+            return None
+        try:
+            return slice_series(record, start, end)
+        except SeriesDamaged as exc:  # its CRC matched: written wrong, not changed since
+            self.damage = f"data version {self.vid} is damaged ({exc}); {REPAIR}"
+            raise VersionDamaged(self.damage) from exc
+
     def answer(self, kind: str, item_id: str) -> bytes | None:
         """The precomputed gzip body of `kind` for `item_id`, or None if the item is unknown.
 
         VersionDamaged if the stored bytes no longer match their CRC-32 (never sent as they are).
         """
-        where = self._answers[kind].get(item_id)
+        where = self._answers.get(kind, {}).get(item_id)
         if where is None or self._blob is None:
             return None
         offset, length, crc = where

@@ -20,7 +20,9 @@ from litestar.exceptions import ClientException, HTTPException
 from litestar.status_codes import HTTP_408_REQUEST_TIMEOUT
 
 from server.errors import error_envelope
+from server.fast_path import Direct, FastPath
 from server.logs import JsonLog
+from server.read_log import SLOW_SECONDS, SUCCESS, ReadTally
 from server.runtime import Runtime
 
 Scope = MutableMapping[str, Any]
@@ -145,8 +147,13 @@ class RequestEdge:
         self.app = app
         self.runtime = runtime
         self.log: JsonLog | None = None
+        self.fast: FastPath | None = None
+        self.reads: ReadTally | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, receive, self._at_shutdown(send))
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -156,6 +163,8 @@ class RequestEdge:
             return
         if self.log is None:
             self.log = JsonLog(runtime.settings.log_level, runtime.worker)
+            self.fast = FastPath(runtime) if runtime.settings.fast_path else None
+            self.reads = ReadTally(runtime.settings.log_reads)
         started = time.perf_counter()
         request_id = os.urandom(8).hex()
         scope.setdefault("state", {})["request_id"] = request_id
@@ -182,7 +191,12 @@ class RequestEdge:
 
         refusal = self._refusal(scope, method, runtime)
         try:
-            if refusal is None:
+            direct = None
+            if refusal is None and self.fast is not None:
+                direct = self.fast.answer(scope)
+            if direct is not None:
+                await self._send(direct, scope, send_with_headers)
+            elif refusal is None:
                 await self.app(scope, body, send_with_headers)
             else:
                 await self._refuse(refusal, request_id, send_with_headers)
@@ -207,6 +221,31 @@ class RequestEdge:
             return None
         runtime.metrics.inc("appliance_rate_limited_total", kind=kind)
         return 429, "too many requests from this address; slow down", retry_after
+
+    def _at_shutdown(self, send: Send) -> Send:
+        """`send` of the lifespan, writing the last `reads` line before the worker stops."""
+
+        async def send_after_reads(message: Message) -> None:
+            if message["type"] == "lifespan.shutdown.complete" and self.reads and self.log:
+                line = self.reads.close()
+                if line is not None:
+                    self.log.event("info", "reads", **line)
+            await send(message)
+
+        return send_after_reads
+
+    @staticmethod
+    async def _send(direct: Direct, scope: Scope, send: Send) -> None:
+        """An answer of the fast path, noted on the request as the framework notes its own."""
+        scope["path_template"] = direct.route
+        state = scope.setdefault("state", {})
+        handle = direct.handle
+        state["data_version"] = handle.vid
+        state["dataset_id"] = handle.meta.get("dataset_id")
+        state["model_version"] = handle.meta.get("model_version")
+        start = {"type": "http.response.start", "status": direct.status, "headers": direct.headers}
+        await send(start)
+        await send({"type": "http.response.body", "body": direct.body})
 
     @staticmethod
     async def _refuse(refusal: tuple[int, str, float], request_id: str, send: Send) -> None:
@@ -235,8 +274,21 @@ class RequestEdge:
         route = scope.get("path_template") or "unmatched"
         runtime.metrics.observe_request(route, method, status, seconds)
         state = scope.get("state", {})
-        if self.log is None:
+        if self.log is None or self.reads is None:
             return
+        version = (state.get("data_version"), state.get("dataset_id"), state.get("model_version"))
+        if (
+            problem is None
+            and status in SUCCESS
+            and method in READ_METHODS
+            and seconds < SLOW_SECONDS
+        ):
+            now = time.monotonic()
+            ended = self.reads.count(now, method, route, status, seconds, version)
+            if ended is not None:
+                self.log.event("info", "reads", **ended)
+            if not self.reads.in_full(now):
+                return  # counted in the next `reads` line (server/read_log.py)
         path: str = scope["path"]
         # The path as the client sent it, when that is not the canonical one, so probes show.
         spelling = {"target": target[:MAX_PATH_BYTES]} if target != path else {}
@@ -249,8 +301,8 @@ class RequestEdge:
             **spelling,
             status=status,
             duration_ms=round(seconds * 1000, 3),
-            data_version=state.get("data_version"),
-            dataset_id=state.get("dataset_id"),
-            model_version=state.get("model_version"),
+            data_version=version[0],
+            dataset_id=version[1],
+            model_version=version[2],
             **({"error": problem} if problem else {}),
         )

@@ -42,28 +42,44 @@ def require_version(handle: VersionHandle | None) -> VersionHandle:
     return handle
 
 
-def etag_for(handle: VersionHandle, request: Request[Any, Any, Any], variant: str = "") -> str:
+def etag_of(vid: str, path: str, query: bytes, variant: str = "") -> str:
     """A strong ETag: the version (immutable), the exact request target, and the encoding."""
-    target = request.scope["path"].encode() + b"?" + request.scope.get("query_string", b"")
-    return f'"{handle.vid}-{hashlib.blake2b(target, digest_size=8).hexdigest()}{variant}"'
+    target = path.encode() + b"?" + query
+    return f'"{vid}-{hashlib.blake2b(target, digest_size=8).hexdigest()}{variant}"'
 
 
-def matches(request: Request[Any, Any, Any], etag: str) -> bool:
-    """Whether If-None-Match names `etag` (or *), so a 304 will do."""
-    header = request.headers.get("if-none-match")
+def etag_for(handle: VersionHandle, request: Request[Any, Any, Any], variant: str = "") -> str:
+    """The ETag of `request`'s answer from `handle`."""
+    return etag_of(
+        handle.vid, request.scope["path"], request.scope.get("query_string", b""), variant
+    )
+
+
+def names_etag(header: str | None, etag: str) -> bool:
+    """Whether an If-None-Match value names `etag` (or *), so a 304 will do."""
     if not header:
         return False
     candidates = {tag.strip().removeprefix("W/") for tag in header.split(",")}
     return etag in candidates or "*" in candidates
 
 
-def accepts_gzip(request: Request[Any, Any, Any]) -> bool:
-    """Whether the client takes a gzip body (and did not refuse it with q=0)."""
-    for part in request.headers.get("accept-encoding", "").split(","):
+def matches(request: Request[Any, Any, Any], etag: str) -> bool:
+    """Whether the request's If-None-Match names `etag`."""
+    return names_etag(request.headers.get("if-none-match"), etag)
+
+
+def takes_gzip(header: str) -> bool:
+    """Whether an Accept-Encoding value takes gzip (and does not refuse it with q=0)."""
+    for part in header.split(","):
         coding, _, params = part.strip().partition(";")
         if coding.strip().lower() in ("gzip", "*"):
             return params.replace(" ", "") not in ("q=0", "q=0.0", "q=0.00", "q=0.000")
     return False
+
+
+def accepts_gzip(request: Request[Any, Any, Any]) -> bool:
+    """Whether the client takes a gzip body."""
+    return takes_gzip(request.headers.get("accept-encoding", ""))
 
 
 def version_headers(handle: VersionHandle, etag: str) -> dict[str, str]:
@@ -111,6 +127,17 @@ def precomputed_answer(
     if stored is None:
         raise NotFoundException(detail=f"no {kind} for item {item_id} in data version {handle.vid}")
     return gzip_answer(gzip, handle, etag, stored)
+
+
+def fresh_answer(
+    request: Request[Any, Any, Any], handle: VersionHandle, compute: Callable[[], bytes]
+) -> Response[Any]:
+    """An answer made from memory in microseconds: 304 if the client has it, else made now."""
+    etag = etag_for(handle, request)
+    trace(request, handle)
+    if matches(request, etag):
+        return not_modified(handle, etag)
+    return Response(compute(), media_type=JSON, headers=version_headers(handle, etag))
 
 
 async def cached_answer(

@@ -9,7 +9,7 @@ from litestar import Controller, Request, Response, get
 from litestar.params import Parameter
 
 from appliance.data.answers import OVERVIEW_TABLE
-from server.controllers.items import traceability
+from server.bodies import traceability
 from server.data import VersionHandle
 from server.responses import READ_ERRORS, cached_answer, require_version, runtime
 from server.schemas import ForecastSummary, Kpi

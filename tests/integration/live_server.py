@@ -102,6 +102,8 @@ def live_server(
             "APPLIANCE_RATE_LIMIT": "0",
             "APPLIANCE_ADMIN_RATE_LIMIT": "0",
             "APPLIANCE_IMPORT_MEMORY": "1GB",
+            # Tests find each request's own log line; the default budget is test_read_log's.
+            "APPLIANCE_LOG_READS": "1000000",
         }
         | (env or {})
     )

@@ -1,0 +1,183 @@
+"""The JSON bodies of the data answers made per request: item pages and date ranges.
+
+A version's item summaries are in memory (server.item_index) and its forecasts are binary columns
+(appliance.data.series), so both answers are made without a query. A version imported before
+those existed is answered by the SQL below, which is also what the in-memory answers are held to
+(tests/integration/test_answer_equivalence.py).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+from datetime import date
+from typing import Any
+
+import msgspec
+from litestar.exceptions import ValidationException
+
+from appliance.data.answers import OVERVIEW_TABLE
+from server.data import VersionHandle
+from server.item_index import OVERVIEW_COLUMNS
+from server.schemas import ItemsPage, ItemSummary, Timeseries, Traceability
+
+SORTS = {"item_id": "item_id", "risk": "coalesce(max_stockout_risk, 0) DESC, item_id"}
+
+
+def traceability(handle: VersionHandle) -> Traceability:
+    """The version identity every data answer carries."""
+    meta = handle.meta
+    return Traceability(
+        handle.vid, meta["dataset_id"], meta["model_version"], meta["source"], meta["generated_at"]
+    )
+
+
+def encode_cursor(sort: str, row: tuple[Any, ...]) -> str:
+    """An opaque token holding where the next page starts (sort key of the last row)."""
+    position = [sort, row[0], row[5]]
+    return base64.urlsafe_b64encode(json.dumps(position).encode()).decode().rstrip("=")
+
+
+def decode_cursor(token: str, sort: str) -> tuple[str, float | None]:
+    """The (item_id, risk) a page token points after; 400 if it is not one of ours."""
+    msg = "cursor is not a token this endpoint gave out (or was made for another sort)"
+    try:
+        kind, item_id, risk = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+    except (ValueError, TypeError, binascii.Error) as exc:
+        raise ValidationException(detail=msg) from exc
+    finite = risk is None or (type(risk) in (int, float) and math.isfinite(risk))
+    if kind != sort or not isinstance(item_id, str) or not finite:
+        raise ValidationException(detail=msg)
+    return item_id, risk
+
+
+def like_pattern(text: str) -> str:
+    """A case-insensitive substring pattern with LIKE wildcards escaped."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def list_items_query(
+    handle: VersionHandle,
+    q: str | None,
+    category: str | None,
+    site: str | None,
+    sort: str,
+    cursor: str | None,
+    limit: int,
+) -> bytes:
+    """Run the item search and encode the page (in a worker thread)."""
+    where = ["(? IS NULL OR category = ?)", "(? IS NULL OR site = ?)"]
+    params: list[Any] = [category, category, site, site]
+    if q:
+        where.append("(item_id ILIKE ? ESCAPE '\\' OR name ILIKE ? ESCAPE '\\')")
+        params += [like_pattern(q), like_pattern(q)]
+    total_row = (
+        handle.cursor()
+        .execute(f"SELECT count(*) FROM {OVERVIEW_TABLE} WHERE {' AND '.join(where)}", params)
+        .fetchone()
+    )
+    if cursor is not None:
+        after_item, after_risk = decode_cursor(cursor, sort)
+        if sort == "risk":
+            where.append(
+                "(coalesce(max_stockout_risk, 0) < ? OR (coalesce(max_stockout_risk, 0) = ? AND item_id > ?))"
+            )
+            params += [after_risk or 0.0, after_risk or 0.0, after_item]
+        else:
+            where.append("item_id > ?")
+            params.append(after_item)
+    sql = f"SELECT {OVERVIEW_COLUMNS} FROM {OVERVIEW_TABLE} WHERE {' AND '.join(where)} ORDER BY {SORTS[sort]} LIMIT ?"
+    rows = handle.cursor().execute(sql, [*params, limit + 1]).fetchall()
+    page, more = rows[:limit], len(rows) > limit
+    items = [ItemSummary(*row) for row in page]
+    next_token = encode_cursor(sort, page[-1]) if more and page else None
+    total = int(total_row[0]) if total_row else 0
+    return msgspec.json.encode(ItemsPage(items, next_token, total, traceability(handle)))
+
+
+def timeseries_query(
+    handle: VersionHandle, item_id: str, start: date | None, end: date | None
+) -> bytes:
+    """One item's forecast between two dates (in a worker thread)."""
+    con = handle.cursor()
+    item = con.execute(
+        f"SELECT name, category, site, unit FROM {OVERVIEW_TABLE} WHERE item_id = ?", [item_id]
+    ).fetchone()
+    rows = con.execute(
+        "SELECT strftime(date, '%Y-%m-%d'), yhat, yhat_lower, yhat_upper, actual FROM fact_forecast "
+        "WHERE item_id = ? AND date >= coalesce(?, DATE '0001-01-01') AND date <= coalesce(?, DATE '9999-12-31') "
+        "ORDER BY date",
+        [item_id, start, end],
+    ).fetchall()
+    name, category, site, unit = item or ("", "", "", "")
+    meta = handle.meta
+    body = Timeseries(
+        item_id=item_id,
+        name=name,
+        category=category,
+        site=site,
+        unit=unit,
+        version=handle.vid,
+        dataset_id=meta["dataset_id"],
+        model_version=meta["model_version"],
+        source=meta["source"],
+        generated_at=meta["generated_at"],
+        points=len(rows),
+        dates=[row[0] for row in rows],
+        yhat=[row[1] for row in rows],
+        yhat_lower=[row[2] for row in rows],
+        yhat_upper=[row[3] for row in rows],
+        actual=[row[4] for row in rows],
+    )
+    return msgspec.json.encode(body)
+
+
+def items_page(
+    handle: VersionHandle,
+    q: str | None,
+    category: str | None,
+    site: str | None,
+    sort: str,
+    cursor: str | None,
+    limit: int,
+) -> bytes:
+    """A page of `GET /api/v1/items`: from memory, or by SQL for a version without the index."""
+    index = handle.items
+    if index is None:
+        return list_items_query(handle, q, category, site, sort, cursor, limit)
+    after = decode_cursor(cursor, sort) if cursor is not None else None
+    page = index.page(q, category, site, sort, after, limit)
+    next_token = encode_cursor(sort, page.last) if page.last is not None else None
+    return msgspec.json.encode(ItemsPage(page.items, next_token, page.total, traceability(handle)))
+
+
+def range_body(handle: VersionHandle, item_id: str, start: date | None, end: date | None) -> bytes:
+    """One item's forecast from `start` to `end`: sliced from its series, or by SQL without one."""
+    part = handle.series(item_id, start, end) if handle.has_series() else None
+    if part is None or handle.items is None:
+        return timeseries_query(handle, item_id, start, end)
+    row = handle.items.row(item_id)
+    name, category, site, unit = row[1:5] if row is not None else ("", "", "", "")
+    meta = handle.meta
+    body = Timeseries(
+        item_id=item_id,
+        name=name,
+        category=category,
+        site=site,
+        unit=unit,
+        version=handle.vid,
+        dataset_id=meta["dataset_id"],
+        model_version=meta["model_version"],
+        source=meta["source"],
+        generated_at=meta["generated_at"],
+        points=len(part.dates),
+        dates=part.dates,
+        yhat=part.yhat,
+        yhat_lower=part.yhat_lower,
+        yhat_upper=part.yhat_upper,
+        actual=part.actual,
+    )
+    return msgspec.json.encode(body)

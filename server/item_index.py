@@ -1,0 +1,187 @@
+"""Item search and listing from memory: the version's item_overview, held by each worker.
+
+A version never changes, and its item summaries are small (about 200 bytes an item: 20,000 items
+are a few MB, 200,000 a few tens), so each worker loads them once when it opens the version and
+answers `GET /api/v1/items` without a query. The answers are the ones the SQL of
+`server.bodies.list_items_query` gives, byte for byte:
+
+- `q` matches a substring of the id or the name without regard to case, as DuckDB's ILIKE does:
+  each character lowercased on its own (no final sigma, U+0130 to a plain i), see `fold`;
+- `category` and `site` match exactly;
+- `item_id` order is code-point order (DuckDB compares VARCHAR bytewise, UTF-8 keeps that order);
+  `risk` order is highest max_stockout_risk first (a null risk counts as 0), then item_id;
+- a cursor names the sort key of the last row sent, and the next page starts after it;
+- `total` counts every match of the filters, whatever the cursor.
+
+tests/unit/test_item_index.py holds both to the same answers on generated items.
+"""
+
+from __future__ import annotations
+
+import bisect
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from server.schemas import ItemSummary
+
+OVERVIEW_COLUMNS = (
+    "item_id, name, category, site, unit, max_stockout_risk, days_of_cover_now, forecast_next_30d"
+)
+SEPARATOR = "\x00"  # between an item's folded id and name in the search text: never in either
+SCAN_AFTER_HITS = 64  # a `q` with this many hits is cheaper to check item by item
+
+
+def _fold_table() -> dict[int, str]:
+    table: dict[int, str] = {}
+    for point in range(sys.maxunicode + 1):
+        if 0xD800 <= point <= 0xDFFF:
+            continue
+        lower = chr(point).lower()
+        if len(lower) == 1 and lower != chr(point):
+            table[point] = lower
+    table[0x130] = "i"  # LATIN CAPITAL LETTER I WITH DOT ABOVE: Python makes it two characters
+    return table
+
+
+_FOLD = _fold_table()
+
+
+def fold(text: str) -> str:
+    """`text` lowercased one character at a time, as DuckDB's lower() and ILIKE do."""
+    return text.lower() if text.isascii() else text.translate(_FOLD)
+
+
+Row = tuple[Any, ...]  # item_id, name, category, site, unit, risk, days_of_cover_now, next_30d
+RiskKey = tuple[float, str]
+
+
+def risk_key(item_id: str, risk: float | None) -> RiskKey:
+    """The `risk` sort key: ascending order of it is highest risk first, then item_id."""
+    return (-(risk or 0.0), item_id)
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of matches, in sort order, and how many match in all."""
+
+    items: list[ItemSummary]
+    last: Row | None  # the last row sent, when more follow (the next cursor is made from it)
+    total: int
+
+
+@dataclass
+class ItemIndex:
+    """Every item of one version, sorted and searchable; built once per worker and version."""
+
+    rows: list[Row]
+    summaries: list[ItemSummary] = field(init=False)
+    _ids: list[str] = field(init=False)
+    _numbers: dict[str, int] = field(init=False)
+    _risk_keys: list[RiskKey] = field(init=False)
+    _text: str = field(init=False)
+    _starts: list[int] = field(init=False)
+    _folded: list[str] = field(init=False)
+    _orders: dict[tuple[str | None, str | None, str], tuple[list[int], list[Any]]] = field(
+        init=False, default_factory=dict
+    )
+
+    def __post_init__(self) -> None:
+        self.rows = sorted(self.rows, key=lambda row: row[0])
+        self.summaries = [ItemSummary(*row) for row in self.rows]
+        self._ids = [row[0] for row in self.rows]
+        self._numbers = {item_id: number for number, item_id in enumerate(self._ids)}
+        self._risk_keys = [risk_key(row[0], row[5]) for row in self.rows]
+        self._folded = [fold(row[0]) + SEPARATOR + fold(row[1]) + SEPARATOR for row in self.rows]
+        self._starts = []
+        at = 0
+        for text in self._folded:
+            self._starts.append(at)
+            at += len(text)
+        self._text = "".join(self._folded)
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[Row]) -> ItemIndex:
+        """An index of item_overview rows (OVERVIEW_COLUMNS order)."""
+        return cls(list(rows))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def row(self, item_id: str) -> Row | None:
+        """The overview row of `item_id`, if the version has that item."""
+        number = self._numbers.get(item_id)
+        return None if number is None else self.rows[number]
+
+    def page(
+        self,
+        q: str | None,
+        category: str | None,
+        site: str | None,
+        sort: str,
+        after: tuple[str, float | None] | None,
+        limit: int,
+    ) -> Page:
+        """The `limit` matches after the cursor position `after` (item_id, risk) in `sort` order."""
+        if q:
+            numbers = [n for n in self._search(fold(q)) if self._keeps(n, category, site)]
+            if sort == "risk":
+                numbers.sort(key=self._risk_keys.__getitem__)
+            keys: list[Any] = self._keys_of(numbers, sort)
+        else:
+            numbers, keys = self._ordered(category, site, sort)
+        start = 0
+        if after is not None:
+            after_item, after_risk = after
+            cut: Any = after_item if sort == "item_id" else risk_key(after_item, after_risk)
+            start = bisect.bisect_right(keys, cut)
+        chosen = numbers[start : start + limit + 1]
+        more = len(chosen) > limit
+        chosen = chosen[:limit]
+        last = self.rows[chosen[-1]] if more and chosen else None
+        return Page([self.summaries[n] for n in chosen], last, len(numbers))
+
+    def _keeps(self, number: int, category: str | None, site: str | None) -> bool:
+        row = self.rows[number]
+        return (category is None or row[2] == category) and (site is None or row[3] == site)
+
+    def _keys_of(self, numbers: list[int], sort: str) -> list[Any]:
+        source: list[Any] = self._ids if sort == "item_id" else self._risk_keys
+        return [source[n] for n in numbers]
+
+    def _ordered(
+        self, category: str | None, site: str | None, sort: str
+    ) -> tuple[list[int], list[Any]]:
+        """Every item of the filters in `sort` order, with its sort keys (made once, then kept)."""
+        key = (category, site, sort)
+        known = self._orders.get(key)
+        if known is None:
+            numbers = [n for n in range(len(self.rows)) if self._keeps(n, category, site)]
+            if sort == "risk":
+                numbers.sort(key=self._risk_keys.__getitem__)
+            known = (numbers, self._keys_of(numbers, sort))
+            if len(self._orders) < 4096:  # filters are a few categories and sites; bound it anyway
+                self._orders[key] = known
+        return known
+
+    def _search(self, needle: str) -> list[int]:
+        """The numbers of the items whose folded id or name contains `needle`, in item_id order."""
+        if SEPARATOR in needle:
+            return []  # neither an id nor a name holds the separator, so nothing matches
+        found: list[int] = []
+        text, starts = self._text, self._starts
+        at = text.find(needle)
+        while at >= 0:
+            number = bisect.bisect_right(starts, at) - 1
+            found.append(number)
+            if len(found) >= SCAN_AFTER_HITS:
+                rest = range(number + 1, len(starts))
+                folded = self._folded
+                found += [n for n in rest if needle in folded[n]]
+                break
+            following = number + 1
+            if following >= len(starts):
+                break
+            at = text.find(needle, starts[following])
+        return found
