@@ -39,6 +39,7 @@ DEFAULT_HELP = {
     REQUEST_DURATION: "Time taken to answer an HTTP request, by route template.",
 }
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+REQUEST_KEYS_KEPT = 4096  # series keys of (route, method, status) kept made, so counting is cheap
 
 COUNTER, GAUGE, HISTOGRAM = "counter", "gauge", "histogram"
 WORKER_LABEL = "worker"
@@ -114,14 +115,22 @@ class WorkerMetrics:
         self.path = snapshot_path(directory, worker_id)
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
+        self._request_keys: dict[tuple[str, str, int], tuple[SeriesKey, SeriesKey]] = {}
         self._counts = resumed_counts(self.path, worker_id)
         self._kinds = {name: COUNTER for name, _ in self._counts.counters}
         self._kinds |= {name: HISTOGRAM for name, _ in self._counts.histograms}
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one answered request and its duration; `route` is the route template, not the path."""
-        counter = (REQUESTS_TOTAL, (("method", method), ("route", route), ("status", str(status))))
-        histogram = (REQUEST_DURATION, (("route", route),))
+        keys = self._request_keys.get((route, method, status))
+        if keys is None:
+            keys = (
+                (REQUESTS_TOTAL, (("method", method), ("route", route), ("status", str(status)))),
+                (REQUEST_DURATION, (("route", route),)),
+            )
+            if len(self._request_keys) < REQUEST_KEYS_KEPT:
+                self._request_keys[(route, method, status)] = keys
+        counter, histogram = keys
         with self._lock:
             self._kinds.setdefault(REQUESTS_TOTAL, COUNTER)
             self._kinds.setdefault(REQUEST_DURATION, HISTOGRAM)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import traceback
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -59,6 +60,8 @@ def request_id_of(scope: Scope) -> str:
 
 def canonical_path(path: str) -> str:
     """The one spelling of a (percent-decoded) path: no empty or `.` segments, `..` resolved, no trailing `/`."""
+    if path.startswith("/") and "//" not in path and "/." not in path and not path.endswith("/"):
+        return path  # already canonical: the usual case, found without splitting
     segments: list[str] = []
     for segment in path.split("/"):
         if segment == "..":
@@ -191,9 +194,7 @@ class RequestEdge:
 
         refusal = self._refusal(scope, method, runtime)
         try:
-            direct = None
-            if refusal is None and self.fast is not None:
-                direct = self.fast.answer(scope)
+            direct = self._fast_answer(scope) if refusal is None else None
             if direct is not None:
                 await self._send(direct, scope, send_with_headers)
             elif refusal is None:
@@ -221,6 +222,18 @@ class RequestEdge:
             return None
         runtime.metrics.inc("appliance_rate_limited_total", kind=kind)
         return 429, "too many requests from this address; slow down", retry_after
+
+    def _fast_answer(self, scope: Scope) -> Direct | None:
+        """The fast path's answer; a bug in it is logged and the framework answers instead."""
+        if self.fast is None:
+            return None
+        try:
+            return self.fast.answer(scope)
+        except Exception as exc:  # noqa: BLE001 (never worse than the framework's own answer)
+            if self.log is not None:
+                self.log.event("error", "fast path failed; the framework answers", error=repr(exc),
+                               request_id=request_id_of(scope), traceback=traceback.format_exc())  # fmt: skip
+            return None
 
     def _at_shutdown(self, send: Send) -> Send:
         """`send` of the lifespan, writing the last `reads` line before the worker stops."""

@@ -68,13 +68,23 @@ def matches(request: Request[Any, Any, Any], etag: str) -> bool:
     return names_etag(request.headers.get("if-none-match"), etag)
 
 
+_GZIP_ANSWERS: dict[str, bool] = {}  # a client sends the same Accept-Encoding every time
+
+
 def takes_gzip(header: str) -> bool:
     """Whether an Accept-Encoding value takes gzip (and does not refuse it with q=0)."""
+    known = _GZIP_ANSWERS.get(header)
+    if known is not None:
+        return known
+    answer = False
     for part in header.split(","):
         coding, _, params = part.strip().partition(";")
         if coding.strip().lower() in ("gzip", "*"):
-            return params.replace(" ", "") not in ("q=0", "q=0.0", "q=0.00", "q=0.000")
-    return False
+            answer = params.replace(" ", "") not in ("q=0", "q=0.0", "q=0.00", "q=0.000")
+            break
+    if len(_GZIP_ANSWERS) < 256:
+        _GZIP_ANSWERS[header] = answer
+    return answer
 
 
 def accepts_gzip(request: Request[Any, Any, Any]) -> bool:
