@@ -110,23 +110,43 @@ def slice_series(record: bytes | memoryview, start: date | None, end: date | Non
         at = base + 8 * points * number
         columns.append(_column(VALUE_CODE, view[at + 8 * first : at + 8 * last]).tolist())
     yhat, lower, upper, actual = columns
+    if math.isnan(math.fsum(actual)):  # some actual is null (NaN): only then look at each one
+        actual = [None if math.isnan(value) else value for value in actual]
     return SeriesSlice(
-        dates=[_iso_day(day) for day in days[first:last]],
+        dates=_dates(days, first, last),
         yhat=yhat,
         yhat_lower=lower,
         yhat_upper=upper,
-        actual=[None if math.isnan(value) else value for value in actual],  # NaN is null
+        actual=actual,
     )
 
 
-_ISO_DAYS: dict[int, str] = {}
+def _dates(days: array.array, first: int, last: int) -> list[str]:  # type: ignore[type-arg]
+    """YYYY-MM-DD of days[first:last]; a run of consecutive days is made once, then kept."""
+    if last <= first:
+        return []
+    start, count = days[first], last - first
+    if days[last - 1] - start != count - 1:  # not consecutive: day by day
+        return list(map(_ISO_DAYS.__getitem__, days[first:last]))
+    run = _RUNS.get((start, count))
+    if run is None:
+        run = tuple(map(_ISO_DAYS.__getitem__, range(start, start + count)))
+        if len(_RUNS) >= RUNS_KEPT:
+            _RUNS.clear()
+        _RUNS[(start, count)] = run
+    return list(run)
 
 
-def _iso_day(day: int) -> str:
-    """YYYY-MM-DD of a day number (memoised: a node's series share a few thousand days)."""
-    text = _ISO_DAYS.get(day)
-    if text is None:
+class _IsoDays(dict[int, str]):
+    """YYYY-MM-DD of a day number, made once per day (a node's series share a few thousand)."""
+
+    def __missing__(self, day: int) -> str:
         text = date.fromordinal(day + EPOCH_ORDINAL).isoformat()
-        if len(_ISO_DAYS) < 1 << 16:
-            _ISO_DAYS[day] = text
-    return text
+        if len(self) < 1 << 16:
+            self[day] = text
+        return text
+
+
+_ISO_DAYS = _IsoDays()
+RUNS_KEPT = 4096
+_RUNS: dict[tuple[int, int], tuple[str, ...]] = {}
