@@ -34,9 +34,9 @@ def traceability(handle: VersionHandle) -> Traceability:
     )
 
 
-def encode_cursor(sort: str, row: tuple[Any, ...]) -> str:
+def encode_cursor(sort: str, item_id: str, risk: float | None) -> str:
     """An opaque token holding where the next page starts (sort key of the last row)."""
-    position = [sort, row[0], row[5]]
+    position = [sort, item_id, risk]
     return base64.urlsafe_b64encode(json.dumps(position).encode()).decode().rstrip("=")
 
 
@@ -93,7 +93,7 @@ def list_items_query(
     rows = handle.cursor().execute(sql, [*params, limit + 1]).fetchall()
     page, more = rows[:limit], len(rows) > limit
     items = [ItemSummary(*row) for row in page]
-    next_token = encode_cursor(sort, page[-1]) if more and page else None
+    next_token = encode_cursor(sort, page[-1][0], page[-1][5]) if more and page else None
     total = int(total_row[0]) if total_row else 0
     return msgspec.json.encode(ItemsPage(items, next_token, total, traceability(handle)))
 
@@ -150,24 +150,24 @@ def items_page(
         return list_items_query(handle, q, category, site, sort, cursor, limit)
     after = decode_cursor(cursor, sort) if cursor is not None else None
     page = index.page(q, category, site, sort, after, limit)
-    next_token = encode_cursor(sort, page.last) if page.last is not None else None
+    last = page.last
+    next_token = encode_cursor(sort, last.item_id, last.max_stockout_risk) if last else None
     return msgspec.json.encode(ItemsPage(page.items, next_token, page.total, traceability(handle)))
 
 
 def range_body(handle: VersionHandle, item_id: str, start: date | None, end: date | None) -> bytes:
     """One item's forecast from `start` to `end`: sliced from its series, or by SQL without one."""
-    part = handle.series(item_id, start, end) if handle.has_series() else None
-    if part is None or handle.items is None:
+    item = handle.items.item(item_id) if handle.items is not None else None
+    part = handle.series(item_id, start, end) if item is not None and handle.has_series() else None
+    if item is None or part is None:
         return timeseries_query(handle, item_id, start, end)
-    row = handle.items.row(item_id)
-    name, category, site, unit = row[1:5] if row is not None else ("", "", "", "")
     meta = handle.meta
     body = Timeseries(
         item_id=item_id,
-        name=name,
-        category=category,
-        site=site,
-        unit=unit,
+        name=item.name,
+        category=item.category,
+        site=item.site,
+        unit=item.unit,
         version=handle.vid,
         dataset_id=meta["dataset_id"],
         model_version=meta["model_version"],

@@ -21,7 +21,7 @@ from __future__ import annotations
 import bisect
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from server.schemas import ItemSummary
@@ -67,52 +67,41 @@ class Page:
     """One page of matches, in sort order, and how many match in all."""
 
     items: list[ItemSummary]
-    last: Row | None  # the last row sent, when more follow (the next cursor is made from it)
+    last: ItemSummary | None  # the last item sent, when more follow (the next cursor names it)
     total: int
 
 
-@dataclass
 class ItemIndex:
     """Every item of one version, sorted and searchable; built once per worker and version."""
 
-    rows: list[Row]
-    summaries: list[ItemSummary] = field(init=False)
-    _ids: list[str] = field(init=False)
-    _numbers: dict[str, int] = field(init=False)
-    _risk_keys: list[RiskKey] = field(init=False)
-    _text: str = field(init=False)
-    _starts: list[int] = field(init=False)
-    _folded: list[str] = field(init=False)
-    _orders: dict[tuple[str | None, str | None, str], tuple[list[int], list[Any]]] = field(
-        init=False, default_factory=dict
-    )
-
-    def __post_init__(self) -> None:
-        self.rows = sorted(self.rows, key=lambda row: row[0])
-        self.summaries = [ItemSummary(*row) for row in self.rows]
-        self._ids = [row[0] for row in self.rows]
-        self._numbers = {item_id: number for number, item_id in enumerate(self._ids)}
-        self._risk_keys = [risk_key(row[0], row[5]) for row in self.rows]
-        self._folded = [fold(row[0]) + SEPARATOR + fold(row[1]) + SEPARATOR for row in self.rows]
-        self._starts = []
+    def __init__(self, rows: Sequence[Row]) -> None:
+        self.items = [ItemSummary(*row) for row in sorted(rows, key=lambda row: row[0])]
+        self._numbers = {item.item_id: number for number, item in enumerate(self.items)}
+        self._ids = [item.item_id for item in self.items]
+        self._risk_keys = [risk_key(item.item_id, item.max_stockout_risk) for item in self.items]
+        self._folded = [
+            fold(item.item_id) + SEPARATOR + fold(item.name) + SEPARATOR for item in self.items
+        ]
+        self._starts: list[int] = []
         at = 0
         for text in self._folded:
             self._starts.append(at)
             at += len(text)
         self._text = "".join(self._folded)
+        self._orders: dict[tuple[str | None, str | None, str], tuple[list[int], list[Any]]] = {}
 
     @classmethod
     def from_rows(cls, rows: Sequence[Row]) -> ItemIndex:
         """An index of item_overview rows (OVERVIEW_COLUMNS order)."""
-        return cls(list(rows))
+        return cls(rows)
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.items)
 
-    def row(self, item_id: str) -> Row | None:
-        """The overview row of `item_id`, if the version has that item."""
+    def item(self, item_id: str) -> ItemSummary | None:
+        """The summary of `item_id`, if the version has that item."""
         number = self._numbers.get(item_id)
-        return None if number is None else self.rows[number]
+        return None if number is None else self.items[number]
 
     def page(
         self,
@@ -138,13 +127,14 @@ class ItemIndex:
             start = bisect.bisect_right(keys, cut)
         chosen = numbers[start : start + limit + 1]
         more = len(chosen) > limit
-        chosen = chosen[:limit]
-        last = self.rows[chosen[-1]] if more and chosen else None
-        return Page([self.summaries[n] for n in chosen], last, len(numbers))
+        page = [self.items[n] for n in chosen[:limit]]
+        return Page(page, page[-1] if more and page else None, len(numbers))
 
     def _keeps(self, number: int, category: str | None, site: str | None) -> bool:
-        row = self.rows[number]
-        return (category is None or row[2] == category) and (site is None or row[3] == site)
+        item = self.items[number]
+        return (category is None or item.category == category) and (
+            site is None or item.site == site
+        )
 
     def _keys_of(self, numbers: list[int], sort: str) -> list[Any]:
         source: list[Any] = self._ids if sort == "item_id" else self._risk_keys
@@ -157,7 +147,7 @@ class ItemIndex:
         key = (category, site, sort)
         known = self._orders.get(key)
         if known is None:
-            numbers = [n for n in range(len(self.rows)) if self._keeps(n, category, site)]
+            numbers = [n for n in range(len(self.items)) if self._keeps(n, category, site)]
             if sort == "risk":
                 numbers.sort(key=self._risk_keys.__getitem__)
             known = (numbers, self._keys_of(numbers, sort))

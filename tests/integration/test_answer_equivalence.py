@@ -60,8 +60,8 @@ RANGES = [
 
 def test_every_range_of_every_item_is_the_querys(handle: VersionHandle) -> None:
     assert handle.items is not None
-    for row in handle.items.rows:
-        item_id = row[0]
+    for item in handle.items.items:
+        item_id = item.item_id
         for start, end in RANGES:
             made = range_body(handle, item_id, start, end)
             assert made == timeseries_query(handle, item_id, start, end), (item_id, start, end)
@@ -101,6 +101,6 @@ def test_every_page_of_a_search_is_the_querys(
 ) -> None:
     assert handle.items is not None
     if query["site"] == A_SITE:
-        query = {**query, "site": handle.items.rows[0][3]}
+        query = {**query, "site": handle.items.items[0].site}
     arguments = {**query, "sort": sort, "limit": limit}
     assert every_page(handle, True, **arguments) == every_page(handle, False, **arguments)
