@@ -1,22 +1,33 @@
-"""Precomputed answers: each item's whole timeseries and inventory, built once at import.
+"""Precomputed answers: each item's whole timeseries, inventory and series, built once at import.
 
 A version never changes, so the server's most common lookups are answered at import: DuckDB
 renders each item's JSON body, the body is gzip-compressed, appended to answers.bin, and its
 (kind, item_id, offset, length, crc32) goes into the `answer_index` table of the version's
-database. A server worker maps answers.bin and loads the index once; a request is then a dict
-lookup, a slice and a CRC-32 of the slice (about 1.5 us for 9 KB, so a byte flipped in
-answers.bin while it is served is never sent), with no query at all.
+database. The `series` kind is the item's forecast as binary columns (appliance/data/series.py),
+stored as it is, for date ranges. A server worker maps answers.bin and loads the index once; a
+request is then a dict lookup, a slice and a CRC-32 of the slice (about 1.5 us for 9 KB, so a
+byte flipped in answers.bin while it is served is never sent), with no query at all.
+
+The answers are built in partitions: consecutive ranges of item_id holding at most
+PARTITION_ROWS fact rows each, one query per kind and partition. A query's memory is bounded by
+its partition, not by the pack (one GROUP BY over every row ran out of memory at 5x field scale),
+and the fact tables are sorted by item_id, so each query reads only its partition's row groups.
+The answers of a kind are written in item_id order whatever the partitions, so answers.bin and
+the index do not depend on them.
 """
 
 from __future__ import annotations
 
+import array
 import gzip
 import zlib
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
+from appliance.data.series import COUNT, DATE_CODE, SERIES, VALUE_CODE, VALUE_COLUMNS
 from appliance.data.store_layout import VERSION_ANSWERS
 from appliance.progress import Progress
 
@@ -26,53 +37,119 @@ if TYPE_CHECKING:
 INDEX_TABLE = "answer_index"
 TIMESERIES = "timeseries"
 INVENTORY = "inventory"
-KINDS = (TIMESERIES, INVENTORY)
+KINDS = (TIMESERIES, INVENTORY, SERIES)  # the server tells a known item by KINDS[0]
 GZIP_LEVEL = 1  # level 6 is 18% smaller but 3x slower to build; the import time matters more
-BATCH_ROWS = 512
+# Fact rows (forecast and inventory) per answer query: about 1,400 items of 730 days. Measured at
+# field scale, see docs/performance.md ("Imports at 1x, 5x and 10x field scale").
+PARTITION_ROWS = 1_000_000
 
-# One JSON object per item; DuckDB renders it so no Python loop touches the 14.6 M rows.
-# `meta` is the one-row table of the version's identity that build_answers fills.
+# Rows per item in item_id order, to cut the items into partitions.
+ITEM_ROWS_SQL = """
+    SELECT item_id, count(*) FROM (
+        SELECT item_id FROM fact_forecast UNION ALL SELECT item_id FROM fact_inventory
+    ) GROUP BY item_id ORDER BY item_id
+"""
+
+
+# One JSON object per item of the partition $first..$last; DuckDB renders it so no Python loop
+# touches the rows. `meta` is the one-row table of the version's identity that build_answers fills.
+# Each item's days are gathered in one list of structs, sorted once, and split into the columns
+# (a list per column, each with its own ORDER BY, sorts once per column: 1.7x slower).
 BODY_SQL = {
     TIMESERIES: """
-        SELECT f.item_id, to_json({
-            'item_id': f.item_id,
-            'name': any_value(d.name), 'category': any_value(d.category),
-            'site': any_value(d.site), 'unit': any_value(d.unit),
-            'version': any_value(m.version), 'dataset_id': any_value(m.dataset_id),
-            'model_version': any_value(m.model_version), 'source': any_value(m.source),
-            'generated_at': any_value(m.generated_at),
-            'points': count(*),
-            'dates': list(strftime(f.date, '%Y-%m-%d') ORDER BY f.date),
-            'yhat': list(f.yhat ORDER BY f.date),
-            'yhat_lower': list(f.yhat_lower ORDER BY f.date),
-            'yhat_upper': list(f.yhat_upper ORDER BY f.date),
-            'actual': list(f.actual ORDER BY f.date)
+        SELECT item_id, to_json({
+            'item_id': item_id,
+            'name': name, 'category': category, 'site': site, 'unit': unit,
+            'version': m.version, 'dataset_id': m.dataset_id,
+            'model_version': m.model_version, 'source': m.source,
+            'generated_at': m.generated_at,
+            'points': len(days),
+            'dates': [strftime(day.date, '%Y-%m-%d') FOR day IN days],
+            'yhat': [day.yhat FOR day IN days],
+            'yhat_lower': [day.yhat_lower FOR day IN days],
+            'yhat_upper': [day.yhat_upper FOR day IN days],
+            'actual': [day.actual FOR day IN days]
         })::VARCHAR
-        FROM fact_forecast f JOIN dim_item d USING (item_id) CROSS JOIN meta m
-        GROUP BY f.item_id ORDER BY f.item_id
+        FROM (
+            SELECT f.item_id,
+                any_value(d.name) AS name, any_value(d.category) AS category,
+                any_value(d.site) AS site, any_value(d.unit) AS unit,
+                list({
+                    'date': f.date, 'yhat': f.yhat, 'yhat_lower': f.yhat_lower,
+                    'yhat_upper': f.yhat_upper, 'actual': f.actual
+                } ORDER BY f.date) AS days
+            FROM fact_forecast f JOIN dim_item d USING (item_id)
+            WHERE f.item_id BETWEEN $first AND $last AND d.item_id BETWEEN $first AND $last
+            GROUP BY f.item_id
+        ) CROSS JOIN meta m
+        ORDER BY item_id
     """,
     INVENTORY: """
-        SELECT i.item_id, to_json({
-            'item_id': i.item_id,
-            'name': any_value(d.name), 'category': any_value(d.category),
-            'site': any_value(d.site), 'unit': any_value(d.unit),
-            'lead_time_days': any_value(d.lead_time_days), 'unit_cost': any_value(d.unit_cost),
-            'version': any_value(m.version), 'dataset_id': any_value(m.dataset_id),
-            'model_version': any_value(m.model_version), 'source': any_value(m.source),
-            'generated_at': any_value(m.generated_at),
-            'on_hand_now': arg_min(i.on_hand, i.date),
-            'reorder_point': arg_min(i.reorder_point, i.date),
-            'safety_stock': arg_min(i.safety_stock, i.date),
-            'days_of_cover_now': arg_min(i.days_of_cover, i.date),
-            'max_stockout_risk': max(i.stockout_risk),
-            'first_below_reorder_point': min(i.date) FILTER (WHERE i.on_hand < i.reorder_point),
-            'dates': list(strftime(i.date, '%Y-%m-%d') ORDER BY i.date),
-            'on_hand': list(i.on_hand ORDER BY i.date),
-            'days_of_cover': list(i.days_of_cover ORDER BY i.date),
-            'stockout_risk': list(i.stockout_risk ORDER BY i.date)
+        SELECT item_id, to_json({
+            'item_id': item_id,
+            'name': name, 'category': category, 'site': site, 'unit': unit,
+            'lead_time_days': lead_time_days, 'unit_cost': unit_cost,
+            'version': m.version, 'dataset_id': m.dataset_id,
+            'model_version': m.model_version, 'source': m.source,
+            'generated_at': m.generated_at,
+            'on_hand_now': on_hand_now,
+            'reorder_point': reorder_point,
+            'safety_stock': safety_stock,
+            'days_of_cover_now': days_of_cover_now,
+            'max_stockout_risk': max_stockout_risk,
+            'first_below_reorder_point': first_below_reorder_point,
+            'dates': [strftime(day.date, '%Y-%m-%d') FOR day IN days],
+            'on_hand': [day.on_hand FOR day IN days],
+            'days_of_cover': [day.days_of_cover FOR day IN days],
+            'stockout_risk': [day.stockout_risk FOR day IN days]
         })::VARCHAR
-        FROM fact_inventory i JOIN dim_item d USING (item_id) CROSS JOIN meta m
-        GROUP BY i.item_id ORDER BY i.item_id
+        FROM (
+            SELECT i.item_id,
+                any_value(d.name) AS name, any_value(d.category) AS category,
+                any_value(d.site) AS site, any_value(d.unit) AS unit,
+                any_value(d.lead_time_days) AS lead_time_days,
+                any_value(d.unit_cost) AS unit_cost,
+                arg_min(i.on_hand, i.date) AS on_hand_now,
+                arg_min(i.reorder_point, i.date) AS reorder_point,
+                arg_min(i.safety_stock, i.date) AS safety_stock,
+                arg_min(i.days_of_cover, i.date) AS days_of_cover_now,
+                max(i.stockout_risk) AS max_stockout_risk,
+                min(i.date) FILTER (WHERE i.on_hand < i.reorder_point)
+                    AS first_below_reorder_point,
+                list({
+                    'date': i.date, 'on_hand': i.on_hand, 'days_of_cover': i.days_of_cover,
+                    'stockout_risk': i.stockout_risk
+                } ORDER BY i.date) AS days
+            FROM fact_inventory i JOIN dim_item d USING (item_id)
+            WHERE i.item_id BETWEEN $first AND $last AND d.item_id BETWEEN $first AND $last
+            GROUP BY i.item_id
+        ) CROSS JOIN meta m
+        ORDER BY item_id
+    """,
+    # A series record's numbers as the hex digits of their big-endian bits (a BIT of a number
+    # is its bits), two strings per item: handing DuckDB's lists to Python one float at a time
+    # took longer than the rest of the series. The days, then per day its yhat, yhat_lower,
+    # yhat_upper and actual (NaN where null); _series_answer makes the record's columns of them.
+    SERIES: """
+        SELECT item_id,
+            array_to_string([
+                hex((day.date - DATE '1970-01-01')::INTEGER::BIT::BLOB) FOR day IN days
+            ], ''),
+            array_to_string([
+                hex(day.yhat::BIT::BLOB || day.yhat_lower::BIT::BLOB || day.yhat_upper::BIT::BLOB
+                    || coalesce(day.actual, 'NaN'::DOUBLE)::BIT::BLOB) FOR day IN days
+            ], '')
+        FROM (
+            SELECT item_id,
+                list({
+                    'date': date, 'yhat': yhat, 'yhat_lower': yhat_lower,
+                    'yhat_upper': yhat_upper, 'actual': actual
+                } ORDER BY date) AS days
+            FROM fact_forecast
+            WHERE item_id BETWEEN $first AND $last
+            GROUP BY item_id
+        )
+        ORDER BY item_id
     """,
 }
 
@@ -116,17 +193,104 @@ def decompress(data: bytes) -> bytes:
 
 
 IndexRow = tuple[str, str, int, int, int]  # kind, item_id, offset, length, crc32
+Rows = list[tuple[Any, ...]]  # one partition's rows of one kind's query
+Batch = tuple[str, list[str], Iterator[bytes]]  # kind, item ids, their stored answers in order
 
 
-def _append(
-    out: BinaryIO,
-    batch: tuple[str, Iterator[tuple[str, bytes]]],
-    index: list[IndexRow],
-    offset: int,
-) -> int:
-    """Write one batch of compressed answers, index them, and return the next offset."""
-    kind, answers = batch
-    for item_id, data in answers:
+def _json_answer(row: tuple[Any, ...]) -> bytes:
+    """The stored bytes of a JSON answer: its body, gzip'd."""
+    return compress(row[1].encode())
+
+
+def _little_endian(code: str, hex_digits: str) -> array.array[Any]:
+    """The big-endian numbers of `hex_digits` as an array that tobytes() gives little-endian."""
+    column = array.array(code, bytes.fromhex(hex_digits))
+    column.byteswap()  # big-endian bytes read as native, swapped: on any host, little-endian bytes
+    return column
+
+
+def _series_answer(row: tuple[Any, ...]) -> bytes:
+    """The stored bytes of a series answer: the record of appliance/data/series.py, as it is."""
+    item_id, days_hex, values_hex = row
+    days = _little_endian(DATE_CODE, days_hex)
+    values = _little_endian(VALUE_CODE, values_hex)  # day by day: yhat, yhat_lower, ...
+    width = len(VALUE_COLUMNS)
+    if len(values) != len(days) * width:
+        msg = f"series of {item_id}: {len(days)} days but {len(values)} values"
+        raise ValueError(msg)
+    columns = [values[column::width].tobytes() for column in range(width)]
+    return b"".join([COUNT.pack(len(days)), days.tobytes(), *columns])
+
+
+ENCODERS: dict[str, Callable[[tuple[Any, ...]], bytes]] = {
+    TIMESERIES: _json_answer,
+    INVENTORY: _json_answer,
+    SERIES: _series_answer,
+}
+
+
+def item_ranges(con: duckdb.DuckDBPyConnection, max_rows: int) -> list[tuple[str, str]]:
+    """Consecutive (first, last) ranges of item_id, each of at most `max_rows` fact rows.
+
+    An item with more rows than that has a range of its own.
+    """
+    ranges: list[tuple[str, str]] = []
+    first = last = ""
+    rows = 0
+    for item_id, count in con.execute(ITEM_ROWS_SQL).fetchall():
+        if rows and rows + count > max_rows:
+            ranges.append((first, last))
+            rows = 0
+        if not rows:
+            first = item_id
+        last = item_id
+        rows += count
+    if rows:
+        ranges.append((first, last))
+    return ranges
+
+
+def _create_meta(con: duckdb.DuckDBPyConnection, metadata: dict[str, str]) -> None:
+    """The one-row temporary table `meta` of the version's identity, on this connection."""
+    fields = ("version", "dataset_id", "model_version", "source", "generated_at")
+    con.execute(f"CREATE TEMP TABLE meta ({', '.join(f'{f} VARCHAR' for f in fields)})")
+    con.execute("INSERT INTO meta VALUES (?, ?, ?, ?, ?)", [metadata[f] for f in fields])
+
+
+def _partitions(
+    con: duckdb.DuckDBPyConnection, metadata: dict[str, str], ranges: list[tuple[str, str]]
+) -> Iterator[tuple[str, Rows]]:
+    """(kind, rows) of every kind's query on every partition, in the order of answers.bin."""
+    cursor = con.cursor()  # a connection of its own: this runs in the fetching thread
+    try:
+        _create_meta(cursor, metadata)
+        for kind in KINDS:
+            for first, last in ranges:
+                yield (
+                    kind,
+                    cursor.execute(BODY_SQL[kind], {"first": first, "last": last}).fetchall(),
+                )
+    finally:
+        cursor.close()
+
+
+def _one_ahead(items: Iterator[tuple[str, Rows]]) -> Iterator[tuple[str, Rows]]:
+    """The items of `items`, each made in a thread while the caller handles the one before.
+
+    DuckDB releases the GIL while it runs a query, so the next partition's query runs while this
+    one's answers are compressed and written; at most three partitions are in memory.
+    """
+    with ThreadPoolExecutor(1) as thread:
+        ahead = thread.submit(next, items, None)
+        while (item := ahead.result()) is not None:
+            ahead = thread.submit(next, items, None)
+            yield item
+
+
+def _append(out: BinaryIO, batch: Batch, index: list[IndexRow], offset: int) -> int:
+    """Write one batch of answers, index them, and return the next offset."""
+    kind, items, answers = batch
+    for item_id, data in zip(items, answers, strict=True):
         out.write(data)
         index.append((kind, item_id, offset, len(data), zlib.crc32(data)))
         offset += len(data)
@@ -151,39 +315,34 @@ def build_answers(
     version_dir: Path,
     metadata: dict[str, str],
     progress: Progress,
+    partition_rows: int = PARTITION_ROWS,
 ) -> dict[str, int]:
     """Write answers.bin and the answer_index table; returns the number of answers per kind."""
-    fields = ("version", "dataset_id", "model_version", "source", "generated_at")
-    con.execute(f"CREATE TEMP TABLE meta ({', '.join(f'{f} VARCHAR' for f in fields)})")
-    con.execute("INSERT INTO meta VALUES (?, ?, ?, ?, ?)", [metadata[f] for f in fields])
+    _create_meta(con, metadata)
     con.execute(OVERVIEW_SQL)
+    con.execute("DROP TABLE meta")
     con.execute(
         f"CREATE TABLE {INDEX_TABLE} (kind VARCHAR, item_id VARCHAR, "
         "offset_bytes BIGINT, length_bytes BIGINT, crc32 BIGINT, PRIMARY KEY (kind, item_id))"
     )
-    counts: dict[str, int] = {}
+    ranges = item_ranges(con, partition_rows)
+    progress(f"answers: {len(ranges):,} partition(s) of at most {partition_rows:,} fact rows")
+    counts = dict.fromkeys(KINDS, 0)
+    left = dict.fromkeys(KINDS, len(ranges))
     offset = 0
     index: list[IndexRow] = []
-    # zlib releases the GIL: one batch is compressed by the pool while DuckDB renders the next.
+    pending: deque[Batch] = deque()
+    # zlib releases the GIL: one partition is compressed by the pool while the next is fetched.
     with (version_dir / VERSION_ANSWERS).open("wb") as out, ThreadPoolExecutor(2) as pool:
-        for kind in KINDS:
-            cursor = con.execute(BODY_SQL[kind])
-            counts[kind] = 0
-            pending: list[tuple[str, Iterator[tuple[str, bytes]]]] = []
-            while batch := cursor.fetchmany(BATCH_ROWS):
-                items = [item_id for item_id, _body in batch]
-                pending.append(
-                    (
-                        kind,
-                        zip(items, pool.map(compress, (b.encode() for _, b in batch)), strict=True),
-                    )
-                )
-                if len(pending) > 1:
-                    offset = _append(out, pending.pop(0), index, offset)
-                counts[kind] += len(batch)
-            for batch_answers in pending:
-                offset = _append(out, batch_answers, index, offset)
-            progress(f"{kind} answers: {counts[kind]:,} items precomputed")
+        for kind, rows in _one_ahead(_partitions(con, metadata, ranges)):
+            pending.append((kind, [row[0] for row in rows], pool.map(ENCODERS[kind], rows)))
+            if len(pending) > 1:
+                offset = _append(out, pending.popleft(), index, offset)
+            counts[kind] += len(rows)
+            left[kind] -= 1
+            if not left[kind]:
+                while pending:
+                    offset = _append(out, pending.popleft(), index, offset)
+                progress(f"{kind} answers: {counts[kind]:,} items precomputed")
     _insert_index(con, index)
-    con.execute("DROP TABLE meta")
     return counts
