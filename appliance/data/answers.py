@@ -9,17 +9,22 @@ request is then a dict lookup, a slice and a CRC-32 of the slice (about 1.5 us f
 byte flipped in answers.bin while it is served is never sent), with no query at all.
 
 The answers are built in partitions: consecutive ranges of item_id holding at most
-PARTITION_ROWS fact rows each, one query per kind and partition. A query's memory is bounded by
-its partition, not by the pack (one GROUP BY over every row ran out of memory at 5x field scale),
-and the fact tables are sorted by item_id, so each query reads only its partition's row groups.
-The answers of a kind are written in item_id order whatever the partitions, so answers.bin and
-the index do not depend on them.
+PARTITION_ROWS fact rows each, one query per partition and fact table. A query's memory is
+bounded by its partition, not by the pack (one GROUP BY over every row ran out of memory at 5x
+field scale), and the fact tables are sorted by item_id, so each query reads only its partition's
+row groups. The forecast query gives each item's timeseries and series answers at once; the
+series go to a spool file, appended to answers.bin after the inventory, so that the timeseries
+and inventory answers stay where they were before the series kind existed. The answers of a kind
+are written in item_id order whatever the partitions, so answers.bin and the index do not
+depend on them.
 """
 
 from __future__ import annotations
 
 import array
 import gzip
+import shutil
+import tempfile
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -42,6 +47,7 @@ GZIP_LEVEL = 1  # level 6 is 18% smaller but 3x slower to build; the import time
 # Fact rows (forecast and inventory) per answer query: about 1,400 items of 730 days. Measured at
 # field scale, see docs/performance.md ("Imports at 1x, 5x and 10x field scale").
 PARTITION_ROWS = 1_000_000
+COPY_CHUNK = 1 << 20  # bytes per read when the series spool is appended to answers.bin
 
 # Rows per item in item_id order, to cut the items into partitions.
 ITEM_ROWS_SQL = """
@@ -51,11 +57,15 @@ ITEM_ROWS_SQL = """
 """
 
 
-# One JSON object per item of the partition $first..$last; DuckDB renders it so no Python loop
-# touches the rows. `meta` is the one-row table of the version's identity that build_answers fills.
-# Each item's days are gathered in one list of structs, sorted once, and split into the columns
-# (a list per column, each with its own ORDER BY, sorts once per column: 1.7x slower).
-BODY_SQL = {
+# The query of each fact table, for the items of the partition $first..$last, one row per item:
+# item_id, then the columns its kinds' answers are made of (ANSWER_COLUMNS). DuckDB renders each
+# JSON body, so no Python loop touches the rows; `meta` is the one-row table of the version's
+# identity. Each item's days are gathered in one list of structs, sorted once, and split into
+# the columns (a list per column, each with its own ORDER BY, sorts once per column: 1.7x slower).
+# A series record's numbers come as the hex digits of their big-endian bits (a BIT of a number is
+# its bits): the days, then per day its yhat, yhat_lower, yhat_upper and actual (NaN where null).
+# Handing DuckDB's lists to Python one float at a time took longer than all the rest of the series.
+QUERY_SQL = {
     TIMESERIES: """
         SELECT item_id, to_json({
             'item_id': item_id,
@@ -69,7 +79,14 @@ BODY_SQL = {
             'yhat_lower': [day.yhat_lower FOR day IN days],
             'yhat_upper': [day.yhat_upper FOR day IN days],
             'actual': [day.actual FOR day IN days]
-        })::VARCHAR
+        })::VARCHAR,
+            array_to_string([
+                hex((day.date - DATE '1970-01-01')::INTEGER::BIT::BLOB) FOR day IN days
+            ], ''),
+            array_to_string([
+                hex(day.yhat::BIT::BLOB || day.yhat_lower::BIT::BLOB || day.yhat_upper::BIT::BLOB
+                    || coalesce(day.actual, 'NaN'::DOUBLE)::BIT::BLOB) FOR day IN days
+            ], '')
         FROM (
             SELECT f.item_id,
                 any_value(d.name) AS name, any_value(d.category) AS category,
@@ -126,31 +143,6 @@ BODY_SQL = {
         ) CROSS JOIN meta m
         ORDER BY item_id
     """,
-    # A series record's numbers as the hex digits of their big-endian bits (a BIT of a number
-    # is its bits), two strings per item: handing DuckDB's lists to Python one float at a time
-    # took longer than the rest of the series. The days, then per day its yhat, yhat_lower,
-    # yhat_upper and actual (NaN where null); _series_answer makes the record's columns of them.
-    SERIES: """
-        SELECT item_id,
-            array_to_string([
-                hex((day.date - DATE '1970-01-01')::INTEGER::BIT::BLOB) FOR day IN days
-            ], ''),
-            array_to_string([
-                hex(day.yhat::BIT::BLOB || day.yhat_lower::BIT::BLOB || day.yhat_upper::BIT::BLOB
-                    || coalesce(day.actual, 'NaN'::DOUBLE)::BIT::BLOB) FOR day IN days
-            ], '')
-        FROM (
-            SELECT item_id,
-                list({
-                    'date': date, 'yhat': yhat, 'yhat_lower': yhat_lower,
-                    'yhat_upper': yhat_upper, 'actual': actual
-                } ORDER BY date) AS days
-            FROM fact_forecast
-            WHERE item_id BETWEEN $first AND $last
-            GROUP BY item_id
-        )
-        ORDER BY item_id
-    """,
 }
 
 
@@ -193,12 +185,11 @@ def decompress(data: bytes) -> bytes:
 
 
 IndexRow = tuple[str, str, int, int, int]  # kind, item_id, offset, length, crc32
-Rows = list[tuple[Any, ...]]  # one partition's rows of one kind's query
-Batch = tuple[str, list[str], Iterator[bytes]]  # kind, item ids, their stored answers in order
+Row = tuple[Any, ...]  # one item's row of a fact table's query
 
 
-def _json_answer(row: tuple[Any, ...]) -> bytes:
-    """The stored bytes of a JSON answer: its body, gzip'd."""
+def _json_answer(row: Row) -> bytes:
+    """The stored bytes of a JSON answer: its body (the row's second column), gzip'd."""
     return compress(row[1].encode())
 
 
@@ -209,9 +200,9 @@ def _little_endian(code: str, hex_digits: str) -> array.array[Any]:
     return column
 
 
-def _series_answer(row: tuple[Any, ...]) -> bytes:
+def _series_answer(row: Row) -> bytes:
     """The stored bytes of a series answer: the record of appliance/data/series.py, as it is."""
-    item_id, days_hex, values_hex = row
+    item_id, _body, days_hex, values_hex = row
     days = _little_endian(DATE_CODE, days_hex)
     values = _little_endian(VALUE_CODE, values_hex)  # day by day: yhat, yhat_lower, ...
     width = len(VALUE_COLUMNS)
@@ -222,10 +213,10 @@ def _series_answer(row: tuple[Any, ...]) -> bytes:
     return b"".join([COUNT.pack(len(days)), days.tobytes(), *columns])
 
 
-ENCODERS: dict[str, Callable[[tuple[Any, ...]], bytes]] = {
-    TIMESERIES: _json_answer,
-    INVENTORY: _json_answer,
-    SERIES: _series_answer,
+# The kinds each fact table's query answers, each with what makes its stored bytes of a row.
+ANSWERS: dict[str, tuple[tuple[str, Callable[[Row], bytes]], ...]] = {
+    TIMESERIES: ((TIMESERIES, _json_answer), (SERIES, _series_answer)),
+    INVENTORY: ((INVENTORY, _json_answer),),
 }
 
 
@@ -259,22 +250,19 @@ def _create_meta(con: duckdb.DuckDBPyConnection, metadata: dict[str, str]) -> No
 
 def _partitions(
     con: duckdb.DuckDBPyConnection, metadata: dict[str, str], ranges: list[tuple[str, str]]
-) -> Iterator[tuple[str, Rows]]:
-    """(kind, rows) of every kind's query on every partition, in the order of answers.bin."""
+) -> Iterator[tuple[str, list[Row]]]:
+    """(query, rows) of each fact table's query on every partition, the timeseries' first."""
     cursor = con.cursor()  # a connection of its own: this runs in the fetching thread
     try:
         _create_meta(cursor, metadata)
-        for kind in KINDS:
+        for query, sql in QUERY_SQL.items():
             for first, last in ranges:
-                yield (
-                    kind,
-                    cursor.execute(BODY_SQL[kind], {"first": first, "last": last}).fetchall(),
-                )
+                yield query, cursor.execute(sql, {"first": first, "last": last}).fetchall()
     finally:
         cursor.close()
 
 
-def _one_ahead(items: Iterator[tuple[str, Rows]]) -> Iterator[tuple[str, Rows]]:
+def _one_ahead(items: Iterator[tuple[str, list[Row]]]) -> Iterator[tuple[str, list[Row]]]:
     """The items of `items`, each made in a thread while the caller handles the one before.
 
     DuckDB releases the GIL while it runs a query, so the next partition's query runs while this
@@ -287,14 +275,39 @@ def _one_ahead(items: Iterator[tuple[str, Rows]]) -> Iterator[tuple[str, Rows]]:
             yield item
 
 
-def _append(out: BinaryIO, batch: Batch, index: list[IndexRow], offset: int) -> int:
-    """Write one batch of answers, index them, and return the next offset."""
-    kind, items, answers = batch
-    for item_id, data in zip(items, answers, strict=True):
-        out.write(data)
-        index.append((kind, item_id, offset, len(data), zlib.crc32(data)))
-        offset += len(data)
-    return offset
+class _AnswerFile:
+    """A file that answers are appended to, with the index of what it holds."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.out = out
+        self.offset = 0
+        self.index: list[IndexRow] = []
+
+    def append(self, kind: str, items: list[str], answers: Iterator[bytes]) -> None:
+        """Write the answers of `items`, in order, and index them."""
+        for item_id, data in zip(items, answers, strict=True):
+            self.out.write(data)
+            self.index.append((kind, item_id, self.offset, len(data), zlib.crc32(data)))
+            self.offset += len(data)
+
+    def append_file(self, other: _AnswerFile) -> None:
+        """Copy all of `other`'s answers after this file's, and take over their index rows."""
+        other.out.flush()
+        other.out.seek(0)
+        shutil.copyfileobj(other.out, self.out, COPY_CHUNK)
+        base = self.offset
+        self.index += [(k, i, base + at, n, crc) for k, i, at, n, crc in other.index]
+        self.offset += other.offset
+
+
+Pending = tuple[_AnswerFile, str, list[str], Iterator[bytes]]  # where, kind, items, answers
+
+
+def _write(pending: deque[Pending], keep: int) -> None:
+    """Append the oldest pending answers to their files until `keep` batches are left."""
+    while len(pending) > keep:
+        file, kind, items, answers = pending.popleft()
+        file.append(kind, items, answers)
 
 
 def _insert_index(con: duckdb.DuckDBPyConnection, index: list[IndexRow]) -> None:
@@ -328,21 +341,27 @@ def build_answers(
     ranges = item_ranges(con, partition_rows)
     progress(f"answers: {len(ranges):,} partition(s) of at most {partition_rows:,} fact rows")
     counts = dict.fromkeys(KINDS, 0)
-    left = dict.fromkeys(KINDS, len(ranges))
-    offset = 0
-    index: list[IndexRow] = []
-    pending: deque[Batch] = deque()
-    # zlib releases the GIL: one partition is compressed by the pool while the next is fetched.
-    with (version_dir / VERSION_ANSWERS).open("wb") as out, ThreadPoolExecutor(2) as pool:
-        for kind, rows in _one_ahead(_partitions(con, metadata, ranges)):
-            pending.append((kind, [row[0] for row in rows], pool.map(ENCODERS[kind], rows)))
-            if len(pending) > 1:
-                offset = _append(out, pending.popleft(), index, offset)
-            counts[kind] += len(rows)
-            left[kind] -= 1
-            if not left[kind]:
-                while pending:
-                    offset = _append(out, pending.popleft(), index, offset)
-                progress(f"{kind} answers: {counts[kind]:,} items precomputed")
-    _insert_index(con, index)
+    left = dict.fromkeys(QUERY_SQL, len(ranges))
+    # The series spool is in the import's own folder of staging/, and unlinked: nothing to clean.
+    with (
+        (version_dir / VERSION_ANSWERS).open("wb") as out,
+        tempfile.TemporaryFile(dir=version_dir.parent) as spool,
+        ThreadPoolExecutor(2) as pool,
+    ):
+        answers, series = _AnswerFile(out), _AnswerFile(spool)
+        files = {TIMESERIES: answers, INVENTORY: answers, SERIES: series}
+        # zlib releases the GIL: one partition is compressed by the pool while the next is fetched.
+        pending: deque[Pending] = deque()
+        for query, rows in _one_ahead(_partitions(con, metadata, ranges)):
+            items = [row[0] for row in rows]
+            for kind, encode in ANSWERS[query]:
+                pending.append((files[kind], kind, items, pool.map(encode, rows)))
+                counts[kind] += len(rows)
+            left[query] -= 1
+            _write(pending, keep=len(ANSWERS[query]) if left[query] else 0)
+            if not left[query]:
+                progress(f"{query} answers: {counts[query]:,} items precomputed")
+        answers.append_file(series)
+        progress(f"{SERIES} answers: {counts[SERIES]:,} items precomputed")
+    _insert_index(con, answers.index)
     return counts
