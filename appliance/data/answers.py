@@ -24,7 +24,6 @@ from __future__ import annotations
 import array
 import gzip
 import shutil
-import tempfile
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -47,6 +46,7 @@ GZIP_LEVEL = 1  # level 6 is 18% smaller but 3x slower to build; the import time
 # Fact rows (forecast and inventory) per answer query: about 1,400 items of 730 days. Measured at
 # field scale, see docs/performance.md ("Imports at 1x, 5x and 10x field scale").
 PARTITION_ROWS = 1_000_000
+SERIES_SPOOL = "series.spool"  # beside the version folder, in the import's folder of staging/
 COPY_CHUNK = 1 << 20  # bytes per read when the series spool is appended to answers.bin
 
 # Rows per item in item_id order, to cut the items into partitions.
@@ -58,49 +58,55 @@ ITEM_ROWS_SQL = """
 
 
 # The query of each fact table, for the items of the partition $first..$last, one row per item:
-# item_id, then the columns its kinds' answers are made of (ANSWER_COLUMNS). DuckDB renders each
+# item_id, then the columns its kinds' answers are made of (see ANSWERS). DuckDB renders each
 # JSON body, so no Python loop touches the rows; `meta` is the one-row table of the version's
 # identity. Each item's days are gathered in one list of structs, sorted once, and split into
 # the columns (a list per column, each with its own ORDER BY, sorts once per column: 1.7x slower).
-# A series record's numbers come as the hex digits of their big-endian bits (a BIT of a number is
-# its bits): the days, then per day its yhat, yhat_lower, yhat_upper and actual (NaN where null).
-# Handing DuckDB's lists to Python one float at a time took longer than all the rest of the series.
+FORECAST_DAYS_SQL = """
+    FROM (
+        SELECT f.item_id,
+            any_value(d.name) AS name, any_value(d.category) AS category,
+            any_value(d.site) AS site, any_value(d.unit) AS unit,
+            list({
+                'date': f.date, 'yhat': f.yhat, 'yhat_lower': f.yhat_lower,
+                'yhat_upper': f.yhat_upper, 'actual': f.actual
+            } ORDER BY f.date) AS days
+        FROM fact_forecast f JOIN dim_item d USING (item_id)
+        WHERE f.item_id BETWEEN $first AND $last AND d.item_id BETWEEN $first AND $last
+        GROUP BY f.item_id
+    ) CROSS JOIN meta m
+    ORDER BY item_id
+"""
+TIMESERIES_BODY_SQL = """
+    to_json({
+        'item_id': item_id,
+        'name': name, 'category': category, 'site': site, 'unit': unit,
+        'version': m.version, 'dataset_id': m.dataset_id,
+        'model_version': m.model_version, 'source': m.source,
+        'generated_at': m.generated_at,
+        'points': len(days),
+        'dates': [strftime(day.date, '%Y-%m-%d') FOR day IN days],
+        'yhat': [day.yhat FOR day IN days],
+        'yhat_lower': [day.yhat_lower FOR day IN days],
+        'yhat_upper': [day.yhat_upper FOR day IN days],
+        'actual': [day.actual FOR day IN days]
+    })::VARCHAR
+"""
+# A series record's numbers as the hex digits of their big-endian bits (a BIT of a number is its
+# bits), two columns: the days, then day by day its yhat, yhat_lower, yhat_upper and actual (NaN
+# where null). Handing DuckDB's lists to Python one float at a time took longer than all the rest
+# of the series.
+SERIES_COLUMNS_SQL = """
+    array_to_string([
+        hex((day.date - DATE '1970-01-01')::INTEGER::BIT::BLOB) FOR day IN days
+    ], ''),
+    array_to_string([
+        hex(day.yhat::BIT::BLOB || day.yhat_lower::BIT::BLOB || day.yhat_upper::BIT::BLOB
+            || coalesce(day.actual, 'NaN'::DOUBLE)::BIT::BLOB) FOR day IN days
+    ], '')
+"""
 QUERY_SQL = {
-    TIMESERIES: """
-        SELECT item_id, to_json({
-            'item_id': item_id,
-            'name': name, 'category': category, 'site': site, 'unit': unit,
-            'version': m.version, 'dataset_id': m.dataset_id,
-            'model_version': m.model_version, 'source': m.source,
-            'generated_at': m.generated_at,
-            'points': len(days),
-            'dates': [strftime(day.date, '%Y-%m-%d') FOR day IN days],
-            'yhat': [day.yhat FOR day IN days],
-            'yhat_lower': [day.yhat_lower FOR day IN days],
-            'yhat_upper': [day.yhat_upper FOR day IN days],
-            'actual': [day.actual FOR day IN days]
-        })::VARCHAR,
-            array_to_string([
-                hex((day.date - DATE '1970-01-01')::INTEGER::BIT::BLOB) FOR day IN days
-            ], ''),
-            array_to_string([
-                hex(day.yhat::BIT::BLOB || day.yhat_lower::BIT::BLOB || day.yhat_upper::BIT::BLOB
-                    || coalesce(day.actual, 'NaN'::DOUBLE)::BIT::BLOB) FOR day IN days
-            ], '')
-        FROM (
-            SELECT f.item_id,
-                any_value(d.name) AS name, any_value(d.category) AS category,
-                any_value(d.site) AS site, any_value(d.unit) AS unit,
-                list({
-                    'date': f.date, 'yhat': f.yhat, 'yhat_lower': f.yhat_lower,
-                    'yhat_upper': f.yhat_upper, 'actual': f.actual
-                } ORDER BY f.date) AS days
-            FROM fact_forecast f JOIN dim_item d USING (item_id)
-            WHERE f.item_id BETWEEN $first AND $last AND d.item_id BETWEEN $first AND $last
-            GROUP BY f.item_id
-        ) CROSS JOIN meta m
-        ORDER BY item_id
-    """,
+    TIMESERIES: f"SELECT item_id, {TIMESERIES_BODY_SQL}, {SERIES_COLUMNS_SQL} {FORECAST_DAYS_SQL}",
     INVENTORY: """
         SELECT item_id, to_json({
             'item_id': item_id,
@@ -330,7 +336,11 @@ def build_answers(
     progress: Progress,
     partition_rows: int = PARTITION_ROWS,
 ) -> dict[str, int]:
-    """Write answers.bin and the answer_index table; returns the number of answers per kind."""
+    """Write answers.bin and the answer_index table; returns the number of answers per kind.
+
+    The series are spooled to SERIES_SPOOL beside `version_dir` (so staging/ holds it, counted
+    and cleaned like the rest of the import's work), and it is removed once they are appended.
+    """
     _create_meta(con, metadata)
     con.execute(OVERVIEW_SQL)
     con.execute("DROP TABLE meta")
@@ -342,10 +352,10 @@ def build_answers(
     progress(f"answers: {len(ranges):,} partition(s) of at most {partition_rows:,} fact rows")
     counts = dict.fromkeys(KINDS, 0)
     left = dict.fromkeys(QUERY_SQL, len(ranges))
-    # The series spool is in the import's own folder of staging/, and unlinked: nothing to clean.
+    spool_path = version_dir.parent / SERIES_SPOOL
     with (
         (version_dir / VERSION_ANSWERS).open("wb") as out,
-        tempfile.TemporaryFile(dir=version_dir.parent) as spool,
+        spool_path.open("w+b") as spool,
         ThreadPoolExecutor(2) as pool,
     ):
         answers, series = _AnswerFile(out), _AnswerFile(spool)
@@ -363,5 +373,6 @@ def build_answers(
                 progress(f"{query} answers: {counts[query]:,} items precomputed")
         answers.append_file(series)
         progress(f"{SERIES} answers: {counts[SERIES]:,} items precomputed")
+    spool_path.unlink()
     _insert_index(con, answers.index)
     return counts

@@ -47,7 +47,7 @@ def built(
     tables: Path, folder: Path, partition_rows: int
 ) -> tuple[bytes, list[tuple[object, ...]]]:
     """answers.bin and the index rows of a build of `tables` with partitions of `partition_rows`."""
-    folder.mkdir()
+    folder.mkdir(parents=True)
     con = duckdb.connect()
     try:
         load_tables(con, tables)
@@ -55,13 +55,15 @@ def built(
         index = con.execute(f"SELECT * FROM {INDEX_TABLE} ORDER BY offset_bytes").fetchall()
     finally:
         con.close()
+    assert sorted(p.name for p in folder.parent.iterdir()) == [folder.name]  # no spool left
     return (folder / VERSION_ANSWERS).read_bytes(), index
 
 
 @pytest.fixture(scope="module")
 def demo_db(demo_tables: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder with the demo tables in data.duckdb and their answers, built in one partition."""
-    folder = tmp_path_factory.mktemp("answers")
+    folder = tmp_path_factory.mktemp("answers") / "v0001"
+    folder.mkdir()
     con = duckdb.connect(str(folder / "data.duckdb"))
     try:
         load_tables(con, demo_tables)
@@ -96,8 +98,8 @@ def test_timeseries_stays_first_and_series_is_a_kind() -> None:
 def test_partitions_give_the_same_answers_bin_and_index_as_one_partition(
     demo_tables: Path, tmp_path: Path, partition_rows: int
 ) -> None:
-    whole = built(demo_tables, tmp_path / "whole", ONE_PARTITION)
-    parted = built(demo_tables, tmp_path / "parted", partition_rows)
+    whole = built(demo_tables, tmp_path / "whole" / "v0001", ONE_PARTITION)
+    parted = built(demo_tables, tmp_path / "parted" / "v0001", partition_rows)
     assert parted[0] == whole[0]
     assert parted[1] == whole[1]
 
@@ -194,8 +196,9 @@ def test_answers_that_do_not_fit_the_memory_limit_are_a_fault_of_the_node(
     try:
         load_tables(con, demo_tables)
         con.execute("SET memory_limit = '2MB'")
+        (tmp_path / "v0001").mkdir()
         with pytest.raises(duckdb.OutOfMemoryException) as caught:
-            build_answers(con, tmp_path, METADATA, quiet)
+            build_answers(con, tmp_path / "v0001", METADATA, quiet)
     finally:
         con.close()
     fault = node_fault(caught.value, "building the answers")
