@@ -10,30 +10,62 @@ It also measures what the hardening needs to know: the peak size of staging/ dur
 over the pack's size (the free-space factor the importer checks before it starts), and how long a
 server worker's check of a version's files against its SHA256SUMS takes before it serves it.
 
+With --series-cost, it imports the field-scale pack in this process with and without the series
+answers (the forecast query's series columns taken out) and prints what they add to the import's
+time and to the version's size.
+
+With --scale (e.g. 1,5,10), it imports packs of that many times the field's items instead, each
+into a fresh store with the default settings, and prints per scale the import's time, its peak
+resident memory (the importer's own, from wait4), the store's peak and the version's size, and
+where the time goes, against the goals: time linear in the rows, peak RSS within
+APPLIANCE_IMPORT_MEMORY + 1 GB.
+
     python benchmarks/bench_import.py [--items 20000] [--days 730] [--workdir .bench/import]
+    python benchmarks/bench_import.py --scale 1,5,10 [--runs 1] [--reuse-packs]
+    python benchmarks/bench_import.py --series-cost [--runs 3] [--reuse-packs]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from appliance.data.importer import FREE_SPACE_FACTOR
+from appliance import settings
+from appliance.data import answers
+from appliance.data.importer import FREE_SPACE_FACTOR, import_pack
+from appliance.data.store import DataStore
+from appliance.data.store_layout import VERSION_ANSWERS
 from appliance.data.version_integrity import check_version
+from appliance.trust.sshsig import load_allowed_signers
 
 BIN = Path(sys.executable).parent
 RUNS = 3
 STAGES = re.compile(
     r"verify (?P<verify>[\d.]+)s, build (?P<build>[\d.]+)s, publish (?P<publish>[\d.]+)s"
 )
+PROGRESS = re.compile(r"^\[\s*(?P<at>[\d.]+)s\] (?P<message>.*)$", re.MULTILINE)
+# The import's progress lines that end each part of its build, in order (see parts_of).
+PARTS = (
+    ("verify", "building "),
+    ("load and check tables", "fact_metrics: "),
+    ("keys, overview", "answers: "),
+    ("timeseries and series", "timeseries answers: "),
+    ("inventory", "inventory answers: "),
+    ("series appended", "series answers: "),
+    ("seal, publish", None),
+)
+RSS_SLACK = 10**9  # the goal: peak RSS <= APPLIANCE_IMPORT_MEMORY + 1 GB
 
 
 @dataclass
@@ -53,12 +85,27 @@ class Row:
 
 def timed(argv: list[str]) -> tuple[float, str]:
     """Run a command; (wall seconds, stderr). Exits on failure."""
-    started = time.perf_counter()
-    done = subprocess.run(argv, capture_output=True, text=True, check=False)
-    elapsed = time.perf_counter() - started
-    if done.returncode != 0:
-        sys.exit(f"benchmark: {' '.join(argv)} failed:\n{done.stderr}")
-    return elapsed, done.stderr
+    seconds, _peak, stderr = measured(argv)
+    return seconds, stderr
+
+
+def measured(argv: list[str]) -> tuple[float, int, str]:
+    """Run a command; (wall seconds, its peak resident memory in bytes, stderr). Exits on failure.
+
+    The peak is the command's own (wait4's ru_maxrss for that child alone, in KiB on Linux), so
+    the commands run before it do not count.
+    """
+    with tempfile.TemporaryFile("w+") as err:
+        started = time.perf_counter()
+        child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err)
+        _pid, status, usage = os.wait4(child.pid, 0)
+        elapsed = time.perf_counter() - started
+        child.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        stderr = err.read()
+    if child.returncode != 0:
+        sys.exit(f"benchmark: {' '.join(argv)} failed:\n{stderr}")
+    return elapsed, usage.ru_maxrss * 1024, stderr
 
 
 def tree_bytes(root: Path) -> int:
@@ -105,12 +152,28 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=20_000)
     parser.add_argument("--days", type=int, default=730)
     parser.add_argument("--workdir", type=Path, default=Path(".bench/import"))
+    parser.add_argument("--scale", help="comma-separated multiples of --items, e.g. 1,5,10")
+    parser.add_argument("--runs", type=int, help="imports per scale or variant (default 1 / 3)")
+    parser.add_argument(
+        "--series-cost", action="store_true", help="what the series answers add at --items"
+    )
+    parser.add_argument(
+        "--reuse-packs", action="store_true", help="keep the packs of an earlier --scale run"
+    )
     args = parser.parse_args()
+    if args.series_cost:
+        run_series_cost(args.items, args.days, args.workdir, args.runs or RUNS, args.reuse_packs)
+    elif args.scale:
+        scales = [int(s) for s in args.scale.split(",")]
+        run_scales(scales, args.items, args.days, args.workdir, args.runs or 1, args.reuse_packs)
+    else:
+        run_field(args.items, args.days, args.workdir)
 
-    work = args.workdir
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+
+def make_key(work: Path) -> tuple[Path, Path]:
+    """A fresh signing key in `work` and the allowed_signers file that trusts it."""
     key, signers = work / "key", work / "allowed_signers"
+    key.unlink(missing_ok=True)
     line = subprocess.run(
         [tool("mlws"), "keygen", "--out", str(key), "--principal", "bench@mlws"],
         capture_output=True,
@@ -118,24 +181,15 @@ def main() -> None:
         check=True,
     ).stdout
     signers.write_text(line)
-    tables, pack, data = work / "tables", work / "field.pack", work / "data"
+    return key, signers
 
-    results: list[Row] = []
-    seconds, _ = timed(
-        [
-            tool("mlws"),
-            "demo",
-            "--out",
-            str(tables),
-            "--items",
-            str(args.items),
-            "--days",
-            str(args.days),
-        ]
+
+def make_pack(key: Path, items: int, days: int, tables: Path, pack: Path) -> tuple[float, float]:
+    """mlws demo into `tables`, then mlws pack into `pack`; (demo seconds, pack seconds)."""
+    demo, _ = timed(
+        [tool("mlws"), "demo", "--out", str(tables), "--items", str(items), "--days", str(days)]
     )
-    forecast_rows = args.items * args.days
-    results.append(Row("mlws demo", seconds, forecast_rows))
-    seconds, _ = timed(
+    packing, _ = timed(
         [
             tool("mlws"),
             "pack",
@@ -152,7 +206,21 @@ def main() -> None:
             str(pack),
         ]
     )
-    results.append(Row("mlws pack", seconds, forecast_rows))
+    return demo, packing
+
+
+def run_field(items: int, days: int, work: Path) -> None:
+    """The field-scale table: demo, pack, sha256sum and the import's stages, best of RUNS."""
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    key, signers = make_key(work)
+    tables, pack, data = work / "tables", work / "field.pack", work / "data"
+
+    results: list[Row] = []
+    demo, packing = make_pack(key, items, days, tables, pack)
+    forecast_rows = items * days
+    results.append(Row("mlws demo", demo, forecast_rows))
+    results.append(Row("mlws pack", packing, forecast_rows))
     size = pack.stat().st_size
 
     # Best of RUNS for both sides, each import into a fresh store (a second import would be a replay).
@@ -180,7 +248,7 @@ def main() -> None:
     results.append(Row("appliance import (whole command)", seconds, forecast_rows))
 
     print(
-        f"{args.items:,} items x {args.days} days = {forecast_rows:,} forecast rows; pack {size / 2**20:,.1f} MiB\n"
+        f"{items:,} items x {days} days = {forecast_rows:,} forecast rows; pack {size / 2**20:,.1f} MiB\n"
     )
     print("| step | seconds | rows/s (forecast) | throughput |")
     print("| --- | ---: | ---: | ---: |")
@@ -213,6 +281,207 @@ def report_space_and_check(version: Path, peak: int, size: int) -> None:
         f"a worker's check of the version before serving it (SHA-256 of {version_size / 2**20:,.1f} MiB,"
         f" warm page cache, best of {RUNS}) = {min(checks):.2f} s"
     )
+
+
+@dataclass
+class ScaleRun:
+    """One import at one scale."""
+
+    scale: int
+    items: int
+    rows: int
+    pack_bytes: int
+    seconds: float
+    peak_rss: int
+    store_peak: int
+    version_bytes: int
+    parts: dict[str, float]
+
+
+def parts_of(stderr: str) -> dict[str, float]:
+    """Seconds of each part of an import (PARTS), from the times of its progress lines."""
+    lines = [(float(m["at"]), m["message"]) for m in PROGRESS.finditer(stderr)]
+    parts: dict[str, float] = {}
+    start = 0.0
+    for name, marker in PARTS:
+        if marker is None:
+            end = lines[-1][0]
+        else:
+            ends = [at for at, message in lines if message.startswith(marker)]
+            if not ends:
+                sys.exit(f"benchmark: no progress line starting {marker!r}:\n{stderr}")
+            end = ends[-1]
+        parts[name] = end - start
+        start = end
+    return parts
+
+
+def import_once(
+    scale: int, items: int, days: int, pack: Path, signers: Path, store: Path
+) -> ScaleRun:
+    """Import `pack` into a fresh `store` with the default settings and measure it."""
+    shutil.rmtree(store, ignore_errors=True)
+    argv = [tool("appliance"), "import", str(pack), "--data-dir", str(store)]
+    with PeakSampler(store) as sampler:
+        seconds, peak_rss, stderr = measured([*argv, "--signers", str(signers)])
+    version = store / "versions" / "v0001"
+    version_bytes = sum(p.stat().st_size for p in version.iterdir() if p.is_file())
+    run = ScaleRun(
+        scale,
+        items,
+        items * days,
+        pack.stat().st_size,
+        seconds,
+        peak_rss,
+        sampler.peak,
+        version_bytes,
+        parts_of(stderr),
+    )
+    shutil.rmtree(store)  # a 10x version is several GB
+    return run
+
+
+def scale_pack(packs: Path, items: int, days: int) -> tuple[Path, Path]:
+    """The pack of `items` x `days` in `packs` (made if missing) and the signers that trust it."""
+    packs.mkdir(parents=True, exist_ok=True)
+    key, signers = packs / "key", packs / "allowed_signers"
+    if not (key.exists() and signers.exists()):
+        key, signers = make_key(packs)
+    pack = packs / f"{items}x{days}.pack"
+    if not pack.exists():
+        tables = packs / f"{items}x{days}-tables"
+        make_pack(key, items, days, tables, pack)
+        shutil.rmtree(tables)  # the pack holds them; a 10x demo is about 1 GB
+    return pack, signers
+
+
+def run_scales(
+    scales: list[int], items: int, days: int, work: Path, runs: int, reuse_packs: bool
+) -> None:
+    """Import packs of `scales` x `items` items, each `runs` times; print the scaling tables."""
+    packs = work / "packs"
+    if not reuse_packs:
+        shutil.rmtree(packs, ignore_errors=True)
+    best: list[ScaleRun] = []
+    for scale in scales:
+        count = items * scale
+        pack, signers = scale_pack(packs, count, days)
+        done = [import_once(scale, count, days, pack, signers, work / "store") for _ in range(runs)]
+        fastest = min(done, key=lambda r: r.seconds)
+        fastest.peak_rss = max(r.peak_rss for r in done)  # the worst peak of the runs
+        fastest.store_peak = max(r.store_peak for r in done)
+        best.append(fastest)
+    print_scales(best, days, runs)
+
+
+def print_scales(best: list[ScaleRun], days: int, runs: int) -> None:
+    """The time and memory table, where the time goes, and the goals."""
+    budget = settings.IMPORT_MEMORY.default
+    print(f"appliance import with the default settings ({settings.IMPORT_MEMORY.env}={budget})")
+    print(f"{days} days per item; best of {runs} run(s) for the time, worst for the peaks\n")
+    print(
+        "| scale | items | forecast rows | pack MiB | import s | s per M rows | peak RSS GB "
+        "| store peak / pack | version MiB |"
+    )
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in best:
+        cells = [
+            f"{r.scale}x",
+            f"{r.items:,}",
+            f"{r.rows:,}",
+            f"{r.pack_bytes / 2**20:,.1f}",
+            f"{r.seconds:.1f}",
+            f"{r.seconds / (r.rows / 1e6):.2f}",
+            f"{r.peak_rss / 1e9:.2f}",
+            f"{r.store_peak / r.pack_bytes:.2f}",
+            f"{r.version_bytes / 2**20:,.0f}",
+        ]
+        print("| " + " | ".join(cells) + " |")
+    names = [name for name, _ in PARTS]
+    print("\nseconds per part of the import (from its progress lines)\n")
+    print("| scale | " + " | ".join(names) + " |")
+    print("| ---: |" + " ---: |" * len(names))
+    for r in best:
+        print(f"| {r.scale}x | " + " | ".join(f"{r.parts[n]:.1f}" for n in names) + " |")
+    limit = memory_bytes(budget) + RSS_SLACK
+    worst = max(r.peak_rss for r in best)
+    print(
+        f"\nlargest peak RSS = {worst / 1e9:.2f} GB (goal <= {budget} + 1 GB = {limit / 1e9:.2f} GB)"
+    )
+    base = best[0]
+    for r in best[1:]:
+        ratio = r.seconds / base.seconds
+        goal = 1.2 * r.scale / base.scale
+        print(
+            f"{r.scale}x time / {base.scale}x time = {ratio:.2f} "
+            f"(rows {r.rows / base.rows:.0f}x; goal for 10x: <= 12, i.e. <= {goal:.1f} here)"
+        )
+
+
+@contextlib.contextmanager
+def without_series() -> Iterator[None]:
+    """Builds in this process make no series answers: the forecast query without its columns."""
+    query, kinds = answers.QUERY_SQL[answers.TIMESERIES], answers.ANSWERS[answers.TIMESERIES]
+    answers.QUERY_SQL[answers.TIMESERIES] = (
+        f"SELECT item_id, {answers.TIMESERIES_BODY_SQL} {answers.FORECAST_DAYS_SQL}"
+    )
+    answers.ANSWERS[answers.TIMESERIES] = kinds[:1]
+    try:
+        yield
+    finally:
+        answers.QUERY_SQL[answers.TIMESERIES], answers.ANSWERS[answers.TIMESERIES] = query, kinds
+
+
+def run_series_cost(items: int, days: int, work: Path, runs: int, reuse_packs: bool) -> None:
+    """Import the pack in this process with and without series answers; print the difference."""
+    packs = work / "packs"
+    if not reuse_packs:
+        shutil.rmtree(packs, ignore_errors=True)
+    pack, signers = scale_pack(packs, items, days)
+    trusted = load_allowed_signers(signers)
+    variants: dict[str, Callable[[], contextlib.AbstractContextManager[None]]] = {
+        "with series": contextlib.nullcontext,
+        "without series": without_series,
+    }
+    measured_runs: dict[str, tuple[float, float, int, int]] = {}
+    for name, variant in variants.items():
+        seconds: list[tuple[float, float]] = []
+        for run in range(runs):
+            store = work / "cost" / f"{run}"
+            shutil.rmtree(store, ignore_errors=True)
+            started = time.perf_counter()
+            with variant():
+                result = import_pack(DataStore(store), pack, trusted)
+            seconds.append((time.perf_counter() - started, result.seconds["build"]))
+            version = store / "versions" / result.vid
+            size = sum(p.stat().st_size for p in version.iterdir() if p.is_file())
+            answers_size = (version / VERSION_ANSWERS).stat().st_size
+            shutil.rmtree(store)
+        whole, build = min(s[0] for s in seconds), min(s[1] for s in seconds)
+        measured_runs[name] = (whole, build, size, answers_size)
+    print(f"{items:,} items x {days} days, in-process imports, best of {runs}\n")
+    print("| build | import s | build stage s | version MiB | answers.bin MiB |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for name, (whole, build, size, answers_size) in measured_runs.items():
+        print(
+            f"| {name} | {whole:.1f} | {build:.1f} | {size / 2**20:,.0f} | {answers_size / 2**20:,.0f} |"
+        )
+    (w1, b1, s1, _), (w0, b0, s0, _) = measured_runs.values()
+    print(
+        f"\nthe series add {w1 - w0:.1f} s to the import ({(w1 - w0) / w0:.0%}), "
+        f"{b1 - b0:.1f} s of it in the build, and {(s1 - s0) / 2**20:,.0f} MiB to the version "
+        f"({(s1 - s0) / s0:.0%})"
+    )
+
+
+def memory_bytes(size: str) -> int:
+    """Bytes of a DuckDB memory size such as 4GB (decimal units) or 4GiB (binary units)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(i?)B\s*", size, re.IGNORECASE)
+    if match is None:
+        sys.exit(f"benchmark: {size!r} is not a memory size")
+    number, prefix, binary = match.groups()
+    power = " KMGT".index(prefix.upper() or " ")
+    return int(float(number) * (1024 if binary else 1000) ** power)
 
 
 if __name__ == "__main__":
