@@ -13,6 +13,7 @@ served keeps answering meanwhile (its cost is in docs/performance.md).
 from __future__ import annotations
 
 import array
+import contextlib
 import mmap
 import threading
 import time
@@ -32,7 +33,7 @@ from appliance.data.run_layout import RunFolders
 from appliance.data.series import SERIES, SeriesDamaged, SeriesSlice, slice_series
 from appliance.data.store import DataStore, DataVersion
 from appliance.data.version_build import META_TABLE
-from appliance.data.version_integrity import check_version
+from appliance.data.version_integrity import check_version, stamp_holds, write_check_stamp
 from appliance.errors import StoreError, VersionDamaged
 from appliance.fsio import atomic_write_bytes
 from server.item_index import OVERVIEW_COLUMNS, ItemIndex
@@ -297,7 +298,11 @@ class DataSource:
         """Check and open `vid`, then serve it; on a problem keep what is served and say why."""
         try:
             path = self.store.versions_dir / vid
-            check_before_serving(vid, path)
+            stamp = self.folders.check_stamp(vid)
+            if not stamp_holds(stamp, path):
+                check_before_serving(vid, path)
+                with contextlib.suppress(OSError):  # a read-only data dir: the next start hashes
+                    write_check_stamp(stamp, path)
             fresh = VersionHandle(self.store.version(vid), self.memory_limit, self.threads)
         except VersionDamaged as exc:
             with self._lock:

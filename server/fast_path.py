@@ -33,7 +33,7 @@ from server.bodies import decode_cursor, items_page, range_body
 from server.data import VersionHandle
 from server.responses import GZIP_VARIANT, JSON, etag_of, names_etag, takes_gzip
 from server.runtime import Runtime
-from server.security import token_matches
+from server.security import bearer_of, may_read
 
 Scope = MutableMapping[str, Any]
 Header = tuple[bytes, bytes]
@@ -128,8 +128,6 @@ class FastPath:
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        self._viewer_token = runtime.settings.viewer_token
-        self._admin_token = runtime.settings.admin_token
 
     def answer(self, scope: Scope) -> Direct | None:
         """The answer to `scope`, or None when the framework is to answer it."""
@@ -150,18 +148,8 @@ class FastPath:
         host = headers.get(b"host")
         if host is not None and not is_valid_host(host.encode("latin-1")):
             raise Unsure
-        if not self._authorised(headers.get(b"authorization")):
+        if not may_read(bearer_of(headers.get(b"authorization", "")), self.runtime.settings):
             raise Unsure  # the framework's 401, and the bad guess counted
-
-    def _authorised(self, header: str | None) -> bool:
-        """Whether server.security.require_viewer lets this request through."""
-        if not self._viewer_token:
-            return True
-        scheme, _, token = (header or "").partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
-            return False
-        return token_matches(token, self._viewer_token) or token_matches(token, self._admin_token)
 
     def _route(
         self, path: str, query: bytes, headers: dict[bytes, str], handle: VersionHandle

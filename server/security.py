@@ -13,14 +13,28 @@ from litestar.exceptions import (
 )
 from litestar.handlers.base import BaseRouteHandler
 
+from appliance.settings import ServerSettings
 from server.runtime import runtime_of
 
 
-def bearer_token(connection: ASGIConnection) -> str | None:  # type: ignore[type-arg]
-    """The token of an `Authorization: Bearer ...` header, if any."""
-    header = connection.headers.get("authorization", "")
+def bearer_of(header: str) -> str | None:
+    """The token of an `Authorization: Bearer ...` header value, if it is one."""
     scheme, _, token = header.partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def bearer_token(connection: ASGIConnection) -> str | None:  # type: ignore[type-arg]
+    """The token of the request's `Authorization: Bearer ...` header, if any."""
+    return bearer_of(connection.headers.get("authorization", ""))
+
+
+def may_read(token: str | None, settings: ServerSettings) -> bool:
+    """Whether a request with `token` may use the read endpoints (the viewer or the admin token)."""
+    if not settings.viewer_token:
+        return True
+    return token is not None and (
+        token_matches(token, settings.viewer_token) or token_matches(token, settings.admin_token)
+    )
 
 
 def token_matches(given: str, expected: str) -> bool:
@@ -58,9 +72,7 @@ def require_viewer(connection: ASGIConnection, _handler: BaseRouteHandler) -> No
     if token is None:
         msg = "viewer token required (Authorization: Bearer ...)"
         raise NotAuthorizedException(msg, headers={"WWW-Authenticate": 'Bearer realm="data"'})
-    if not (
-        token_matches(token, settings.viewer_token) or token_matches(token, settings.admin_token)
-    ):
+    if not may_read(token, settings):
         # A read route also accepts the admin token: a wrong guess here must cost what a wrong
         # guess at an admin route costs, or the read budget would be the way to guess it.
         charge_a_bad_token(connection)

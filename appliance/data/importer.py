@@ -13,9 +13,10 @@ from typing import Any
 
 from appliance.data import store_layout as layout
 from appliance.data.import_report import ImportReport, SignerInfo
+from appliance.data.run_layout import RunFolders
 from appliance.data.store import DataStore, actor, now_utc
 from appliance.data.version_build import BuildLimits, build_database
-from appliance.data.version_integrity import write_checksums
+from appliance.data.version_integrity import write_check_stamp, write_checksums
 from appliance.errors import NodeFault, PackRejected, StoreError
 from appliance.faults import node_fault
 from appliance.fsio import atomic_write_bytes, format_bytes, fsync_tree, scratch_dir
@@ -225,6 +226,9 @@ def _import_locked(
         fsync_tree(version_dir)
         progress(f"publishing {vid}")
         note = store.publish(version_dir, vid, report.history_fields())
+        # The sums were just made from these files: the server need not hash them again.
+        with contextlib.suppress(OSError):
+            write_check_stamp(RunFolders(store.root).check_stamp(vid), store.versions_dir / vid)
         if note is not None:
             progress(note)
             notes.append(note)

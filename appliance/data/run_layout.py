@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from appliance.data.store_layout import VERSIONS_DIR
+
 RUN_DIR = "run"
 CACHE_DIR = "cache"
 DIR_MODE = 0o700  # the cache and the counters may hold what a viewer token protects
@@ -24,6 +26,9 @@ UPLOADS_DIR = "uploads"
 UPLOAD_PREFIX, UPLOAD_SUFFIX = "upload-", ".pack"
 # A worker that finds a served version damaged leaves `damaged-<vid>` (its reason) for the others.
 DAMAGE_PREFIX = "damaged-"
+# Versions whose files matched their SHA256SUMS, with the facts of those files: outlives a run.
+CHECKED_DIR = "checked"
+STAMP_SUFFIX = ".json"
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,10 @@ class RunFolders:
         """Where a worker says that version `vid` failed a check while it was served."""
         return self.run / f"{DAMAGE_PREFIX}{vid}"
 
+    def check_stamp(self, vid: str) -> Path:
+        """Where the facts of version `vid`'s files are kept after they matched their SHA-256."""
+        return self.data_dir / CHECKED_DIR / f"{vid}{STAMP_SUFFIX}"
+
     @property
     def uploads(self) -> Path:
         """Packs being received by POST /api/v1/data/packs."""
@@ -90,6 +99,12 @@ def prepare_run_dir(data_dir: Path) -> RunFolders:
         limiter.unlink(missing_ok=True)
     for notice in folders.run.glob(f"{DAMAGE_PREFIX}*"):  # each worker checks a version anew
         notice.unlink()
+    # Stamps of versions no longer in the store (removed by hand): theirs is a name reused later.
+    checked = data_dir / CHECKED_DIR
+    if checked.is_dir():
+        for stamp in checked.glob(f"*{STAMP_SUFFIX}"):
+            if not (data_dir / VERSIONS_DIR / stamp.name.removesuffix(STAMP_SUFFIX)).is_dir():
+                stamp.unlink(missing_ok=True)
     # Uploads a killed worker left half-received (the server's own temporary files).
     for upload in folders.uploads.glob(f"{UPLOAD_PREFIX}*{UPLOAD_SUFFIX}"):
         upload.unlink()

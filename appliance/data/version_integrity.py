@@ -2,10 +2,20 @@
 
 The file is in `sha256sum -c` format, so an admin can check a version with stock tools too:
 `cd versions/v0001 && sha256sum -c SHA256SUMS`.
+
+Hashing a version takes seconds per GB, and a worker checks the version before it first serves
+it: at 10x field scale every worker start would hash gigabytes. So a successful check (or the
+publish that wrote the sums) leaves a stamp: each file's size, mtime, ctime and inode as they
+were when their SHA-256 matched. A later start whose files still have those facts serves without
+hashing again; a file replaced, rewritten, truncated or chmod'ed changes them and is hashed.
+What a stamp cannot see is a byte rotting in place; every served answer has its own CRC-32
+(appliance/data/answers.py), DuckDB checks each block it reads, and `appliance versions
+--verify` hashes everything on demand.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +24,7 @@ from appliance.data.store_layout import VERSION_CHECKSUMS
 from appliance.fsio import SHA256_HEX, atomic_write_bytes, sha256_file
 
 _LINE = re.compile(rf"({SHA256_HEX})  ([A-Za-z0-9._-]+)")
+STAMP_FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -98,3 +109,33 @@ def check_version(vid: str, folder: Path, names: tuple[str, ...] | None = None) 
         extra = sorted(present - set(sums) - {VERSION_CHECKSUMS})
         problems += [f"{name} is not listed in {VERSION_CHECKSUMS}" for name in extra]
     return VersionCheck(vid, len(wanted), problems)
+
+
+def file_facts(folder: Path) -> dict[str, list[int]]:
+    """Size, mtime, ctime and inode of each file of a version folder: what a stamp holds."""
+    facts = {}
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and not path.name.startswith("."):
+            info = path.stat()
+            facts[path.name] = [info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino]
+    return facts
+
+
+def write_check_stamp(stamp: Path, folder: Path) -> None:
+    """Record that `folder`'s files, as they are now, matched their SHA256SUMS (OSError if not written)."""
+    stamp.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    document = {"format": STAMP_FORMAT, "files": file_facts(folder)}
+    atomic_write_bytes(stamp, json.dumps(document, sort_keys=True).encode("ascii"), mode=0o600)
+
+
+def stamp_holds(stamp: Path, folder: Path) -> bool:
+    """Whether `stamp` names `folder`'s files exactly as they are (so hashing them again finds nothing new)."""
+    try:
+        document = json.loads(stamp.read_bytes())
+        return (
+            isinstance(document, dict)
+            and document.get("format") == STAMP_FORMAT
+            and document.get("files") == file_facts(folder)
+        )
+    except (OSError, ValueError):
+        return False
