@@ -128,7 +128,7 @@ class VersionHandle:
         if OVERVIEW_TABLE not in tables:
             return None
         rows = self._con.execute(f"SELECT {OVERVIEW_COLUMNS} FROM {OVERVIEW_TABLE}").fetchall()
-        return ItemIndex.from_rows(rows)
+        return ItemIndex.from_rows(rows, background=True)
 
     def has_series(self) -> bool:
         """Whether this version holds the binary series that date ranges are sliced from."""

@@ -18,8 +18,10 @@ tests/unit/test_item_index.py holds both to the same answers on generated items.
 
 from __future__ import annotations
 
+import array
 import bisect
 import sys
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +32,7 @@ OVERVIEW_COLUMNS = (
     "item_id, name, category, site, unit, max_stockout_risk, days_of_cover_now, forecast_next_30d"
 )
 SEPARATOR = "\x00"  # between an item's folded id and name in the search text: never in either
+GRAM = 3  # the length of the pieces the search index files items under
 SCAN_AFTER_HITS = 64  # a `q` with this many hits is cheaper to check item by item
 
 
@@ -74,7 +77,7 @@ class Page:
 class ItemIndex:
     """Every item of one version, sorted and searchable; built once per worker and version."""
 
-    def __init__(self, rows: Sequence[Row]) -> None:
+    def __init__(self, rows: Sequence[Row], *, background: bool = False) -> None:
         self.items = [ItemSummary(*row) for row in sorted(rows, key=lambda row: row[0])]
         self._numbers = {item.item_id: number for number, item in enumerate(self.items)}
         self._ids = [item.item_id for item in self.items]
@@ -89,11 +92,36 @@ class ItemIndex:
             at += len(text)
         self._text = "".join(self._folded)
         self._orders: dict[tuple[str | None, str | None, str], tuple[list[int], list[Any]]] = {}
+        self._grams: dict[str, array.array[int]] | None = None
+        self._grams_built = threading.Event()
+        if background:
+            threading.Thread(target=self.index_grams, name="item-grams", daemon=True).start()
+        else:
+            self.index_grams()
+
+    def index_grams(self) -> None:
+        """Index every item by the three-character pieces of its folded id and name.
+
+        A worker builds it in a thread of its own after it opened the version (about half a
+        second a 20,000 items), so it is ready fast; until then `q` scans the text, which gives
+        the same answers, slower.
+        """
+        grams: dict[str, list[int]] = {}
+        for number, text in enumerate(self._folded):
+            for piece in {text[at : at + GRAM] for at in range(len(text) - GRAM + 1)}:
+                if SEPARATOR not in piece:
+                    grams.setdefault(piece, []).append(number)
+        self._grams = {piece: array.array("i", sorted(numbers)) for piece, numbers in grams.items()}
+        self._grams_built.set()
+
+    def wait_for_grams(self, timeout: float | None = None) -> bool:
+        """Whether the gram index is ready (waiting up to `timeout` seconds for it)."""
+        return self._grams_built.wait(timeout)
 
     @classmethod
-    def from_rows(cls, rows: Sequence[Row]) -> ItemIndex:
-        """An index of item_overview rows (OVERVIEW_COLUMNS order)."""
-        return cls(rows)
+    def from_rows(cls, rows: Sequence[Row], *, background: bool = False) -> ItemIndex:
+        """An index of item_overview rows (OVERVIEW_COLUMNS order); grams in a thread if asked."""
+        return cls(rows, background=background)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -159,6 +187,18 @@ class ItemIndex:
         """The numbers of the items whose folded id or name contains `needle`, in item_id order."""
         if SEPARATOR in needle:
             return []  # neither an id nor a name holds the separator, so nothing matches
+        grams = self._grams
+        if grams is not None and len(needle) >= GRAM:
+            # Every item holding the needle holds each of its pieces: the rarest piece's items
+            # are a superset of the matches, in item_id order; each is then checked whole.
+            pieces = []
+            for at in range(len(needle) - GRAM + 1):
+                numbers = grams.get(needle[at : at + GRAM])
+                if numbers is None:
+                    return []  # a piece no item has
+                pieces.append(numbers)
+            folded = self._folded
+            return [n for n in min(pieces, key=len) if needle in folded[n]]
         found: list[int] = []
         text, starts = self._text, self._starts
         at = text.find(needle)

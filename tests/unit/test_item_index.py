@@ -82,10 +82,14 @@ def generated_rows(count: int, seed: int) -> list[tuple[Any, ...]]:
 
 
 def both(
-    rows: list[tuple[Any, ...]], con: duckdb.DuckDBPyConnection
+    rows: list[tuple[Any, ...]], con: duckdb.DuckDBPyConnection, grams: bool = True
 ) -> tuple[OverviewOnly, OverviewOnly]:
+    """The SQL's handle and the index's; without grams, `q` scans the text (before they are built)."""
     loaded = con.execute(f"SELECT {OVERVIEW_COLUMNS} FROM {OVERVIEW_TABLE}").fetchall()
-    return OverviewOnly(con, None), OverviewOnly(con, ItemIndex.from_rows(loaded))
+    index = ItemIndex.from_rows(loaded)
+    if not grams:
+        index._grams = None  # as it is while the worker's thread builds them
+    return OverviewOnly(con, None), OverviewOnly(con, index)
 
 
 def walk(handle: OverviewOnly, **query: Any) -> list[bytes]:
@@ -121,24 +125,26 @@ QUERIES = [
 ]
 
 
+@pytest.mark.parametrize("grams", [True, False], ids=["grams", "scan"])
 @pytest.mark.parametrize("sort", ["item_id", "risk"])
 @pytest.mark.parametrize("limit", [3, 500])
 @pytest.mark.parametrize("query", QUERIES, ids=repr)
-def test_every_page_is_the_sqls(query: dict[str, str], sort: str, limit: int) -> None:
-    rows = generated_rows(150, seed=11)
+def test_every_page_is_the_sqls(query: dict[str, str], sort: str, limit: int, grams: bool) -> None:
+    rows = generated_rows(80, seed=11)
     con = overview(rows)
-    by_sql, from_memory = both(rows, con)
+    by_sql, from_memory = both(rows, con, grams)
     arguments = {"q": None, "category": None, "site": None, **query, "sort": sort, "limit": limit}
     assert walk(from_memory, **arguments) == walk(by_sql, **arguments)
 
 
-def test_random_substrings_fold_as_duckdb_ilike() -> None:
+@pytest.mark.parametrize("grams", [True, False], ids=["grams", "scan"])
+def test_random_substrings_fold_as_duckdb_ilike(grams: bool) -> None:
     chooser = random.Random(5)
     rows = generated_rows(300, seed=3)
     con = overview(rows)
-    by_sql, from_memory = both(rows, con)
+    by_sql, from_memory = both(rows, con, grams)
     for _ in range(150):
-        q = "".join(chooser.choice(ALPHABET) for _ in range(chooser.randint(1, 3)))
+        q = "".join(chooser.choice(ALPHABET) for _ in range(chooser.randint(1, 5)))
         arguments = {"q": q, "category": None, "site": None, "sort": "item_id", "limit": 500}
         assert walk(from_memory, **arguments) == walk(by_sql, **arguments), q
 
@@ -153,3 +159,12 @@ def test_a_query_with_the_separator_finds_nothing() -> None:
     rows = generated_rows(20, seed=1)
     index = ItemIndex.from_rows(rows)
     assert index.page("\x00", None, None, "item_id", None, 50).total == 0
+
+
+def test_the_grams_are_built_in_the_background_and_then_used() -> None:
+    rows = generated_rows(200, seed=2)
+    index = ItemIndex.from_rows(rows, background=True)
+    assert index.wait_for_grams(timeout=30)
+    wanted = rows[17][0]
+    page = index.page(wanted.lower(), None, None, "item_id", None, 50)
+    assert [item.item_id for item in page.items] == [wanted]
