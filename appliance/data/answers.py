@@ -12,26 +12,33 @@ The answers are built in partitions: consecutive ranges of item_id holding at mo
 PARTITION_ROWS fact rows each, one query per partition and fact table. A query's memory is
 bounded by its partition, not by the pack (one GROUP BY over every row ran out of memory at 5x
 field scale), and the fact tables are sorted by item_id, so each query reads only its partition's
-row groups. The forecast query gives each item's timeseries and series answers at once; the
-series go to a spool file, appended to answers.bin after the inventory, so that the timeseries
-and inventory answers stay where they were before the series kind existed. The answers of a kind
-are written in item_id order whatever the partitions, so answers.bin and the index do not
-depend on them.
+row groups. The forecast query gives each item's timeseries and series answers at once, and
+each is written where it belongs as it comes: the series first (a series record's size follows
+from its number of days, so where the series end is known before any is written), then the
+timeseries, then the inventory. The answers of a kind are written in item_id order whatever the
+partitions, so answers.bin and the index do not depend on them.
 """
 
 from __future__ import annotations
 
 import array
 import gzip
-import shutil
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from appliance.data.series import COUNT, DATE_CODE, SERIES, VALUE_CODE, VALUE_COLUMNS
+from appliance.data.series import (
+    COUNT,
+    DATE_CODE,
+    SERIES,
+    VALUE_CODE,
+    VALUE_COLUMNS,
+    record_size,
+)
 from appliance.data.store_layout import VERSION_ANSWERS
 from appliance.progress import Progress
 
@@ -46,13 +53,13 @@ GZIP_LEVEL = 1  # level 6 is 18% smaller but 3x slower to build; the import time
 # Fact rows (forecast and inventory) per answer query: about 1,400 items of 730 days. Measured at
 # field scale, see docs/performance.md ("Imports at 1x, 5x and 10x field scale").
 PARTITION_ROWS = 1_000_000
-SERIES_SPOOL = "series.spool"  # beside the version folder, in the import's folder of staging/
-COPY_CHUNK = 1 << 20  # bytes per read when the series spool is appended to answers.bin
 
-# Rows per item in item_id order, to cut the items into partitions.
+# Forecast and inventory rows per item in item_id order: the partitions, and the series' size.
 ITEM_ROWS_SQL = """
-    SELECT item_id, count(*) FROM (
-        SELECT item_id FROM fact_forecast UNION ALL SELECT item_id FROM fact_inventory
+    SELECT item_id, sum(forecast), sum(inventory) FROM (
+        SELECT item_id, count(*) AS forecast, 0 AS inventory FROM fact_forecast GROUP BY item_id
+        UNION ALL
+        SELECT item_id, 0, count(*) FROM fact_inventory GROUP BY item_id
     ) GROUP BY item_id ORDER BY item_id
 """
 
@@ -226,15 +233,21 @@ ANSWERS: dict[str, tuple[tuple[str, Callable[[Row], bytes]], ...]] = {
 }
 
 
-def item_ranges(con: duckdb.DuckDBPyConnection, max_rows: int) -> list[tuple[str, str]]:
-    """Consecutive (first, last) ranges of item_id, each of at most `max_rows` fact rows.
+@dataclass(frozen=True)
+class AnswerPlan:
+    """How a version's answers are built: the partitions, and the bytes of all its series."""
 
-    An item with more rows than that has a range of its own.
-    """
+    ranges: list[tuple[str, str]]  # consecutive (first, last) item_id, both included
+    series_bytes: int
+
+
+def plan_answers(con: duckdb.DuckDBPyConnection, max_rows: int) -> AnswerPlan:
+    """Partitions of at most `max_rows` fact rows (an item with more has one of its own)."""
     ranges: list[tuple[str, str]] = []
     first = last = ""
-    rows = 0
-    for item_id, count in con.execute(ITEM_ROWS_SQL).fetchall():
+    rows = series_bytes = 0
+    for item_id, forecast, inventory in con.execute(ITEM_ROWS_SQL).fetchall():
+        count = int(forecast) + int(inventory)
         if rows and rows + count > max_rows:
             ranges.append((first, last))
             rows = 0
@@ -242,9 +255,10 @@ def item_ranges(con: duckdb.DuckDBPyConnection, max_rows: int) -> list[tuple[str
             first = item_id
         last = item_id
         rows += count
+        series_bytes += record_size(int(forecast)) if forecast else 0
     if rows:
         ranges.append((first, last))
-    return ranges
+    return AnswerPlan(ranges, series_bytes)
 
 
 def _create_meta(con: duckdb.DuckDBPyConnection, metadata: dict[str, str]) -> None:
@@ -282,11 +296,11 @@ def _one_ahead(items: Iterator[tuple[str, list[Row]]]) -> Iterator[tuple[str, li
 
 
 class _AnswerFile:
-    """A file that answers are appended to, with the index of what it holds."""
+    """A place in answers.bin that answers are written to one after the other, and their index."""
 
-    def __init__(self, out: BinaryIO) -> None:
+    def __init__(self, out: BinaryIO, offset: int) -> None:
         self.out = out
-        self.offset = 0
+        self.offset = offset
         self.index: list[IndexRow] = []
 
     def append(self, kind: str, items: list[str], answers: Iterator[bytes]) -> None:
@@ -295,15 +309,6 @@ class _AnswerFile:
             self.out.write(data)
             self.index.append((kind, item_id, self.offset, len(data), zlib.crc32(data)))
             self.offset += len(data)
-
-    def append_file(self, other: _AnswerFile) -> None:
-        """Copy all of `other`'s answers after this file's, and take over their index rows."""
-        other.out.flush()
-        other.out.seek(0)
-        shutil.copyfileobj(other.out, self.out, COPY_CHUNK)
-        base = self.offset
-        self.index += [(k, i, base + at, n, crc) for k, i, at, n, crc in other.index]
-        self.offset += other.offset
 
 
 Pending = tuple[_AnswerFile, str, list[str], Iterator[bytes]]  # where, kind, items, answers
@@ -336,11 +341,7 @@ def build_answers(
     progress: Progress,
     partition_rows: int = PARTITION_ROWS,
 ) -> dict[str, int]:
-    """Write answers.bin and the answer_index table; returns the number of answers per kind.
-
-    The series are spooled to SERIES_SPOOL beside `version_dir` (so staging/ holds it, counted
-    and cleaned like the rest of the import's work), and it is removed once they are appended.
-    """
+    """Write answers.bin and the answer_index table; returns the number of answers per kind."""
     _create_meta(con, metadata)
     con.execute(OVERVIEW_SQL)
     con.execute("DROP TABLE meta")
@@ -348,18 +349,17 @@ def build_answers(
         f"CREATE TABLE {INDEX_TABLE} (kind VARCHAR, item_id VARCHAR, "
         "offset_bytes BIGINT, length_bytes BIGINT, crc32 BIGINT, PRIMARY KEY (kind, item_id))"
     )
-    ranges = item_ranges(con, partition_rows)
+    plan = plan_answers(con, partition_rows)
+    ranges = plan.ranges
     progress(f"answers: {len(ranges):,} partition(s) of at most {partition_rows:,} fact rows")
     counts = dict.fromkeys(KINDS, 0)
     left = dict.fromkeys(QUERY_SQL, len(ranges))
-    spool_path = version_dir.parent / SERIES_SPOOL
-    with (
-        (version_dir / VERSION_ANSWERS).open("wb") as out,
-        spool_path.open("w+b") as spool,
-        ThreadPoolExecutor(2) as pool,
-    ):
-        answers, series = _AnswerFile(out), _AnswerFile(spool)
-        files = {TIMESERIES: answers, INVENTORY: answers, SERIES: series}
+    path = version_dir / VERSION_ANSWERS
+    # Two handles on answers.bin: the series from its start, the rest from where the series end.
+    with path.open("wb") as head, path.open("r+b") as tail, ThreadPoolExecutor(2) as pool:
+        tail.seek(plan.series_bytes)
+        series, others = _AnswerFile(head, 0), _AnswerFile(tail, plan.series_bytes)
+        files = {SERIES: series, TIMESERIES: others, INVENTORY: others}
         # zlib releases the GIL: one partition is compressed by the pool while the next is fetched.
         pending: deque[Pending] = deque()
         for query, rows in _one_ahead(_partitions(con, metadata, ranges)):
@@ -370,9 +370,10 @@ def build_answers(
             left[query] -= 1
             _write(pending, keep=len(ANSWERS[query]) if left[query] else 0)
             if not left[query]:
-                progress(f"{query} answers: {counts[query]:,} items precomputed")
-        answers.append_file(series)
-        progress(f"{SERIES} answers: {counts[SERIES]:,} items precomputed")
-    spool_path.unlink()
-    _insert_index(con, answers.index)
+                for kind, _encode in ANSWERS[query]:
+                    progress(f"{kind} answers: {counts[kind]:,} items precomputed")
+    if series.offset != plan.series_bytes:
+        msg = f"the series took {series.offset:,} bytes, {plan.series_bytes:,} were planned"
+        raise ValueError(msg)
+    _insert_index(con, series.index + others.index)
     return counts

@@ -15,9 +15,9 @@ from appliance.data.answers import (
     TIMESERIES,
     build_answers,
     decompress,
-    item_ranges,
+    plan_answers,
 )
-from appliance.data.series import SERIES, encode_series, slice_series
+from appliance.data.series import SERIES, encode_series, record_size, slice_series
 from appliance.data.store_layout import VERSION_ANSWERS
 from appliance.faults import node_fault
 from appliance.packs.schema_registry import load_registry
@@ -104,7 +104,7 @@ def test_partitions_give_the_same_answers_bin_and_index_as_one_partition(
     assert parted[1] == whole[1]
 
 
-def test_item_ranges_cover_every_item_once_in_order_within_the_row_budget(
+def test_partitions_cover_every_item_once_in_order_within_the_row_budget(
     demo_tables: Path,
 ) -> None:
     con = duckdb.connect()
@@ -116,19 +116,42 @@ def test_item_ranges_cover_every_item_once_in_order_within_the_row_budget(
                 "UNION ALL SELECT item_id FROM fact_inventory) GROUP BY item_id"
             ).fetchall()
         )
+        forecast = con.execute("SELECT item_id, count(*) FROM fact_forecast GROUP BY ALL")
+        series_bytes = sum(record_size(days) for _item, days in forecast.fetchall())
         for budget in (1, 37, 100, 500, ONE_PARTITION):
-            ranges = item_ranges(con, budget)
+            plan = plan_answers(con, budget)
+            assert plan.series_bytes == series_bytes
             covered: list[str] = []
-            for first, last in ranges:
+            for first, last in plan.ranges:
                 inside = sorted(i for i in rows if first <= i <= last)
                 assert inside[0] == first and inside[-1] == last
                 assert len(inside) == 1 or sum(rows[i] for i in inside) <= budget
                 covered += inside
             assert covered == sorted(rows)
-        assert len(item_ranges(con, ONE_PARTITION)) == 1
-        assert len(item_ranges(con, 1)) == len(rows)
+        assert len(plan_answers(con, ONE_PARTITION).ranges) == 1
+        assert len(plan_answers(con, 1).ranges) == len(rows)
     finally:
         con.close()
+
+
+def test_answers_bin_holds_the_series_then_the_timeseries_then_the_inventory(
+    demo_db: Path,
+) -> None:
+    size = (demo_db / VERSION_ANSWERS).stat().st_size
+    con = duckdb.connect(str(demo_db / "data.duckdb"), read_only=True)
+    try:
+        start = 0
+        for kind in (SERIES, TIMESERIES, INVENTORY):
+            sql = (
+                f"SELECT item_id, offset_bytes, length_bytes FROM {INDEX_TABLE} "
+                "WHERE kind = ? ORDER BY item_id"
+            )
+            for _item_id, offset, length in con.execute(sql, [kind]).fetchall():
+                assert offset == start, kind  # contiguous, in item_id order
+                start += length
+    finally:
+        con.close()
+    assert start == size
 
 
 def test_every_answer_of_every_kind_is_indexed_and_matches_its_crc(demo_db: Path) -> None:
