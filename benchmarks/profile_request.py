@@ -101,6 +101,8 @@ async def drive(
     while not started:
         await asyncio.sleep(0.01)
     handle = app.state.runtime.data.current()
+    if handle is not None and handle.wait_for_items(timeout=120) and handle.items is not None:
+        handle.items.wait_for_grams(timeout=120)  # measured as a worker serves once warm
     if handle is None or handle.items is None:
         sys.exit("error: the data dir has no imported version with an item index")
     items = [item.item_id for item in handle.items.items]

@@ -36,6 +36,9 @@ def handle(
     vid = store.current_vid()
     assert vid is not None
     opened = VersionHandle(store.version(vid), "256MB", 1)
+    assert opened.wait_for_items(timeout=60)
+    assert opened.items is not None
+    assert opened.items.wait_for_grams(timeout=60)
     yield opened
     opened.retire()
 
