@@ -21,7 +21,7 @@ where the time goes, against the goals: time linear in the rows, peak RSS within
 APPLIANCE_IMPORT_MEMORY + 1 GB.
 
     python benchmarks/bench_import.py [--items 20000] [--days 730] [--workdir .bench/import]
-    python benchmarks/bench_import.py --scale 1,5,10 [--runs 1] [--reuse-packs]
+    python benchmarks/bench_import.py --scale 1,5,10 [--runs 1] [--reuse-packs] [--workdir .bench/import-scale]
     python benchmarks/bench_import.py --series-cost [--runs 3] [--reuse-packs]
 """
 
@@ -50,6 +50,8 @@ from appliance.data.version_integrity import check_version
 from appliance.trust.sshsig import load_allowed_signers
 
 BIN = Path(sys.executable).parent
+FIELD_WORKDIR = Path(".bench/import")
+SCALE_WORKDIR = Path(".bench/import-scale")
 RUNS = 3
 STAGES = re.compile(
     r"verify (?P<verify>[\d.]+)s, build (?P<build>[\d.]+)s, publish (?P<publish>[\d.]+)s"
@@ -155,7 +157,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=20_000)
     parser.add_argument("--days", type=int, default=730)
-    parser.add_argument("--workdir", type=Path, default=Path(".bench/import"))
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        help=f"default {FIELD_WORKDIR}, with --scale or --series-cost {SCALE_WORKDIR}",
+    )
     parser.add_argument("--scale", help="comma-separated multiples of --items, e.g. 1,5,10")
     parser.add_argument("--runs", type=int, help="imports per scale or variant (default 1 / 3)")
     parser.add_argument(
@@ -165,13 +171,15 @@ def main() -> None:
         "--reuse-packs", action="store_true", help="keep the packs of an earlier --scale run"
     )
     args = parser.parse_args()
+    # Apart, so that the field run (which starts from an empty folder) keeps the packs at scale.
+    scaled = args.workdir or SCALE_WORKDIR
     if args.series_cost:
-        run_series_cost(args.items, args.days, args.workdir, args.runs or RUNS, args.reuse_packs)
+        run_series_cost(args.items, args.days, scaled, args.runs or RUNS, args.reuse_packs)
     elif args.scale:
         scales = [int(s) for s in args.scale.split(",")]
-        run_scales(scales, args.items, args.days, args.workdir, args.runs or 1, args.reuse_packs)
+        run_scales(scales, args.items, args.days, scaled, args.runs or 1, args.reuse_packs)
     else:
-        run_field(args.items, args.days, args.workdir)
+        run_field(args.items, args.days, args.workdir or FIELD_WORKDIR)
 
 
 def make_key(work: Path) -> tuple[Path, Path]:
