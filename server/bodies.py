@@ -45,9 +45,10 @@ def decode_cursor(token: str, sort: str) -> tuple[str, float | None]:
     msg = "cursor is not a token this endpoint gave out (or was made for another sort)"
     try:
         kind, item_id, risk = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-    except (ValueError, TypeError, binascii.Error) as exc:
+        # An int too large for a float overflows here (a cursor of ours holds a float or null).
+        finite = risk is None or (type(risk) in (int, float) and math.isfinite(risk))
+    except (ValueError, TypeError, OverflowError, binascii.Error) as exc:
         raise ValidationException(detail=msg) from exc
-    finite = risk is None or (type(risk) in (int, float) and math.isfinite(risk))
     if kind != sort or not isinstance(item_id, str) or not finite:
         raise ValidationException(detail=msg)
     return item_id, risk

@@ -33,7 +33,12 @@ from appliance.data.run_layout import RunFolders
 from appliance.data.series import SERIES, SeriesDamaged, SeriesSlice, slice_series
 from appliance.data.store import DataStore, DataVersion
 from appliance.data.version_build import META_TABLE
-from appliance.data.version_integrity import check_version, stamp_holds, write_check_stamp
+from appliance.data.version_integrity import (
+    check_version,
+    file_facts,
+    stamp_holds,
+    write_check_stamp,
+)
 from appliance.errors import StoreError, VersionDamaged
 from appliance.fsio import atomic_write_bytes
 from server.item_index import OVERVIEW_COLUMNS, ItemIndex
@@ -317,6 +322,8 @@ class DataSource:
         notice = self.folders.damage_notice(handle.vid)
         if handle.damage is not None:
             if not notice.exists():
+                # A restart must hash this version again: its stamp no longer vouches for it.
+                self.folders.check_stamp(handle.vid).unlink(missing_ok=True)
                 atomic_write_bytes(notice, handle.damage.encode(), mode=0o600)
         elif notice.exists():
             handle.damage = notice.read_text(encoding="utf-8")
@@ -347,9 +354,11 @@ class DataSource:
             path = self.store.versions_dir / vid
             stamp = self.folders.check_stamp(vid)
             if not stamp_holds(stamp, path):
+                before = file_facts(path)  # a file changed while it is hashed gets no stamp
                 check_before_serving(vid, path)
                 with contextlib.suppress(OSError):  # a read-only data dir: the next start hashes
-                    write_check_stamp(stamp, path)
+                    if file_facts(path) == before:
+                        write_check_stamp(stamp, path)
             fresh = VersionHandle(self.store.version(vid), self.memory_limit, self.threads)
         except VersionDamaged as exc:
             with self._lock:

@@ -202,7 +202,7 @@ class FastPath:
         handle: VersionHandle,
     ) -> Direct | None:
         """A date range of one item, sliced from its series."""
-        if not (handle.has_series() and handle.items is not None and handle.has_item(item_id)):
+        if not (handle.has_series() and handle.items is not None):
             return None
         found = plain_parameters(query, {"from": 10, "to": 10})
         start, end = plain_date(found.get("from")), plain_date(found.get("to"))

@@ -33,7 +33,9 @@ OVERVIEW_COLUMNS = (
 )
 SEPARATOR = "\x00"  # between an item's folded id and name in the search text: never in either
 GRAM = 3  # the length of the pieces the search index files items under
-SCAN_AFTER_HITS = 64  # a `q` with this many hits is cheaper to check item by item
+SCAN_AFTER_HITS = 64
+SORT_AT_MOST = 4096  # more matches than this are put in risk order by filtering the whole order
+SEARCHES_KEPT = 1024  # the matches of this many recent searches are kept per worker and version  # a `q` with this many hits is cheaper to check item by item
 
 
 def _fold_table() -> dict[int, str]:
@@ -92,6 +94,9 @@ class ItemIndex:
             at += len(text)
         self._text = "".join(self._folded)
         self._orders: dict[tuple[str | None, str | None, str], tuple[list[int], list[Any]]] = {}
+        self._searches: dict[
+            tuple[str, str | None, str | None, str], tuple[list[int], list[Any]]
+        ] = {}
         self._grams: dict[str, array.array[int]] | None = None
         self._grams_built = threading.Event()
         if background:
@@ -142,10 +147,7 @@ class ItemIndex:
     ) -> Page:
         """The `limit` matches after the cursor position `after` (item_id, risk) in `sort` order."""
         if q:
-            numbers = [n for n in self._search(fold(q)) if self._keeps(n, category, site)]
-            if sort == "risk":
-                numbers.sort(key=self._risk_keys.__getitem__)
-            keys: list[Any] = self._keys_of(numbers, sort)
+            numbers, keys = self._matching(fold(q), category, site, sort)
         else:
             numbers, keys = self._ordered(category, site, sort)
         start = 0
@@ -157,6 +159,34 @@ class ItemIndex:
         more = len(chosen) > limit
         page = [self.items[n] for n in chosen[:limit]]
         return Page(page, page[-1] if more and page else None, len(numbers))
+
+    def _matching(
+        self, needle: str, category: str | None, site: str | None, sort: str
+    ) -> tuple[list[int], list[Any]]:
+        """The items matching `q` and the filters in `sort` order, with their keys (kept a while).
+
+        A broad `q` ("it-") matches most items: finding them takes milliseconds at 200,000, so
+        the matches of recent searches are kept (the next pages ask for the same), and the risk
+        order comes from the whole index's, filtered, instead of a sort of the matches.
+        """
+        key = (needle, category, site, sort)
+        known = self._searches.get(key)
+        if known is not None:
+            return known
+        numbers = [n for n in self._search(needle) if self._keeps(n, category, site)]
+        if sort == "risk":
+            if len(numbers) > SORT_AT_MOST:
+                chosen = bytearray(len(self.items))
+                for number in numbers:
+                    chosen[number] = 1
+                numbers = [n for n in self._ordered(None, None, "risk")[0] if chosen[n]]
+            else:
+                numbers.sort(key=self._risk_keys.__getitem__)
+        known = (numbers, self._keys_of(numbers, sort))
+        if len(self._searches) >= SEARCHES_KEPT:
+            self._searches.clear()
+        self._searches[key] = known
+        return known
 
     def _keeps(self, number: int, category: str | None, site: str | None) -> bool:
         item = self.items[number]

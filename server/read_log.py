@@ -9,9 +9,10 @@ logs:
   SLOW_SECONDS;
 - in full, up to APPLIANCE_LOG_READS a second per worker: the successful reads (at a site's
   usual load that is every one of them);
-- one `reads` line per worker and WINDOW_SECONDS, counting every successful read of the window
-  by method, route and status, with the slowest one's duration. A window ends early when the
-  data version changes, so each `reads` line names the one version its reads were served from.
+- one `reads` line per worker and WINDOW_SECONDS, counting every other successful read of the
+  window by method, route and status, with the slowest one's duration. A window ends early when
+  the data version changes, so each `reads` line names the one version its data reads were
+  served from (reads of no version, such as health probes, are counted in whichever window).
   The line of a window is written by the first read after it, or when the worker stops.
 
 Every line written carries data_version, dataset_id and model_version; /metrics counts every
@@ -63,10 +64,14 @@ class ReadTally:
         """Count one successful read; the `reads` line of a window that ended, if one did."""
         ended = None
         started = now if self._started is None else self._started
-        if self._reads and (version != self._version or now - started >= self.window_seconds):
+        # A read of no version (health, metrics, the dashboard's files) fits in any window.
+        other = version[0] is not None and self._version[0] not in (None, version[0])
+        if self._reads and (other or now - started >= self.window_seconds):
             ended = self.close(now)
         if not self._reads:
-            self._started, self._version = now, version
+            self._started, self._version = now, (None, None, None)
+        if version[0] is not None:
+            self._version = version
         key = f"{method} {route} {status}"
         self._routes[key] = self._routes.get(key, 0) + 1
         self._reads += 1

@@ -225,11 +225,13 @@ def _import_locked(
         for path in version_dir.iterdir():
             path.chmod(0o444 if path.is_file() else 0o555)
         fsync_tree(version_dir)
+        # The sums were just made from these files: the server need not hash them again. Before
+        # the publish, so that a running server's workers find it when `current` moves (the
+        # rename into versions/ keeps each file's inode, times and size).
+        with contextlib.suppress(OSError):
+            write_check_stamp(RunFolders(store.root).check_stamp(vid), version_dir)
         progress(f"publishing {vid}")
         note = store.publish(version_dir, vid, report.history_fields())
-        # The sums were just made from these files: the server need not hash them again.
-        with contextlib.suppress(OSError):
-            write_check_stamp(RunFolders(store.root).check_stamp(vid), store.versions_dir / vid)
         if note is not None:
             progress(note)
             notes.append(note)

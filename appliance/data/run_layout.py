@@ -98,6 +98,7 @@ def prepare_run_dir(data_dir: Path) -> RunFolders:
     for limiter in (folders.read_limiter, folders.admin_limiter):
         limiter.unlink(missing_ok=True)
     for notice in folders.run.glob(f"{DAMAGE_PREFIX}*"):  # each worker checks a version anew
+        folders.check_stamp(notice.name.removeprefix(DAMAGE_PREFIX)).unlink(missing_ok=True)
         notice.unlink()
     # Stamps of versions no longer in the store (removed by hand): theirs is a name reused later.
     checked = data_dir / CHECKED_DIR

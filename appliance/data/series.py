@@ -110,7 +110,7 @@ def slice_series(record: bytes | memoryview, start: date | None, end: date | Non
         at = base + 8 * points * number
         columns.append(_column(VALUE_CODE, view[at + 8 * first : at + 8 * last]).tolist())
     yhat, lower, upper, actual = columns
-    if math.isnan(math.fsum(actual)):  # some actual is null (NaN): only then look at each one
+    if any(map(math.isnan, actual)):  # some actual is null (NaN): only then replace them
         actual = [None if math.isnan(value) else value for value in actual]
     return SeriesSlice(
         dates=_dates(days, first, last),

@@ -119,3 +119,19 @@ def test_stamps_of_versions_gone_are_dropped_when_the_server_starts(store: DataS
     assert not gone.exists()
     assert folders.check_stamp("v0001").exists()
     assert version_integrity.STAMP_FORMAT == 1
+
+
+def test_damage_found_while_serving_drops_the_stamp(store: DataStore) -> None:
+    folders = prepare_run_dir(store.root)
+    source = open_current(store)
+    try:
+        handle = source.current()
+        assert handle is not None
+        handle.damage = "answers.bin changed since it was published (found by a CRC)"
+        source._share_damage()  # what the worker's watcher does each look
+    finally:
+        source.close()
+    assert not folders.check_stamp("v0001").exists(), "the next start hashes it again"
+    write_check_stamp(folders.check_stamp("v0001"), store.versions_dir / "v0001")
+    prepare_run_dir(store.root)  # a restart with the damage notice still there
+    assert not folders.check_stamp("v0001").exists()

@@ -168,3 +168,13 @@ def test_the_grams_are_built_in_the_background_and_then_used() -> None:
     wanted = rows[17][0]
     page = index.page(wanted.lower(), None, None, "item_id", None, 50)
     assert [item.item_id for item in page.items] == [wanted]
+
+
+def test_many_matches_take_the_whole_risk_order_filtered(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("server.item_index.SORT_AT_MOST", 0)  # every search takes that way
+    rows = generated_rows(120, seed=4)
+    con = overview(rows)
+    by_sql, from_memory = both(rows, con)
+    for q in ("it-", "a", "ss"):
+        arguments = {"q": q, "category": None, "site": None, "sort": "risk", "limit": 7}
+        assert walk(from_memory, **arguments) == walk(by_sql, **arguments), q

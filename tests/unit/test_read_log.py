@@ -51,3 +51,14 @@ def test_a_new_data_version_ends_the_window() -> None:
     last = tally.close(1.0)
     assert last is not None
     assert (last["data_version"], last["model_version"]) == ("v0002", "m2")
+
+
+def test_reads_of_no_version_do_not_end_a_window() -> None:
+    tally = ReadTally(per_second=0)
+    none = (None, None, None)
+    for step in range(1000):  # health probes between data reads: one window, not a thousand
+        version = V1 if step % 2 else none
+        assert tally.count(step / 1000, "GET", ROUTE, 200, 0.001, version) is None
+    last = tally.close(1.0)
+    assert last is not None
+    assert (last["reads"], last["data_version"]) == (1000, "v0001")
