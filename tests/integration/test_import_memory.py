@@ -15,7 +15,7 @@ from pathlib import Path
 from tests.conftest import Signer, run
 
 # From "fails loading the first table" to "fails building the answers" for the 30 x 40 demo.
-LIMITS = ("2MB", "4MB", "8MB", "12MB")
+LIMITS = ("2MB", "4MB", "8MB", "10MB", "11MB", "12MB")
 ANSWERS_STARTED = "answers: "
 
 
