@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,8 @@ async def one_request(edge: RequestEdge, app: Any, path: str) -> list[dict[str, 
     await lifespan.put({"type": "lifespan.startup"})
     started: list[dict[str, Any]] = []
 
-    async def lifespan_send(message: dict[str, Any]) -> None:
-        started.append(message)
+    async def lifespan_send(message: MutableMapping[str, Any]) -> None:
+        started.append(dict(message))
 
     task = asyncio.create_task(edge({"type": "lifespan", "state": {}}, lifespan.get, lifespan_send))
     while not started:
@@ -40,8 +41,8 @@ async def one_request(edge: RequestEdge, app: Any, path: str) -> list[dict[str, 
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": b"", "more_body": False}
 
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(dict(message))
 
     scope = {
         "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
