@@ -69,7 +69,8 @@ IMPORT_MEMORY = Setting(
     "import_memory",
     "APPLIANCE_IMPORT_MEMORY",
     "4GB",
-    "Memory DuckDB may use while building a version (it spills to staging/ beyond that).",
+    "Memory DuckDB may use while building a version (it spills to staging/ beyond that); the "
+    "import's peak RSS stays within this plus 1 GB (measured up to 10x field scale).",
 )
 IMPORT_THREADS = Setting(
     "import_threads",
