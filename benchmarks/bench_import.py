@@ -40,6 +40,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from appliance import settings
 from appliance.data import answers
@@ -446,14 +447,21 @@ def print_scales(best: list[ScaleRun], days: int, runs: int) -> None:
 def without_series() -> Iterator[None]:
     """Builds in this process make no series answers: the forecast query without its columns."""
     query, kinds = answers.QUERY_SQL[answers.TIMESERIES], answers.ANSWERS[answers.TIMESERIES]
+    plan = answers.plan_answers
+
+    def plan_without_series(con: Any, max_rows: int) -> answers.AnswerPlan:
+        return answers.AnswerPlan(plan(con, max_rows).ranges, series_bytes=0)
+
     answers.QUERY_SQL[answers.TIMESERIES] = (
         f"SELECT item_id, {answers.TIMESERIES_BODY_SQL} {answers.FORECAST_DAYS_SQL}"
     )
     answers.ANSWERS[answers.TIMESERIES] = kinds[:1]
+    answers.plan_answers = plan_without_series
     try:
         yield
     finally:
         answers.QUERY_SQL[answers.TIMESERIES], answers.ANSWERS[answers.TIMESERIES] = query, kinds
+        answers.plan_answers = plan
 
 
 def run_series_cost(items: int, days: int, work: Path, runs: int, reuse_packs: bool) -> None:
