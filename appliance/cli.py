@@ -552,3 +552,8 @@ def verify_command(bundle: Path, signers: Path, debian_keyring: Path | None, as_
             f"  debs       {names} .debs, {format_bytes(debian.bytes)}, "
             f"each traced to Debian's InRelease signed by a key in {debian.keyring}"
         )
+
+
+from appliance.trust.trust_cli import trust_group  # noqa: E402 (the group registers below)
+
+main.add_command(trust_group)

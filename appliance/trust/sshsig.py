@@ -3,6 +3,10 @@
 The format is OpenSSH's PROTOCOL.sshsig; trust comes from an allowed_signers file as described
 in the ALLOWED SIGNERS section of ssh-keygen(1). Only Ed25519 keys sign; verification also
 accepts ECDSA (NIST curves) and RSA (rsa-sha2-256/512) signatures.
+
+A revocation list goes with each allowed_signers file: `<file>.revoked` beside it, public key
+lines as `ssh-keygen -Y verify -r` reads them. `load_allowed_signers` reads both, so that every
+caller refuses a revoked key, even one an allowed_signers line still names.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from cryptography.hazmat.primitives.serialization import SSHPublicKeyTypes
 
 from appliance.errors import KeyFileError, SignatureError
 from appliance.fsio import atomic_write_bytes
+from appliance.trust.trust_layout import KRL_MAGIC, revoked_path
 
 SIGNATURE_HASH = "sha512"
 
@@ -111,6 +116,30 @@ class AllowedSigner:
         if self.valid_after is not None and moment < self.valid_after:
             return False
         return self.valid_before is None or moment <= self.valid_before
+
+
+@dataclass(frozen=True)
+class RevokedKeys:
+    """A revocation list: keys refused whatever an allowed_signers line says, and where it came from."""
+
+    keys: tuple[SignerKey, ...] = ()
+    source: str = ""
+
+    def __contains__(self, blob: object) -> bool:
+        return any(key.blob == blob for key in self.keys)
+
+
+NO_REVOCATIONS = RevokedKeys()
+
+
+class AllowedSigners(list[AllowedSigner]):
+    """The lines of an allowed_signers file, with the revocation list that goes with it."""
+
+    def __init__(
+        self, signers: Sequence[AllowedSigner] = (), revoked: RevokedKeys = NO_REVOCATIONS
+    ):
+        super().__init__(signers)
+        self.revoked = revoked
 
 
 @dataclass(frozen=True)
@@ -297,8 +326,8 @@ def parse_allowed_signers(text: str, source: str = "allowed_signers") -> list[Al
     return signers
 
 
-def load_allowed_signers(path: Path) -> list[AllowedSigner]:
-    """Read and parse an allowed_signers file that lists at least one key."""
+def load_allowed_signers(path: Path) -> AllowedSigners:
+    """Read an allowed_signers file that lists at least one key, and its revocation list if any."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
@@ -311,20 +340,68 @@ def load_allowed_signers(path: Path) -> list[AllowedSigner]:
     if not signers:
         msg = f"allowed signers file {path} lists no keys"
         raise KeyFileError(msg)
-    return signers
+    return AllowedSigners(signers, load_revoked_keys(revoked_path(path)))
+
+
+def parse_revoked_keys(text: str, source: str = "revoked_keys") -> RevokedKeys:
+    """Parse a revocation list: one public key per line, '#' comments and blank lines allowed."""
+    keys = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        try:
+            keys.append(parse_public_key(stripped))
+        except KeyFileError as exc:
+            msg = f"{source} line {number}: {exc}"
+            raise KeyFileError(msg) from exc
+    return RevokedKeys(tuple(keys), source)
+
+
+def load_revoked_keys(path: Path) -> RevokedKeys:
+    """Read the revocation list at `path`; none revoked when there is no such file."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return RevokedKeys((), str(path))
+    except OSError as exc:
+        msg = f"cannot read revocation list {path}: {exc.strerror or exc}"
+        raise KeyFileError(msg) from exc
+    if data.startswith(KRL_MAGIC):
+        # Refusing it beats reading it as empty: a KRL's keys would then all verify.
+        msg = f"revocation list {path} is a binary KRL; write the revoked public keys one a line"
+        raise KeyFileError(msg)
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        msg = f"revocation list {path} is not UTF-8 text ({exc})"
+        raise KeyFileError(msg) from exc
+    return parse_revoked_keys(text, source=str(path))
 
 
 def verify(
-    message: bytes, armored: bytes, signers: Sequence[AllowedSigner], namespace: str
+    message: bytes,
+    armored: bytes,
+    signers: Sequence[AllowedSigner],
+    namespace: str,
+    revoked: RevokedKeys | None = None,
 ) -> VerifiedSignature:
-    """Check that `armored` signs `message` for `namespace` and was made by an allowed signer."""
+    """Check that `armored` signs `message` for `namespace` and was made by an allowed signer.
+
+    A key in `revoked` (by default the revocation list `signers` was loaded with) is refused.
+    """
     _check_namespace(namespace)
+    if revoked is None:
+        revoked = signers.revoked if isinstance(signers, AllowedSigners) else NO_REVOCATIONS
     envelope = _read_envelope(armored)
     if envelope.namespace != namespace.encode():
         msg = f"signed for namespace {_shown(envelope.namespace)}, expected {namespace!r}"
         raise SignatureError(msg)
     hash_type = _signature_hash(envelope)
     fingerprint = fingerprint_of(envelope.public_key)
+    if envelope.public_key in revoked:
+        msg = f"key {fingerprint} is revoked (listed in the revocation list {revoked.source})"
+        raise SignatureError(msg)
     signer = _allowed_signer_for(envelope.public_key, signers, namespace, datetime.now(UTC))
     signed_data = _signed_data(envelope.namespace, envelope.hash_alg, message)
     if not _signature_matches(signer.key, envelope.signature, hash_type, signed_data):
@@ -502,11 +579,25 @@ def _allowed_signer_for(
     for signer in for_namespace:
         if signer.is_valid_at(moment):
             return signer
-    msg = (
-        f"key {fingerprint} is not an allowed signer at {moment:%Y-%m-%dT%H:%M:%SZ}"
-        " (outside its valid-after/valid-before window)"
-    )
-    raise SignatureError(msg)
+    raise SignatureError(_outside_window(fingerprint, for_namespace, moment))
+
+
+def _outside_window(fingerprint: str, lines: Sequence[AllowedSigner], moment: datetime) -> str:
+    """Why no line trusts the key at `moment`: expired, or not valid yet, with the date."""
+    now = f"{moment:%Y-%m-%dT%H:%M:%SZ}"
+    expired = [s.valid_before for s in lines if s.valid_before and moment > s.valid_before]
+    if len(expired) == len(lines):
+        return (
+            f"key {fingerprint} expired at {max(expired):%Y-%m-%dT%H:%M:%SZ}"
+            f" (valid-before in its allowed_signers line; now {now})"
+        )
+    starts = [s.valid_after for s in lines if s.valid_after and moment < s.valid_after]
+    if starts:
+        return (
+            f"key {fingerprint} is not valid before {min(starts):%Y-%m-%dT%H:%M:%SZ}"
+            f" (valid-after in its allowed_signers line; now {now})"
+        )
+    return f"key {fingerprint} is not an allowed signer at {now} (outside its valid-after/valid-before window)"
 
 
 def _signature_matches(
