@@ -554,6 +554,11 @@ def verify_command(bundle: Path, signers: Path, debian_keyring: Path | None, as_
         )
 
 
+from appliance.access.token_cli import token_group  # noqa: E402 (the group registers below)
+
+main.add_command(token_group)
+
+
 from appliance.trust.trust_cli import trust_group  # noqa: E402 (the group registers below)
 
 main.add_command(trust_group)

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from appliance.access.secret_files import check_private
 from appliance.data.run_layout import RunFolders
 from appliance.errors import ConfigError
 
@@ -264,9 +265,14 @@ class ServerSettings:
         return self.folders.run
 
 
-def _read_token(env: Mapping[str, str], value: Setting, file: Setting) -> str:
+def read_token(env: Mapping[str, str], value: Setting, file: Setting) -> str:
+    """A bootstrap token from its _FILE setting (first line), else its value setting.
+
+    The file must not be readable or writable by other users (ConfigError says so).
+    """
     path = env.get(file.env, file.default)
     if path:
+        check_private(Path(path), f"{file.env}:", secret=True)
         try:
             lines = Path(path).read_text(encoding="utf-8").splitlines()
         except OSError as exc:
@@ -315,8 +321,8 @@ def load_server_settings(env: Mapping[str, str] | None = None) -> ServerSettings
         host=env.get(HOST.env, HOST.default),
         port=_integer(env, PORT, 1, 65535),
         workers=workers,
-        admin_token=_read_token(env, ADMIN_TOKEN, ADMIN_TOKEN_FILE),
-        viewer_token=_read_token(env, VIEWER_TOKEN, VIEWER_TOKEN_FILE),
+        admin_token=read_token(env, ADMIN_TOKEN, ADMIN_TOKEN_FILE),
+        viewer_token=read_token(env, VIEWER_TOKEN, VIEWER_TOKEN_FILE),
         rate_limit=_integer(env, RATE_LIMIT, 0, 10_000_000),
         admin_rate_limit=_integer(env, ADMIN_RATE_LIMIT, 0, 100_000),
         cache_bytes=_integer(env, CACHE_MB, 1, 1_000_000) << 20,

@@ -148,7 +148,7 @@ class FastPath:
         host = headers.get(b"host")
         if host is not None and not is_valid_host(host.encode("latin-1")):
             raise Unsure
-        if not may_read(bearer_of(headers.get(b"authorization", "")), self.runtime.settings):
+        if not may_read(bearer_of(headers.get(b"authorization", "")), self.runtime.tokens):
             raise Unsure  # the framework's 401, and the bad guess counted
 
     def _route(

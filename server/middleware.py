@@ -20,6 +20,7 @@ import anyio
 from litestar.exceptions import ClientException, HTTPException
 from litestar.status_codes import HTTP_408_REQUEST_TIMEOUT
 
+from appliance.access.tokens import TOKEN_PREFIX
 from server.errors import error_envelope
 from server.fast_path import Direct, FastPath
 from server.logs import JsonLog
@@ -33,6 +34,12 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[..., Awaitable[None]]
 
 MAX_QUERY_BYTES = 2048
+# A token in a URL ends up in browser history, proxies' logs and Referer headers: a query that
+# names one, or carries a value with our tokens' prefix, is refused (and, as every query
+# string, never logged).
+TOKEN_PARAMETERS = frozenset({b"token", b"access_token", b"api_key", b"apikey", b"bearer"})
+TOKEN_PREFIX_BYTES = TOKEN_PREFIX.encode()
+TOKEN_IN_URL = "a token goes in the Authorization header (Bearer), never in the URL"  # noqa: S105
 MAX_PATH_BYTES = 1024
 API_PREFIX = "/api/"
 READ_METHODS = ("GET", "HEAD")
@@ -143,6 +150,18 @@ def content_length(scope: Scope) -> int | None:
     return None
 
 
+def carries_a_token(query: bytes) -> bool:
+    """Whether a query string names a token parameter or holds a value shaped like our tokens."""
+    lowered = query.lower()
+    if TOKEN_PREFIX_BYTES in lowered or b"apl%5f" in lowered:
+        return True
+    for pair in lowered.split(b"&"):
+        name = pair.partition(b"=")[0].replace(b"%5f", b"_")
+        if name in TOKEN_PARAMETERS:
+            return True
+    return False
+
+
 class RequestEdge:
     """ASGI wrapper applying per-request policy around the app."""
 
@@ -208,8 +227,11 @@ class RequestEdge:
     @staticmethod
     def _refusal(scope: Scope, method: str, runtime: Runtime) -> tuple[int, str, float] | None:
         """(status, message, retry_after) when the request is refused before routing."""
-        if len(scope.get("query_string", b"")) > MAX_QUERY_BYTES:
+        query: bytes = scope.get("query_string", b"")
+        if len(query) > MAX_QUERY_BYTES:
             return 414, f"query string longer than {MAX_QUERY_BYTES} bytes", 0.0
+        if query and carries_a_token(query):
+            return 400, TOKEN_IN_URL, 0.0
         if len(scope.get("raw_path") or scope["path"].encode()) > MAX_PATH_BYTES:
             return 414, f"path longer than {MAX_PATH_BYTES} bytes", 0.0
         kind = limit_class(scope["path"], method)

@@ -7,14 +7,17 @@ import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from appliance.access.tokens import TokenStore, bootstrap_digests
 from appliance.audit.compliance import ComplianceReport, check_compliance
 from appliance.data.run_layout import DIR_MODE
 from appliance.data.store import DataStore
 from appliance.settings import ServerSettings
 from server.cache import ResponseCache
 from server.data import DataSource
+from server.logs import JsonLog
 from server.metrics import WorkerMetrics
 from server.ratelimit import SharedRateLimiter
+from server.tokens import TokenGate
 
 if TYPE_CHECKING:
     from litestar import Litestar
@@ -35,6 +38,7 @@ class Runtime:
     read_limiter: SharedRateLimiter
     admin_limiter: SharedRateLimiter
     compliance: ComplianceReport
+    tokens: TokenGate
     worker: int = field(default_factory=os.getpid)
     started: bool = False
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -59,6 +63,13 @@ class Runtime:
                 folders.admin_limiter, settings.admin_rate_limit, RATE_WINDOW_SECONDS
             ),
             compliance=check_compliance(),
+            tokens=TokenGate(
+                TokenStore(settings.data_dir),
+                bootstrap_digests(settings.admin_token, settings.viewer_token),
+                warn=lambda message: JsonLog(settings.log_level, os.getpid()).event(
+                    "warning", message
+                ),
+            ),
         )
         data.refresh()
         threading.Thread(target=runtime._flush_metrics, name="metrics-flush", daemon=True).start()

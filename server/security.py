@@ -1,9 +1,16 @@
-"""Bearer tokens for admin and (optionally) read endpoints, compared in constant time."""
+"""Bearer tokens for the admin and (when the node has viewer tokens) the read endpoints.
+
+Tokens are looked up in the worker's TokenGate (server/tokens.py): named tokens of the book
+and the bootstrap tokens of the settings. A refused token answers 401 with a reason code
+(`token_invalid`, `token_expired`, `token_revoked`) and costs the client's admin budget, so a
+token cannot be guessed at the read rate. The caller of an admin action is kept in the
+request's scope state for the audit trail (`caller_of`).
+"""
 
 from __future__ import annotations
 
-import hmac
 import math
+from typing import Any
 
 from litestar.connection import ASGIConnection
 from litestar.exceptions import (
@@ -13,8 +20,12 @@ from litestar.exceptions import (
 )
 from litestar.handlers.base import BaseRouteHandler
 
-from appliance.settings import ServerSettings
+from appliance.access.actors import Actor, api_actor
+from appliance.access.tokens import Caller, Refused
 from server.runtime import runtime_of
+from server.tokens import TokenGate
+
+CALLER_STATE = "caller"  # scope["state"] key of the Caller an admin guard let through
 
 
 def bearer_of(header: str) -> str | None:
@@ -28,58 +39,69 @@ def bearer_token(connection: ASGIConnection) -> str | None:  # type: ignore[type
     return bearer_of(connection.headers.get("authorization", ""))
 
 
-def may_read(token: str | None, settings: ServerSettings) -> bool:
-    """Whether a request with `token` may use the read endpoints (the viewer or the admin token)."""
-    if not settings.viewer_token:
+def may_read(token: str | None, gate: TokenGate) -> bool:
+    """Whether a request with `token` may use the read endpoints."""
+    if not gate.reads_need_token:
         return True
-    return token is not None and (
-        token_matches(token, settings.viewer_token) or token_matches(token, settings.admin_token)
-    )
+    return token is not None and isinstance(gate.identify(token), Caller)
 
 
-def token_matches(given: str, expected: str) -> bool:
-    """Constant-time comparison, so timing does not leak how much of a token was right."""
-    return bool(expected) and hmac.compare_digest(given.encode(), expected.encode())
+class TokenRefused(NotAuthorizedException):
+    """401 with the refusal's reason code in the error envelope."""
+
+    def __init__(self, refused: Refused, realm: str) -> None:
+        super().__init__(
+            detail=refused.message,
+            headers={"WWW-Authenticate": f'Bearer realm="{realm}", error="invalid_token"'},
+            extra={"reason": refused.reason},
+        )
 
 
 def require_admin(connection: ASGIConnection, _handler: BaseRouteHandler) -> None:  # type: ignore[type-arg]
     """Guard of the admin endpoints: refresh, upload, rollback."""
-    settings = runtime_of(connection.app).settings
-    if not settings.admin_token:
-        msg = "admin endpoints are disabled on this node (set APPLIANCE_ADMIN_TOKEN_FILE)"
+    gate = runtime_of(connection.app).tokens
+    if not gate.has_admin:
+        msg = (
+            "admin endpoints are disabled on this node "
+            "(set APPLIANCE_ADMIN_TOKEN_FILE, or `appliance token create NAME --role admin`)"
+        )
         raise PermissionDeniedException(msg)
     token = bearer_token(connection)
     if token is None:
         msg = "admin token required (Authorization: Bearer ...)"
-        raise NotAuthorizedException(msg, headers={"WWW-Authenticate": 'Bearer realm="admin"'})
-    if token_matches(token, settings.admin_token):
-        return
-    if token_matches(token, settings.viewer_token):
-        msg = "a viewer token cannot use admin endpoints"
+        raise NotAuthorizedException(
+            msg,
+            headers={"WWW-Authenticate": 'Bearer realm="admin"'},
+            extra={"reason": "token_required"},
+        )
+    found = gate.identify(token)
+    if isinstance(found, Refused):  # the request edge counted it against the admin budget
+        raise TokenRefused(found, "admin")
+    if not found.is_admin:
+        msg = f"token {found.name!r} is a {found.role} token: it cannot use admin endpoints"
         raise PermissionDeniedException(msg)
-    msg = "admin token not valid"
-    raise NotAuthorizedException(
-        msg, headers={"WWW-Authenticate": 'Bearer realm="admin", error="invalid_token"'}
-    )
+    connection.scope.setdefault("state", {})[CALLER_STATE] = found
 
 
 def require_viewer(connection: ASGIConnection, _handler: BaseRouteHandler) -> None:  # type: ignore[type-arg]
-    """Guard of the read endpoints when the node sets a viewer token (admins may read too)."""
-    settings = runtime_of(connection.app).settings
-    if not settings.viewer_token:
+    """Guard of the read endpoints when the node has viewer tokens (admins may read too)."""
+    gate = runtime_of(connection.app).tokens
+    if not gate.reads_need_token:
         return
     token = bearer_token(connection)
     if token is None:
         msg = "viewer token required (Authorization: Bearer ...)"
-        raise NotAuthorizedException(msg, headers={"WWW-Authenticate": 'Bearer realm="data"'})
-    if not may_read(token, settings):
-        # A read route also accepts the admin token: a wrong guess here must cost what a wrong
-        # guess at an admin route costs, or the read budget would be the way to guess it.
-        charge_a_bad_token(connection)
-        msg = "token not valid"
         raise NotAuthorizedException(
-            msg, headers={"WWW-Authenticate": 'Bearer realm="data", error="invalid_token"'}
+            msg,
+            headers={"WWW-Authenticate": 'Bearer realm="data"'},
+            extra={"reason": "token_required"},
         )
+    found = gate.identify(token)
+    if isinstance(found, Refused):
+        # A read route also accepts admin tokens: a wrong guess here must cost what a wrong
+        # guess at an admin route costs, or the read budget would be the way to guess one.
+        charge_a_bad_token(connection)
+        raise TokenRefused(found, "data")
 
 
 def charge_a_bad_token(connection: ASGIConnection) -> None:  # type: ignore[type-arg]
@@ -93,3 +115,11 @@ def charge_a_bad_token(connection: ASGIConnection) -> None:  # type: ignore[type
         raise TooManyRequestsException(
             msg, headers={"retry-after": str(max(1, math.ceil(retry_after)))}
         )
+
+
+def actor_of(connection: ASGIConnection) -> Actor:  # type: ignore[type-arg]
+    """Who makes the admin request, for the audit trail (the admin guard ran before)."""
+    state: dict[str, Any] = connection.scope.get("state", {})
+    caller: Caller = state[CALLER_STATE]
+    client = connection.client.host if connection.client else "unknown"
+    return api_actor(caller.name, caller.role, client, str(state.get("request_id", "")))

@@ -14,6 +14,7 @@ crash between the two writes leaves, and is accepted.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -21,7 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from appliance.data.store_layout import HISTORY_CHAIN_FIELD, HISTORY_CHAIN_START, HISTORY_HEAD
+from appliance.data.store_layout import (
+    HISTORY_CHAIN_FIELD,
+    HISTORY_CHAIN_START,
+    HISTORY_HEAD,
+    HISTORY_LOCK,
+)
 from appliance.fsio import atomic_write_bytes
 
 TAIL_BYTES = 1 << 16  # a line is far shorter; the last line is found in this much of the end
@@ -111,6 +117,7 @@ class AuditTrail:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.head_path = path.with_name(HISTORY_HEAD)
+        self.lock_path = path.with_name(HISTORY_LOCK)
 
     def head(self) -> tuple[int, str] | None:
         """(line count, SHA-256 of the last line) as last recorded; None before the first append."""
@@ -165,8 +172,17 @@ class AuditTrail:
     def append(self, entry: dict[str, Any]) -> dict[str, Any]:
         """Append `entry` chained to the last line, flushed; returns the entry as written.
 
-        The caller holds the store's writer lock, so no other writer appends in between.
+        The trail's own lock is held from reading the last line to writing the head, so two
+        writers (an import and an admin's refresh, say) never chain onto the same line.
         """
+        lock = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o640)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return self._append_locked(entry)
+        finally:
+            os.close(lock)
+
+    def _append_locked(self, entry: dict[str, Any]) -> dict[str, Any]:
         fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
         try:
             last, ends_with_newline = _last_line(fd)

@@ -14,7 +14,7 @@ from typing import Any
 from appliance.data import store_layout as layout
 from appliance.data.import_report import ImportReport, SignerInfo
 from appliance.data.run_layout import RunFolders
-from appliance.data.store import DataStore, actor, now_utc
+from appliance.data.store import DataStore, now_utc
 from appliance.data.version_build import BuildLimits, build_database
 from appliance.data.version_integrity import write_check_stamp, write_checksums
 from appliance.errors import NodeFault, PackRejected, StoreError
@@ -133,7 +133,8 @@ def import_pack(
             with contextlib.suppress(OSError):
                 store.write_rejection(
                     pack.name,
-                    fields | {"refused_at": format_timestamp(now_utc()), "actor": actor()},
+                    fields
+                    | {"refused_at": format_timestamp(now_utc()), "actor": store.actor.label()},
                 )
                 store.record("reject", **fields)
             raise
@@ -215,7 +216,7 @@ def _import_locked(
             signer=SignerInfo(opened.signer.principal, opened.signer.fingerprint),
             rows=rows,
             imported_at=format_timestamp(now_utc()),
-            imported_by=actor(),
+            imported_by=store.actor.label(),
             forced_older=options.force_older,
         )
         (version_dir / layout.VERSION_MANIFEST).write_bytes(opened.manifest_bytes)

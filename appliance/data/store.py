@@ -11,10 +11,8 @@ the audit trail is evidence, never consulted to decide what to keep or delete.
 from __future__ import annotations
 
 import fcntl
-import getpass
 import json
 import os
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance import __version__
+from appliance.access.actors import Actor, local_actor
 from appliance.data import store_layout as layout
 from appliance.data.history import AuditTrail, TrailCheck
 from appliance.data.import_report import ImportReport
@@ -39,15 +38,6 @@ REPAIR = "`appliance rollback VID` points it at a version again"
 def now_utc() -> datetime:
     """The current time in UTC, to the second."""
     return datetime.now(UTC).replace(microsecond=0)
-
-
-def actor() -> str:
-    """Who is acting, for the audit trail: user@host."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = str(os.getuid())
-    return f"{user}@{socket.gethostname()}"
 
 
 @dataclass(frozen=True)
@@ -76,8 +66,9 @@ class DataVersion:
 class DataStore:
     """The data folder (APPLIANCE_DATA_DIR) and every operation that reads or changes it."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, actor: Actor | None = None) -> None:
         self.root = root
+        self.actor = actor or local_actor()  # whom the audit trail names for this one's changes
         self.versions_dir = root / layout.VERSIONS_DIR
         self.staging_dir = root / layout.STAGING_DIR
         self.rejected_dir = root / layout.REJECTED_DIR
@@ -85,6 +76,10 @@ class DataStore:
         self.current_link = root / layout.CURRENT_LINK
         self.intent_file = root / layout.PUBLISH_INTENT
         self.trail = AuditTrail(self.history_file)
+
+    def acting_as(self, actor: Actor) -> DataStore:
+        """The same store, its changes recorded under `actor` (an API caller, say)."""
+        return DataStore(self.root, actor)
 
     def ensure(self) -> None:
         """Create the store's folders if this is a new node."""
@@ -188,7 +183,7 @@ class DataStore:
         entry = {
             "ts": format_timestamp(now_utc()),
             "event": event,
-            "actor": actor(),
+            **self.actor.trail_fields(),
             "tool": f"appliance {__version__}",
         } | fields
         self.ensure()

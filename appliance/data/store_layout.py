@@ -43,3 +43,11 @@ HISTORY_CHAIN_START = "0" * 64
 # The chain's head, rewritten after every append: "<lines> <SHA-256 of the last line>". Without
 # it a damaged last line would go unnoticed, and the next line would chain onto the damage.
 HISTORY_HEAD = "history.head"
+# Held by whoever appends to the trail, from reading its last line to writing the head.
+HISTORY_LOCK = "history.lock"
+
+# The token book (appliance/access/tokens.py): the SHA-256 of every named API token, its lock,
+# and a file per token whose mtime is when a server worker last accepted it.
+TOKENS_FILE = "tokens.json"
+TOKENS_LOCK = "tokens.lock"
+TOKENS_USED_DIR = "tokens.used"

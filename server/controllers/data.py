@@ -6,6 +6,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,7 @@ from server.schemas import (
     ImportResult,
     RollbackRequest,
 )
-from server.security import require_admin, require_viewer
+from server.security import actor_of, require_admin, require_viewer
 
 HISTORY_LIMIT = 200
 UPLOADED_PACK = "the uploaded pack"
@@ -220,8 +221,16 @@ class DataController(Controller):
         responses=ADMIN_ERRORS,
     )
     async def refresh(self, request: Request[Any, Any, Any]) -> DataVersion:
-        handle = require_version(await anyio.to_thread.run_sync(runtime(request).data.refresh))
+        rt = runtime(request)
+        handle = require_version(await anyio.to_thread.run_sync(rt.data.refresh))
         trace(request, handle)
+        store = rt.store.acting_as(actor_of(request))
+        try:
+            await anyio.to_thread.run_sync(
+                partial(store.record, "refresh", version=handle.vid, worker=rt.worker)
+            )
+        except OSError as exc:
+            raise NodeFaulted(os_fault(exc, "recording the refresh in the audit trail")) from exc
         return describe(handle.report, current=True)
 
     @post(
@@ -245,7 +254,8 @@ class DataController(Controller):
                 limits=BuildLimits(rt.settings.import_memory, rt.settings.import_threads),
                 max_future_hours=rt.settings.max_future_hours,
             )
-            result = await anyio.to_thread.run_sync(import_pack, rt.store, pack, signers, options)
+            store = rt.store.acting_as(actor_of(request))
+            result = await anyio.to_thread.run_sync(import_pack, store, pack, signers, options)
         except PackRejected as exc:
             raise PackRefused(exc.reason, about_upload(str(exc), pack)) from exc
         except NodeFault as exc:
@@ -274,7 +284,8 @@ class DataController(Controller):
     ) -> DataVersion:
         rt = runtime(request)
         try:
-            await anyio.to_thread.run_sync(rollback, rt.store, data.version)
+            store = rt.store.acting_as(actor_of(request))
+            await anyio.to_thread.run_sync(rollback, store, data.version)
         except NodeFault as exc:
             raise NodeFaulted(exc) from exc
         except StoreError as exc:

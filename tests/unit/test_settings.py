@@ -43,6 +43,7 @@ def test_defaults_need_no_environment() -> None:
 def test_token_files_win_and_are_read_from_their_first_line(tmp_path: Path) -> None:
     token = tmp_path / "admin.token"
     token.write_text("from-file\nignored\n")
+    token.chmod(0o600)
     settings = load_server_settings(
         {"APPLIANCE_ADMIN_TOKEN": "from-env", "APPLIANCE_ADMIN_TOKEN_FILE": str(token)}
     )
@@ -72,5 +73,25 @@ def test_bad_values_are_refused_naming_the_setting(env: dict[str, str], words: s
 def test_an_empty_token_file_is_refused(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.write_text("\n")
+    empty.chmod(0o600)
     with pytest.raises(ConfigError, match="holds no token"):
         load_server_settings({"APPLIANCE_VIEWER_TOKEN_FILE": str(empty)})
+
+
+@pytest.mark.parametrize(
+    ("mode", "words"),
+    [(0o644, "read or changed"), (0o620, "read or changed"), (0o602, "read or changed")],
+)
+def test_a_token_file_others_may_read_or_change_is_refused(
+    tmp_path: Path, mode: int, words: str
+) -> None:
+    token = tmp_path / "admin.token"
+    token.write_text("s3cret\n")
+    token.chmod(mode)
+    with pytest.raises(
+        ConfigError,
+        match=f"APPLIANCE_ADMIN_TOKEN_FILE: .* can be {words} by other users \\(mode {mode:o}\\); chmod 640",
+    ):
+        load_server_settings({"APPLIANCE_ADMIN_TOKEN_FILE": str(token)})
+    token.chmod(0o640)
+    assert load_server_settings({"APPLIANCE_ADMIN_TOKEN_FILE": str(token)}).admin_token == "s3cret"
