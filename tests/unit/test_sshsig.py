@@ -407,7 +407,10 @@ def test_verify_rejects_key_listed_for_another_namespace(
 @pytest.mark.parametrize(
     ("window", "says"),
     [
-        ('valid-before="20000101"', r"expired at 200\d-.* \(valid-before in its allowed_signers line"),
+        (
+            'valid-before="20000101"',
+            r"expired at 200\d-.* \(valid-before in its allowed_signers line",
+        ),
         ('valid-after="29990101Z"', r"not valid before 2999-01-01T00:00:00Z \(valid-after in its"),
     ],
 )
