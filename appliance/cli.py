@@ -19,6 +19,7 @@ import click
 
 from appliance import __version__
 from appliance import settings as cfg
+from appliance.access.site_tls import load_site_certificate
 from appliance.bundles.bundle_layout import DEBIAN_KEYRING
 from appliance.console import OneLineErrors, Progress, reported_errors
 from appliance.data.importer import ImportOptions, import_pack, rollback
@@ -301,6 +302,8 @@ def watch_command(
 @setting_option(cfg.HOST, type=str)
 @setting_option(cfg.PORT, type=click.IntRange(min=1, max=65535))
 @setting_option(cfg.WORKERS, type=click.IntRange(min=0, max=64))
+@setting_option(cfg.TLS_CERT, type=str)
+@setting_option(cfg.TLS_KEY, type=str)
 @click.option(
     "--share-port",
     is_flag=True,
@@ -308,15 +311,23 @@ def watch_command(
     "the connections between the two).",
 )
 def serve_command(
-    data_dir: Path, signers: Path, host: str, port: int, workers: int, share_port: bool
+    data_dir: Path,
+    signers: Path,
+    host: str,
+    port: int,
+    workers: int,
+    tls_cert: str,
+    tls_key: str,
+    share_port: bool,
 ) -> None:
     """Serve the read-only API on HOST:PORT with Granian worker processes.
 
     The data dir must exist (an import creates it); a store with nothing imported yet is
     served, answering 503 until a pack is imported. Refuses a HOST:PORT that another process
     already listens on, unless --share-port. On SIGTERM, requests under way get 5 s to
-    finish. Every other server setting (tokens, limits, timeouts, cache, DuckDB) comes from its
-    APPLIANCE_* environment variable; see docs/configuration.md.
+    finish. With --tls-cert and --tls-key it speaks HTTPS only (a plain HTTP client fails its
+    handshake) and sends HSTS. Every other server setting (tokens, limits, timeouts, cache,
+    DuckDB) comes from its APPLIANCE_* environment variable; see docs/configuration.md.
     """
     flags = {
         cfg.DATA_DIR: data_dir,
@@ -324,6 +335,8 @@ def serve_command(
         cfg.HOST: host,
         cfg.PORT: port,
         cfg.WORKERS: workers,
+        cfg.TLS_CERT: tls_cert,
+        cfg.TLS_KEY: tls_key,
     }
     for setting, value in flags.items():
         os.environ[setting.env] = str(value)  # the workers read their settings from the environment
@@ -332,13 +345,20 @@ def serve_command(
         settings = cfg.load_server_settings()
         if not share_port:
             refuse_a_served_port(host, port)
+        site = None
+        if settings.tls_cert is not None and settings.tls_key is not None:
+            site = load_site_certificate(settings.tls_cert, settings.tls_key)
         notes = prepare_to_serve(settings)
     progress = Progress()
     for note in notes:
         progress(note)
-    progress(f"serving {data_dir} on http://{host}:{port} with {settings.workers} workers")
+    scheme = "https" if site else "http"
+    progress(f"serving {data_dir} on {scheme}://{host}:{port} with {settings.workers} workers")
+    if site is not None:
+        names = ", ".join(site.names) or "no names"
+        progress(f"TLS certificate {site.fingerprint} for {names}, until {site.not_after:%Y-%m-%d}")
     from granian import Granian
-    from granian.constants import HTTPModes, Interfaces
+    from granian.constants import HTTPModes, Interfaces, SSLProtocols
     from granian.http import HTTP1Settings
     from granian.log import LogLevels
 
@@ -350,10 +370,13 @@ def serve_command(
         workers=settings.workers,
         respawn_failed_workers=True,
         log_level=LogLevels(settings.log_level),
-        # HTTP/1 only (no TLS here, so no client speaks HTTP/2): while Granian's automatic mode
-        # sniffs the protocol, no timer runs, and a client that connects and sends nothing is
-        # held open for good. In HTTP/1 mode the header timeout runs from the connection's start.
+        # HTTP/1 only: while Granian's automatic mode sniffs the protocol, no timer runs, and a
+        # client that connects and sends nothing is held open for good. In HTTP/1 mode the
+        # header timeout runs from the connection's start (with TLS too).
         http=HTTPModes.http1,
+        ssl_cert=site.cert if site else None,
+        ssl_key=site.key if site else None,
+        ssl_protocol_min=SSLProtocols.tls12,  # field laptops' browsers: TLS 1.2 and up
         http1_settings=HTTP1Settings(header_read_timeout=settings.header_timeout * 1000),
         # A request still running then (a slow upload) would hold the shutdown for as long as
         # the client likes; its worker is killed, and the next start clears what it left.
@@ -554,9 +577,11 @@ def verify_command(bundle: Path, signers: Path, debian_keyring: Path | None, as_
         )
 
 
-from appliance.access.token_cli import token_group  # noqa: E402 (the group registers below)
+from appliance.access.tls_cli import tls_group  # noqa: E402 (the groups register below)
+from appliance.access.token_cli import token_group  # noqa: E402
 
 main.add_command(token_group)
+main.add_command(tls_group)
 
 
 from appliance.trust.trust_cli import trust_group  # noqa: E402 (the group registers below)

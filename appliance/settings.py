@@ -116,6 +116,18 @@ VIEWER_TOKEN_FILE = Setting(
     "",
     "File holding the viewer bearer token (first line); wins over APPLIANCE_VIEWER_TOKEN.",
 )
+TLS_CERT = Setting(
+    "tls_cert",
+    "APPLIANCE_TLS_CERT",
+    "",
+    "PEM certificate the server serves HTTPS with (with APPLIANCE_TLS_KEY); empty: plain HTTP.",
+)
+TLS_KEY = Setting(
+    "tls_key",
+    "APPLIANCE_TLS_KEY",
+    "",
+    "The certificate's private key (PEM, PKCS#8, no passphrase, not readable by other users).",
+)
 RATE_LIMIT = Setting(
     "rate_limit",
     "APPLIANCE_RATE_LIMIT",
@@ -198,6 +210,8 @@ SERVER_SETTINGS = (
     ADMIN_TOKEN_FILE,
     VIEWER_TOKEN,
     VIEWER_TOKEN_FILE,
+    TLS_CERT,
+    TLS_KEY,
     RATE_LIMIT,
     ADMIN_RATE_LIMIT,
     CACHE_MB,
@@ -253,6 +267,13 @@ class ServerSettings:
     log_level: str
     log_reads: int = 2
     fast_path: bool = True
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    @property
+    def tls(self) -> bool:
+        """Whether the server speaks HTTPS (and only HTTPS)."""
+        return self.tls_cert is not None
 
     @property
     def folders(self) -> RunFolders:
@@ -337,4 +358,16 @@ def load_server_settings(env: Mapping[str, str] | None = None) -> ServerSettings
         log_level=log_level,
         log_reads=_integer(env, LOG_READS, 0, 1_000_000),
         fast_path=bool(_integer(env, FAST_PATH, 0, 1)),
+        **_tls_pair(env),
     )
+
+
+def _tls_pair(env: Mapping[str, str]) -> dict[str, Path | None]:
+    """The certificate and key, both or neither (the pair itself is checked before serving)."""
+    cert = env.get(TLS_CERT.env, TLS_CERT.default).strip()
+    key = env.get(TLS_KEY.env, TLS_KEY.default).strip()
+    if bool(cert) != bool(key):
+        given, missing = (TLS_CERT, TLS_KEY) if cert else (TLS_KEY, TLS_CERT)
+        msg = f"{given.env} is set but {missing.env} is not: HTTPS needs both"
+        raise ConfigError(msg)
+    return {"tls_cert": Path(cert) if cert else None, "tls_key": Path(key) if key else None}

@@ -56,6 +56,10 @@ SECURITY_HEADERS = [
         b"frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
     ),
 ]
+# With HTTPS on, browsers are told to use nothing else for this node for a year (RFC 6797);
+# over plain HTTP browsers ignore it, so it is not sent. A node that turns HTTPS off again stays
+# unreachable from browsers that saw it until then (docs/admin-guide.md, "HTTPS").
+TLS_SECURITY_HEADERS = [*SECURITY_HEADERS, (b"strict-transport-security", b"max-age=31536000")]
 
 
 def request_id_of(scope: Scope) -> str:
@@ -203,7 +207,7 @@ class RequestEdge:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 headers = list(message.get("headers", []))
-                headers += SECURITY_HEADERS
+                headers += TLS_SECURITY_HEADERS if runtime.settings.tls else SECURITY_HEADERS
                 headers.append((b"x-request-id", request_id.encode()))
                 message["headers"] = headers
             elif method == "HEAD":  # a body, or a file to send (pathsend): none of it goes out
