@@ -2,8 +2,9 @@
 # install.sh: install, upgrade, roll back, uninstall, back up or restore the appliance on this node.
 #
 # Runs from the unpacked bundle folder, as root, with no network. In order:
-#   1. verify the bundle with stock tools (ssh-keygen -Y verify, sha256sum -c); nothing on the
-#      node changes before this passes;
+#   1. verify the bundle with stock tools (ssh-keygen -Y verify, sha256sum -c), after the trust
+#      update given with --trust-update (a new release key) and against the node's revocation
+#      list (ssh-keygen -Y verify -r); nothing on the node changes before this passes;
 #   2. check that the node is a Debian release with the python3 the bundle carries wheels for;
 #   3. set up Ansible in a temporary folder, with pip run from its own wheel (the node needs
 #      neither pip nor python3-venv, and nothing outside the temporary folder changes);
@@ -23,11 +24,17 @@ umask 022
 PROG=install.sh
 BUNDLE_DIR=$(cd "$(dirname "$0")" && pwd -P)
 NAMESPACE=appliance-bundle   # appliance/bundles/bundle_layout.py SIGNATURE_NAMESPACE
+# Trust updates, as appliance/trust/trust_layout.py has them (tests/unit/test_installer_facts.py).
+TRUST_NAMESPACE=appliance-trust
+TRUST_FORMAT=appliance-trust-update
+TRUST_MEMBERS="trust-update.json trust-update.json.sig"
 # A version names folders and image tags: only what appliance/bundles/bundle_layout.py VERSION_PATTERN
 # allows (tests/unit/test_installer_facts.py runs both on the same versions).
 VERSION_PATTERN='^[0-9A-Za-z][0-9A-Za-z._-]{0,63}$'
 CONFIG_DIR=${APPLIANCE_CONFIG_DIR:-/etc/appliance}
 INSTALLED_SIGNERS="$CONFIG_DIR/bundle_signers"
+INSTALLED_REVOKED="$INSTALLED_SIGNERS.revoked"   # revoked keys, as ssh-keygen -Y verify -r reads them
+INSTALLED_SERIAL="$INSTALLED_SIGNERS.serial"     # the serial of the last trust update applied
 
 usage() {
     cat <<'EOF'
@@ -45,6 +52,8 @@ Trust (needed on a first install; later the node's own /etc/appliance/bundle_sig
   --signers FILE          allowed_signers file holding the release key (namespace appliance-bundle)
   --trust-fingerprint FP  trust the key in signer.pub if its fingerprint is FP (SHA256:...)
   --pack-signers FILE     allowed_signers for result packs (installed as /etc/appliance/pack_signers)
+  --trust-update FILE     a trust update (.trust) of role bundle, signed by a key the node trusts:
+                          applied before the bundle is verified (a bundle signed by a new release key)
 
 Engine (chosen at the first install, then remembered by the node):
   --engine NAME           podman (default) or docker; both come from the bundle when missing
@@ -84,6 +93,7 @@ action_flag=""
 signers=""
 fingerprint=""
 pack_signers=""
+trust_update=""
 backup_dir=""
 restore_file=""
 purge=false
@@ -127,6 +137,7 @@ while [ $# -gt 0 ]; do
         --signers) value_of "$1" "a file" "${2-}"; signers=$2; shift ;;
         --trust-fingerprint) value_of "$1" "SHA256:..." "${2-}"; fingerprint=$2; shift ;;
         --pack-signers) value_of "$1" "a file" "${2-}"; pack_signers=$2; shift ;;
+        --trust-update) value_of "$1" "a file" "${2-}"; trust_update=$2; shift ;;
         --check) check=true ;;
         --engine) value_of "$1" "podman or docker" "${2-}"; engine=$2; shift ;;
         --change-engine) change_engine=true ;;
@@ -149,6 +160,7 @@ given_file() {
 }
 [ -z "$signers" ] || given_file --signers "$signers"
 [ -z "$pack_signers" ] || given_file --pack-signers "$pack_signers"
+[ -z "$trust_update" ] || given_file --trust-update "$trust_update"
 [ -z "$restore_file" ] || given_file --restore "$restore_file"
 if [ -n "$backup_dir" ]; then
     [ ! -e "$backup_dir" ] || [ -d "$backup_dir" ] || die "--backup $backup_dir is a file, not a folder" 2
@@ -159,6 +171,7 @@ fi
     die "--trust-fingerprint $fingerprint is not a key fingerprint (SHA256: and 43 characters, as ssh-keygen -lf prints)" 2
 [ -z "$signers" ] || signers=$(realpath -e -- "$signers")
 [ -z "$pack_signers" ] || pack_signers=$(realpath -e -- "$pack_signers")
+[ -z "$trust_update" ] || trust_update=$(realpath -e -- "$trust_update")
 [ -z "$restore_file" ] || restore_file=$(realpath -e -- "$restore_file")
 [ -z "$backup_dir" ] || backup_dir=$(realpath -e -- "$backup_dir")
 for given in "$signers" "$pack_signers"; do
@@ -173,8 +186,9 @@ case "$engine" in
 esac
 [ "$change_engine" = false ] || [ -n "$engine" ] || die "--change-engine needs --engine podman or --engine docker" 2
 [ -z "$engine" ] || [ "$action" = install ] || die "--engine goes with an install or upgrade only (the node remembers its engine)" 2
-for tool in ssh-keygen sha256sum python3; do
-    command -v "$tool" >/dev/null || die "$tool not found: install it (Debian: openssh-client, coreutils, python3)" 2
+[ -z "$trust_update" ] || [ "$action" = install ] || die "--trust-update goes with an install or upgrade only" 2
+for tool in ssh-keygen sha256sum python3 tar; do
+    command -v "$tool" >/dev/null || die "$tool not found: install it (Debian: openssh-client, coreutils, python3, tar)" 2
 done
 
 # --- 1. verify the bundle, with stock tools only ----------------------------------------------------
@@ -221,12 +235,169 @@ else
     die "no trusted bundle signers: pass --signers FILE or --trust-fingerprint SHA256:... on a first install" 2
 fi
 
-principal=$(ssh-keygen -Y find-principals -s SHA256SUMS.sig -f "$work/allowed_signers" 2>/dev/null | head -n 1) ||
-    die "SHA256SUMS.sig is not signed by a trusted key" 3
-[ -n "$principal" ] || die "SHA256SUMS.sig is not signed by a trusted key" 3
-verdict=$(ssh-keygen -Y verify -f "$work/allowed_signers" -I "$principal" -n "$NAMESPACE" -s SHA256SUMS.sig \
-    < SHA256SUMS 2>&1) || die "signature check failed: $(echo "$verdict" | tail -n 1)" 3
-signer_fingerprint=$(echo "$verdict" | grep -o 'SHA256:[A-Za-z0-9+/=]*' | head -n 1)
+# The node's revocation list applies whichever allowed_signers is used: a revoked key is refused
+# even where a line still names it.
+revoked=()
+if [ -e "$INSTALLED_REVOKED" ]; then
+    [ -f "$INSTALLED_REVOKED" ] && [ -r "$INSTALLED_REVOKED" ] ||
+        die "$INSTALLED_REVOKED is not a readable file: fix it (it lists the revoked keys)" 2
+    cp "$INSTALLED_REVOKED" "$work/revoked_keys"
+    revoked=(-r "$work/revoked_keys")
+fi
+
+# verify_signature WHAT SIG MESSAGE NAMESPACE: ssh-keygen -Y verify against $work/allowed_signers
+# and the revocation list; sets principal and signer_fingerprint, or dies naming the reason.
+verify_signature() {
+    local what=$1 sig=$2 message=$3 namespace=$4 verdict
+    principal=$(ssh-keygen -Y find-principals -s "$sig" -f "$work/allowed_signers" 2>/dev/null | head -n 1) ||
+        die "$what is not signed by a trusted key" 3
+    [ -n "$principal" ] || die "$what is not signed by a trusted key" 3
+    if ! verdict=$(ssh-keygen -Y verify -f "$work/allowed_signers" -I "$principal" -n "$namespace" -s "$sig" \
+        "${revoked[@]}" < "$message" 2>&1); then
+        # ssh-keygen says only "Could not verify signature" for a revoked key: tell it apart.
+        if [ ${#revoked[@]} -gt 0 ] && ssh-keygen -Y verify -f "$work/allowed_signers" -I "$principal" \
+            -n "$namespace" -s "$sig" < "$message" >/dev/null 2>&1; then
+            die "$what is signed by a revoked key (listed in $revoked_source)" 3
+        fi
+        die "$what: signature check failed: $(echo "$verdict" | tail -n 1)" 3
+    fi
+    signer_fingerprint=$(echo "$verdict" | grep -o 'SHA256:[A-Za-z0-9+/=]*' | head -n 1)
+}
+revoked_source="the revocation list $INSTALLED_REVOKED"
+
+# A trust update of role bundle (docs/formats.md): signed for namespace appliance-trust by a key
+# the node trusts with that namespace named, its serial above the node's. Its allowed_signers
+# and revocation list then verify the bundle; the playbook applies it with this version's own
+# `appliance trust apply` (which checks it again, in full) once the environment is built.
+trust_serial=""
+if [ -n "$trust_update" ]; then
+    what="--trust-update $(basename "$trust_update")"
+    listing=$(tar -tvf "$trust_update" 2>/dev/null) || die "$what is not a whole tar archive: not a trust update" 3
+    [ "$(echo "$listing" | awk '{print $NF}' | paste -sd' ')" = "$TRUST_MEMBERS" ] &&
+        [ "$(echo "$listing" | cut -c1 | paste -sd' ')" = "- -" ] ||
+        die "$what must hold the files $TRUST_MEMBERS, in that order, and nothing else" 3
+    mkdir "$work/trust"
+    for member in $TRUST_MEMBERS; do
+        tar -xOf "$trust_update" "$member" > "$work/trust/$member" 2>/dev/null ||
+            die "$what is truncated or damaged ($member cannot be read)" 3
+    done
+    verify_signature "$what" "$work/trust/trust-update.json.sig" "$work/trust/trust-update.json" "$TRUST_NAMESPACE"
+    update_signer="$principal ($signer_fingerprint)"
+    current_serial=0
+    if [ -e "$INSTALLED_SERIAL" ]; then
+        current_serial=$(cat "$INSTALLED_SERIAL" 2>/dev/null) || current_serial=""
+        [[ "$current_serial" =~ ^[0-9]{1,18}$ ]] || die "$INSTALLED_SERIAL does not hold a serial number: fix it" 2
+    fi
+    # The fields, read strictly (one value per key), and the rules appliance trust apply checks.
+    trust_serial=$(python3 - "$work/trust" "$work/allowed_signers" "$signer_fingerprint" "$current_serial" \
+        "$INSTALLED_SIGNERS" "$NAMESPACE" "$TRUST_NAMESPACE" "$TRUST_FORMAT" 2>"$work/trust.why" <<'EOF'
+import base64, binascii, hashlib, json, re, sys
+
+folder, current, fingerprint, serial_text, installed, role_ns, trust_ns, form = sys.argv[1:]
+allowed = {role_ns, trust_ns}
+KEY_TYPE = re.compile(r"(ssh|ecdsa|sk)-[\w@.-]+")
+
+
+def unique(pairs):
+    seen = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise ValueError(f"key {key!r} appears twice in one object")
+        seen.add(key)
+    return dict(pairs)
+
+
+def refuse(why):
+    sys.exit(f"trust-update.json: {why}")
+
+
+def signer_lines(text):
+    """(namespaces or None, SHA256 fingerprint) of each allowed_signers line."""
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        found = re.search(r'(?i)(?:^|[\s,])namespaces="([^"]*)"', line)
+        words = line.split()
+        blob = next((b for t, b in zip(words, words[1:]) if KEY_TYPE.fullmatch(t)), None)
+        try:
+            digest = hashlib.sha256(base64.b64decode(blob or "!", validate=True)).digest()
+        except (binascii.Error, ValueError):
+            refuse(f"allowed_signers line {line[:32]!r}... has no well-formed key")
+        key = "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+        yield (None if found is None else found.group(1).split(",")), key
+
+
+try:
+    with open(f"{folder}/trust-update.json", encoding="utf-8") as handle:
+        update = json.load(handle, object_pairs_hook=unique)
+except (OSError, ValueError, RecursionError) as exc:
+    refuse(f"not readable JSON ({(str(exc).splitlines() or [type(exc).__name__])[0]})")
+fields = ["format", "format_version", "role", "serial", "issued_at", "allowed_signers", "revoked_keys"]
+if not isinstance(update, dict) or sorted(update) != sorted(fields):
+    refuse(f"must be an object with exactly {', '.join(fields)}")
+version = update["format_version"]
+if update["format"] != form or type(version) is not int or version != 1:
+    refuse(f"not format {form} version 1")
+if update["role"] != "bundle":
+    refuse(f"role {update['role']!r} is not bundle: apply it on the node with appliance trust apply")
+serial = update["serial"]
+if type(serial) is not int or not 1 <= serial < 2**63:
+    refuse("serial must be a whole number from 1")
+if not all(isinstance(update[key], str) for key in ("issued_at", "allowed_signers", "revoked_keys")):
+    refuse("issued_at, allowed_signers and revoked_keys must be strings")
+with open(current, encoding="utf-8") as handle:
+    signing = [ns for ns, key in signer_lines(handle.read()) if key == fingerprint]
+if not any(ns is not None and trust_ns in ns for ns in signing):
+    refuse(f"key {fingerprint} is trusted for bundles but its line does not name namespace {trust_ns}")
+new = list(signer_lines(update["allowed_signers"]))
+if not new:
+    refuse("allowed_signers lists no keys (role bundle would trust nobody)")
+for ns, key in new:
+    if ns is None or not set(ns) <= allowed:
+        granted = "every namespace" if ns is None else ", ".join(sorted(set(ns) - allowed))
+        refuse(f"the line of {key} grants {granted}, beyond role bundle")
+if not any(trust_ns in ns for ns, _ in new):
+    refuse(f"no key keeps namespace {trust_ns}, so role bundle could never be updated again")
+for line in update["revoked_keys"].splitlines():
+    words = line.split()
+    if words and not words[0].startswith("#") and (len(words) < 2 or not KEY_TYPE.fullmatch(words[0])):
+        refuse("revoked_keys has a line that is not a public key")
+signers_text = update["allowed_signers"].rstrip("\n") + "\n"
+current_serial = int(serial_text)
+if serial < current_serial:
+    refuse(f"serial {serial} is older than the applied serial {current_serial} of role bundle")
+if serial == current_serial:
+    # The same update again (a second run of the same install) is fine; another one is a replay.
+    try:
+        with open(installed, encoding="utf-8") as handle:
+            applied = handle.read() == signers_text
+    except OSError:
+        applied = False
+    if not applied:
+        refuse(f"serial {serial} of role bundle is already applied (a replay)")
+with open(f"{folder}/allowed_signers", "w", encoding="utf-8") as handle:
+    handle.write(signers_text)
+with open(f"{folder}/revoked_keys", "w", encoding="utf-8") as handle:
+    handle.write(update["revoked_keys"])
+print(serial)
+EOF
+) || { why=$(tail -n 1 "$work/trust.why"); die "$what refused: ${why:-it could not be read}" 3; }
+    if [ "$trust_serial" = "$current_serial" ]; then
+        note "trust update serial $trust_serial is already applied (signed by $update_signer)"
+        trust_update=""
+    else
+        note "trust update good: role bundle, serial $current_serial -> $trust_serial, signed by $update_signer"
+        cp "$work/allowed_signers" "$work/allowed_signers.before-update"
+    fi
+    # The bundle is verified with the trust the update brings.
+    cp "$work/trust/allowed_signers" "$work/allowed_signers"
+    cp "$work/trust/revoked_keys" "$work/revoked_keys"
+    revoked=(-r "$work/revoked_keys")
+    revoked_source="the revocation list of $what"
+fi
+
+verify_signature SHA256SUMS.sig SHA256SUMS.sig SHA256SUMS "$NAMESPACE"
 note "signature good: $principal ($signer_fingerprint)"
 if ! failed=$(sha256sum --strict --quiet -c SHA256SUMS 2>&1); then
     die "checksum check failed: $(echo "$failed" | head -n 1)" 3
@@ -317,7 +488,13 @@ fi
 
 vars="$work/vars.json"
 export BUNDLE_DIR version principal signer_fingerprint pack_signers purge backup_dir restore_file target engine change_engine
-export SIGNERS_FILE="$work/allowed_signers"
+export trust_update trust_serial
+# With a trust update, the node's trust is installed as it was and the update applied on it.
+if [ -n "$trust_update" ]; then
+    export SIGNERS_FILE="$work/allowed_signers.before-update"
+else
+    export SIGNERS_FILE="$work/allowed_signers"
+fi
 python3 - "$vars" <<'EOF'
 import json, os, sys
 env = os.environ
@@ -329,6 +506,8 @@ json.dump({
     "appliance_bundle_signer_fingerprint": env["signer_fingerprint"],
     "appliance_trust_bundle_signers_src": env["SIGNERS_FILE"],
     "appliance_trust_pack_signers_src": env["pack_signers"],
+    "appliance_trust_update_file": env["trust_update"],
+    "appliance_trust_update_serial": env["trust_serial"],
     "appliance_target_name": env["target"],
     "appliance_engine_change": env["change_engine"] == "true",
     "appliance_purge": env["purge"] == "true",

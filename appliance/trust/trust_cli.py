@@ -8,6 +8,7 @@ unless the line says the update was applied).
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import click
 from appliance import settings as cfg
 from appliance.console import reported_errors
 from appliance.data.store import DataStore
-from appliance.errors import ConfigError, KeyFileError, NodeFault
+from appliance.errors import ConfigError, KeyFileError
 from appliance.faults import os_fault
 from appliance.fsio import atomic_write_bytes
 from appliance.trust import trust_layout as layout
@@ -238,34 +239,61 @@ def apply_command(update: Path, pack_signers: Path, bundle_signers: Path, data_d
 
     The update must be signed (namespace appliance-trust) by a key the role already trusts with
     that namespace named in its line, and carry a serial above the one last applied. Refused:
-    one line, exit 3, nothing changed. Either way the node's history.jsonl records it.
+    one line, exit 3, nothing changed. Either way the node's history.jsonl records it (written
+    as the data store's owner; not at all when there is no data store yet, as on a first install).
     """
-    store = DataStore(data_dir)
     with reported_errors():
         try:
             files = _files_for(update, role_files(pack_signers, bundle_signers))
             verified = apply_update(update, files)
         except TrustRejected as exc:
-            record_refusal(store, update, exc)
+            note = record_event(
+                data_dir,
+                "trust-update-refused",
+                file=update.name,
+                reason=exc.reason,
+                message=str(exc),
+            )
+            if note:
+                click.echo(f"note: the refusal is not in history.jsonl: {note}", err=True)
             raise
-        try:
-            store.record("trust-update", **verified.audit_fields())
-        except OSError as exc:
-            fault = os_fault(exc, "recording the trust update in history.jsonl")
-            msg = f"{update.name} was applied ({_summary(verified)}), but {fault}"
-            raise NodeFault(fault.reason, msg) from exc
+        note = record_event(data_dir, "trust-update", **verified.audit_fields())
     click.echo(f"{update}: applied: {_summary(verified)}")
+    if note:
+        click.echo(f"note: the update is not in history.jsonl: {note}", err=True)
 
 
-def record_refusal(store: DataStore, update: Path, exc: TrustRejected) -> None:
-    """Record a refused trust update in the audit trail, if the trail can be written."""
-    try:
-        store.record("trust-update-refused", file=update.name, reason=exc.reason, message=str(exc))
-    except OSError as record_exc:
-        click.echo(
-            f"note: the refusal is not in history.jsonl: {os_fault(record_exc, 'recording it')}",
-            err=True,
-        )
+def record_event(data_dir: Path, event: str, **fields: Any) -> str | None:
+    """Append `event` to the data store's audit trail as the store's owner; else say why not.
+
+    Root applies trust updates (the trust files are root's); the store is the appliance user's,
+    whose files a root-owned history.jsonl or head would lock out. A node without a data store
+    (a first install) gets none created here.
+    """
+    if not data_dir.is_dir():
+        return f"there is no data store at {data_dir} yet"
+    owner = data_dir.stat()
+    if os.geteuid() != 0 or owner.st_uid == 0:
+        try:
+            DataStore(data_dir).record(event, **fields)
+        except OSError as exc:
+            return str(os_fault(exc, "recording it"))
+        return None
+    pid = os.fork()
+    if pid == 0:  # the child writes as the store's owner, then leaves without cleanup
+        code = 1
+        try:
+            os.setgroups([])
+            os.setgid(owner.st_gid)
+            os.setuid(owner.st_uid)
+            DataStore(data_dir).record(event, **fields)
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        return f"writing {data_dir}'s history.jsonl as its owner (uid {owner.st_uid}) failed"
+    return None
 
 
 @trust_group.command("make")

@@ -27,8 +27,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from appliance.errors import KeyFileError, Rejected, SignatureError
-from appliance.faults import os_fault
+from appliance.errors import KeyFileError, NodeFault, Rejected, SignatureError
+from appliance.faults import describe, os_fault
 from appliance.fsio import atomic_write_bytes
 from appliance.packs.result_pack import format_timestamp, is_integer, parse_timestamp
 from appliance.trust import trust_layout as layout
@@ -444,8 +444,21 @@ def apply_update(path: Path, files: TrustFiles) -> VerifiedUpdate:
         try:
             _write_update(files, verified.update, current)
         except OSError as exc:
-            raise os_fault(exc, f"writing the trust of role {files.role}") from exc
+            raise _write_fault(exc, files) from exc
     return verified
+
+
+def _write_fault(exc: OSError, files: TrustFiles) -> NodeFault:
+    """A fault writing the trust files; without the permission, say whose files they are."""
+    fault = os_fault(exc, f"writing the trust of role {files.role}")
+    if fault.reason != "permission":
+        return fault
+    folder = files.signers.parent
+    msg = (
+        f"writing the trust of role {files.role} failed on this node ({describe(exc)}); "
+        f"run it as the owner of {folder} (root on a node)"
+    )
+    return NodeFault(fault.reason, msg)
 
 
 def check_update(path: Path, files: TrustFiles) -> VerifiedUpdate:
