@@ -8,6 +8,12 @@ only once it has stayed unchanged for three more settle times after the refusal 
 paused longer than the settle time may still be writing it). A fault of the node (disk full,
 store locked) leaves the pack where it is, to be tried again a minute later. A folder that disappears (the
 stick is pulled out) is waited for.
+
+A trust update (`*.trust`, docs/formats.md) of role pack dropped in an inbox is applied before
+the packs beside it: while one is still arriving, or waits after a fault of the node, the packs
+of that inbox wait too, so that a pack signed by a new workstation key is not refused for
+arriving with the update that trusts it. Applied updates move to `done/`, refused ones to
+`rejected/` with their reason, as packs do; both are recorded in the audit trail.
 """
 
 from __future__ import annotations
@@ -21,11 +27,13 @@ from pathlib import Path
 
 from appliance.data.importer import ImportOptions, import_pack
 from appliance.data.store import DataStore
-from appliance.errors import ApplianceError, PackRejected
+from appliance.errors import ApplianceError, PackRejected, Rejected
 from appliance.fsio import unused_path
 from appliance.packs.pack_layout import PACK_SUFFIX
 from appliance.progress import Progress
 from appliance.trust.sshsig import load_allowed_signers
+from appliance.trust.trust_layout import ROLE_PACK, UPDATE_SUFFIX
+from appliance.trust.trust_update import TrustFiles, TrustRejected, apply_update
 
 DONE_DIR = "done"
 REJECTED_DIR = "rejected"
@@ -41,7 +49,9 @@ DEFER_SECONDS = 60.0
 class InboxEvent:
     """Something the watcher did or noticed, for the CLI to print."""
 
-    kind: str  # imported, rejected, deferred, missing, back, error
+    kind: (
+        str  # imported, trusted (a trust update applied), rejected, deferred, missing, back, error
+    )
     inbox: Path
     message: str
     pack: Path | None = None
@@ -57,14 +67,23 @@ class _Inbox:
     deferred: dict[str, tuple[tuple[int, int], float]] = field(default_factory=dict)
     handled: set[tuple[str, int, int]] = field(default_factory=set)
     # name -> (size, mtime) it had when refused as truncated, refusal, time of the refusal
-    truncated: dict[str, tuple[tuple[int, int], PackRejected, float]] = field(default_factory=dict)
+    truncated: dict[str, tuple[tuple[int, int], Rejected, float]] = field(default_factory=dict)
 
 
 def _is_candidate(entry: os.DirEntry[str]) -> bool:
     name = entry.name
-    if name.startswith(".") or not name.endswith(PACK_SUFFIX) or name.endswith(PARTIAL_SUFFIXES):
+    if name.startswith(".") or not name.endswith((PACK_SUFFIX, UPDATE_SUFFIX)):
         return False
-    return entry.is_file(follow_symlinks=False)
+    return not name.endswith(PARTIAL_SUFFIXES) and entry.is_file(follow_symlinks=False)
+
+
+def _is_trust_update(name: str) -> bool:
+    return name.endswith(UPDATE_SUFFIX)
+
+
+def _handling_order(name: str) -> tuple[bool, str]:
+    """Trust updates first, then packs, each by name."""
+    return (not _is_trust_update(name), name)
 
 
 class InboxWatcher:
@@ -118,7 +137,8 @@ class InboxWatcher:
             return events
         try:
             entries = sorted(
-                (e for e in os.scandir(inbox.path) if _is_candidate(e)), key=lambda e: e.name
+                (e for e in os.scandir(inbox.path) if _is_candidate(e)),
+                key=lambda e: _handling_order(e.name),
             )
             stats = {e.name: e.stat(follow_symlinks=False) for e in entries}
         except OSError as exc:
@@ -126,6 +146,7 @@ class InboxWatcher:
             return [*events, InboxEvent("error", inbox.path, f"cannot list inbox: {exc.strerror}")]
         now = time.monotonic()
         observed: dict[str, tuple[tuple[int, int], float]] = {}
+        trust_pending = False  # a trust update not yet applied or refused: the packs wait
         for name, stat in stats.items():
             signature = (stat.st_size, stat.st_mtime_ns)
             seen, since = inbox.observed.get(name, (signature, now))
@@ -134,22 +155,39 @@ class InboxWatcher:
             observed[name] = (signature, since)
             if (name, *signature) in inbox.handled:
                 continue
-            waiting = inbox.deferred.get(name)
-            if waiting is not None and waiting[0] == signature and now < waiting[1]:
+            if trust_pending and not _is_trust_update(name):
                 continue
-            if name in inbox.truncated:
-                event = self._recheck_truncated(inbox, name, signature, now)
-                events += [event] if event is not None else []
-                if event is None or event.kind == "rejected":
-                    continue
-            # Settled by this machine's clock, not the file's mtime (the writer's clock, or a
-            # copy's `cp -p`): unchanged at two looks for at least the settle time.
-            if name in inbox.observed and now - since >= self.settle_seconds:
-                events.append(self._import(inbox, inbox.path / name, signature))
+            handled = self._consider(inbox, name, signature, since, now)
+            events += handled
+            if _is_trust_update(name) and not any(
+                e.kind in ("trusted", "rejected") for e in handled
+            ):
+                trust_pending = True
         inbox.observed = observed
         inbox.truncated = {n: t for n, t in inbox.truncated.items() if n in observed}
         inbox.deferred = {n: d for n, d in inbox.deferred.items() if n in observed}
         return events
+
+    def _consider(
+        self, inbox: _Inbox, name: str, signature: tuple[int, int], since: float, now: float
+    ) -> list[InboxEvent]:
+        """Handle one file of the inbox if it is ready; no events when it is left for later."""
+        events: list[InboxEvent] = []
+        waiting = inbox.deferred.get(name)
+        if waiting is not None and waiting[0] == signature and now < waiting[1]:
+            return events
+        if name in inbox.truncated:
+            event = self._recheck_truncated(inbox, name, signature, now)
+            events += [event] if event is not None else []
+            if event is None or event.kind == "rejected":
+                return events
+        # Settled by this machine's clock, not the file's mtime (the writer's clock, or a
+        # copy's `cp -p`): unchanged at two looks for at least the settle time.
+        if name not in inbox.observed or now - since < self.settle_seconds:
+            return events
+        if _is_trust_update(name):
+            return [*events, self._apply_trust(inbox, inbox.path / name, signature)]
+        return [*events, self._import(inbox, inbox.path / name, signature)]
 
     def _recheck_truncated(
         self, inbox: _Inbox, name: str, signature: tuple[int, int], now: float
@@ -188,6 +226,46 @@ class InboxWatcher:
         return InboxEvent(
             "imported", inbox.path, f"{pack.name} imported as {result.vid}{moved}", pack
         )
+
+    def _apply_trust(self, inbox: _Inbox, update: Path, signature: tuple[int, int]) -> InboxEvent:
+        """Apply a trust update of role pack to the signers the packs are checked with."""
+        try:
+            verified = apply_update(update, TrustFiles(ROLE_PACK, self.signers_file))
+        except TrustRejected as exc:
+            if exc.reason == "truncated":
+                inbox.truncated[update.name] = (signature, exc, time.monotonic())
+                message = (
+                    f"{update.name} looks truncated ({exc}); moved to rejected/ if it stays so"
+                )
+                return InboxEvent("deferred", inbox.path, message, update)
+            note = self._record(
+                "trust-update-refused", file=update.name, reason=exc.reason, message=str(exc)
+            )
+            moved = self._move(inbox, update, signature, REJECTED_DIR, f"{exc.reason}: {exc}\n")
+            return InboxEvent(
+                "rejected", inbox.path, f"{update.name} refused: {exc}{moved}{note}", update
+            )
+        except (ApplianceError, OSError) as exc:
+            inbox.deferred[update.name] = (signature, time.monotonic() + DEFER_SECONDS)
+            message = f"{update.name} waits, and the packs beside it: {exc} (tried again in {DEFER_SECONDS:g} s)"
+            return InboxEvent("deferred", inbox.path, message, update)
+        note = self._record("trust-update", **verified.audit_fields())
+        moved = self._move(inbox, update, signature, DONE_DIR, None)
+        message = (
+            f"{update.name} applied: role pack serial {verified.previous_serial} -> "
+            f"{verified.update.serial}, signed by {verified.signer.principal} "
+            f"({len(verified.added)} key(s) added, {len(verified.removed)} removed, "
+            f"{len(verified.revoked)} revoked){moved}{note}"
+        )
+        return InboxEvent("trusted", inbox.path, message, update)
+
+    def _record(self, event: str, **fields: object) -> str:
+        """Record a trust event in the audit trail; a note for the message if it cannot be."""
+        try:
+            self.store.record(event, **fields)
+        except OSError as exc:
+            return f" (not in history.jsonl: {exc.strerror or exc})"
+        return ""
 
     def _move(
         self, inbox: _Inbox, pack: Path, signature: tuple[int, int], folder: str, reason: str | None

@@ -217,7 +217,10 @@ def _member_data(tar: tarfile.TarFile, name: str, want: str) -> bytes:
             "bad-update", f"{name}: {want} is {member.size} bytes, over the {limit}-byte limit"
         )
     stream = tar.extractfile(member)
-    content = b"" if stream is None else stream.read()
+    try:
+        content = b"" if stream is None else stream.read()
+    except tarfile.TarError as exc:
+        raise _reject("truncated", f"{name} is truncated inside {want}") from exc
     if len(content) != member.size:
         raise _reject("truncated", f"{name} is truncated inside {want}")
     return content
