@@ -2,7 +2,8 @@
 
 The bundle is found, and its members' names and kinds checked, by bundle_reader.py (which the
 audit reads it with too). Then the order follows the trust chain: the SSH signature over
-SHA256SUMS first (namespace "appliance-bundle"), then every listed file against its SHA-256, each
+SHA256SUMS first (namespace "appliance-bundle", by a key of the allowed signers that is inside
+its valid-after/valid-before window and not in their revocation list), then every listed file against its SHA-256, each
 read once in archive order, then nothing present but unlisted, then the manifest. Stock `sha256sum -c` and `ssh-keygen -Y verify` reach
 the same verdict on the first two; they do not notice unlisted files, which is why this exists.
 Given a keyring of Debian's archive keys, the .debs under debs/ are then traced to Debian's own

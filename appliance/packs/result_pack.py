@@ -1,6 +1,7 @@
 """Result packs: the signed manifest, and reading a pack safely from an untrusted file.
 
-Verification follows the manifest as the root of trust: the signature over pack.json first, then
+Verification follows the manifest as the root of trust: the signature over pack.json first (by a
+key of the allowed signers, inside its validity window, not in their revocation list), then
 every member against the manifest's size and SHA-256 while it is copied out, then nothing unlisted,
 then each table's Parquet schema against the registry. Data checks run later, in DuckDB.
 """
