@@ -1,0 +1,138 @@
+"""HTTPS and named tokens on a simulated air-gapped node, as an operator and an admin use them.
+
+Install with a certificate the installer makes for the node; the server speaks HTTPS only, its
+health gate and the image's healthcheck too; the fingerprint is printed and in the audit trail.
+Then an admin token and a viewer token are made on the node, a pack is uploaded through HTTPS
+with the admin token, the trail names the token, and the revoked token is refused within a
+second. A second run keeps HTTPS and changes nothing. Clients inside the node trust exactly the
+node's certificate (Python's ssl with it as the only CA, as `curl --cacert` does).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from bundle import layout
+from tests.e2e.conftest import Stick
+from tests.e2e.simnode import USB, Node, kinds_from_env, start_node
+from tests.e2e.test_node_install import first_install_flags, install, recap, trail, unpack
+
+pytestmark = pytest.mark.slow
+
+# One kind is enough: HTTPS and tokens are the same on every kind (the server, its image and the
+# playbook's tasks are), and each kind costs CI a full install. Debian 13 standard is what a
+# field operator installs today.
+_KINDS = kinds_from_env()
+KIND = next((k for k in _KINDS if k.name == "debian13-standard"), _KINDS[0])
+
+
+@pytest.fixture(scope="module")
+def node(stick: Stick) -> Iterator[Node]:
+    """A fresh node of KIND for this module (overrides the per-kind node of conftest.py)."""
+    started = start_node(f"appliance-e2e-https-{KIND.name}", stick.folder, KIND)
+    try:
+        yield started
+    finally:
+        started.stop()
+
+CERT = "/etc/appliance/tls.crt"
+CLIENT = f"""
+import json, ssl, sys, urllib.request, urllib.error
+method, path, token, body = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+context = ssl.create_default_context(cafile="{CERT}")
+data = open(body, "rb").read() if body else None
+request = urllib.request.Request("https://127.0.0.1:8080" + path, data=data, method=method)
+if token:
+    request.add_header("Authorization", "Bearer " + token)
+try:
+    answer = urllib.request.urlopen(request, timeout=60, context=context)
+    status, headers, text = answer.status, dict(answer.headers), answer.read().decode()
+except urllib.error.HTTPError as e:
+    status, headers, text = e.code, dict(e.headers), e.read().decode()
+print(json.dumps({{"status": status, "headers": {{k.lower(): v for k, v in headers.items()}}, "body": text}}))
+"""
+
+
+def https(
+    node: Node, path: str, *, method: str = "GET", token: str = "", body: str = ""
+) -> dict[str, object]:
+    """One request over HTTPS from inside the node, trusting only the node's certificate."""
+    node.sh(f"cat > /tmp/client.py <<'EOF'\n{CLIENT}EOF", check=True)
+    result = node.sh(f"python3 /tmp/client.py {method} '{path}' '{token}' '{body}'", check=True)
+    answer: dict[str, object] = json.loads(result.stdout)
+    return answer
+
+
+def test_install_with_a_generated_certificate_serves_https_only(node: Node, stick: Stick) -> None:
+    folder = unpack(node, "1.0.0")
+    result = install(
+        node,
+        folder,
+        f"--trust-fingerprint {stick.fingerprint}",
+        f"--pack-signers {USB}/pack_signers",
+        first_install_flags(node),
+        "-e appliance_tls=self-signed",
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    shown = json.loads(node.sh(f"appliance tls show {CERT} /etc/appliance/tls.key --json",
+                               check=True).stdout)  # fmt: skip
+    assert f"HTTPS with certificate {shown['fingerprint']}" in result.stdout
+    assert "127.0.0.1" in shown["names"]
+    event = next(e for e in trail(node) if e["action"] == "tls-certificate")
+    assert shown["fingerprint"] in event["detail"]
+    assert event["detail"].startswith("self-signed")
+    answer = https(node, "/health/startup")
+    assert answer["status"] == 200
+    headers = answer["headers"]
+    assert isinstance(headers, dict)
+    assert headers["strict-transport-security"] == "max-age=31536000"
+    assert node.http("/health/startup")[0] == 0  # plain HTTP fails at the TLS handshake
+    assert node.sh("stat -c '%a %U %G' /etc/appliance/tls.key", check=True).stdout.split() == [
+        "640",
+        "root",
+        "appliance",
+    ]
+    # The image's HEALTHCHECK command, as the engine runs it in the container (with its env).
+    healthcheck = node.sh(
+        f"{node.engine} exec appliance-server {layout.IMAGE_PYTHON} -m appliance.healthcheck"
+    )
+    assert healthcheck.returncode == 0, healthcheck.stdout + healthcheck.stderr
+
+
+def test_tokens_over_https_name_who_uploaded_and_a_revoked_one_is_refused(node: Node) -> None:
+    made = node.sh("appliance token create ops-alice --role admin", check=True)
+    admin = made.stdout.strip()
+    viewer = node.sh("appliance token create wall --role viewer", check=True).stdout.strip()
+    assert admin.startswith("apl_") and viewer.startswith("apl_")
+    time.sleep(1.0)
+    node.sh(f"cp {USB}/results-1.pack /tmp/upload.pack", check=True)
+    uploaded = https(node, "/api/v1/data/packs", method="POST", token=admin,
+                     body="/tmp/upload.pack")  # fmt: skip
+    assert uploaded["status"] == 201, uploaded
+    assert https(node, "/api/v1/items?limit=1")["status"] == 401  # reads need a token now
+    assert https(node, "/api/v1/items?limit=1", token=viewer)["status"] == 200
+    lines = node.sh("cat /var/lib/appliance/history.jsonl", check=True).stdout.splitlines()
+    events = [json.loads(line) for line in lines]
+    imported = next(e for e in events if e["event"] == "import")
+    assert imported["actor"] == "token ops-alice (admin) from 127.0.0.1"
+    created = next(e for e in events if e["event"] == "token-create")
+    assert created["by"]["user"] == "root"  # who ran the command, not the appliance user
+    listed = json.loads(node.sh("appliance token list --json", check=True).stdout)["tokens"]
+    assert {t["name"] for t in listed} >= {"bootstrap", "ops-alice", "wall"}
+    node.sh("appliance token revoke ops-alice", check=True)
+    time.sleep(1.0)
+    refused = https(node, "/api/v1/data/refresh", method="POST", token=admin)
+    assert refused["status"] == 401
+    assert json.loads(str(refused["body"]))["error"]["reason"] == "token_revoked"
+    assert node.sh("appliance history verify").returncode == 0
+
+
+def test_a_second_run_keeps_https_and_changes_nothing(node: Node) -> None:
+    result = install(node, "/var/tmp/bundle-1.0.0/appliance-1.0.0")
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert recap(result.stdout)["changed"] == 0
+    assert https(node, "/health/startup")["status"] == 200
