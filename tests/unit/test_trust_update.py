@@ -542,3 +542,21 @@ def test_read_update_bytes_names_the_members_in_order(tmp_path: Path, keys: dict
     manifest, signature = read_update_bytes(data, "u.trust")
     assert json.loads(manifest)["role"] == "bundle"
     assert signature.startswith(b"-----BEGIN SSH SIGNATURE-----")
+
+
+def test_an_update_made_with_stock_tools_as_formats_md_shows_is_applied(
+    tmp_path: Path, keys: dict[str, Key], node: dict[str, TrustFiles]
+) -> None:
+    """json + `ssh-keygen -Y sign -n appliance-trust` + `tar --format=ustar`: no code of ours."""
+    if shutil.which("tar") is None:
+        pytest.skip("needs tar")
+    work = tmp_path / "stock"
+    work.mkdir()
+    manifest = TrustUpdate(layout.ROLE_BUNDLE, 1, ISSUED, rotation_signers(keys), "").as_json()
+    (work / layout.UPDATE_MANIFEST).write_text(json.dumps(manifest, indent=2))
+    sign_argv = ["ssh-keygen", "-Y", "sign", "-f", str(keys["old"].path), "-n", TRUST_NS]
+    subprocess.run([*sign_argv, layout.UPDATE_MANIFEST], cwd=work, check=True, capture_output=True)
+    tar_argv = ["tar", "--format=ustar", "-cf", str(tmp_path / "stock.trust")]
+    subprocess.run([*tar_argv, *layout.UPDATE_MEMBERS], cwd=work, check=True)
+    applied = apply_update(tmp_path / "stock.trust", node[layout.ROLE_BUNDLE])
+    assert applied.update.serial == 1 and applied.signer.principal == "release"
