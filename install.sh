@@ -226,7 +226,8 @@ elif [ -n "$fingerprint" ]; then
     actual=$(ssh-keygen -lf signer.pub 2>/dev/null | awk '{print $2}') || actual=""
     [ -n "$actual" ] || die "signer.pub is not an SSH public key" 3
     [ "$actual" = "$fingerprint" ] || die "signer.pub has fingerprint $actual, not $fingerprint: not trusted" 3
-    printf 'release namespaces="%s" %s\n' "$NAMESPACE" "$(cut -d' ' -f1,2 signer.pub)" > "$work/allowed_signers"
+    # The release key may also sign the trust updates that rotate it (docs/formats.md).
+    printf 'release namespaces="%s,%s" %s\n' "$NAMESPACE" "$TRUST_NAMESPACE" "$(cut -d' ' -f1,2 signer.pub)" > "$work/allowed_signers"
 elif [ -e "$INSTALLED_SIGNERS" ]; then
     [ -f "$INSTALLED_SIGNERS" ] && [ -r "$INSTALLED_SIGNERS" ] ||
         die "$INSTALLED_SIGNERS is not a readable file: fix it, or pass --signers FILE or --trust-fingerprint SHA256:..." 2

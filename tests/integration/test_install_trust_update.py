@@ -211,3 +211,17 @@ def test_trust_update_goes_with_an_install_only(
     tree = signed_tree(tmp_path / "stick", keys["new"].path)
     result = run_install_sh(tree, tmp_path, "--rollback", "--trust-update", update)
     assert_one_error_line(result, 2, "--trust-update goes with an install or upgrade only")
+
+
+def test_a_key_trusted_by_fingerprint_may_sign_the_update_that_rotates_it(
+    tmp_path: Path, keys: dict[str, Key]
+) -> None:
+    """A first install with --trust-fingerprint trusts the release key for appliance-trust too."""
+    tree = signed_tree(tmp_path / "stick", keys["old"].path)  # its signer.pub is the old key
+    update = write_update(tmp_path, keys["old"], rotation(keys))
+    fingerprint = keys["old"].public.fingerprint
+    result = run_install_sh(
+        tree, tmp_path, "--trust-fingerprint", fingerprint, "--trust-update", update
+    )
+    assert "trust update good: role bundle, serial 0 -> 1" in result.stderr, result.stderr
+    assert verified_with(result, keys["old"]), result.stderr
