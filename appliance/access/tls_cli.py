@@ -58,8 +58,8 @@ def self_signed_command(
 
 
 @tls_group.command("show")
-@click.argument("cert", type=click.Path(path_type=Path, dir_okay=False))
-@click.argument("key", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("cert", type=click.Path(path_type=Path))
+@click.argument("key", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def show_command(cert: Path, key: Path, as_json: bool) -> None:
     """Check CERT and KEY as the server will (PEM, PKCS#8, the pair, validity); print them."""

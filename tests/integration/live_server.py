@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -39,17 +40,20 @@ class LiveServer:
     workers: int
     process: subprocess.Popen[str]
     log_lines: list[str] = field(default_factory=list)
+    tls_cert: Path | None = None  # with --tls-cert: HTTPS, trusting exactly that certificate
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.tls_cert else "http"
+        return f"{scheme}://{'localhost' if self.tls_cert else '127.0.0.1'}:{self.port}"
 
     def url(self, path: str) -> str:
         return self.base + path
 
     def client(self, **kwargs: object) -> httpx.Client:
         """A client on this server (keep-alive: one connection, so one worker)."""
-        return httpx.Client(base_url=self.base, timeout=30, **kwargs)  # type: ignore[arg-type]
+        verify: object = ssl.create_default_context(cafile=self.tls_cert) if self.tls_cert else True
+        return httpx.Client(base_url=self.base, timeout=30, verify=verify, **kwargs)  # type: ignore[arg-type]
 
     def get(self, path: str, **kwargs: object) -> httpx.Response:
         """One request on a fresh connection (so requests spread over the workers)."""
@@ -112,7 +116,8 @@ def live_server(
     process = subprocess.Popen(
         argv, env=environment, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
     )
-    server = LiveServer(data_dir, port, workers, process)
+    tls_cert = Path(args[args.index("--tls-cert") + 1]) if "--tls-cert" in args else None
+    server = LiveServer(data_dir, port, workers, process, tls_cert=tls_cert)
     reader = threading.Thread(target=_collect, args=(process, server.log_lines), daemon=True)
     reader.start()
     try:
