@@ -18,6 +18,7 @@ from server.app import DASHBOARD_DIR
 from tests.integration.live_server import ADMIN_TOKEN, LiveServer
 
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's: Playwright's own browser download is never used
+NODE_NAME = "appliance.test"  # the node as the site knows it: a name that is not loopback
 CHROMIUM_ARGS = (
     "--no-sandbox",
     "--disable-gpu",
@@ -27,6 +28,7 @@ CHROMIUM_ARGS = (
     "--no-first-run",
     "--disable-default-apps",
     "--disable-quic",
+    f"--host-resolver-rules=MAP {NODE_NAME} 127.0.0.1",  # the name resolves to the test servers
 )
 DESKTOP: ViewportSize = {"width": 1366, "height": 768}
 TABLET: ViewportSize = {"width": 768, "height": 1024}
@@ -73,6 +75,7 @@ class Dashboard:
 
     page: Page
     server: LiveServer
+    at: str | None = None  # the origin to open the dashboard at, if not the server's own
 
     def get(self, testid: str) -> Locator:
         return self.page.get_by_test_id(testid)
@@ -83,7 +86,7 @@ class Dashboard:
         if self.page.url != "about:blank":
             # A goto that changes the hash only would stay in the same document.
             self.page.goto("about:blank")
-        self.page.goto(f"{self.server.base}/{query}#{route}")
+        self.page.goto(f"{self.at or self.server.base}/{query}#{route}")
 
     def open_overview(self, *, poll: int | None = None) -> None:
         self.open("/", poll=poll)

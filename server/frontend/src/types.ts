@@ -101,10 +101,22 @@ export interface DataVersion {
   rows: Record<string, number>;
 }
 
+/** Who made a change (`by` of an audit-trail line): a user on the node's command line, or an API token. */
+export interface ChangedBy {
+  via?: "cli" | "api" | string;
+  host?: string;
+  user?: string | null;
+  token?: string | null;
+  role?: string | null;
+  client?: string | null;
+  request_id?: string | null;
+}
+
 export interface HistoryEvent {
   ts?: string;
   event?: string;
   actor?: string;
+  by?: ChangedBy;
   version?: string;
   previous?: string | null;
   reason?: string;

@@ -58,7 +58,7 @@ export function errorState(err: unknown, options: ErrorOptions = {}): HTMLElemen
     case "unauthorized":
       iconName = "lock";
       title = e.status === 403 ? "Access refused" : "Access token required";
-      body = [h("p", null, `The server answered: ${e.message}.`), viewerTokenForm(options.retry)];
+      body = [h("p", null, e.status === 401 ? tokenRefusal(e) : `The server answered: ${e.message}.`), viewerTokenForm(options.retry)];
       break;
     case "not-found":
       iconName = "search";
@@ -78,6 +78,20 @@ export function errorState(err: unknown, options: ErrorOptions = {}): HTMLElemen
     icon(iconName, "state-icon"),
     h("div", { class: "state-body" }, h("h2", null, title), body, e.requestId ? h("p", { class: "muted small" }, `Request id ${e.requestId}`) : null, e.kind !== "not-found" && e.kind !== "unauthorized" ? retry : null),
   );
+}
+
+/** A refused token (401) in words: what its reason code means, with the server's message. */
+export function tokenRefusal(err: ApiError): string {
+  switch (err.reason) {
+    case "token_expired":
+      return `The token has expired (${err.message}). Ask the node's admin for a new one.`;
+    case "token_revoked":
+      return `The token has been revoked (${err.message}) and is refused from now on. Ask the node's admin for a new one.`;
+    case "token_invalid":
+      return `This node does not know that token (${err.message}). Check that it was copied whole.`;
+    default:
+      return `The server answered: ${err.message}.`;
+  }
 }
 
 /** Lets a reader enter the viewer token a node may require for reading (kept for this browser tab). */

@@ -3,8 +3,9 @@ import type { PageContext } from "../app";
 import { ApiError, apiPath, errorFrom, getJson, request, tokens, unreachable } from "../api";
 import { fill, h, icon } from "../dom";
 import { num, utc } from "../format";
+import { sendsInClear } from "../transport";
 import type { DataVersion, DataVersions, ImportResult } from "../types";
-import { card } from "../ui";
+import { card, tokenRefusal } from "../ui";
 
 type Tone = "ok" | "error" | "info";
 
@@ -34,13 +35,36 @@ export async function adminPage(ctx: PageContext): Promise<void> {
 function explain(err: unknown): string {
   if (!(err instanceof ApiError)) return err instanceof Error ? err.message : String(err);
   if (err.kind === "unreachable") return "The server is unreachable; nothing was changed. Try again when it is back.";
-  if (err.status === 401) return `Token rejected: ${err.message}. Enter the admin token again.`;
+  if (err.status === 401) return `Token rejected. ${tokenRefusal(err)}`;
   if (err.status === 403) return `Not allowed: ${err.message}.`;
   if (err.status === 429) return `Too many admin requests: ${err.message}. Wait a minute and try again.`;
   return `${err.message} (${err.status}${err.code ? ` ${err.code}` : ""}).`;
 }
 
+/** Says that a token sent from this page crosses the network in clear; `confirm` is the admin's explicit yes. */
+function plainHttpWarning(confirm: HTMLInputElement): HTMLElement {
+  return h(
+    "div",
+    { class: "warning", id: "plain-http-warning", "data-testid": "plain-http-warning" },
+    icon("alert", "warning-icon"),
+    h(
+      "div",
+      { class: "warning-body" },
+      h("p", { class: "warning-title" }, "This connection is not encrypted"),
+      h(
+        "p",
+        null,
+        `This page came over plain HTTP from ${location.host}, another machine. The admin token would cross the network in clear: anyone on the way could read it and use it to change the data this node serves. Open the node's HTTPS address instead (ask its admin; the server sets it up with `,
+        h("code", null, "appliance serve --tls-cert --tls-key"),
+        ").",
+      ),
+      h("label", { class: "check", for: "plain-http-confirm" }, confirm, "Send the token over plain HTTP anyway"),
+    ),
+  );
+}
+
 function tokenForm(ctx: PageContext, say: (text: string, tone: Tone) => void, unlocked: (token: string) => void): HTMLElement {
+  const inClear = sendsInClear();
   const input = h("input", {
     type: "password",
     id: "admin-token",
@@ -48,12 +72,14 @@ function tokenForm(ctx: PageContext, say: (text: string, tone: Tone) => void, un
     "data-testid": "admin-token-input",
     autocomplete: "off",
     spellcheck: "false",
-    "aria-describedby": "admin-token-help",
+    "aria-describedby": inClear ? "plain-http-warning admin-token-help" : "admin-token-help",
   });
   const submit = h("button", { type: "submit", class: "btn btn-primary", "data-testid": "admin-token-submit" }, "Unlock admin actions");
+  const confirm = h("input", { type: "checkbox", id: "plain-http-confirm", "data-testid": "plain-http-confirm" });
   const form = h(
     "form",
     { class: "token-form", novalidate: true },
+    inClear ? plainHttpWarning(confirm) : null,
     h("label", { for: "admin-token" }, "Admin token"),
     h("div", { class: "row" }, input, submit),
     h(
@@ -68,6 +94,11 @@ function tokenForm(ctx: PageContext, say: (text: string, tone: Tone) => void, un
     if (!value) {
       say("Enter the admin token first.", "error");
       input.focus();
+      return;
+    }
+    if (inClear && !confirm.checked) {
+      say("The token was not sent: this connection is not encrypted. Open the node's HTTPS address, or confirm that you accept sending it in clear.", "error");
+      confirm.focus();
       return;
     }
     submit.disabled = true;

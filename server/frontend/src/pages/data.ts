@@ -3,7 +3,7 @@ import type { PageContext } from "../app";
 import { ApiError, apiPath, getJson } from "../api";
 import { fill, h } from "../dom";
 import { age, num, utc } from "../format";
-import type { DataVersion, DataVersions, HistoryEvent } from "../types";
+import type { ChangedBy, DataVersion, DataVersions, HistoryEvent } from "../types";
 import { card, empty, errorState, facts, table, timeCell } from "../ui";
 
 export async function dataPage(ctx: PageContext): Promise<void> {
@@ -23,7 +23,7 @@ export async function dataPage(ctx: PageContext): Promise<void> {
 
   fill(
     ctx.root,
-    h("div", { class: "page-head" }, h("div", null, h("h1", null, "Data versions"), h("p", { class: "muted" }, "What this node serves, where it came from, and every import, refusal and rollback."))),
+    h("div", { class: "page-head" }, h("div", null, h("h1", null, "Data versions"), h("p", { class: "muted" }, "What this node serves, where it came from, and every change made to it, with who made it."))),
     current ? currentCard(current) : card("Served now", {}, errorState(currentResult.status === "rejected" ? currentResult.reason : null)),
     versions ? versionsCard(versions) : card("Versions", {}, errorState(versionsResult.status === "rejected" ? versionsResult.reason : null)),
     versions ? historyCard(versions.history) : null,
@@ -90,7 +90,23 @@ const EVENT_LABELS: Record<string, [string, string]> = {
   reject: ["Refused", "tag-bad"],
   rollback: ["Rolled back", "tag-info"],
   "import-discarded": ["Discarded", "tag-warn"],
+  refresh: ["Refreshed", "tag-info"],
+  "token-create": ["Token made", "tag-info"],
+  "token-revoke": ["Token revoked", "tag-warn"],
+  "trust-update": ["Trust updated", "tag-ok"],
+  "trust-update-refused": ["Trust refused", "tag-bad"],
 };
+
+/** Whose keys a trust update is about (`role` of trust-update events). */
+const TRUST_ROLES: Record<string, string> = {
+  pack: "the keys that may sign result packs",
+  bundle: "the keys that may sign installation bundles",
+};
+
+/** "2 keys", "1 key". */
+function keys(n: number): string {
+  return `${n} key${n === 1 ? "" : "s"}`;
+}
 
 /** The file name of a pack path (uploads are kept under a temporary name; the full path is in the tooltip). */
 function packName(path: string | null): HTMLElement | null {
@@ -121,10 +137,65 @@ function eventDetails(e: HistoryEvent): HTMLElement {
     case "rollback":
       parts.push(h("span", null, `Serving ${e.version ?? "?"} again${e.previous ? ` instead of ${e.previous}` : ""}`));
       break;
+    case "refresh":
+      parts.push(h("span", null, e.version ? `The server re-read the served version: ${e.version}` : "The server re-read the served version: no data yet"));
+      break;
+    case "token-create":
+      parts.push(
+        h("span", null, `Made ${str("role") ?? ""} token `, h("span", { class: "mono" }, str("token") ?? "?")),
+        h("span", { class: "muted small block" }, str("expires") ? `Expires ${utc(str("expires"))}` : "Does not expire"),
+      );
+      break;
+    case "token-revoke":
+      parts.push(h("span", null, `Revoked ${str("role") ?? ""} token `, h("span", { class: "mono" }, str("token") ?? "?"), ": refused from now on"));
+      break;
+    case "trust-update": {
+      const count = (k: string): number => (Array.isArray(e[k]) ? (e[k] as unknown[]).length : 0);
+      const counts: [string, number][] = [["added", count("added")], ["removed", count("removed")], ["revoked", count("revoked")], ["no longer revoked", count("unrevoked")]];
+      const changes = counts.filter(([, n]) => n > 0).map(([what, n]) => `${keys(n)} ${what}`);
+      const serial = typeof e.serial === "number" ? `serial ${e.serial}${typeof e.previous_serial === "number" ? ` (was ${e.previous_serial})` : ""}` : "a new serial";
+      parts.push(
+        h("span", null, `Installed ${serial} of ${TRUST_ROLES[str("role") ?? ""] ?? `the ${str("role") ?? "?"} keys`}`),
+        h("span", { class: "muted small block" }, [changes.join(", ") || "no key changed", str("signer") ? `signed by ${str("signer")}` : null].filter(Boolean).join(" · ")),
+        str("file") ? h("span", { class: "muted small block" }, "From ", h("span", { class: "mono" }, str("file"))) : "",
+      );
+      break;
+    }
+    case "trust-update-refused":
+      parts.push(
+        h("span", null, h("span", { class: "tag tag-bad mono" }, e.reason ?? "refused"), " ", e.message ?? ""),
+        h("span", { class: "muted small block" }, "Nothing was changed", str("file") ? h("span", null, "; from ", h("span", { class: "mono" }, str("file"))) : null),
+      );
+      break;
     default:
       parts.push(h("span", null, [e.version, e.reason, e.message].filter((x) => typeof x === "string" && x).join(" · ") || "–"));
   }
   return h("div", { class: "event-details" }, parts);
+}
+
+/** Who made a change: the token, its role and the client's address, or the user on the node's command line. */
+function changedBy(e: HistoryEvent): HTMLElement {
+  const by: ChangedBy = e.by ?? {};
+  if (by.via === "api" && by.token) {
+    return h(
+      "span",
+      { "data-testid": "history-actor", "data-via": "api" },
+      "token ",
+      h("span", { class: "mono" }, by.token),
+      by.role ? h("span", { class: "tag" }, by.role) : null,
+      h("span", { class: "muted small block" }, `from ${by.client ?? "an unknown address"}`),
+      by.request_id ? h("span", { class: "muted small block mono" }, `request ${by.request_id}`) : null,
+    );
+  }
+  if (by.via === "cli" && by.user) {
+    return h(
+      "span",
+      { "data-testid": "history-actor", "data-via": "cli" },
+      h("span", { class: "mono" }, by.host ? `${by.user}@${by.host}` : by.user),
+      h("span", { class: "muted small block" }, "on the command line"),
+    );
+  }
+  return h("span", { "data-testid": "history-actor" }, e.actor ?? "–");
 }
 
 function historyCard(history: HistoryEvent[]): HTMLElement {
@@ -139,12 +210,12 @@ function historyCard(history: HistoryEvent[]): HTMLElement {
       },
     },
     { label: "Version", cell: (e: HistoryEvent) => h("span", { class: "mono" }, e.version ?? "–") },
-    { label: "Details", cell: eventDetails },
-    { label: "By", cls: "hide-narrow", cell: (e: HistoryEvent) => e.actor ?? "–" },
+    { label: "By", cls: "history-by", cell: changedBy },
+    { label: "Details", cls: "history-details", cell: eventDetails },
   ];
   return card(
     "History",
-    { sub: "Imports, refusals and rollbacks recorded on this node (the latest 200), newest first" },
+    { sub: "Imports, refusals, rollbacks, refreshes, token and trust changes recorded on this node (the latest 200), newest first, with who made each" },
     rows.length
       ? h(
           "div",
