@@ -10,9 +10,11 @@ store locked) leaves the pack where it is, to be tried again a minute later. A f
 stick is pulled out) is waited for.
 
 A trust update (`*.trust`, docs/formats.md) of role pack dropped in an inbox is applied before
-the packs beside it: while one is still arriving, or waits after a fault of the node, the packs
-of that inbox wait too, so that a pack signed by a new workstation key is not refused for
-arriving with the update that trusts it. Applied updates move to `done/`, refused ones to
+the packs beside it: while one is still arriving (not yet settled, or refused as truncated and
+within its grace), the packs of that inbox wait, so that a pack signed by a new workstation key
+is not refused for arriving with the update that trusts it. Once the update has been tried they
+go on whatever became of it: an update this node cannot apply (a fault, a trust folder it may
+not write) must not hold every pack back. Applied updates move to `done/`, refused ones to
 `rejected/` with their reason, as packs do; both are recorded in the audit trail.
 """
 
@@ -146,7 +148,7 @@ class InboxWatcher:
             return [*events, InboxEvent("error", inbox.path, f"cannot list inbox: {exc.strerror}")]
         now = time.monotonic()
         observed: dict[str, tuple[tuple[int, int], float]] = {}
-        trust_pending = False  # a trust update not yet applied or refused: the packs wait
+        trust_pending = False  # a trust update still arriving: the packs wait for it
         for name, stat in stats.items():
             signature = (stat.st_size, stat.st_mtime_ns)
             seen, since = inbox.observed.get(name, (signature, now))
@@ -159,9 +161,8 @@ class InboxWatcher:
                 continue
             handled = self._consider(inbox, name, signature, since, now)
             events += handled
-            if _is_trust_update(name) and not any(
-                e.kind in ("trusted", "rejected") for e in handled
-            ):
+            arriving = name in inbox.truncated or (not handled and name not in inbox.deferred)
+            if _is_trust_update(name) and arriving:
                 trust_pending = True
         inbox.observed = observed
         inbox.truncated = {n: t for n, t in inbox.truncated.items() if n in observed}
@@ -247,7 +248,7 @@ class InboxWatcher:
             )
         except (ApplianceError, OSError) as exc:
             inbox.deferred[update.name] = (signature, time.monotonic() + DEFER_SECONDS)
-            message = f"{update.name} waits, and the packs beside it: {exc} (tried again in {DEFER_SECONDS:g} s)"
+            message = f"{update.name} waits: {exc} (tried again in {DEFER_SECONDS:g} s)"
             return InboxEvent("deferred", inbox.path, message, update)
         note = self._record("trust-update", **verified.audit_fields())
         moved = self._move(inbox, update, signature, DONE_DIR, None)

@@ -452,14 +452,14 @@ def apply_update(path: Path, files: TrustFiles) -> VerifiedUpdate:
 
 
 def _write_fault(exc: OSError, files: TrustFiles) -> NodeFault:
-    """A fault writing the trust files; without the permission, say whose files they are."""
+    """A fault writing the trust files; if this process may not write them, say who may."""
     fault = os_fault(exc, f"writing the trust of role {files.role}")
-    if fault.reason != "permission":
+    if fault.reason not in ("permission", "read-only"):
         return fault
-    folder = files.signers.parent
     msg = (
         f"writing the trust of role {files.role} failed on this node ({describe(exc)}); "
-        f"run it as the owner of {folder} (root on a node)"
+        f"apply it as a user that may write {files.signers.parent} (root on a node, "
+        "with appliance trust apply)"
     )
     return NodeFault(fault.reason, msg)
 

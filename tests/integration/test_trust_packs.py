@@ -254,3 +254,20 @@ def test_a_cut_trust_update_is_refused_by_apply_in_one_line(tmp_path: Path, node
     assert result.returncode == 3
     [error] = result.stderr.strip().splitlines()
     assert error.startswith("error: update.trust is truncated")
+
+
+def test_a_trust_update_the_node_cannot_apply_holds_no_pack_back(
+    tmp_path: Path, node: PackNode, demo_tables: Path
+) -> None:
+    """The update waits (a fault of the node); the pack beside it goes on with today's trust."""
+    (
+        node.etc / "pack_signers.serial"
+    ).mkdir()  # the node's trust is damaged: not the update's fault
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    make_pack(demo_tables, node.workstation, inbox / "today.pack")
+    write_update(inbox, node.lead, node.signers.read_text(), role=layout.ROLE_PACK, name="u.trust")
+    result = watch_once(inbox, node.data, node.trust)
+    assert result.returncode == 3  # something is left waiting
+    assert "u.trust waits:" in result.stderr and "today.pack imported" in result.stderr
+    assert (inbox / "u.trust").exists()
