@@ -87,10 +87,8 @@ def trust_group() -> None:
     """Whom the node trusts per role (bundle, pack): show it, apply signed trust updates."""
 
 
-def _window(line: AllowedSigner) -> str:
-    after = f"{line.valid_after:%Y-%m-%dT%H:%M:%SZ}" if line.valid_after else "-"
-    before = f"{line.valid_before:%Y-%m-%dT%H:%M:%SZ}" if line.valid_before else "-"
-    return f"{after} .. {before}"
+def _utc(moment: datetime | None) -> str | None:
+    return None if moment is None else f"{moment:%Y-%m-%dT%H:%M:%SZ}"
 
 
 def _status(line: AllowedSigner, revoked: bool, now: datetime) -> str:
@@ -122,12 +120,8 @@ def _role_view(files: TrustFiles, now: datetime) -> dict[str, Any]:
                 "fingerprint": line.key.fingerprint,
                 "key_type": line.key.key_type,
                 "namespaces": None if line.namespaces is None else list(line.namespaces),
-                "valid_after": None
-                if line.valid_after is None
-                else f"{line.valid_after:%Y-%m-%dT%H:%M:%SZ}",
-                "valid_before": None
-                if line.valid_before is None
-                else f"{line.valid_before:%Y-%m-%dT%H:%M:%SZ}",
+                "valid_after": _utc(line.valid_after),
+                "valid_before": _utc(line.valid_before),
                 "status": _status(line, line.key.blob in revoked, now),
                 "signs_trust_updates": line.namespaces is not None
                 and layout.SIGNATURE_NAMESPACE in line.namespaces,
@@ -157,9 +151,7 @@ def show_command(pack_signers: Path, bundle_signers: Path, as_json: bool) -> Non
             _role_view(files, now) for files in role_files(pack_signers, bundle_signers).values()
         ]
     if as_json:
-        click.echo(
-            json.dumps({"checked_at": f"{now:%Y-%m-%dT%H:%M:%SZ}", "roles": views}, indent=2)
-        )
+        click.echo(json.dumps({"checked_at": _utc(now), "roles": views}, indent=2))
         return
     for view in views:
         state = "" if view["present"] else " (no such file)"
