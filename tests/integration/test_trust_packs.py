@@ -7,10 +7,14 @@ the role's trust) and workstation keys for packs only.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
+import os
+import shutil
 import subprocess
 import tarfile
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -271,3 +275,26 @@ def test_a_trust_update_the_node_cannot_apply_holds_no_pack_back(
     assert result.returncode == 3  # something is left waiting
     assert "u.trust waits:" in result.stderr and "today.pack imported" in result.stderr
     assert (inbox / "u.trust").exists()
+
+
+def test_root_records_in_the_trail_as_the_data_stores_owner(tmp_path: Path, node: PackNode) -> None:
+    """Root applies trust (its files are root's); the trail stays the appliance user's."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to apply as root and a store owned by another user")
+    nobody = 65534
+    # Below a folder others may pass through, as /var/lib is (pytest's own is root's alone).
+    shared = Path(tempfile.mkdtemp(prefix="trust-owner-", dir="/var/tmp"))
+    try:
+        shared.chmod(0o755)
+        store = dataclasses.replace(node, data=shared / "data")
+        store.data.mkdir(mode=0o750)
+        os.chown(store.data, nobody, nobody)
+        update = write_update(tmp_path, node.lead, node.signers.read_text(), role=layout.ROLE_PACK)
+        result = trust(store, "apply", update)
+        assert result.returncode == 0, result.stderr
+        assert "not in history.jsonl" not in result.stderr
+        owners = {path.name: path.stat().st_uid for path in store.data.iterdir()}
+        assert owners and set(owners.values()) == {nobody}, owners
+        assert history(store)[-1]["event"] == "trust-update"
+    finally:
+        shutil.rmtree(shared)
