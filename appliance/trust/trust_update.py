@@ -27,7 +27,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from appliance.errors import KeyFileError, NodeFault, Rejected, SignatureError
+from appliance.errors import ConfigError, KeyFileError, NodeFault, Rejected, SignatureError
 from appliance.faults import describe, os_fault
 from appliance.fsio import atomic_write_bytes
 from appliance.packs.result_pack import format_timestamp, is_integer, parse_timestamp
@@ -167,7 +167,8 @@ def read_update_file(path: Path) -> tuple[bytes, bytes]:
             raise _reject("bad-update", msg)
         data = path.read_bytes()
     except FileNotFoundError as exc:
-        raise _reject("not-an-update", f"{path} does not exist") from exc
+        msg = f"trust update {path} does not exist"
+        raise ConfigError(msg) from exc
     except OSError as exc:
         raise os_fault(exc, f"reading {path}") from exc
     return read_update_bytes(data, path.name)
