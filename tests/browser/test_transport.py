@@ -12,15 +12,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import ssl
 import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
-import httpx
 import pytest
 from playwright.sync_api import Browser, Error, Page, Playwright, Request, expect
 
@@ -33,8 +30,8 @@ from tests.browser.dashboard import (
     Dashboard,
     RequestLog,
 )
-from tests.conftest import BIN, Signer, import_into, run
-from tests.integration.live_server import ADMIN_TOKEN, READY_TIMEOUT, LiveServer, free_port
+from tests.conftest import Signer, import_into, run
+from tests.integration.live_server import ADMIN_TOKEN, LiveServer, live_server
 
 
 def carrying(page: Page, secret: str) -> list[str]:
@@ -49,6 +46,11 @@ def carrying(page: Page, secret: str) -> list[str]:
     return sent
 
 
+def named(server: LiveServer) -> str:
+    """The server's origin under the node's name, as the site's browsers reach it."""
+    return f"{urlsplit(server.base).scheme}://{NODE_NAME}:{server.port}"
+
+
 def admin_requests(server: LiveServer) -> list[str]:
     """The paths of the POST requests the server has logged so far."""
     lines = [json.loads(line) for line in server.log_lines if line.startswith("{")]
@@ -61,7 +63,7 @@ def admin_requests(server: LiveServer) -> list[str]:
 def test_plain_http_to_a_named_node_warns_and_sends_no_token_until_confirmed(
     page: Page, server: LiveServer, request_log: RequestLog
 ) -> None:
-    at = f"http://{NODE_NAME}:{server.port}"
+    at = named(server)
     request_log.origins.add(at)
     dashboard = Dashboard(page, server, at=at)
     sent = carrying(page, ADMIN_TOKEN)
@@ -114,65 +116,14 @@ def test_loopback_http_signs_in_without_a_warning(
 # --- HTTPS ---------------------------------------------------------------------------------------
 
 
-@dataclass
-class HttpsServer(LiveServer):
-    """`appliance serve --tls-cert --tls-key`; its own clients trust `cert` (its IP address)."""
-
-    cert: Path | None = None
-
-    @property
-    def base(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
-
-    @property
-    def named(self) -> str:
-        """The origin as the site's browsers use it: the certificate's DNS name."""
-        return f"https://{NODE_NAME}:{self.port}"
-
-    def client(self, **kwargs: object) -> httpx.Client:
-        trusted = ssl.create_default_context(cafile=str(self.cert))
-        return httpx.Client(base_url=self.base, timeout=30, verify=trusted, **kwargs)  # type: ignore[arg-type]
-
-
-@contextmanager
-def https_server(data_dir: Path, signers: Path, cert: Path, key: Path) -> Iterator[HttpsServer]:
-    """`appliance serve` on HTTPS, as live_server starts it on HTTP; stopped after."""
-    port = free_port()
-    argv = [str(BIN / "appliance"), "serve", "--data-dir", str(data_dir), "--signers", str(signers)]
-    argv += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    argv += ["--tls-cert", str(cert), "--tls-key", str(key)]
-    env = os.environ | {
-        "APPLIANCE_ADMIN_TOKEN": ADMIN_TOKEN,
-        "APPLIANCE_RATE_LIMIT": "0",
-        "APPLIANCE_ADMIN_RATE_LIMIT": "0",
-    }
-    log = data_dir.parent / "serve.log"
-    with log.open("w") as stderr:
-        process = subprocess.Popen(argv, env=env, stderr=stderr, stdout=subprocess.DEVNULL, text=True)
-    server = HttpsServer(data_dir, port, 1, process, cert=cert)
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while True:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"HTTPS server not started:\n{log.read_text()[-3000:]}")
-            try:
-                if server.get("/health/startup").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.05)
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture(scope="module")
 def site_certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """The node's certificate and key, made as the installer makes them."""
+    """The node's certificate and key, made as the installer makes them (localhost: the tests' client)."""
     folder = tmp_path_factory.mktemp("tls")
     cert, key = folder / "tls.crt", folder / "tls.key"
     made = run(
         "appliance", "tls", "self-signed", "--cert", cert, "--key", key,
-        "--name", NODE_NAME, "--address", "127.0.0.1",
+        "--name", NODE_NAME, "--name", "localhost", "--address", "127.0.0.1",
     )  # fmt: skip
     assert made.returncode == 0, made.stderr
     return cert, key
@@ -186,17 +137,21 @@ def secure_server(
     signer: Signer,
     site_certificate: tuple[Path, Path],
     request_log: RequestLog,
-) -> Iterator[HttpsServer]:
+) -> Iterator[LiveServer]:
     """good_pack imported as v0001 and served over HTTPS only."""
     data_dir = tmp_path_factory.mktemp("https") / "data"
     import_into(data_dir, good_pack, signer)
-    with https_server(data_dir, signer.allowed_signers, *site_certificate) as running:
-        request_log.origins.add(running.named)
+    cert, key = site_certificate
+    tls = ("--tls-cert", str(cert), "--tls-key", str(key))
+    with live_server(data_dir, signer.allowed_signers, workers=1, args=tls) as running:
+        request_log.origins.add(named(running))
         yield running
 
 
 @pytest.fixture(scope="module")
-def trusting_home(tmp_path_factory: pytest.TempPathFactory, site_certificate: tuple[Path, Path]) -> Path:
+def trusting_home(
+    tmp_path_factory: pytest.TempPathFactory, site_certificate: tuple[Path, Path]
+) -> Path:
     """A home folder whose NSS database trusts the node's certificate, as a Linux admin adds it."""
     certutil = shutil.which("certutil")
     if certutil is None:
@@ -208,7 +163,9 @@ def trusting_home(tmp_path_factory: pytest.TempPathFactory, site_certificate: tu
         ["-N", "--empty-password"],
         ["-A", "-t", "P,,", "-n", "appliance", "-i", str(site_certificate[0])],
     ):
-        done = subprocess.run([certutil, "-d", f"sql:{nssdb}", *argv], capture_output=True, text=True)
+        done = subprocess.run(
+            [certutil, "-d", f"sql:{nssdb}", *argv], capture_output=True, text=True
+        )
         assert done.returncode == 0, done.stderr
     return home
 
@@ -217,8 +174,9 @@ def trusting_home(tmp_path_factory: pytest.TempPathFactory, site_certificate: tu
 def trusting_browser(playwright: Playwright, trusting_home: Path) -> Iterator[Browser]:
     """Chromium with that home: the arguments of every browser test, no certificate override."""
     assert not [arg for arg in CHROMIUM_ARGS if "certificate" in arg], CHROMIUM_ARGS
+    env: dict[str, str | float | bool] = {**os.environ, "HOME": str(trusting_home)}
     chromium = playwright.chromium.launch(
-        executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, env=os.environ | {"HOME": str(trusting_home)}
+        executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, env=env
     )
     yield chromium
     chromium.close()
@@ -235,15 +193,15 @@ def trusting_page(trusting_browser: Browser, request_log: RequestLog) -> Iterato
 
 
 def test_https_with_the_trusted_certificate_serves_the_dashboard_without_a_warning(
-    trusting_page: Page, secure_server: HttpsServer
+    trusting_page: Page, secure_server: LiveServer
 ) -> None:
-    page = trusting_page
-    answer = page.goto(f"{secure_server.named}/")
+    page, at = trusting_page, named(secure_server)
+    answer = page.goto(f"{at}/")
     assert answer is not None
     assert answer.status == 200
     assert answer.headers["strict-transport-security"].startswith("max-age=")
     assert page.evaluate("() => [location.protocol, window.isSecureContext]") == ["https:", True]
-    dashboard = Dashboard(page, secure_server, at=secure_server.named)
+    dashboard = Dashboard(page, secure_server, at=at)
     dashboard.open_overview()
     expect(dashboard.badge()).to_have_text("v0001")
 
@@ -254,10 +212,10 @@ def test_https_with_the_trusted_certificate_serves_the_dashboard_without_a_warni
     dashboard.enter_token(ADMIN_TOKEN)
     expect(dashboard.get("admin-panel")).to_be_visible()
     assert sent
-    assert all(url.startswith(f"{secure_server.named}/") for url in sent), sent
+    assert all(url.startswith(f"{at}/") for url in sent), sent
 
 
-def test_https_without_the_trust_is_refused(page: Page, secure_server: HttpsServer) -> None:
+def test_https_without_the_trust_is_refused(page: Page, secure_server: LiveServer) -> None:
     """The same certificate in a browser that does not trust it: the trust is what lets it in."""
     with pytest.raises(Error, match="ERR_CERT_AUTHORITY_INVALID"):
-        page.goto(f"{secure_server.named}/")
+        page.goto(f"{named(secure_server)}/")

@@ -170,22 +170,34 @@ export interface Column<R> {
 
 const colClass = (c: { num?: boolean; cls?: string }): string => [c.num ? "num" : "", c.cls ?? ""].filter(Boolean).join(" ");
 
-/** A table with a caption, numeric columns right-aligned; `rowAttrs` adds test ids and the like. */
+/**
+ * A table with a caption, numeric columns right-aligned; `rowAttrs` adds test ids and the like.
+ * `stacked`: on phone widths each row is laid out as a list of "label value" lines instead of
+ * being cut off at the screen's edge; the explicit ARIA roles keep it a table for screen readers,
+ * which a table's CSS display otherwise decides.
+ */
 export function table<R>(
   caption: string,
   columns: Column<R>[],
   rows: R[],
-  options: { testid?: string; rowAttrs?: (row: R) => Record<string, string>; captionHidden?: boolean; cls?: string } = {},
+  options: { testid?: string; rowAttrs?: (row: R) => Record<string, string>; captionHidden?: boolean; cls?: string; stacked?: boolean } = {},
 ): HTMLTableElement {
+  const role = (name: string): string | null => (options.stacked ? name : null);
   return h(
     "table",
-    { class: `table ${options.cls ?? ""}`.trim(), "data-testid": options.testid },
+    { class: ["table", options.stacked ? "table-stacked" : "", options.cls ?? ""].filter(Boolean).join(" "), "data-testid": options.testid, role: role("table") },
     h("caption", { class: options.captionHidden ? "sr-only" : "" }, caption),
-    h("thead", null, h("tr", null, columns.map((c) => h("th", { scope: "col", class: colClass(c) || null }, c.label)))),
+    h("thead", { role: role("rowgroup") }, h("tr", { role: role("row") }, columns.map((c) => h("th", { scope: "col", class: colClass(c) || null, role: role("columnheader") }, c.label)))),
     h(
       "tbody",
-      null,
-      rows.map((row) => h("tr", options.rowAttrs ? options.rowAttrs(row) : null, columns.map((c) => h("td", { class: colClass(c) || null }, c.cell(row))))),
+      { role: role("rowgroup") },
+      rows.map((row) =>
+        h(
+          "tr",
+          { ...options.rowAttrs?.(row), role: role("row") },
+          columns.map((c) => h("td", { class: colClass(c) || null, role: role("cell"), "data-label": options.stacked ? c.label : null }, c.cell(row))),
+        ),
+      ),
     ),
   );
 }

@@ -54,9 +54,11 @@ function plainHttpWarning(confirm: HTMLInputElement): HTMLElement {
       h(
         "p",
         null,
-        `This page came over plain HTTP from ${location.host}, another machine. The admin token would cross the network in clear: anyone on the way could read it and use it to change the data this node serves. Open the node's HTTPS address instead (ask its admin; the server sets it up with `,
+        `This page came over plain HTTP from ${location.host}, another machine. The admin token would cross the network in clear: anyone on the way could read it and use it to change the data this node serves. Use the node's HTTPS address instead; a node without one gets it with `,
+        h("code", null, "appliance tls self-signed"),
+        " and ",
         h("code", null, "appliance serve --tls-cert --tls-key"),
-        ").",
+        " (admin guide, “HTTPS”).",
       ),
       h("label", { class: "check", for: "plain-http-confirm" }, confirm, "Send the token over plain HTTP anyway"),
     ),
@@ -97,7 +99,7 @@ function tokenForm(ctx: PageContext, say: (text: string, tone: Tone) => void, un
       return;
     }
     if (inClear && !confirm.checked) {
-      say("The token was not sent: this connection is not encrypted. Open the node's HTTPS address, or confirm that you accept sending it in clear.", "error");
+      say("The token was not sent: this connection is not encrypted. Open the node's HTTPS address, or tick “Send the token over plain HTTP anyway”.", "error");
       confirm.focus();
       return;
     }

@@ -170,7 +170,7 @@ function eventDetails(e: HistoryEvent): HTMLElement {
     default:
       parts.push(h("span", null, [e.version, e.reason, e.message].filter((x) => typeof x === "string" && x).join(" · ") || "–"));
   }
-  return h("div", { class: "event-details" }, parts);
+  return h("div", { class: "event-details", "data-testid": "history-details" }, parts);
 }
 
 /** Who made a change: the token, its role and the client's address, or the user on the node's command line. */
@@ -206,7 +206,7 @@ function historyCard(history: HistoryEvent[]): HTMLElement {
       label: "Event",
       cell: (e: HistoryEvent) => {
         const [text, tone] = EVENT_LABELS[e.event ?? ""] ?? [e.event ?? "?", "tag-info"];
-        return h("span", { class: `tag ${tone}` }, text);
+        return h("span", { class: `tag ${tone}`, "data-testid": "history-event" }, text);
       },
     },
     { label: "Version", cell: (e: HistoryEvent) => h("span", { class: "mono" }, e.version ?? "–") },
@@ -223,6 +223,7 @@ function historyCard(history: HistoryEvent[]): HTMLElement {
           table("Import history", columns, rows, {
             captionHidden: true,
             cls: "table-history",
+            stacked: true,
             rowAttrs: (e) => ({ "data-testid": "history-row", "data-event": e.event ?? "" }),
           }),
         )
