@@ -148,6 +148,15 @@ def test_a_current_version_that_will_not_open_makes_the_worker_unready(
     (folder / "SHA256SUMS").write_text("\n".join(fixed) + "\n")
     with live_server(two_versions, signer.allowed_signers) as server:
         assert server.get(ITEM).status_code == 200
+        # Every worker serves v0001 before `current` moves (a worker still checking v0001 when
+        # it moves drops it for the new current, which then fails: nothing to serve is right).
+        serving: set[int] = set()
+        deadline = time.monotonic() + 30
+        while len(serving) < server.workers and time.monotonic() < deadline:
+            answer = server.get("/health/ready")
+            if answer.status_code == 200:
+                serving.add(answer.json()["worker"])
+        assert len(serving) == server.workers
         # `appliance rollback v0002` refuses such a version; swap `current` as a crash might.
         link = two_versions / ".current.test.tmp"
         link.symlink_to("versions/v0002")
