@@ -102,9 +102,16 @@ def create_command(
         book = TokenStore(data_dir)
         had_viewer = any(r.role == VIEWER and r.revoked is None for r in book.records())
         secret, record = book.create(name, role, lifetime, store.actor.label(), now_utc())
-        store.record(
-            "token-create", token=name, role=role, expires=shown(record.expires, never="") or None
-        )
+        try:
+            store.record(
+                "token-create",
+                token=name,
+                role=role,
+                expires=shown(record.expires, never="") or None,
+            )
+        except BaseException:
+            book.undo_create(name)  # no token the audit trail does not know of
+            raise
     if as_json:
         click.echo(json.dumps(record_json(record, None) | {"secret": secret}, indent=2))
     else:

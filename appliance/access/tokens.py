@@ -348,6 +348,7 @@ class TokenStore:
         if role not in ROLES:
             msg = f"role {role!r}: one of {', '.join(ROLES)}"
             raise ConfigError(msg)
+        self._touch_used_dir()
         with self._locked() as records:
             if any(r.name == name for r in records):
                 msg = (
@@ -365,8 +366,12 @@ class TokenStore:
                 expires=None if lifetime is None else now + lifetime,
             )
             self._write((*records, record))
-        self._touch_used_dir()
         return secret, record
+
+    def undo_create(self, name: str) -> None:
+        """Take back a token just made (its creation could not be recorded in the trail)."""
+        with self._locked() as records:
+            self._write(tuple(r for r in records if r.name != name))
 
     def revoke(
         self, name: str, actor: str, now: datetime, bootstrap_secret: str | None = None
@@ -376,7 +381,7 @@ class TokenStore:
         with self._locked() as records:
             if name in BOOTSTRAP_ROLES:
                 if not bootstrap_secret:
-                    msg = f"no {name} token is set here (APPLIANCE_ADMIN_TOKEN_FILE), so none to revoke"
+                    msg = f"no {name} token is set in this environment, so there is none to revoke"
                     raise ConfigError(msg)
                 digest = token_digest(bootstrap_secret)
                 if any(r.sha256 == digest for r in records):
@@ -401,7 +406,7 @@ class TokenStore:
 
     def _touch_used_dir(self) -> None:
         try:
-            self.used_dir.mkdir(mode=0o750, exist_ok=True)
+            self.used_dir.mkdir(mode=0o750, parents=True, exist_ok=True)
         except OSError as exc:
             raise os_fault(exc, f"making {self.used_dir}") from exc
 

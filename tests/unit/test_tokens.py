@@ -78,7 +78,7 @@ def test_a_revoked_bootstrap_secret_is_refused_and_a_new_one_is_a_new_token(tmp_
     assert rotated.has_admin
     with pytest.raises(ConfigError, match="revoked already"):
         store.revoke(BOOTSTRAP_ADMIN, "alice@node", NOW, bootstrap_secret="first-secret")
-    with pytest.raises(ConfigError, match="no bootstrap token is set here"):
+    with pytest.raises(ConfigError, match="no bootstrap token is set in this environment"):
         store.revoke(BOOTSTRAP_ADMIN, "alice@node", NOW, bootstrap_secret=None)
 
 
