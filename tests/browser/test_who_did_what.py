@@ -128,6 +128,7 @@ def test_history_names_who_made_each_change_at_every_width(
     page.set_viewport_size(viewport)
     dashboard = Dashboard(page, trail.server)
     dashboard.open_data()
+    expect(page.get_by_role("table", name="History of changes")).to_be_visible()
     rows = dashboard.get("history-row")
     expect(rows).to_have_count(len(events))
     for row, event in zip(rows.all(), events, strict=True):

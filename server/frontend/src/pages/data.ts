@@ -103,6 +103,11 @@ const TRUST_ROLES: Record<string, string> = {
   bundle: "the keys that may sign installation bundles",
 };
 
+/** The keys a trust event's role stands for, in words. */
+function trustRole(role: string | null): string {
+  return TRUST_ROLES[role ?? ""] ?? `the ${role ?? "?"} keys`;
+}
+
 /** "2 keys", "1 key". */
 function keys(n: number): string {
   return `${n} key${n === 1 ? "" : "s"}`;
@@ -155,7 +160,7 @@ function eventDetails(e: HistoryEvent): HTMLElement {
       const changes = counts.filter(([, n]) => n > 0).map(([what, n]) => `${keys(n)} ${what}`);
       const serial = typeof e.serial === "number" ? `serial ${e.serial}${typeof e.previous_serial === "number" ? ` (was ${e.previous_serial})` : ""}` : "a new serial";
       parts.push(
-        h("span", null, `Installed ${serial} of ${TRUST_ROLES[str("role") ?? ""] ?? `the ${str("role") ?? "?"} keys`}`),
+        h("span", null, `Installed ${serial} of ${trustRole(str("role"))}`),
         h("span", { class: "muted small block" }, [changes.join(", ") || "no key changed", str("signer") ? `signed by ${str("signer")}` : null].filter(Boolean).join(" · ")),
         str("file") ? h("span", { class: "muted small block" }, "From ", h("span", { class: "mono" }, str("file"))) : "",
       );
@@ -164,7 +169,12 @@ function eventDetails(e: HistoryEvent): HTMLElement {
     case "trust-update-refused":
       parts.push(
         h("span", null, h("span", { class: "tag tag-bad mono" }, e.reason ?? "refused"), " ", e.message ?? ""),
-        h("span", { class: "muted small block" }, "Nothing was changed", str("file") ? h("span", null, "; from ", h("span", { class: "mono" }, str("file"))) : null),
+        h(
+          "span",
+          { class: "muted small block" },
+          `Nothing was changed${str("role") ? ` in ${trustRole(str("role"))}` : ""}`,
+          str("file") ? h("span", null, "; from ", h("span", { class: "mono" }, str("file"))) : null,
+        ),
       );
       break;
     default:
@@ -210,7 +220,7 @@ function historyCard(history: HistoryEvent[]): HTMLElement {
       },
     },
     { label: "Version", cell: (e: HistoryEvent) => h("span", { class: "mono" }, e.version ?? "–") },
-    { label: "By", cls: "history-by", cell: changedBy },
+    { label: "By", cell: changedBy },
     { label: "Details", cls: "history-details", cell: eventDetails },
   ];
   return card(
@@ -220,7 +230,7 @@ function historyCard(history: HistoryEvent[]): HTMLElement {
       ? h(
           "div",
           { class: "table-wrap" },
-          table("Import history", columns, rows, {
+          table("History of changes", columns, rows, {
             captionHidden: true,
             cls: "table-history",
             stacked: true,
