@@ -5,7 +5,8 @@ Issue 14, point 2: each line of the audit trail names who made the change (for t
 token, its role and the client's address; for the command line user@host), at every width;
 refreshes, token and trust changes have labels and details of their own. The trail here is made
 the way a node's is: an import and token changes on the command line, a refresh through the API
-with a named token, and the two trust events as `appliance trust apply` records them.
+with a named token; an import's fault and the two trust events as the importer and `appliance
+trust apply` record them.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ PHONE: ViewportSize = {"width": 390, "height": 844}
 HONOURED_WITHIN = 1.0  # seconds until a running server honours a new or revoked token
 LABELS = {
     "import": "Imported",
+    "fault": "Import failed",
     "refresh": "Refreshed",
     "token-create": "Token made",
     "token-revoke": "Token revoked",
@@ -45,11 +47,16 @@ TRUST_UPDATE = {
     "file": "pack-2.trust",
     "sha256": "0" * 64,
     "signer": "release@site",
-    "fingerprint": "SHA256:xhccAmIlItJyXaSfgqEfPhr2EM3Czf25BbymKl5j1zo",
-    "added": ["ml-2026@site"],
+    "fingerprint": "SHA256:5oX1bRdE3PqkzGjA0u7tKcWm9yLhN2sVfI4eTbQ8rZc",
+    "added": ["SHA256:Jq4TTVbnQrJp8y4tLxHyjwU0pj3uJ1mK2FhV0n7oyDk"],
     "removed": [],
-    "revoked": ["ml-2025@site"],
+    "revoked": ["SHA256:xhccAmIlItJyXaSfgqEfPhr2EM3Czf25BbymKl5j1zo"],
     "unrevoked": [],
+}
+FAULT = {
+    "pack_file": "/media/usb/results.pack",
+    "reason": "disk-full",
+    "message": "no space left on $APPLIANCE_DATA_DIR while importing results.pack",
 }
 TRUST_REFUSED = {
     "file": "pack-1.trust",
@@ -92,6 +99,7 @@ def trail(
         assert refreshed.status_code == 200, refreshed.text
         token(data_dir, "revoke", "ops-alice")
         store = DataStore(data_dir)
+        store.record("fault", **FAULT)
         store.record("trust-update", **TRUST_UPDATE)
         store.record("trust-update-refused", **TRUST_REFUSED)
         time.sleep(HONOURED_WITHIN)
@@ -153,6 +161,7 @@ def test_history_labels_and_details_every_kind_of_change(page: Page, trail: Trai
     for event, label in LABELS.items():
         expect(row_of(dashboard, event).get_by_test_id("history-event")).to_have_text(label)
     details = {
+        "fault": ["disk-full", FAULT["message"], "A fault of the node", "results.pack"],
         "refresh": ["re-read the served version", "v0001"],
         "token-create": ["Made admin token", "ops-alice", "Does not expire"],
         "token-revoke": ["Revoked admin token", "ops-alice", "refused from now on"],

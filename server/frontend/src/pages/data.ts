@@ -88,6 +88,7 @@ function versionsCard(all: DataVersions): HTMLElement {
 const EVENT_LABELS: Record<string, [string, string]> = {
   import: ["Imported", "tag-ok"],
   reject: ["Refused", "tag-bad"],
+  fault: ["Import failed", "tag-warn"],
   rollback: ["Rolled back", "tag-info"],
   "import-discarded": ["Discarded", "tag-warn"],
   refresh: ["Refreshed", "tag-info"],
@@ -137,6 +138,12 @@ function eventDetails(e: HistoryEvent): HTMLElement {
       parts.push(
         h("span", null, h("span", { class: "tag tag-bad mono" }, e.reason ?? "refused"), " ", e.message ?? ""),
         str("pack_file") ? h("span", { class: "muted small block" }, "From ", packName(str("pack_file"))) : "",
+      );
+      break;
+    case "fault":
+      parts.push(
+        h("span", null, h("span", { class: "tag tag-warn mono" }, e.reason ?? "fault"), " ", e.message ?? ""),
+        h("span", { class: "muted small block" }, "A fault of the node, not of the pack: it can be imported once the node is fixed", str("pack_file") ? h("span", null, "; from ", packName(str("pack_file"))) : null),
       );
       break;
     case "rollback":
