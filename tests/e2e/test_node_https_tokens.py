@@ -39,6 +39,7 @@ def node(stick: Stick) -> Iterator[Node]:
     finally:
         started.stop()
 
+
 CERT = "/etc/appliance/tls.crt"
 CLIENT = f"""
 import json, ssl, sys, urllib.request, urllib.error
