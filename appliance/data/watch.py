@@ -239,9 +239,7 @@ class InboxWatcher:
                     f"{update.name} looks truncated ({exc}); moved to rejected/ if it stays so"
                 )
                 return InboxEvent("deferred", inbox.path, message, update)
-            note = self._record(
-                "trust-update-refused", file=update.name, reason=exc.reason, message=str(exc)
-            )
+            note = self._record("trust-update-refused", **exc.audit_fields(update))
             moved = self._move(inbox, update, signature, REJECTED_DIR, f"{exc.reason}: {exc}\n")
             return InboxEvent(
                 "rejected", inbox.path, f"{update.name} refused: {exc}{moved}{note}", update

@@ -239,13 +239,7 @@ def apply_command(update: Path, pack_signers: Path, bundle_signers: Path, data_d
             files = _files_for(update, role_files(pack_signers, bundle_signers))
             verified = apply_update(update, files)
         except TrustRejected as exc:
-            note = record_event(
-                data_dir,
-                "trust-update-refused",
-                file=update.name,
-                reason=exc.reason,
-                message=str(exc),
-            )
+            note = record_event(data_dir, "trust-update-refused", **exc.audit_fields(update))
             if note:
                 click.echo(f"note: the refusal is not in history.jsonl: {note}", err=True)
             raise

@@ -50,7 +50,14 @@ from appliance.trust.strict_json import StrictJSONError, parse_strict_json
 
 
 class TrustRejected(Rejected):
-    """A trust update was refused; nothing on the node changed."""
+    """A trust update was refused; nothing on the node changed. `role` is the one it names, once read."""
+
+    role: str | None = None
+
+    def audit_fields(self, path: Path) -> dict[str, Any]:
+        """What the audit trail records of the refusal (event `trust-update-refused`)."""
+        role = {} if self.role is None else {"role": self.role}
+        return {"file": path.name, **role, "reason": self.reason, "message": str(self)}
 
 
 @dataclass(frozen=True)
@@ -370,6 +377,17 @@ def verify_update(
 ) -> VerifiedUpdate:
     """Check a trust update against the node's trust for its role; TrustRejected if not good."""
     role = update_role(manifest)
+    try:
+        return _verify_role_update(manifest, signature, files, path, role)
+    except TrustRejected as exc:
+        exc.role = role
+        raise
+
+
+def _verify_role_update(
+    manifest: bytes, signature: bytes, files: TrustFiles, path: Path, role: str
+) -> VerifiedUpdate:
+    """verify_update once the update's role is read."""
     if role != files.role:
         msg = f"{path.name} is a trust update for role {role}, not {files.role}"
         raise _reject("wrong-role", msg)

@@ -187,7 +187,7 @@ def test_trust_apply_refuses_in_one_line_and_records_it(tmp_path: Path, node: Pa
         "error: update.trust: serial 1 of role pack is already applied (a replay)"
     ]
     [refusal] = [e for e in history(node) if e["event"] == "trust-update-refused"]
-    assert refusal["reason"] == "replay"
+    assert refusal["reason"] == "replay" and refusal["role"] == "pack"
 
 
 def test_trust_apply_records_nothing_and_creates_no_store_without_one(
