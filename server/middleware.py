@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import time
 import traceback
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 import anyio
 from litestar.exceptions import ClientException, HTTPException
@@ -38,7 +40,9 @@ MAX_QUERY_BYTES = 2048
 # names one, or carries a value with our tokens' prefix, is refused (and, as every query
 # string, never logged).
 TOKEN_PARAMETERS = frozenset({b"token", b"access_token", b"api_key", b"apikey", b"bearer"})
-TOKEN_PREFIX_BYTES = TOKEN_PREFIX.encode()
+TOKEN_SHAPE = re.compile(re.escape(TOKEN_PREFIX) + r"[A-Za-z0-9_-]{43}")
+TOKEN_SHAPE_BYTES = re.compile(TOKEN_SHAPE.pattern.encode())
+REDACTED_TARGET = "<a URL with a token, not logged>"
 TOKEN_IN_URL = "a token goes in the Authorization header (Bearer), never in the URL"  # noqa: S105
 MAX_PATH_BYTES = 1024
 API_PREFIX = "/api/"
@@ -154,16 +158,16 @@ def content_length(scope: Scope) -> int | None:
     return None
 
 
-def carries_a_token(query: bytes) -> bool:
-    """Whether a query string names a token parameter or holds a value shaped like our tokens."""
-    lowered = query.lower()
-    if TOKEN_PREFIX_BYTES in lowered or b"apl%5f" in lowered:
+def carries_a_token(path: str, query: bytes) -> bool:
+    """Whether the URL holds something shaped like our tokens, or names a token parameter."""
+    if TOKEN_SHAPE.search(path):
         return True
-    for pair in lowered.split(b"&"):
-        name = pair.partition(b"=")[0].replace(b"%5f", b"_")
-        if name in TOKEN_PARAMETERS:
-            return True
-    return False
+    if not query:
+        return False
+    decoded = unquote_to_bytes(query.replace(b"+", b" "))
+    if TOKEN_SHAPE_BYTES.search(decoded):
+        return True
+    return any(pair.partition(b"=")[0].lower() in TOKEN_PARAMETERS for pair in decoded.split(b"&"))
 
 
 class RequestEdge:
@@ -216,6 +220,8 @@ class RequestEdge:
             await send(message)
 
         refusal = self._refusal(scope, method, runtime)
+        if refusal is not None and refusal[1] == TOKEN_IN_URL:
+            target = scope["path"] = REDACTED_TARGET  # its log line must not carry the token
         try:
             direct = self._fast_answer(scope) if refusal is None else None
             if direct is not None:
@@ -234,20 +240,19 @@ class RequestEdge:
         query: bytes = scope.get("query_string", b"")
         if len(query) > MAX_QUERY_BYTES:
             return 414, f"query string longer than {MAX_QUERY_BYTES} bytes", 0.0
-        if query and carries_a_token(query):
-            return 400, TOKEN_IN_URL, 0.0
         if len(scope.get("raw_path") or scope["path"].encode()) > MAX_PATH_BYTES:
             return 414, f"path longer than {MAX_PATH_BYTES} bytes", 0.0
         kind = limit_class(scope["path"], method)
-        if kind is None:
-            return None
-        client = (scope.get("client") or ("unknown", 0))[0]
-        limiter = runtime.admin_limiter if kind == "admin" else runtime.read_limiter
-        allowed, retry_after = limiter.hit(f"{kind}:{client}")
-        if allowed:
-            return None
-        runtime.metrics.inc("appliance_rate_limited_total", kind=kind)
-        return 429, "too many requests from this address; slow down", retry_after
+        if kind is not None:
+            client = (scope.get("client") or ("unknown", 0))[0]
+            limiter = runtime.admin_limiter if kind == "admin" else runtime.read_limiter
+            allowed, retry_after = limiter.hit(f"{kind}:{client}")
+            if not allowed:
+                runtime.metrics.inc("appliance_rate_limited_total", kind=kind)
+                return 429, "too many requests from this address; slow down", retry_after
+        if carries_a_token(scope["path"], query):
+            return 400, TOKEN_IN_URL, 0.0
+        return None
 
     def _fast_answer(self, scope: Scope) -> Direct | None:
         """The fast path's answer; a bug in it is logged and the framework answers instead."""

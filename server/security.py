@@ -10,18 +10,19 @@ request's scope state for the audit trail (`caller_of`).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NoReturn
 
 from litestar.connection import ASGIConnection
 from litestar.exceptions import (
     NotAuthorizedException,
     PermissionDeniedException,
+    ServiceUnavailableException,
     TooManyRequestsException,
 )
 from litestar.handlers.base import BaseRouteHandler
 
 from appliance.access.actors import Actor, api_actor
-from appliance.access.tokens import Caller, Refused
+from appliance.access.tokens import TOKEN_BOOK_UNUSABLE, Caller, Refused
 from server.runtime import runtime_of
 from server.tokens import TokenGate
 
@@ -46,6 +47,15 @@ def may_read(token: str | None, gate: TokenGate) -> bool:
     return token is not None and isinstance(gate.identify(token), Caller)
 
 
+def refuse(refused: Refused, realm: str, connection: ASGIConnection, charge: bool) -> NoReturn:  # type: ignore[type-arg]
+    """Raise the answer to a refused token: 401 (charged to the client), or 503 for the node."""
+    if refused.reason == TOKEN_BOOK_UNUSABLE:  # the node's fault: not the client's, not charged
+        raise ServiceUnavailableException(detail=refused.message, extra={"reason": refused.reason})
+    if charge:
+        charge_a_bad_token(connection)
+    raise TokenRefused(refused, realm)
+
+
 class TokenRefused(NotAuthorizedException):
     """401 with the refusal's reason code in the error envelope."""
 
@@ -61,6 +71,10 @@ def require_admin(connection: ASGIConnection, _handler: BaseRouteHandler) -> Non
     """Guard of the admin endpoints: refresh, upload, rollback."""
     gate = runtime_of(connection.app).tokens
     if not gate.has_admin:
+        damaged = gate.book().damaged
+        if damaged is not None:
+            detail = f"the node cannot use its token book: {damaged}"
+            raise ServiceUnavailableException(detail=detail, extra={"reason": TOKEN_BOOK_UNUSABLE})
         msg = (
             "admin endpoints are disabled on this node "
             "(set APPLIANCE_ADMIN_TOKEN_FILE, or `appliance token create NAME --role admin`)"
@@ -76,7 +90,7 @@ def require_admin(connection: ASGIConnection, _handler: BaseRouteHandler) -> Non
         )
     found = gate.identify(token)
     if isinstance(found, Refused):  # the request edge counted it against the admin budget
-        raise TokenRefused(found, "admin")
+        refuse(found, "admin", connection, charge=False)
     if not found.is_admin:
         msg = f"token {found.name!r} is a {found.role} token: it cannot use admin endpoints"
         raise PermissionDeniedException(msg)
@@ -100,8 +114,7 @@ def require_viewer(connection: ASGIConnection, _handler: BaseRouteHandler) -> No
     if isinstance(found, Refused):
         # A read route also accepts admin tokens: a wrong guess here must cost what a wrong
         # guess at an admin route costs, or the read budget would be the way to guess one.
-        charge_a_bad_token(connection)
-        raise TokenRefused(found, "data")
+        refuse(found, "data", connection, charge=True)
 
 
 def charge_a_bad_token(connection: ASGIConnection) -> None:  # type: ignore[type-arg]

@@ -24,7 +24,7 @@ from appliance.access.tokens import (
 )
 from appliance.console import reported_errors
 from appliance.data.store import DataStore
-from appliance.errors import ConfigError
+from appliance.errors import ApplianceError, ConfigError, NodeFault
 from appliance.packs.result_pack import format_timestamp
 
 BOOTSTRAP_SETTINGS = {
@@ -68,6 +68,20 @@ def bootstrap_source(name: str) -> str | None:
     return value.env if os.environ.get(value.env, "").strip() else None
 
 
+def require_owner(data_dir: Path) -> None:
+    """Refuse root writing into a data dir another user owns: the server could not read it."""
+    try:
+        owner = data_dir.stat().st_uid
+    except FileNotFoundError:
+        return
+    if os.geteuid() == 0 and owner != 0:
+        msg = (
+            f"{data_dir} belongs to uid {owner}: run this as that user (the node's `appliance` "
+            "command does), or the server could not read what it writes"
+        )
+        raise ConfigError(msg)
+
+
 @click.group("token")
 def token_group() -> None:
     """Named API tokens: create one per person or system, list them, revoke them.
@@ -98,6 +112,7 @@ def create_command(
     """
     with reported_errors():
         lifetime = None if expires is None else parse_lifetime(expires)
+        require_owner(data_dir)
         store = DataStore(data_dir)
         book = TokenStore(data_dir)
         had_viewer = any(r.role == VIEWER and r.revoked is None for r in book.records())
@@ -127,15 +142,36 @@ def create_command(
 
 @token_group.command("revoke")
 @click.argument("name")
+@click.option(
+    "--open-reads",
+    is_flag=True,
+    help="Allow revoking the last viewer token, which opens the read endpoints to everyone.",
+)
 @data_dir_option
-def revoke_command(name: str, data_dir: Path) -> None:
-    """Revoke token NAME: a running server refuses it within a second (401 token_revoked)."""
+def revoke_command(name: str, open_reads: bool, data_dir: Path) -> None:
+    """Revoke token NAME: a running server refuses it within a second (401 token_revoked).
+
+    Revoking the bootstrap token revokes the secret its file holds now: restart the server
+    after changing that file, before revoking it.
+    """
     with reported_errors():
+        require_owner(data_dir)
         store = DataStore(data_dir)
         secret = bootstrap_secret(name) if name in BOOTSTRAP_ROLES else None
-        record = TokenStore(data_dir).revoke(name, store.actor.label(), now_utc(), secret)
-        store.record("token-revoke", token=name, role=record.role)
+        book = TokenStore(data_dir)
+        record = book.revoke(name, store.actor.label(), now_utc(), secret, open_reads)
+        try:
+            store.record("token-revoke", token=name, role=record.role)
+        except (OSError, ApplianceError) as exc:
+            msg = f"token {name!r} is revoked, but the audit trail could not record it: {exc}"
+            raise NodeFault("trail-unwritable", msg) from exc
     click.echo(f"revoked {record.role} token {name!r}")
+    if open_reads and not book.book(()).reads_need_token:
+        click.echo(
+            "note: no named viewer token is left: unless the server has APPLIANCE_VIEWER_TOKEN, "
+            "its reads are open to everyone",
+            err=True,
+        )
     if name in BOOTSTRAP_ROLES:
         _value, file = BOOTSTRAP_SETTINGS[name]
         click.echo(

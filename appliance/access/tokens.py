@@ -156,6 +156,7 @@ class Refused:
 TOKEN_INVALID = Refused("token_invalid", "token not valid")
 TOKEN_EXPIRED = "token_expired"  # noqa: S105 (reason codes, not secrets)
 TOKEN_REVOKED = "token_revoked"  # noqa: S105
+TOKEN_BOOK_UNUSABLE = "token-book-unusable"  # noqa: S105 (a fault of the node: 503)
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,10 @@ class TokenBook:
         name = self._bootstrap_by_digest.get(digest)
         if name is not None:
             return Caller(name, BOOTSTRAP_ROLES[name])
+        if self.damaged is not None:  # the token may well be in the book: the node's fault
+            return Refused(
+                TOKEN_BOOK_UNUSABLE, f"the node cannot use its token book: {self.damaged}"
+            )
         return TOKEN_INVALID
 
     @cached_property
@@ -241,6 +246,9 @@ def parse_book(data: bytes, source: str) -> tuple[TokenRecord, ...]:
         except (ValueError, TypeError, KeyError) as exc:
             msg = f"{source}: token {number}: {exc}"
             raise ConfigError(msg) from exc
+    if any(r.name in BOOTSTRAP_ROLES and r.revoked is None for r in records):
+        msg = f"{source}: a bootstrap token can only appear revoked (it lives in the settings)"
+        raise ConfigError(msg)
     names = [r.name for r in records if r.name not in BOOTSTRAP_ROLES]
     if len(names) != len(set(names)):
         msg = f"{source}: a token name appears twice"
@@ -374,11 +382,28 @@ class TokenStore:
             self._write(tuple(r for r in records if r.name != name))
 
     def revoke(
-        self, name: str, actor: str, now: datetime, bootstrap_secret: str | None = None
+        self,
+        name: str,
+        actor: str,
+        now: datetime,
+        bootstrap_secret: str | None = None,
+        open_reads: bool = False,
     ) -> TokenRecord:
-        """Revoke a named token, or a bootstrap token (whose secret the caller read)."""
+        """Revoke a named token, or a bootstrap token (whose secret the caller read).
+
+        Revoking the last named viewer token would open the reads to everyone: that needs
+        `open_reads`, so that retiring a leaked token never exposes more than the leak did.
+        """
         check_name(name)
         with self._locked() as records:
+            viewers = [r for r in records if r.role == VIEWER and r.revoked is None]
+            if not open_reads and [r.name for r in viewers] == [name]:
+                msg = (
+                    f"{name!r} is the node's last viewer token: revoking it opens the read "
+                    "endpoints to everyone. Make its successor first "
+                    "(appliance token create NAME --role viewer), or pass --open-reads"
+                )
+                raise ConfigError(msg)
             if name in BOOTSTRAP_ROLES:
                 if not bootstrap_secret:
                     msg = f"no {name} token is set in this environment, so there is none to revoke"

@@ -74,6 +74,7 @@ ERROR_CODES = {
     414: "uri_too_long",
     422: "pack_rejected",
     429: "rate_limited",
+    503: "unavailable",
 }
 SECURITY_HEADERS = (
     "x-content-type-options",

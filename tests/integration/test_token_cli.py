@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+
+import pytest
 
 from appliance.access.tokens import TokenStore
 from tests.conftest import run
@@ -70,3 +73,14 @@ def test_usage_errors(tmp_path: Path) -> None:
         code, _, err = token(data, *argv)
         assert code == 2 and words in err, (argv, err)
     assert not (data / "tokens.json").exists()
+
+
+def test_root_does_not_write_into_a_data_dir_another_user_owns(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("needs root: the refusal is of root writing as another user's store")
+    os.chown(data, 65534, 65534)
+    code, out, err = token(data, "create", "ops", "--role", "admin")
+    assert code == 2 and "belongs to uid 65534: run this as that user" in err
+    assert out == "" and not (data / "tokens.json").exists()

@@ -131,24 +131,50 @@ def test_a_viewer_token_closes_the_reads_and_cannot_act(token_server: LiveServer
         denied = error_of(token_server.post("/api/v1/data/refresh", headers=bearer(secret)), 403)
         assert "'wallboard' is a viewer token" in denied.message
     finally:
-        token(token_server, "revoke", "wallboard")
+        refused = run(
+            "appliance", "token", "revoke", "wallboard", "--data-dir", token_server.data_dir
+        )
+        assert (
+            refused.returncode == 2 and "last viewer token" in refused.stderr
+        )  # reads stay closed
+        token(token_server, "revoke", "wallboard", "--open-reads")
     time.sleep(HONOURED_WITHIN)
     assert token_server.get(ITEM).status_code == 200  # the last viewer token revoked: open again
 
 
+SECRET = "apl_" + "SecretThatMustNotBeLogged0123456789abcdefgh"[:43]
+
+
 @pytest.mark.parametrize(
-    "query",
-    ["token={secret}", "access_token={secret}", "q={secret}", "ACCESS%5FTOKEN=abc", "api_key=x"],
+    "target",
+    [
+        "/api/v1/items?token={secret}",
+        "/api/v1/items?access_token=abc",
+        "/api/v1/items?ACCESS_TOKEN=abc",
+        "/api/v1/items?access%5Ftoken=abc",
+        "/api/v1/items?api_key=x",
+        "/api/v1/items?q={secret}",
+        "/api/v1/items?q=apl%5F{rest}",
+        "/api/v1/items/{secret}/timeseries",
+    ],
 )
 def test_a_token_in_the_url_is_refused_and_never_logged(
-    token_server: LiveServer, query: str
+    token_server: LiveServer, target: str
 ) -> None:
-    secret = "apl_SecretThatMustNotBeLogged0123456789abcdefg"
-    answer = token_server.get(f"/api/v1/items?{query.format(secret=secret)}")
-    refused = error_of(answer, 400)
+    assert len(SECRET) == 47
+    url = target.format(secret=SECRET, rest=SECRET.removeprefix("apl_"))
+    refused = error_of(token_server.get(url), 400)
     assert "Authorization header" in refused.message
     time.sleep(0.2)
-    assert not [line for line in token_server.log_lines if secret in line]
+    assert not [line for line in token_server.log_lines if SECRET in line]
+    assert not [line for line in token_server.log_lines if SECRET.removeprefix("apl_") in line]
+
+
+@pytest.mark.parametrize("query", ["q=MAPL_01", "category=Chapl_x", "q=apl_short"])
+def test_what_only_looks_like_a_token_prefix_is_not_refused(
+    token_server: LiveServer, query: str
+) -> None:
+    assert token_server.get(f"/api/v1/items?{query}").status_code == 200
 
 
 def test_the_versions_api_shows_who_made_each_change(token_server: LiveServer) -> None:
@@ -183,3 +209,27 @@ def test_a_cli_change_records_the_invoking_user(
     assert rollback["by"]["via"] == "cli"
     trail = run("appliance", "history", "verify", "--data-dir", data_dir)
     assert trail.returncode == 0, trail.stdout + trail.stderr
+
+
+def test_a_book_the_node_cannot_use_is_a_fault_of_the_node_not_a_bad_token(
+    token_server: LiveServer,
+) -> None:
+    secret = token(token_server, "create", "ops-frank", "--role", "admin").strip()
+    book = token_server.data_dir / "tokens.json"
+    kept = book.read_bytes()
+    try:
+        book.write_bytes(b"{")
+        time.sleep(HONOURED_WITHIN)
+        fault = error_of(token_server.post("/api/v1/data/refresh", headers=bearer(secret)), 503)
+        assert fault.reason == "token-book-unusable"
+        # The bootstrap token of the settings still works, and reads are closed meanwhile.
+        assert (
+            token_server.post("/api/v1/data/refresh", headers=bearer(ADMIN_TOKEN)).status_code
+            == 200
+        )
+        assert error_of(token_server.get(ITEM), 401).reason == "token_required"
+        assert any("token book not usable" in line for line in token_server.log_lines)
+    finally:
+        book.write_bytes(kept)
+    time.sleep(HONOURED_WITHIN)
+    assert token_server.post("/api/v1/data/refresh", headers=bearer(secret)).status_code == 200

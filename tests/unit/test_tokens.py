@@ -90,7 +90,7 @@ def test_reads_need_a_token_once_a_viewer_token_exists_even_an_expired_one(tmp_p
     assert store.book(bootstrap_digests("", "view")).reads_need_token
     store.create("wall", "viewer", timedelta(minutes=1), "a@n", NOW - timedelta(days=1))
     assert store.book(()).reads_need_token  # expired: reads do not open up by themselves
-    store.revoke("wall", "a@n", NOW)
+    store.revoke("wall", "a@n", NOW, open_reads=True)
     assert not store.book(()).reads_need_token  # revoked on purpose: the admin's choice
 
 
@@ -225,3 +225,36 @@ def test_the_local_actor_is_the_invoking_user(env: dict[str, str], user: str) ->
     assert actor.user == user
     assert actor.label().startswith(f"{user}@")
     assert actor.as_json()["via"] == "cli"
+
+
+def test_the_last_viewer_token_is_revoked_only_with_open_reads(tmp_path: Path) -> None:
+    store = TokenStore(tmp_path)
+    store.create("wall", "viewer", None, "a@n", NOW)
+    store.create("kiosk", "viewer", None, "a@n", NOW)
+    store.revoke("kiosk", "a@n", NOW)  # another viewer token remains: reads stay closed
+    before = store.path.read_bytes()
+    with pytest.raises(ConfigError, match="last viewer token: revoking it opens the read"):
+        store.revoke("wall", "a@n", NOW)
+    assert store.path.read_bytes() == before
+    assert store.book(()).reads_need_token
+    store.revoke("wall", "a@n", NOW, open_reads=True)
+    assert not store.book(()).reads_need_token
+
+
+def test_a_damaged_book_refuses_named_tokens_as_a_fault_of_the_node(tmp_path: Path) -> None:
+    store = TokenStore(tmp_path)
+    secret, _ = store.create("ops", "admin", None, "a@n", NOW)
+    store.path.write_text("{")
+    refused = store.book(()).identify(secret, NOW)
+    assert isinstance(refused, Refused)
+    assert refused.reason == "token-book-unusable"
+
+
+def test_a_bootstrap_record_that_is_not_revoked_is_refused(tmp_path: Path) -> None:
+    record = GOOD_RECORD | {"name": "bootstrap"}
+    (tmp_path / "tokens.json").write_text(
+        json.dumps({"format": "appliance-tokens/1", "tokens": [record]})
+    )
+    (tmp_path / "tokens.json").chmod(0o640)
+    with pytest.raises(ConfigError, match="can only appear revoked"):
+        TokenStore(tmp_path).records()
