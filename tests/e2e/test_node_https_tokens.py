@@ -133,6 +133,43 @@ def test_tokens_over_https_name_who_uploaded_and_a_revoked_one_is_refused(node: 
     assert node.sh("appliance history verify").returncode == 0
 
 
+def served_fingerprint(node: Node) -> str:
+    shown = node.sh(f"appliance tls show {CERT} /etc/appliance/tls.key --json", check=True)
+    fingerprint: str = json.loads(shown.stdout)["fingerprint"]
+    return fingerprint
+
+
+def test_a_bad_brought_certificate_is_refused_and_the_served_one_stays(node: Node) -> None:
+    before = served_fingerprint(node)
+    node.sh(
+        "cd /root && appliance tls self-signed --cert /tmp/a.crt --key /tmp/a.key --name a "
+        "&& appliance tls self-signed --cert /tmp/b.crt --key /tmp/b.key --name b",
+        check=True,
+    )
+    result = install(node, "/var/tmp/bundle-1.0.0/appliance-1.0.0",
+                     "-e appliance_tls_cert=/tmp/a.crt", "-e appliance_tls_key=/tmp/b.key")  # fmt: skip
+    assert result.returncode != 0
+    assert "is not the key of the certificate" in result.stdout + result.stderr
+    assert served_fingerprint(node) == before
+    assert https(node, "/health/startup")["status"] == 200
+
+
+def test_a_brought_certificate_is_served_and_recorded(node: Node) -> None:
+    node.sh(
+        "appliance tls self-signed --cert /tmp/site.crt --key /tmp/site.key "
+        "--name node.site.example --address 127.0.0.1",
+        check=True,
+    )
+    result = install(node, "/var/tmp/bundle-1.0.0/appliance-1.0.0",
+                     "-e appliance_tls_cert=/tmp/site.crt", "-e appliance_tls_key=/tmp/site.key")  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:]
+    fingerprint = served_fingerprint(node)
+    assert f"HTTPS with certificate {fingerprint} for node.site.example" in result.stdout
+    event = [e for e in trail(node) if e["action"] == "tls-certificate"][-1]
+    assert event["detail"].startswith(f"installed {fingerprint}")
+    assert https(node, "/health/startup")["status"] == 200
+
+
 def test_a_second_run_keeps_https_and_changes_nothing(node: Node) -> None:
     result = install(node, "/var/tmp/bundle-1.0.0/appliance-1.0.0")
     assert result.returncode == 0, result.stdout[-3000:]
