@@ -181,6 +181,26 @@ def revoke_command(name: str, open_reads: bool, data_dir: Path) -> None:
         )
 
 
+@token_group.command("keep-revocations")
+@click.argument("earlier", type=click.Path(path_type=Path, file_okay=False))
+@data_dir_option
+def keep_revocations_command(earlier: Path, data_dir: Path) -> None:
+    """Carry the revocations of the token book in EARLIER (a data dir) into this one.
+
+    The restore playbook runs it with the data it put aside, so that a token revoked after the
+    backup was made stays revoked.
+    """
+    with reported_errors():
+        require_owner(data_dir)
+        store = DataStore(data_dir)
+        changed = TokenStore(data_dir).keep_revocations(
+            TokenStore(earlier).records(), store.actor.label()
+        )
+        if changed:
+            store.record("token-revocations-kept", source=str(earlier), tokens=changed)
+    click.echo(f"{changed} revocation(s) carried over from {earlier}")
+
+
 def record_json(record: TokenRecord, last_used: datetime | None) -> dict[str, Any]:
     """One token as `token list --json` prints it (never its hash)."""
     return {

@@ -376,6 +376,31 @@ class TokenStore:
             self._write((*records, record))
         return secret, record
 
+    def keep_revocations(self, earlier: tuple[TokenRecord, ...], actor: str) -> int:
+        """Carry every revocation of an earlier book into this one (a restore must not revive a
+        token revoked since its backup); returns how many records changed or were added."""
+        revoked = [r for r in earlier if r.revoked is not None]
+        if not revoked:
+            return 0
+        with self._locked() as records:
+            by_digest = {r.sha256: r for r in records}
+            names = {r.name for r in records}
+            kept = list(records)
+            changed = 0
+            for old in revoked:
+                mine = by_digest.get(old.sha256)
+                if mine is not None and mine.revoked is None:
+                    kept = [replace(r, revoked=old.revoked, revoked_by=old.revoked_by or actor)
+                            if r.sha256 == old.sha256 else r for r in kept]  # fmt: skip
+                    changed += 1
+                elif mine is None and (old.name in BOOTSTRAP_ROLES or old.name not in names):
+                    kept.append(old)
+                    names.add(old.name)
+                    changed += 1
+            if changed:
+                self._write(tuple(kept))
+        return changed
+
     def undo_create(self, name: str) -> None:
         """Take back a token just made (its creation could not be recorded in the trail)."""
         with self._locked() as records:

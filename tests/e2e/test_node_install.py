@@ -404,6 +404,7 @@ def test_rollback_returns_to_the_previous_version(node: Node) -> None:
 def test_backup_uninstall_reinstall_restore(node: Node) -> None:
     folder = "/var/tmp/bundle-1.1.0/appliance-1.1.0"
     node.sh("mkdir -p /backup", check=True)
+    node.sh("appliance token create ops-before-backup --role admin", check=True)
     backup = install(node, folder, "--backup /backup")
     assert backup.returncode == 0, backup.stdout[-3000:] + backup.stderr[-2000:]
     [archive] = node.sh("ls /backup/*.tar.gz", check=True).stdout.split()
@@ -422,10 +423,14 @@ def test_backup_uninstall_reinstall_restore(node: Node) -> None:
 
     node.sh("appliance rollback v0001", check=True)  # change the data, then restore puts it back
     assert current_version(node) == "v0001"
+    node.sh("appliance token revoke ops-before-backup", check=True)  # revoked after the backup
     restored = install(node, folder, f"--restore {archive}")
     assert restored.returncode == 0, restored.stdout[-3000:] + restored.stderr[-2000:]
     assert current_version(node) == "v0002"
     assert node.http("/health/ready")[0] == 200
+    tokens = json.loads(node.sh("appliance token list --json", check=True).stdout)["tokens"]
+    states = {t["name"]: t["state"] for t in tokens}
+    assert states["ops-before-backup"] == "revoked"  # the restore revived no revoked token
 
 
 def test_uninstall_purge_takes_off_only_what_the_appliance_installed(node: Node) -> None:

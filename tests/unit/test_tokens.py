@@ -258,3 +258,27 @@ def test_a_bootstrap_record_that_is_not_revoked_is_refused(tmp_path: Path) -> No
     (tmp_path / "tokens.json").chmod(0o640)
     with pytest.raises(ConfigError, match="can only appear revoked"):
         TokenStore(tmp_path).records()
+
+
+def test_a_restored_book_keeps_the_revocations_made_since_its_backup(tmp_path: Path) -> None:
+    now = TokenStore(tmp_path / "now")
+    secret, _ = now.create("ops", "admin", None, "a@n", NOW)
+    viewer, _ = now.create("wall", "viewer", None, "a@n", NOW)
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    (backup / "tokens.json").write_bytes(now.path.read_bytes())  # the book when backed up
+    (backup / "tokens.json").chmod(0o640)
+    now.create("late", "admin", None, "a@n", NOW)  # made after the backup, then revoked
+    late = now.records()[-1]
+    now.revoke("late", "a@n", NOW)
+    now.revoke("ops", "a@n", NOW)
+    now.revoke(BOOTSTRAP_ADMIN, "a@n", NOW, bootstrap_secret="boot")
+    restored = TokenStore(backup)
+    assert restored.keep_revocations(now.records(), "restore@n") == 3
+    book = restored.book(bootstrap_digests("boot", ""))
+    for refused in (secret, "boot"):
+        found = book.identify(refused, NOW)
+        assert isinstance(found, Refused) and found.reason == "token_revoked"
+    assert book.identify(viewer, NOW) == Caller("wall", "viewer")
+    assert any(r.sha256 == late.sha256 and r.revoked for r in restored.records())
+    assert restored.keep_revocations(now.records(), "restore@n") == 0  # a second time: nothing
