@@ -34,6 +34,7 @@ class Stick:
     folder: Path
     fingerprint: str
     bundles: dict[str, str]  # version -> archive file name on the stick
+    release_key: Path  # the release team's private key (never on the stick): signs updates
 
 
 def _needs(*tools: str) -> None:
@@ -96,7 +97,7 @@ def stick(
     folder.chmod(0o755)
     for path in folder.iterdir():
         path.chmod(0o644)
-    return Stick(folder, public.fingerprint, bundles)
+    return Stick(folder, public.fingerprint, bundles, keys / "release.key")
 
 
 @pytest.fixture(scope="module", params=kinds_from_env(), ids=lambda kind: kind.name)

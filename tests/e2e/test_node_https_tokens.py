@@ -10,15 +10,28 @@ node's certificate (Python's ssl with it as the only CA, as `curl --cacert` does
 
 from __future__ import annotations
 
+import base64
 import json
+import subprocess
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
+from appliance.trust.sshsig import generate_key, load_private_key, public_key_of
+from tests.conftest import run
 from tests.e2e.conftest import Stick
 from tests.e2e.simnode import USB, Node, kinds_from_env, start_node
-from tests.e2e.test_node_install import first_install_flags, install, recap, trail, unpack
+from tests.e2e.test_node_install import (
+    first_install_flags,
+    install,
+    installed,
+    recap,
+    trail,
+    unpack,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -175,3 +188,58 @@ def test_a_second_run_keeps_https_and_changes_nothing(node: Node) -> None:
     assert result.returncode == 0, result.stdout[-3000:]
     assert recap(result.stdout)["changed"] == 0
     assert https(node, "/health/startup")["status"] == 200
+
+
+def put(node: Node, path: str, data: bytes) -> None:
+    """Write a file into the node (as the stick would carry it)."""
+    node.sh(f"echo {base64.b64encode(data).decode()} | base64 -d > {path}", check=True)
+
+
+def test_the_release_key_rotates_with_a_trust_update_from_the_stick(
+    node: Node, stick: Stick, tmp_path: Path
+) -> None:
+    """The release team signs, with the key the node trusts, an update naming the new key and
+    the old one expired; a bundle signed by the new key then installs, and the old key's
+    bundles are refused."""
+    new = generate_key(tmp_path / "release-2.key", "release-2@appliance.test")
+    old = public_key_of(load_private_key(stick.release_key))
+    yesterday = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y%m%d")
+    signers = tmp_path / "bundle_signers"
+    signers.write_text(
+        f'release namespaces="appliance-bundle,appliance-trust",valid-before="{yesterday}" '
+        f"{old.openssh_line()}\n"
+        f'release-2 namespaces="appliance-bundle,appliance-trust" {new.openssh_line()}\n'
+    )
+    update = tmp_path / "rotate.trust"
+    made = run("appliance", "trust", "make", "--role", "bundle", "--serial", "2",
+               "--allowed-signers", signers, "--key", stick.release_key, "--output", update)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    # The 1.1.0 bundle as the release team signs it now: its SHA256SUMS signed by the new key.
+    folder = unpack(node, "1.1.0")
+    sums = node.sh(f"cat {folder}/SHA256SUMS", check=True).stdout.encode()
+    (tmp_path / "SHA256SUMS").write_bytes(sums)
+    signed = subprocess.run(
+        ["ssh-keygen", "-Y", "sign", "-q", "-f", str(tmp_path / "release-2.key"),
+         "-n", "appliance-bundle", str(tmp_path / "SHA256SUMS")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert signed.returncode == 0, signed.stderr
+    put(node, f"{folder}/SHA256SUMS.sig", (tmp_path / "SHA256SUMS.sig").read_bytes())
+    put(node, "/tmp/rotate.trust", update.read_bytes())
+    refused = install(node, folder)  # without the update the node does not know the new key
+    assert refused.returncode != 0
+    assert installed(node)["version"] == "1.0.0"
+    upgraded = install(node, folder, "--trust-update /tmp/rotate.trust")
+    assert upgraded.returncode == 0, upgraded.stdout[-3000:] + upgraded.stderr[-2000:]
+    assert "trust update good: role bundle, serial " in upgraded.stderr + upgraded.stdout
+    assert installed(node)["version"] == "1.1.0"
+    assert https(node, "/health/startup")["status"] == 200  # HTTPS kept across the upgrade
+    shown = node.sh("appliance trust show", check=True).stdout
+    assert "release-2" in shown and "expired" in shown
+    # A bundle the retired key signed, after its valid-before: refused before any change.
+    retired = unpack(node, "1.2.0")
+    result = install(node, retired)
+    assert result.returncode != 0
+    last = (result.stderr or result.stdout).strip().splitlines()[-1]
+    assert last.startswith("install.sh: error: ") and "expired" in last, last
+    assert installed(node)["version"] == "1.1.0"
