@@ -52,7 +52,7 @@ bundle: $(BIN)/.installed engine  ## Build dist/appliance-<version>.tar, signed 
 	@test -f $(DEV_KEYS)/bundle.key || { mkdir -p $(DEV_KEYS) && $(BIN)/python -c \
 		'import sys; from pathlib import Path; from appliance.trust.sshsig import generate_key; \
 		k = generate_key(Path(sys.argv[1]), "dev-bundle@localhost"); \
-		Path(sys.argv[2]).write_text(f"dev-bundle@localhost namespaces=\"appliance-bundle\" {k.openssh_line()}\n")' \
+		Path(sys.argv[2]).write_text(f"dev-bundle@localhost namespaces=\"appliance-bundle,appliance-trust\" {k.openssh_line()}\n")' \
 		$(DEV_KEYS)/bundle.key $(DEV_KEYS)/allowed_signers && echo "made a development key $(DEV_KEYS)/bundle.key (never commit it)"; }
 	$(BIN)/python build_bundle.py --version $(BUNDLE_VERSION) --key $(DEV_KEYS)/bundle.key --out dist
 	$(BIN)/appliance verify dist/appliance-$(BUNDLE_VERSION).tar --signers $(DEV_KEYS)/allowed_signers

@@ -250,9 +250,13 @@ fi
 # and the revocation list; sets principal and signer_fingerprint, or dies naming the reason.
 verify_signature() {
     local what=$1 sig=$2 message=$3 namespace=$4 verdict
-    principal=$(ssh-keygen -Y find-principals -s "$sig" -f "$work/allowed_signers" 2>/dev/null | head -n 1) ||
+    if ! principal=$(ssh-keygen -Y find-principals -s "$sig" -f "$work/allowed_signers" 2>"$work/find.err" | head -n 1) ||
+        [ -z "$principal" ]; then
+        # ssh-keygen names a key that is trusted but outside its valid-after/valid-before window.
+        window=$(tr -d '\r' < "$work/find.err" | grep -Eo '(key has expired|key is not yet valid).*' | head -n 1 || true)
+        [ -z "$window" ] || die "$what is signed by a key the node trusts only in a window: $window (a rotated release key: ask for the bundle signed by the current one)" 3
         die "$what is not signed by a trusted key" 3
-    [ -n "$principal" ] || die "$what is not signed by a trusted key" 3
+    fi
     if ! verdict=$(ssh-keygen -Y verify -f "$work/allowed_signers" -I "$principal" -n "$namespace" -s "$sig" \
         "${revoked[@]}" < "$message" 2>&1); then
         # ssh-keygen says only "Could not verify signature" for a revoked key: tell it apart.

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from appliance.trust.sshsig import generate_key, load_private_key, public_key_of
-from tests.conftest import run
+from tests.conftest import Signer, run
 from tests.e2e.conftest import Stick
 from tests.e2e.simnode import USB, Node, kinds_from_env, start_node
 from tests.e2e.test_node_install import (
@@ -243,3 +243,51 @@ def test_the_release_key_rotates_with_a_trust_update_from_the_stick(
     last = (result.stderr or result.stdout).strip().splitlines()[-1]
     assert last.startswith("install.sh: error: ") and "expired" in last, last
     assert installed(node)["version"] == "1.1.0"
+
+
+def test_a_pack_signed_by_a_revoked_workstation_key_is_refused_everywhere(
+    node: Node, stick: Stick, signer: Signer, tmp_path: Path
+) -> None:
+    """A workstation key is revoked by a pack trust update, applied by root with `appliance
+    trust apply`: its packs are refused by the importer, by the running server's upload, and
+    by ssh-keygen -Y verify -r with the node's own files."""
+    trust_key = generate_key(tmp_path / "pack-trust.key", "pack-trust@appliance.test")
+    workstation = signer.allowed_signers.read_text()
+    signers = tmp_path / "pack_signers"
+    signers.write_text(
+        workstation + f'pack-trust namespaces="appliance-trust" {trust_key.openssh_line()}\n'
+    )
+    # The node is given the pack trust key once, with the workstation key (a later install).
+    put(node, "/tmp/pack_signers", signers.read_bytes())
+    again = install(
+        node, "/var/tmp/bundle-1.1.0/appliance-1.1.0", "--pack-signers /tmp/pack_signers"
+    )
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-2000:]
+    revoked = tmp_path / "revoked"
+    revoked.write_text(signer.public.openssh_line() + "\n")
+    update = tmp_path / "revoke.trust"
+    made = run("appliance", "trust", "make", "--role", "pack", "--serial", "1",
+               "--allowed-signers", signers, "--revoked", revoked,
+               "--key", tmp_path / "pack-trust.key", "--output", update)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    put(node, "/tmp/revoke.trust", update.read_bytes())
+    applied = node.sh("appliance trust apply /tmp/revoke.trust")
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    imported = node.sh(f"appliance import {USB}/results-2.pack")
+    assert imported.returncode == 3, imported.stderr
+    assert "revoked" in imported.stderr
+    admin = node.sh("appliance token create ops-gina --role admin", check=True).stdout.strip()
+    time.sleep(1.0)
+    node.sh(f"cp {USB}/results-2.pack /tmp/upload-2.pack", check=True)
+    uploaded = https(
+        node, "/api/v1/data/packs", method="POST", token=admin, body="/tmp/upload-2.pack"
+    )
+    assert uploaded["status"] == 422, uploaded
+    assert "revoked" in str(uploaded["body"])
+    stock = node.sh(
+        f"mkdir -p /tmp/p && tar -xf {USB}/results-2.pack -C /tmp/p pack.json pack.json.sig && "
+        "ssh-keygen -Y verify -f /etc/appliance/pack_signers -I ml@workstation "
+        "-n appliance-result-pack -s /tmp/p/pack.json.sig -r /etc/appliance/pack_signers.revoked "
+        "< /tmp/p/pack.json"
+    )
+    assert stock.returncode != 0, stock.stdout + stock.stderr
