@@ -10,10 +10,8 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any, TypeVar
 
 import click
 
@@ -21,7 +19,8 @@ from appliance import __version__
 from appliance import settings as cfg
 from appliance.access.site_tls import load_site_certificate
 from appliance.bundles.bundle_layout import DEBIAN_KEYRING
-from appliance.console import OneLineErrors, Progress, reported_errors
+from appliance.console import F, OneLineErrors, Progress, reported_errors, setting_option
+from appliance.console import data_dir_option as console_data_dir_option
 from appliance.data.importer import ImportOptions, import_pack, rollback
 from appliance.data.run_layout import prepare_run_dir
 from appliance.data.store import DataStore
@@ -32,24 +31,7 @@ from appliance.faults import os_fault
 from appliance.fsio import format_bytes
 from appliance.trust.sshsig import load_allowed_signers
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def setting_option(setting: cfg.Setting, **kwargs: Any) -> Callable[[F], F]:
-    """A click option read from the flag, else the setting's environment variable, else its default."""
-    return click.option(
-        setting.flag,
-        setting.name,
-        envvar=setting.env,
-        default=setting.default,
-        show_default=True,
-        show_envvar=True,
-        help=setting.help,
-        **kwargs,
-    )
-
-
-data_dir_option = setting_option(cfg.DATA_DIR, type=click.Path(path_type=Path, file_okay=False))
+data_dir_option = console_data_dir_option()
 signers_option = setting_option(cfg.SIGNERS, type=click.Path(path_type=Path, dir_okay=False))
 
 

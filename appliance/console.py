@@ -5,13 +5,38 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 
 from appliance.errors import ApplianceError, NodeFault
 from appliance.faults import os_fault
+from appliance.settings import DATA_DIR, Setting
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def setting_option(setting: Setting, **kwargs: Any) -> Callable[[F], F]:
+    """A click option read from the flag, else the setting's environment variable, else its default."""
+    options: dict[str, Any] = {"help": setting.help} | kwargs
+    return click.option(
+        setting.flag,
+        setting.name,
+        envvar=setting.env,
+        default=setting.default,
+        show_default=True,
+        show_envvar=True,
+        **options,
+    )
+
+
+def data_dir_option(**kwargs: Any) -> Callable[[F], F]:
+    """The --data-dir option of every command that reads or changes the store."""
+    return setting_option(DATA_DIR, type=click.Path(path_type=Path, file_okay=False), **kwargs)
+
 
 # Exit code of a fault of the node that no library call turned into a NodeFault itself.
 NODE_FAULT_EXIT = NodeFault.exit_code

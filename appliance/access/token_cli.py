@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +22,9 @@ from appliance.access.tokens import (
     parse_lifetime,
     token_digest,
 )
+from appliance.console import data_dir_option as console_data_dir_option
 from appliance.console import reported_errors
-from appliance.data.store import DataStore
+from appliance.data.store import DataStore, now_utc
 from appliance.errors import ApplianceError, ConfigError, NodeFault
 from appliance.packs.result_pack import format_timestamp
 
@@ -32,21 +33,7 @@ BOOTSTRAP_SETTINGS = {
     BOOTSTRAP_VIEWER: (cfg.VIEWER_TOKEN, cfg.VIEWER_TOKEN_FILE),
 }
 
-data_dir_option = click.option(
-    cfg.DATA_DIR.flag,
-    cfg.DATA_DIR.name,
-    envvar=cfg.DATA_DIR.env,
-    default=cfg.DATA_DIR.default,
-    show_default=True,
-    show_envvar=True,
-    help=cfg.DATA_DIR.help,
-    type=click.Path(path_type=Path, file_okay=False),
-)
-
-
-def now_utc() -> datetime:
-    """The current time, to the second."""
-    return datetime.now(UTC).replace(microsecond=0)
+data_dir_option = console_data_dir_option()
 
 
 def shown(moment: datetime | None, never: str = "never") -> str:

@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from appliance import settings as cfg
+from appliance.console import data_dir_option as console_data_dir_option
 from appliance.console import reported_errors
 from appliance.data.store import DataStore
 from appliance.errors import ConfigError, KeyFileError
@@ -62,15 +63,8 @@ bundle_signers_option = click.option(
     type=click.Path(path_type=Path, dir_okay=False),
     help="allowed_signers of role bundle (the release key); its .revoked and .serial beside it.",
 )
-data_dir_option = click.option(
-    cfg.DATA_DIR.flag,
-    cfg.DATA_DIR.name,
-    envvar=cfg.DATA_DIR.env,
-    default=cfg.DATA_DIR.default,
-    show_default=True,
-    show_envvar=True,
-    type=click.Path(path_type=Path, file_okay=False),
-    help="Data store whose history.jsonl records each trust update applied or refused.",
+data_dir_option = console_data_dir_option(
+    help="Data store whose history.jsonl records each trust update applied or refused."
 )
 
 
