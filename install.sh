@@ -51,7 +51,7 @@ Actions (default: install, which also upgrades an installed node):
 Trust (needed on a first install; later the node's own /etc/appliance/bundle_signers is used):
   --signers FILE          allowed_signers file holding the release key (namespace appliance-bundle)
   --trust-fingerprint FP  trust the key in signer.pub if its fingerprint is FP (SHA256:...)
-  --pack-signers FILE     allowed_signers for result packs (installed as /etc/appliance/pack_signers)
+  --pack-signers FILE     allowed_signers for result packs (installed as /etc/appliance/pack-trust/pack_signers)
   --trust-update FILE     a trust update (.trust) of role bundle, signed by a key the node trusts:
                           applied before the bundle is verified (a bundle signed by a new release key)
 

@@ -22,5 +22,5 @@ IMAGE_USER = "appliance"
 IMAGE_PYTHON = "/usr/bin/python3.11"
 IMAGE_DATA_DIR = "/var/lib/appliance"
 IMAGE_CONFIG_DIR = "/etc/appliance"
-IMAGE_PACK_SIGNERS = "/etc/appliance/pack_signers"
+IMAGE_PACK_SIGNERS = "/etc/appliance/pack-trust/pack_signers"
 IMAGE_PORT = 8080

@@ -47,9 +47,13 @@ MAX_SIGNATURE_BYTES = 16 << 10
 REVOKED_SUFFIX = ".revoked"
 SERIAL_SUFFIX = ".serial"
 
-# Where the node keeps each role's allowed_signers (the Ansible trust role writes them there).
+# Where the node keeps each role's allowed_signers (the Ansible trust role writes them there),
+# relative to NODE_CONFIG_DIR. The pack role's files have a folder of their own, which the
+# importer's service (the appliance user) may write: `appliance watch` applies the pack trust
+# updates dropped in an inbox. The bundle role's stay root's.
 NODE_CONFIG_DIR = "/etc/appliance"
-NODE_SIGNERS = {ROLE_BUNDLE: "bundle_signers", ROLE_PACK: "pack_signers"}
+NODE_PACK_TRUST_DIR = "pack-trust"
+NODE_SIGNERS = {ROLE_BUNDLE: "bundle_signers", ROLE_PACK: f"{NODE_PACK_TRUST_DIR}/pack_signers"}
 
 # The first bytes of ssh-keygen's binary KRL: this appliance reads the plain list only.
 KRL_MAGIC = b"SSHKRL\n\0"

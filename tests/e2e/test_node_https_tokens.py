@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from appliance.trust.sshsig import generate_key, load_private_key, public_key_of
-from tests.conftest import Signer, run
+from tests.conftest import Signer, make_pack, make_signer, make_tables, run
 from tests.e2e.conftest import Stick
 from tests.e2e.simnode import USB, Node, kinds_from_env, start_node
 from tests.e2e.test_node_install import (
@@ -43,9 +43,28 @@ KIND = next((k for k in _KINDS if k.name == "debian13-standard"), _KINDS[0])
 
 
 @pytest.fixture(scope="module")
-def node(stick: Stick) -> Iterator[Node]:
+def carried(stick: Stick, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """This module's own stick: the shared one's files (hard links), and room for what the
+    tests sign later (trust updates, a pack of a new workstation key), which the node sees at
+    /media/usb as soon as they are written."""
+    folder = tmp_path_factory.mktemp("usb-https")
+    subprocess.run(["cp", "-al", f"{stick.folder}/.", str(folder)], check=True)
+    folder.chmod(0o755)
+    return folder
+
+
+def carry(carried: Path, name: str, data: bytes) -> str:
+    """Put a file on this module's stick; its path on the node."""
+    path = carried / name
+    path.write_bytes(data)
+    path.chmod(0o644)
+    return f"{USB}/{name}"
+
+
+@pytest.fixture(scope="module")
+def node(carried: Path) -> Iterator[Node]:
     """A fresh node of KIND for this module (overrides the per-kind node of conftest.py)."""
-    started = start_node(f"appliance-e2e-https-{KIND.name}", stick.folder, KIND)
+    started = start_node(f"appliance-e2e-https-{KIND.name}", carried, KIND)
     try:
         yield started
     finally:
@@ -196,7 +215,7 @@ def put(node: Node, path: str, data: bytes) -> None:
 
 
 def test_the_release_key_rotates_with_a_trust_update_from_the_stick(
-    node: Node, stick: Stick, tmp_path: Path
+    node: Node, stick: Stick, carried: Path, tmp_path: Path
 ) -> None:
     """The release team signs, with the key the node trusts, an update naming the new key and
     the old one expired; a bundle signed by the new key then installs, and the old key's
@@ -225,11 +244,11 @@ def test_the_release_key_rotates_with_a_trust_update_from_the_stick(
     )  # fmt: skip
     assert signed.returncode == 0, signed.stderr
     put(node, f"{folder}/SHA256SUMS.sig", (tmp_path / "SHA256SUMS.sig").read_bytes())
-    put(node, "/tmp/rotate.trust", update.read_bytes())
+    on_stick = carry(carried, "rotate.trust", update.read_bytes())
     refused = install(node, folder)  # without the update the node does not know the new key
     assert refused.returncode != 0
     assert installed(node)["version"] == "1.0.0"
-    upgraded = install(node, folder, "--trust-update /tmp/rotate.trust")
+    upgraded = install(node, folder, f"--trust-update {on_stick}")
     assert upgraded.returncode == 0, upgraded.stdout[-3000:] + upgraded.stderr[-2000:]
     assert "trust update good: role bundle, serial " in upgraded.stderr + upgraded.stdout
     assert installed(node)["version"] == "1.1.0"
@@ -245,30 +264,57 @@ def test_the_release_key_rotates_with_a_trust_update_from_the_stick(
     assert installed(node)["version"] == "1.1.0"
 
 
+@pytest.fixture(scope="module")
+def pack_trust_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The key that signs the site's pack trust updates (the ML team keeps it offline)."""
+    key = tmp_path_factory.mktemp("pack-trust") / "pack-trust.key"
+    generate_key(key, "pack-trust@appliance.test")
+    return key
+
+
+def pack_trust_line(key: Path) -> str:
+    """The allowed_signers line that lets `key` sign pack trust updates, and nothing else."""
+    return f'pack-trust namespaces="appliance-trust" {public_key_of(load_private_key(key)).openssh_line()}\n'
+
+
 def test_a_pack_signed_by_a_revoked_workstation_key_is_refused_everywhere(
-    node: Node, stick: Stick, signer: Signer, tmp_path: Path
+    node: Node, stick: Stick, signer: Signer, pack_trust_key: Path, tmp_path: Path
 ) -> None:
     """A workstation key is revoked by a pack trust update, applied by root with `appliance
     trust apply`: its packs are refused by the importer, by the running server's upload, and
     by ssh-keygen -Y verify -r with the node's own files."""
-    trust_key = generate_key(tmp_path / "pack-trust.key", "pack-trust@appliance.test")
     workstation = signer.allowed_signers.read_text()
     signers = tmp_path / "pack_signers"
-    signers.write_text(
-        workstation + f'pack-trust namespaces="appliance-trust" {trust_key.openssh_line()}\n'
-    )
+    signers.write_text(workstation + pack_trust_line(pack_trust_key))
     # The node is given the pack trust key once, with the workstation key (a later install).
+    # Before it, the node's pack trust is put back as a version before pack-trust/ kept it (in
+    # the configuration folder itself, root's): the install moves it into its folder.
+    node.sh(
+        "cd /etc/appliance && echo '# kept from before' >> pack-trust/pack_signers.revoked && "
+        "mv pack-trust/pack_signers pack-trust/pack_signers.revoked . && rmdir pack-trust && "
+        "chown root:root pack_signers pack_signers.revoked",
+        check=True,
+    )
     put(node, "/tmp/pack_signers", signers.read_bytes())
     again = install(
         node, "/var/tmp/bundle-1.1.0/appliance-1.1.0", "--pack-signers /tmp/pack_signers"
     )
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-2000:]
+    layout = node.sh(
+        "ls /etc/appliance; stat -c '%U %n' /etc/appliance/pack-trust /etc/appliance/pack-trust/*; "
+        "cat /etc/appliance/pack-trust/pack_signers.revoked",
+        check=True,
+    ).stdout
+    assert "appliance /etc/appliance/pack-trust\n" in layout, layout
+    assert "appliance /etc/appliance/pack-trust/pack_signers\n" in layout, layout
+    assert "# kept from before" in layout, layout  # moved, not made again
+    assert "\npack_signers\n" not in f"\n{layout}", layout
     revoked = tmp_path / "revoked"
     revoked.write_text(signer.public.openssh_line() + "\n")
     update = tmp_path / "revoke.trust"
     made = run("appliance", "trust", "make", "--role", "pack", "--serial", "1",
                "--allowed-signers", signers, "--revoked", revoked,
-               "--key", tmp_path / "pack-trust.key", "--output", update)  # fmt: skip
+               "--key", pack_trust_key, "--output", update)  # fmt: skip
     assert made.returncode == 0, made.stderr
     put(node, "/tmp/revoke.trust", update.read_bytes())
     applied = node.sh("appliance trust apply /tmp/revoke.trust")
@@ -286,8 +332,75 @@ def test_a_pack_signed_by_a_revoked_workstation_key_is_refused_everywhere(
     assert "revoked" in str(uploaded["body"])
     stock = node.sh(
         f"mkdir -p /tmp/p && tar -xf {USB}/results-2.pack -C /tmp/p pack.json pack.json.sig && "
-        "ssh-keygen -Y verify -f /etc/appliance/pack_signers -I ml@workstation "
-        "-n appliance-result-pack -s /tmp/p/pack.json.sig -r /etc/appliance/pack_signers.revoked "
+        "ssh-keygen -Y verify -f /etc/appliance/pack-trust/pack_signers -I ml@workstation "
+        "-n appliance-result-pack -s /tmp/p/pack.json.sig -r /etc/appliance/pack-trust/pack_signers.revoked "
         "< /tmp/p/pack.json"
     )
     assert stock.returncode != 0, stock.stdout + stock.stderr
+
+
+def test_the_importer_service_applies_a_pack_trust_update_before_the_packs_beside_it(
+    node: Node, carried: Path, signer: Signer, pack_trust_key: Path, tmp_path: Path
+) -> None:
+    """A new workstation key is trusted by an update signed by the pack trust key, carried on the
+    stick and copied into the inbox with a pack the new key signed: the installed importer
+    service (the appliance user, the rest of the system read-only) applies the update first
+    and imports the pack; a bundle update dropped beside them is refused there. Runs after the
+    revocation test, whose update (serial 1) left the node trusting the pack trust key."""
+    newcomer = make_signer(tmp_path / "ws2", "ml-2@workstation")
+    signers = tmp_path / "pack_signers"
+    signers.write_text(newcomer.allowed_signers.read_text() + pack_trust_line(pack_trust_key))
+    revoked = tmp_path / "revoked"
+    revoked.write_text(signer.public.openssh_line() + "\n")  # the lost key stays revoked
+    update = tmp_path / "ws2.trust"
+    made = run("appliance", "trust", "make", "--role", "pack", "--serial", "2",
+               "--allowed-signers", signers, "--revoked", revoked,
+               "--key", pack_trust_key, "--output", update)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    tables = make_tables(
+        tmp_path / "tables", seed=12, generated_at=datetime(2026, 11, 3, tzinfo=UTC)
+    )
+    pack = make_pack(tables, newcomer, tmp_path / "results-ws2.pack")
+    carry(carried, "results-ws2.pack", pack.read_bytes())
+    carry(carried, "ws2.trust", update.read_bytes())
+    before = node.sh("readlink /var/lib/appliance/current", check=True).stdout.strip()
+    # As an admin copies them from the stick: the pack first, then the update, then a bundle
+    # update (rotate.trust, of role bundle) that has no business in an inbox.
+    node.sh(
+        f"cp {USB}/results-ws2.pack {USB}/ws2.trust {USB}/rotate.trust /srv/appliance/inbox/",
+        check=True,
+    )
+    deadline = time.monotonic() + 120
+    listing = ""
+    while time.monotonic() < deadline:
+        listing = node.sh("cd /srv/appliance/inbox && ls -1 . done rejected 2>/dev/null").stdout
+        if (
+            "results-ws2.pack" in listing.split("done:")[-1]
+            and "rotate.trust" in listing.split("rejected:")[-1]
+        ):
+            break
+        time.sleep(2)
+    journal = node.sh("journalctl -u appliance-importer --no-pager -n 40").stdout
+    done = node.sh("ls -1 /srv/appliance/inbox/done").stdout.split()
+    assert {"ws2.trust", "results-ws2.pack"} <= set(done), listing + journal
+    reason = node.sh("cat /srv/appliance/inbox/rejected/rotate.trust.reason.txt", check=True)
+    assert reason.stdout.startswith("wrong-role: "), reason.stdout
+    # The update came first: the pack was imported, not refused for its then unknown signer.
+    applied = journal.index("ws2.trust applied: role pack serial 1 -> 2")
+    assert journal.index("results-ws2.pack imported as", applied) > applied, journal
+    after = node.sh("readlink /var/lib/appliance/current", check=True).stdout.strip()
+    assert after != before
+    shown = node.sh("appliance trust show --json", check=True).stdout
+    roles = {role["role"]: role for role in json.loads(shown)["roles"]}
+    assert roles["pack"]["serial"] == 2, shown
+    assert [key["principals"] for key in roles["pack"]["keys"]] == [
+        ["ml-2@workstation"],
+        ["pack-trust"],
+    ]
+    assert [key["fingerprint"] for key in roles["pack"]["revoked"]] == [signer.public.fingerprint]
+    history = node.sh("cat /var/lib/appliance/history.jsonl", check=True).stdout.splitlines()
+    events = [json.loads(line) for line in history]
+    trusted = [e for e in events if e.get("event") == "trust-update"]
+    assert trusted and trusted[-1]["serial"] == 2, trusted[-1:]
+    refused = [e for e in events if e.get("event") == "trust-update-refused"]
+    assert refused and refused[-1]["reason"] == "wrong-role", refused[-1:]

@@ -34,6 +34,31 @@ def test_the_trust_role_keeps_each_role_where_the_trust_commands_look() -> None:
     defaults = yaml_file(ANSIBLE / "roles" / "appliance_trust" / "defaults" / "main.yml")
     shared = yaml_file(ANSIBLE / "group_vars" / "all.yml")
     assert shared["appliance_config_dir"] == layout.NODE_CONFIG_DIR
-    for role, var in ((layout.ROLE_BUNDLE, "bundle"), (layout.ROLE_PACK, "pack")):
-        expected = "{{ appliance_config_dir }}/" + layout.NODE_SIGNERS[role]
-        assert defaults[f"appliance_trust_{var}_signers"] == expected
+    assert defaults["appliance_trust_bundle_signers"] == (
+        "{{ appliance_config_dir }}/" + layout.NODE_SIGNERS[layout.ROLE_BUNDLE]
+    )
+    # The pack role's files are in a folder of their own, which the importer's unit may write.
+    assert defaults["appliance_trust_pack_signers"] == "{{ appliance_pack_signers }}"
+    assert shared["appliance_pack_trust_dir"] == (
+        "{{ appliance_config_dir }}/" + layout.NODE_PACK_TRUST_DIR
+    )
+    assert layout.NODE_SIGNERS[layout.ROLE_PACK].startswith(f"{layout.NODE_PACK_TRUST_DIR}/")
+    assert shared["appliance_pack_signers"] == (
+        "{{ appliance_pack_trust_dir }}/"
+        + layout.NODE_SIGNERS[layout.ROLE_PACK].removeprefix(f"{layout.NODE_PACK_TRUST_DIR}/")
+    )
+    assert shared["appliance_image_pack_signers"] == (
+        f"{layout.NODE_CONFIG_DIR}/{layout.NODE_SIGNERS[layout.ROLE_PACK]}"
+    )
+
+
+def test_the_importer_may_write_the_pack_trust_and_nothing_else_of_the_configuration() -> None:
+    unit = (
+        ANSIBLE / "roles" / "appliance_importer" / "templates" / "appliance-importer.service.j2"
+    ).read_text(encoding="utf-8")
+    line = next(line for line in unit.splitlines() if line.startswith("ReadWritePaths="))
+    writable = re.findall(r"\{\{ (\w+)", line)
+    assert writable[:2] == ["appliance_data_dir", "appliance_pack_trust_dir"]
+    assert not any("appliance_config_dir" in path for path in writable)
+    assert "ProtectSystem=strict" in unit
+    assert "Environment=APPLIANCE_SIGNERS={{ appliance_pack_signers }}" in unit
