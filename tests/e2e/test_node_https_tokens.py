@@ -205,8 +205,19 @@ def test_a_brought_certificate_is_served_and_recorded(node: Node) -> None:
 def test_a_second_run_keeps_https_and_changes_nothing(node: Node) -> None:
     result = install(node, "/var/tmp/bundle-1.0.0/appliance-1.0.0")
     assert result.returncode == 0, result.stdout[-3000:]
-    assert recap(result.stdout)["changed"] == 0
+    assert recap(result.stdout)["changed"] == 0, changed_tasks(result.stdout)
     assert https(node, "/health/startup")["status"] == 200
+
+
+def changed_tasks(output: str) -> list[str]:
+    """The tasks a playbook run reports changed, each with its result line."""
+    found, task = [], ""
+    for line in output.splitlines():
+        if line.startswith("TASK ["):
+            task = line
+        elif line.startswith("changed: "):
+            found.append(f"{task} {line[:200]}")
+    return found
 
 
 def put(node: Node, path: str, data: bytes) -> None:
