@@ -391,7 +391,10 @@ def test_the_importer_service_applies_a_pack_trust_update_before_the_packs_besid
         ):
             break
         time.sleep(2)
-    journal = node.sh("journalctl -u appliance-importer --no-pager -n 40").stdout
+    journal = node.sh(
+        "systemctl status appliance-importer --no-pager | head -5; "
+        "journalctl -u appliance-importer --no-pager -n 60"
+    ).stdout
     done = node.sh("ls -1 /srv/appliance/inbox/done").stdout.split()
     assert {"ws2.trust", "results-ws2.pack"} <= set(done), listing + journal
     reason = node.sh("cat /srv/appliance/inbox/rejected/rotate.trust.reason.txt", check=True)
