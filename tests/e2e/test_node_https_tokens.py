@@ -381,16 +381,14 @@ def test_the_importer_service_applies_a_pack_trust_update_before_the_packs_besid
         f"cp {USB}/results-ws2.pack {USB}/ws2.trust {USB}/rotate.trust /srv/appliance/inbox/",
         check=True,
     )
+    handled = (
+        "test -e /srv/appliance/inbox/done/results-ws2.pack && "
+        "test -e /srv/appliance/inbox/rejected/rotate.trust"
+    )
     deadline = time.monotonic() + 120
-    listing = ""
-    while time.monotonic() < deadline:
-        listing = node.sh("cd /srv/appliance/inbox && ls -1 . done rejected 2>/dev/null").stdout
-        if (
-            "results-ws2.pack" in listing.split("done:")[-1]
-            and "rotate.trust" in listing.split("rejected:")[-1]
-        ):
-            break
+    while time.monotonic() < deadline and node.sh(handled).returncode != 0:
         time.sleep(2)
+    listing = node.sh("ls -R /srv/appliance/inbox").stdout
     journal = node.sh(
         "systemctl status appliance-importer --no-pager | head -5; "
         "journalctl -u appliance-importer --no-pager -n 60"
