@@ -9,7 +9,7 @@ BUNDLE_VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 DEV_KEYS := .dev-keys
 PODMAN_SOCKET := /run/podman/podman.sock
 
-.PHONY: demo test lint bundle engine node-test bench-bundle bench-install frontend frontend-check screenshots bench-import bench-server bench-dashboard clean help
+.PHONY: demo test lint bundle engine node-test fleet-test bench-bundle bench-install frontend frontend-check screenshots bench-import bench-server bench-dashboard clean help
 .DEFAULT_GOAL := help
 
 help:  ## List the targets.
@@ -63,6 +63,9 @@ engine:  ## Start Podman's Docker-compatible API on /run/podman/podman.sock unle
 	else mkdir -p $(dir $(PODMAN_SOCKET)) && rm -f $(PODMAN_SOCKET) && \
 		(cd / && setsid nohup podman --runtime runc system service --time=0 unix://$(PODMAN_SOCKET) >/dev/null 2>&1 &) && \
 		for i in $$(seq 50); do test -S $(PODMAN_SOCKET) && break; sleep 0.1; done && echo "started podman system service on $(PODMAN_SOCKET)"; fi
+
+fleet-test: $(BIN)/.installed  ## A fleet end to end: three simulated nodes and a controller over SSH on an internal network.
+	$(BIN)/python -m pytest tests/e2e/test_fleet.py -v
 
 node-test: $(BIN)/.installed  ## The installer end to end on simulated air-gapped nodes: NODE=debian13-docker (or a,b) for some kinds, every kind without NODE.
 	APPLIANCE_NODE_KINDS=$(or $(NODE),all) $(BIN)/python -m pytest tests/e2e -v

@@ -47,6 +47,9 @@ Actions (default: install, which also upgrades an installed node):
   --purge                 with --uninstall: also remove data, trust and configuration
   --backup DIR            write a backup of data, configuration and trust into DIR
   --restore FILE          restore a backup made with --backup
+  --stage DIR             verify the bundle and this node as an install does, change nothing,
+                          and leave in DIR (new) the playbook's variables and the trust files
+                          they name: what ansible/fleet-install.yml runs over SSH
 
 Trust (needed on a first install; later the node's own /etc/appliance/bundle_signers is used):
   --signers FILE          allowed_signers file holding the release key (namespace appliance-bundle)
@@ -96,6 +99,7 @@ pack_signers=""
 trust_update=""
 backup_dir=""
 restore_file=""
+stage_dir=""
 purge=false
 check=false
 extra_vars=()
@@ -134,6 +138,7 @@ while [ $# -gt 0 ]; do
         --purge) purge=true ;;
         --backup) value_of "$1" "a folder" "${2-}"; set_action backup "$1"; backup_dir=$2; shift ;;
         --restore) value_of "$1" "a backup file" "${2-}"; set_action restore "$1"; restore_file=$2; shift ;;
+        --stage) value_of "$1" "a folder" "${2-}"; set_action stage "$1"; stage_dir=$2; shift ;;
         --signers) value_of "$1" "a file" "${2-}"; signers=$2; shift ;;
         --trust-fingerprint) value_of "$1" "SHA256:..." "${2-}"; fingerprint=$2; shift ;;
         --pack-signers) value_of "$1" "a file" "${2-}"; pack_signers=$2; shift ;;
@@ -162,6 +167,15 @@ given_file() {
 [ -z "$pack_signers" ] || given_file --pack-signers "$pack_signers"
 [ -z "$trust_update" ] || given_file --trust-update "$trust_update"
 [ -z "$restore_file" ] || given_file --restore "$restore_file"
+if [ -n "$stage_dir" ]; then
+    # Made only once everything is verified: a refused bundle leaves nothing behind.
+    [ ! -e "$stage_dir" ] || die "--stage $stage_dir already exists: give a new folder" 2
+    [ -d "$(dirname -- "$stage_dir")" ] || die "--stage $stage_dir: no folder $(dirname -- "$stage_dir") to make it in" 2
+    stage_dir=$(realpath -m -- "$stage_dir")
+    case "$stage_dir" in
+        "$BUNDLE_DIR" | "$BUNDLE_DIR"/*) die "--stage $stage_dir is inside the bundle: give a folder outside it" 2 ;;
+    esac
+fi
 if [ -n "$backup_dir" ]; then
     [ ! -e "$backup_dir" ] || [ -d "$backup_dir" ] || die "--backup $backup_dir is a file, not a folder" 2
     [ -d "$backup_dir" ] || die "--backup $backup_dir: no such folder" 2
@@ -185,8 +199,9 @@ case "$engine" in
     *) die "--engine $engine: choose podman or docker" 2 ;;
 esac
 [ "$change_engine" = false ] || [ -n "$engine" ] || die "--change-engine needs --engine podman or --engine docker" 2
-[ -z "$engine" ] || [ "$action" = install ] || die "--engine goes with an install or upgrade only (the node remembers its engine)" 2
-[ -z "$trust_update" ] || [ "$action" = install ] || die "--trust-update goes with an install or upgrade only" 2
+[ -z "$engine" ] || [ "$action" = install ] || [ "$action" = stage ] || die "--engine goes with an install or upgrade only (the node remembers its engine)" 2
+[ -z "$trust_update" ] || [ "$action" = install ] || [ "$action" = stage ] || die "--trust-update goes with an install or upgrade only" 2
+[ "$check" = false ] || [ "$action" != stage ] || die "--check and --stage: --stage changes nothing anyway" 2
 for tool in ssh-keygen sha256sum python3 tar; do
     command -v "$tool" >/dev/null || die "$tool not found: install it (Debian: openssh-client, coreutils, python3, tar)" 2
 done
@@ -194,7 +209,7 @@ done
 # --- 1. verify the bundle, with stock tools only ----------------------------------------------------
 
 case "$action" in
-    install) playbook=install.yml ;;
+    install | stage) playbook=install.yml ;;
     rollback) playbook=rollback.yml ;;
     uninstall) playbook=uninstall.yml ;;
     backup) playbook=backup.yml ;;
@@ -477,6 +492,53 @@ if [ "$check" = true ] && [ "$action" = install ] && [ ! -f "$CONFIG_DIR/install
     die "--check compares with what is installed, and nothing is: run the install without --check" 2
 fi
 
+# The playbook's variables: what was verified above, and the trust files it was verified with.
+# write_vars FILE SIGNERS PACK_SIGNERS TRUST_UPDATE
+write_vars() {
+    SIGNERS_FILE=$2 PACK_SIGNERS_FILE=$3 TRUST_UPDATE_FILE=$4 python3 - "$1" <<'EOF'
+import json, os, sys
+env = os.environ
+chosen = {"appliance_container_engine": env["engine"]} if env["engine"] else {}
+json.dump({
+    "appliance_bundle_dir": env["BUNDLE_DIR"],
+    "appliance_bundle_version": env["version"],
+    "appliance_bundle_signer": env["principal"],
+    "appliance_bundle_signer_fingerprint": env["signer_fingerprint"],
+    "appliance_trust_bundle_signers_src": env["SIGNERS_FILE"],
+    "appliance_trust_pack_signers_src": env["PACK_SIGNERS_FILE"],
+    "appliance_trust_update_file": env["TRUST_UPDATE_FILE"],
+    "appliance_trust_update_serial": env["trust_serial"],
+    "appliance_target_name": env["target"],
+    "appliance_engine_change": env["change_engine"] == "true",
+    "appliance_purge": env["purge"] == "true",
+    "appliance_backup_dir": env["backup_dir"],
+    "appliance_restore_file": env["restore_file"],
+    **chosen,
+}, open(sys.argv[1], "w"))
+EOF
+}
+export BUNDLE_DIR version principal signer_fingerprint purge backup_dir restore_file target engine change_engine
+export trust_serial
+# With a trust update, the node's trust is installed as it was and the update applied on it.
+if [ -n "$trust_update" ]; then
+    verified_signers="$work/allowed_signers.before-update"
+else
+    verified_signers="$work/allowed_signers"
+fi
+
+# --stage: what the playbook needs, left for ansible/fleet-install.yml to run over SSH.
+if [ "$action" = stage ]; then
+    mkdir -m 0700 "$stage_dir" 2>/dev/null || die "--stage $stage_dir: cannot make the folder" 2
+    cp "$verified_signers" "$stage_dir/bundle_signers"
+    staged_pack="" staged_update=""
+    if [ -n "$pack_signers" ]; then staged_pack="$stage_dir/pack_signers"; cp "$pack_signers" "$staged_pack"; fi
+    if [ -n "$trust_update" ]; then staged_update="$stage_dir/$(basename "$trust_update")"; cp "$trust_update" "$staged_update"; fi
+    write_vars "$stage_dir/vars.json" "$stage_dir/bundle_signers" "$staged_pack" "$staged_update" ||
+        die "cannot write $stage_dir/vars.json" 2
+    note "staged: appliance $version verified for this node (target $target); the playbook's variables are in $stage_dir/vars.json"
+    exit 0
+fi
+
 # --- 3. Ansible, in a temporary folder, from the wheel cache ------------------------------------------
 
 pip_wheels=(wheels/pip-*-py3-none-any.whl)
@@ -492,35 +554,7 @@ fi
 # --- 4. the playbook ---------------------------------------------------------------------------------
 
 vars="$work/vars.json"
-export BUNDLE_DIR version principal signer_fingerprint pack_signers purge backup_dir restore_file target engine change_engine
-export trust_update trust_serial
-# With a trust update, the node's trust is installed as it was and the update applied on it.
-if [ -n "$trust_update" ]; then
-    export SIGNERS_FILE="$work/allowed_signers.before-update"
-else
-    export SIGNERS_FILE="$work/allowed_signers"
-fi
-python3 - "$vars" <<'EOF'
-import json, os, sys
-env = os.environ
-chosen = {"appliance_container_engine": env["engine"]} if env["engine"] else {}
-json.dump({
-    "appliance_bundle_dir": env["BUNDLE_DIR"],
-    "appliance_bundle_version": env["version"],
-    "appliance_bundle_signer": env["principal"],
-    "appliance_bundle_signer_fingerprint": env["signer_fingerprint"],
-    "appliance_trust_bundle_signers_src": env["SIGNERS_FILE"],
-    "appliance_trust_pack_signers_src": env["pack_signers"],
-    "appliance_trust_update_file": env["trust_update"],
-    "appliance_trust_update_serial": env["trust_serial"],
-    "appliance_target_name": env["target"],
-    "appliance_engine_change": env["change_engine"] == "true",
-    "appliance_purge": env["purge"] == "true",
-    "appliance_backup_dir": env["backup_dir"],
-    "appliance_restore_file": env["restore_file"],
-    **chosen,
-}, open(sys.argv[1], "w"))
-EOF
+write_vars "$vars" "$verified_signers" "$pack_signers" "$trust_update"
 
 flags=()
 [ "$check" = false ] || flags+=(--check --diff)

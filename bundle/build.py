@@ -7,7 +7,7 @@
     5 rootfs     the base root filesystem (bundle/rootfs.py)
     6 image      the server image archive (bundle/image.py, bundle/oci.py)
     7 engine     the engine loads and runs it, healthy (bundle/engine.py)
-    8 files      install.sh, ansible/ and the guides, when the tree has them
+    8 files      install.sh, fleet.sh, ansible/ and the guides, when the tree has them
     9 sbom       CycloneDX SBOMs (bundle/sbom.py)
    10 manifest   manifest.json (bundle/manifest.py)
    11 sign       SHA256SUMS and SHA256SUMS.sig (bundle/checksums.py, bundle/sign.py)
@@ -52,7 +52,7 @@ from bundle.oci import ImageArchive
 
 NODE_LOCK = Path("requirements/node.lock")
 NODE_TOOLS = ("ansible-core",)  # what install.sh needs from the wheel cache besides the project
-COPIED = (layout.INSTALL_SCRIPT, layout.ANSIBLE_DIR)
+COPIED = (layout.INSTALL_SCRIPT, layout.FLEET_SCRIPT, layout.ANSIBLE_DIR)
 BUNDLED_DOCS = ("docs/operator-guide.md", "docs/auditor-guide.md", "docs/admin-guide.md")
 DEFAULT_MIN_UPGRADE_FROM = "0.1.0"
 ZIP_LAST_EPOCH = 4354819198  # 2107-12-31T23:59:58Z, the last time a zip entry can hold

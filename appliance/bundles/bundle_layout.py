@@ -13,6 +13,7 @@ BUNDLE_PREFIX = "appliance-"
 ARCHIVE_SUFFIX = ".tar"
 
 INSTALL_SCRIPT = "install.sh"
+FLEET_SCRIPT = "fleet.sh"  # runs the fleet playbooks from a controller without Ansible
 CHECKSUMS = "SHA256SUMS"
 CHECKSUMS_SIG = "SHA256SUMS.sig"
 MANIFEST = "manifest.json"

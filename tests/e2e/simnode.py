@@ -80,6 +80,9 @@ MINBASE_PACKAGES = (
 # network would fail.
 TRIXIE_MINBASE_PACKAGES = (*MINBASE_PACKAGES, "kmod", "nftables")
 STANDARD_PACKAGES = ("systemd-sysv",)
+# A node of a fleet is reached over SSH by an admin who may use sudo: a netinst with "SSH server"
+# ticked, and sudo. The controller is such a node too (one node acting as controller).
+FLEET_PACKAGES = (*STANDARD_PACKAGES, "openssh-server", "sudo")
 
 
 @dataclass(frozen=True)
@@ -159,6 +162,14 @@ NODE_KINDS = _kinds(
         STANDARD_PACKAGES,
         "podman",
         "Debian 13 as a netinst with standard system utilities: the bundle brings python3-venv and Podman",
+    ),
+    NodeKind(
+        "debian13-fleet",
+        "trixie",
+        "standard",
+        FLEET_PACKAGES,
+        "podman",
+        "Debian 13 standard with an SSH server and sudo, a node of a fleet (tests/e2e/test_fleet.py)",
     ),
     NodeKind(
         "debian12-docker",
@@ -286,11 +297,15 @@ class Node:
         )
 
 
-def start_node(name: str, usb: Path, kind: NodeKind = NODE_KINDS["debian12"]) -> Node:
+def start_node(
+    name: str, usb: Path, kind: NodeKind = NODE_KINDS["debian12"], *, network: str = "none"
+) -> Node:
     """Boot a fresh node of `kind` with `usb` mounted read-only at /media/usb; wait for systemd.
 
     The engine's simulation config (SIMULATION_CONFIG) is copied in before systemd starts: the
     engine's units that run at boot, and its packages if the installer brings them, find it.
+    `network` is none (air-gapped alone) or the name of an `--internal` Podman network (a
+    fleet: the nodes reach each other by name, and nothing else); the node's hostname is `name`.
     """
     subprocess.run([*HOST_PODMAN, "rm", "-f", name], capture_output=True, check=False)
     subprocess.run(
@@ -305,7 +320,8 @@ def start_node(name: str, usb: Path, kind: NodeKind = NODE_KINDS["debian12"]) ->
             "-v",
             "/sys/fs/cgroup:/sys/fs/cgroup:rw",
             "--network",
-            "none",
+            network,
+            *(("--hostname", name) if network != "none" else ()),
             *LIMITS,
             "-v",
             f"{usb}:{USB}:ro",

@@ -1,0 +1,306 @@
+"""A fleet: three simulated nodes and a controller on an internal Podman network, driven over SSH.
+
+The network is `--internal`: the four reach each other by name and nothing else. The nodes are
+Debian 13 standard installations with an SSH server and sudo (node kind debian13-fleet); the
+admin account `ops` logs in with a key made for the test and becomes root with sudo. The
+controller is such a node too, with no Ansible: the operator `ann` runs `fleet.sh` from the
+unpacked bundle, which sets Ansible up from the bundle's wheels. In order, as an operator would:
+
+1. install 1.0.0 on all three (one batch of three);
+2. import a pack on all three, then again (nothing changes), then a damaged one (refused by
+   each node, named per node, nothing changed);
+3. status: all alike;
+4. upgrade to 1.1.0 one node at a time, while on the second node another program takes the
+   port the moment the old server lets it go: node 1 upgraded, node 2 back on 1.0.0 by itself,
+   node 3 untouched, the run failing with one line naming node 2; status flags the odd node;
+5. the program gone, the rerun puts all three on 1.1.0; a second run and --check change nothing;
+6. every node's own audit trail names the run, who ran it, from where, and the node's batch.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import Stick
+from tests.e2e.simnode import HOST_PODMAN, NODE_KINDS, USB, Node, start_node
+from tests.e2e.test_node_install import recap
+
+pytestmark = pytest.mark.slow
+
+KIND = NODE_KINDS["debian13-fleet"]
+NETWORK = "appliance-fleet-test"
+NODES = ("fleet-node-1", "fleet-node-2", "fleet-node-3")
+CONTROLLER = "fleet-controller"
+INVENTORY = "/home/ann/fleet.yml"
+TOOL = "/var/tmp/ctl/appliance-{version}/fleet.sh"
+FLEET_TIMEOUT = 1800.0
+
+
+@pytest.fixture(scope="module")
+def fleet(stick: Stick, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Node]]:
+    """The network, the three nodes with `ops` and sshd, and the controller with `ann`'s key."""
+    subprocess.run([*HOST_PODMAN, "network", "rm", "-f", NETWORK], capture_output=True, check=False)
+    subprocess.run([*HOST_PODMAN, "network", "create", "--internal", NETWORK], check=True,
+                   capture_output=True)  # fmt: skip
+    keys = tmp_path_factory.mktemp("fleet-ssh")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "ann@fleet-controller",
+                    "-f", str(keys / "id_ed25519")], check=True)  # fmt: skip
+    public = (keys / "id_ed25519.pub").read_text().strip()
+    started: dict[str, Node] = {}
+    try:
+        for name in (*NODES, CONTROLLER):
+            started[name] = start_node(name, stick.folder, KIND, network=NETWORK)
+        for name in NODES:
+            started[name].sh(
+                "useradd -m -s /bin/bash ops && echo 'ops ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/ops && "
+                "chmod 0440 /etc/sudoers.d/ops && install -d -m 0700 -o ops -g ops /home/ops/.ssh && "
+                f"echo '{public}' > /home/ops/.ssh/authorized_keys && "
+                "chown ops:ops /home/ops/.ssh/authorized_keys && chmod 0600 /home/ops/.ssh/authorized_keys && "
+                # Each node its own host keys (the image's are the same on every node).
+                "rm -f /etc/ssh/ssh_host_* && ssh-keygen -A -q && systemctl restart ssh",
+                check=True,
+            )
+        controller = started[CONTROLLER]
+        private = (keys / "id_ed25519").read_text()
+        controller.sh(
+            "useradd -m -s /bin/bash ann && install -d -m 0700 -o ann -g ann /home/ann/.ssh && "
+            f"cat > /home/ann/.ssh/id_ed25519 <<'EOF'\n{private}EOF\n"
+            "chmod 0600 /home/ann/.ssh/id_ed25519 && "
+            f"ssh-keyscan -t ed25519 {' '.join(NODES)} > /home/ann/.ssh/known_hosts 2>/dev/null && "
+            "chown -R ann:ann /home/ann/.ssh && "
+            f"cat > {INVENTORY} <<'EOF'\n{inventory()}EOF\nchown ann:ann {INVENTORY}",
+            check=True,
+        )
+        for version in ("1.0.0", "1.1.0"):
+            controller.sh(
+                f"mkdir -p /var/tmp/ctl && tar -xf {USB}/appliance-{version}.tar -C /var/tmp/ctl",
+                check=True,
+            )
+        yield started
+    finally:
+        for node in started.values():
+            node.stop()
+        subprocess.run([*HOST_PODMAN, "network", "rm", "-f", NETWORK], capture_output=True,
+                       check=False)  # fmt: skip
+
+
+def inventory() -> str:
+    """The test's inventory: the example's shape (a region, two sites), these three nodes."""
+    return f"""all:
+  vars:
+    ansible_user: ops
+    ansible_become: true
+    ansible_python_interpreter: /usr/bin/python3
+    appliance_server_health_retries: 30
+  children:
+    region_test:
+      children:
+        site_a:
+          hosts:
+            {NODES[0]}: {{}}
+            {NODES[1]}: {{}}
+        site_b:
+          hosts:
+            {NODES[2]}: {{}}
+"""
+
+
+def fleet_sh(fleet: dict[str, Node], version: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run fleet.sh of `version`'s unpacked bundle on the controller, as the operator ann."""
+    command = " ".join([TOOL.format(version=version), *args, "-i", INVENTORY])
+    return fleet[CONTROLLER].sh(f"cd /home/ann && su ann -c '{command}'", timeout=FLEET_TIMEOUT)
+
+
+def installed_version(node: Node) -> str:
+    state: dict[str, str] = json.loads(
+        node.sh("cat /etc/appliance/installed.json", check=True).stdout
+    )
+    return state["version"]
+
+
+def installer_trail(node: Node) -> list[dict[str, Any]]:
+    text = node.sh("cat /var/log/appliance/installer.jsonl", check=True).stdout
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def current_data(node: Node) -> str:
+    return node.sh("readlink /var/lib/appliance/current", check=True).stdout.strip()
+
+
+def status(fleet: dict[str, Node]) -> dict[str, Any]:
+    result = fleet_sh(fleet, "1.1.0", "status", "--json")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    report: dict[str, Any] = json.loads(result.stdout)
+    return report
+
+
+def test_a_first_rolling_install_puts_1_0_0_on_every_node(
+    fleet: dict[str, Node], stick: Stick
+) -> None:
+    result = fleet_sh(
+        fleet, "1.0.0", "install", f"{USB}/appliance-1.0.0.tar",
+        f"-e appliance_fleet_trust_fingerprint={stick.fingerprint}",
+        f"-e appliance_fleet_pack_signers={USB}/pack_signers",
+        "-e appliance_fleet_serial=3",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    for name in NODES:
+        node = fleet[name]
+        assert installed_version(node) == "1.0.0"
+        assert node.http("/health/startup")[0] == 200
+        event = installer_trail(node)[-1]
+        assert event["action"] == "install"
+        assert event["via"] == "ssh"
+        assert event["run_by"] == "ann"
+        assert event["run_from"] == CONTROLLER
+        fleet_fields = event["fleet"]
+        assert isinstance(fleet_fields, dict)
+        assert sorted(fleet_fields["batch"]) == sorted(NODES)  # one batch of three
+        assert fleet_fields["nodes"] == 3
+        assert str(fleet_fields["run"]).endswith(f"-{CONTROLLER}-install")
+    runs = {str(installer_trail(fleet[name])[-1]["fleet"]["run"]) for name in NODES}
+    assert len(runs) == 1
+
+
+def test_a_pack_is_imported_on_every_node_once_and_a_damaged_one_nowhere(
+    fleet: dict[str, Node],
+) -> None:
+    result = fleet_sh(fleet, "1.0.0", "import", f"{USB}/results-1.pack")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    for name in NODES:
+        assert current_data(fleet[name]) == "versions/v0001"
+        assert f"{name}: results-1.pack imported as v0001" in result.stdout
+        trail = fleet[name].sh("tail -n 1 /var/lib/appliance/history.jsonl", check=True).stdout
+        assert json.loads(trail)["by"] == "ops"  # the account the controller logged in with
+    again = fleet_sh(fleet, "1.0.0", "import", f"{USB}/results-1.pack")
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert "already imported" in again.stdout
+    for name in NODES:
+        assert recap_of(again.stdout, name)["changed"] == 0
+    # A copy cut short on the controller: each node refuses it, and says why.
+    fleet[CONTROLLER].sh(
+        f"head -c 20000 {USB}/results-2.pack > /home/ann/cut.pack && chown ann /home/ann/cut.pack",
+        check=True,
+    )
+    refused = fleet_sh(fleet, "1.0.0", "import", "/home/ann/cut.pack")
+    assert refused.returncode == 4, refused.stdout[-3000:] + refused.stderr[-2000:]
+    last = refused.stderr.strip().splitlines()[-1]
+    assert last.startswith("fleet.sh: error: 3 node(s) did not import cut.pack: "), last
+    for name in NODES:
+        assert f"{name}: refused: " in last, last
+        assert current_data(fleet[name]) == "versions/v0001"
+
+
+def recap_of(output: str, host: str) -> dict[str, int]:
+    """The PLAY RECAP counts of one host."""
+    line = next(
+        line for line in output.splitlines() if line.startswith(f"{host} ") and "ok=" in line
+    )
+    return recap(line)
+
+
+def test_status_shows_every_node_alike(fleet: dict[str, Node]) -> None:
+    report = status(fleet)
+    assert report["differing"] == []
+    nodes = report["nodes"]
+    assert isinstance(nodes, list)
+    assert [n["node"] for n in nodes] == list(NODES)
+    for row in nodes:
+        assert row["software"] == "1.0.0"
+        assert row["health"] == "ready"
+        assert row["data"]["version"] == "v0001"
+        assert row["data"]["dataset_id"] == "demo-telecom-spares"
+        assert row["last_import"]
+    shown = fleet_sh(fleet, "1.1.0", "status")
+    assert shown.returncode == 0, shown.stdout[-3000:]
+    assert "all 3 node(s) alike" in shown.stdout
+
+
+# On node 2, a program that takes the server's port the moment the old server lets it go (the
+# upgrade's restart), answers nothing, and lets go once the rescue has put 1.0.0's unit back.
+SQUATTER = """
+import pathlib, socket, time
+unit = pathlib.Path("/etc/systemd/system/appliance-server.service")
+taken = None
+while taken is None:
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        s.bind(("0.0.0.0", 8080)); s.listen(16); taken = s
+    except OSError:
+        s.close(); time.sleep(0.02)
+pathlib.Path("/run/squatter.took").write_text("took")
+taken.settimeout(0.2)
+seen_new = False
+while True:
+    text = unit.read_text()
+    seen_new = seen_new or "(1.1.0)" in text
+    if seen_new and "(1.0.0)" in text:
+        break
+    try:
+        conn, _ = taken.accept(); conn.close()
+    except OSError:
+        pass
+taken.close()
+"""
+
+
+def test_an_upgrade_stops_at_the_node_that_fails_and_that_node_rolls_back(
+    fleet: dict[str, Node],
+) -> None:
+    second = fleet[NODES[1]]
+    second.sh(f"cat > /root/squatter.py <<'EOF'\n{SQUATTER}EOF", check=True)
+    second.sh("systemd-run --unit squatter python3 /root/squatter.py", check=True)
+    trail_before = {name: len(installer_trail(fleet[name])) for name in NODES}
+    result = fleet_sh(fleet, "1.1.0", "install", f"{USB}/appliance-1.1.0.tar")
+    assert result.returncode == 4, result.stdout[-4000:] + result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == (
+        f"fleet.sh: error: {NODES[1]}: 1.1.0 failed its health gate; rolled back to 1.0.0"
+    ), last
+    assert second.sh("cat /run/squatter.took").stdout == "took"  # the port was taken
+    assert installed_version(fleet[NODES[0]]) == "1.1.0"
+    assert installed_version(second) == "1.0.0"
+    assert second.http("/health/ready")[0] == 200  # back in service by itself
+    assert installer_trail(second)[-1]["action"] == "upgrade-failed"
+    third = fleet[NODES[2]]
+    assert installed_version(third) == "1.0.0"
+    assert len(installer_trail(third)) == trail_before[NODES[2]]  # not reached
+    assert third.sh("ls /var/tmp/appliance-fleet").stdout.split() == [
+        "appliance-1.0.0.tar", "appliance-1.0.0.unpacked", "stage",
+    ]  # fmt: skip
+    report = status(fleet)
+    assert report["differing"] == [NODES[0]]  # the one on 1.1.0, against the two on 1.0.0
+    rows = {row["node"]: row for row in report["nodes"]}
+    assert rows[NODES[0]]["differs"] == ["software"]
+
+
+def test_the_rerun_finishes_the_rollout_and_a_second_run_changes_nothing(
+    fleet: dict[str, Node],
+) -> None:
+    second = fleet[NODES[1]]
+    assert second.sh("systemctl is-active squatter").stdout.strip() != "active"  # it let go
+    result = fleet_sh(fleet, "1.1.0", "install", f"{USB}/appliance-1.1.0.tar")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    batches = []
+    for name in NODES:
+        assert installed_version(fleet[name]) == "1.1.0"
+        assert fleet[name].http("/health/ready")[0] == 200
+        event = installer_trail(fleet[name])[-1]
+        assert event["action"] in ("upgrade", "reconfigure")
+        batches.append(event["fleet"]["batch"])
+    assert batches == [[name] for name in NODES]  # one node at a time, by default
+    again = fleet_sh(fleet, "1.1.0", "install", f"{USB}/appliance-1.1.0.tar")
+    assert again.returncode == 0, again.stdout[-3000:]
+    for name in NODES:
+        assert recap_of(again.stdout, name)["changed"] == 0, again.stdout[-3000:]
+    checked = fleet_sh(fleet, "1.1.0", "install", f"{USB}/appliance-1.1.0.tar", "--check", "--diff")
+    assert checked.returncode == 0, checked.stdout[-3000:]
+    for name in NODES:
+        assert recap_of(checked.stdout, name)["changed"] == 0, checked.stdout[-3000:]
+    assert status(fleet)["differing"] == []
