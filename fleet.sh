@@ -111,7 +111,11 @@ reason=$(python3 - "$work/ansible.log" <<'EOF' || true
 import json, sys
 reason = ""
 for line in open(sys.argv[1], encoding="utf-8", errors="replace"):
+    # "fatal: [host]: FAILED! => {...}", "fatal: [host]: UNREACHABLE! => {...}", and a loop's
+    # "failed: [host] (item=...) => {...}".
     marker = next((m for m in ("FAILED! => ", "UNREACHABLE! => ") if m + "{" in line), None)
+    if marker is None and line.startswith("failed: [") and " => {" in line:
+        marker = " => "
     if marker:
         host = line.split("[", 1)[-1].split("]", 1)[0]
         try:
