@@ -273,7 +273,7 @@ def test_an_upgrade_stops_at_the_node_that_fails_and_that_node_rolls_back(
     assert installed_version(third) == "1.0.0"
     assert len(installer_trail(third)) == trail_before[NODES[2]]  # not reached
     assert third.sh("ls /var/tmp/appliance-fleet").stdout.split() == [
-        "appliance-1.0.0.tar", "appliance-1.0.0.unpacked", "stage",
+        "appliance-1.0.0.tar", "appliance-1.0.0.unpacked", "inputs", "stage",
     ]  # fmt: skip
     report = status(fleet)
     assert report["differing"] == [NODES[0]]  # the one on 1.1.0, against the two on 1.0.0
