@@ -19,6 +19,7 @@ import json
 import os
 import tempfile
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
@@ -67,9 +68,7 @@ def report(nodes: dict[str, dict[str, Any]]) -> dict[str, Any]:
     most = {field: majority(values) for field, values in keyed.items()}
     for index, row in enumerate(rows):
         row["differs"] = [
-            field
-            for field in COMPARED
-            if most[field] is None or keyed[field][index] != most[field]
+            field for field in COMPARED if most[field] is None or keyed[field][index] != most[field]
         ]
     return {
         "format": FORMAT,
@@ -96,13 +95,17 @@ def table(result: dict[str, Any]) -> list[str]:
         ])  # fmt: skip
     lines[0][0] = "  " + lines[0][0]
     widths = [max(len(line[i]) for line in lines) for i in range(len(COLUMNS))]
-    text = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)).rstrip() for line in lines]
+    text = [
+        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)).rstrip() for line in lines
+    ]
     differing = [r for r in result["nodes"] if r["differs"]]
     if differing:
         text.append("")
         for row in differing:
             why = f": {row['error']}" if row["error"] else ""
-            text.append(f"! {row['node']} differs from most nodes in {', '.join(row['differs'])}{why}")
+            text.append(
+                f"! {row['node']} differs from most nodes in {', '.join(row['differs'])}{why}"
+            )
     else:
         text.append("")
         text.append(f"all {len(result['nodes'])} node(s) alike")
@@ -111,7 +114,7 @@ def table(result: dict[str, Any]) -> list[str]:
 
 def write_json(dest: str, result: dict[str, Any]) -> None:
     """Write the report by rename, so a script never reads half of it."""
-    folder = os.path.dirname(os.path.abspath(dest))
+    folder = Path(dest).absolute().parent
     fd, partial = tempfile.mkstemp(prefix=".fleet-status.", dir=folder)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -119,8 +122,7 @@ def write_json(dest: str, result: dict[str, Any]) -> None:
             handle.write("\n")
         os.replace(partial, dest)
     except BaseException:
-        if os.path.exists(partial):
-            os.unlink(partial)
+        Path(partial).unlink(missing_ok=True)
         raise
 
 

@@ -28,7 +28,7 @@ def test_stage_verifies_and_leaves_the_playbooks_variables(
     key, allowed, principal, fingerprint = release_key
     tree = signed_tree(tmp_path / "stick", key)
     packs = tmp_path / "pack_signers"
-    packs.write_text("ml@workstation namespaces=\"appliance-result-pack\" ssh-ed25519 AAAA\n")
+    packs.write_text('ml@workstation namespaces="appliance-result-pack" ssh-ed25519 AAAA\n')
     stage = tmp_path / "stage"
     result = run_install_sh(
         tree, tmp_path, "--stage", stage, "--signers", allowed, "--pack-signers", packs
@@ -94,13 +94,13 @@ def test_stage_refuses_a_folder_it_cannot_own_in_one_line(
     existing = tmp_path / "existing"
     existing.mkdir()
     (existing / "keep").write_text("mine")
-    folder = {
+    folders: dict[str, str | Path] = {
         "existing": existing,
         "inside": tree / "stage",
         "no-parent": tmp_path / "absent" / "stage",
         "": "",
-    }[where]
-    result = run_install_sh(tree, tmp_path, "--stage", folder, "--signers", allowed)
+    }
+    result = run_install_sh(tree, tmp_path, "--stage", folders[where], "--signers", allowed)
     assert_one_error_line(result, 2, message)
     assert (existing / "keep").read_text() == "mine"
     assert not (tree / "stage").exists()
