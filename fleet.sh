@@ -34,22 +34,31 @@ usage() {
 }
 
 [ $# -gt 0 ] || { usage >&2; exit 2; }
+case "$1" in -h | --help) usage; exit 0 ;; esac
+for tool in python3 ssh; do
+    command -v "$tool" >/dev/null || die "$tool not found: install it (Debian: python3, openssh-client)" 2
+done
+
+# -e NAME=PATH as JSON: a path with spaces or quotes stays one value.
+json_var() {
+    python3 -c 'import json, sys; print(json.dumps({sys.argv[1]: sys.argv[2]}))' "$1" "$2"
+}
+
 command=$1
 shift
 json=false
 args=()
 case "$command" in
-    -h | --help) usage; exit 0 ;;
     install)
         [ $# -gt 0 ] && [ "${1#-}" = "$1" ] || die "install needs the bundle's tar: ./fleet.sh install appliance-VERSION.tar -i INVENTORY" 2
         [ -f "$1" ] || die "$1: no such file" 2
-        args=("$BUNDLE_DIR/ansible/fleet-install.yml" -e "bundle=$(realpath -e -- "$1")")
+        args=("$BUNDLE_DIR/ansible/fleet-install.yml" -e "$(json_var bundle "$(realpath -e -- "$1")")")
         shift
         ;;
     import)
         [ $# -gt 0 ] && [ "${1#-}" = "$1" ] || die "import needs the pack: ./fleet.sh import results.pack -i INVENTORY" 2
         [ -f "$1" ] || die "$1: no such file" 2
-        args=("$BUNDLE_DIR/ansible/fleet-import.yml" -e "pack=$(realpath -e -- "$1")")
+        args=("$BUNDLE_DIR/ansible/fleet-import.yml" -e "$(json_var pack "$(realpath -e -- "$1")")")
         shift
         ;;
     status) args=("$BUNDLE_DIR/ansible/fleet-status.yml") ;;
@@ -66,10 +75,6 @@ if [ "$command" != playbook ]; then
     for arg in "${rest[@]}"; do case "$arg" in -i | --inventory | -i* | --inventory=*) has_inventory=true ;; esac; done
     [ "$has_inventory" = true ] || die "name the fleet's inventory: -i INVENTORY (see ansible/inventory/fleet.example.yml)" 2
 fi
-for tool in python3 ssh; do
-    command -v "$tool" >/dev/null || die "$tool not found: install it (Debian: python3, openssh-client)" 2
-done
-
 work=$(mktemp -d 2>/dev/null) || die "cannot make a temporary folder in ${TMPDIR:-/tmp}" 2
 trap 'rm -rf "$work"' EXIT
 
@@ -87,9 +92,10 @@ export ANSIBLE_LOCAL_TEMP="$work/ansible-local"
 export ANSIBLE_HOME="${ANSIBLE_HOME:-$work/ansible-home}"
 status=0
 if [ "$json" = true ]; then
-    args+=(-e "appliance_fleet_status_json=$work/status.json")
+    args+=(-e "$(json_var appliance_fleet_status_json "$work/status.json")")
 fi
-note "running ${args[0]##*/} with Ansible from the bundle's wheels"
+what=${args[0]:-ansible-playbook}
+note "running ${what##*/} with Ansible from the bundle's wheels"
 trap - ERR
 run() {
     python3 -c 'import sys; sys.path.insert(0, sys.argv.pop(1)); sys.argv[0] = "ansible-playbook"

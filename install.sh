@@ -50,6 +50,9 @@ Actions (default: install, which also upgrades an installed node):
   --stage DIR             verify the bundle and this node as an install does, change nothing,
                           and leave in DIR (new) the playbook's variables and the trust files
                           they name: what ansible/fleet-install.yml runs over SSH
+  --bundle DIR            with --stage: verify the bundle unpacked in DIR, not the one this
+                          script is in (a fleet run checks each node's copy with the install.sh
+                          of the playbooks it runs, so nothing of the copy runs unverified)
 
 Trust (needed on a first install; later the node's own /etc/appliance/bundle_signers is used):
   --signers FILE          allowed_signers file holding the release key (namespace appliance-bundle)
@@ -100,6 +103,7 @@ trust_update=""
 backup_dir=""
 restore_file=""
 stage_dir=""
+bundle_given=""
 purge=false
 check=false
 extra_vars=()
@@ -139,6 +143,7 @@ while [ $# -gt 0 ]; do
         --backup) value_of "$1" "a folder" "${2-}"; set_action backup "$1"; backup_dir=$2; shift ;;
         --restore) value_of "$1" "a backup file" "${2-}"; set_action restore "$1"; restore_file=$2; shift ;;
         --stage) value_of "$1" "a folder" "${2-}"; set_action stage "$1"; stage_dir=$2; shift ;;
+        --bundle) value_of "$1" "a folder" "${2-}"; bundle_given=$2; shift ;;
         --signers) value_of "$1" "a file" "${2-}"; signers=$2; shift ;;
         --trust-fingerprint) value_of "$1" "SHA256:..." "${2-}"; fingerprint=$2; shift ;;
         --pack-signers) value_of "$1" "a file" "${2-}"; pack_signers=$2; shift ;;
@@ -167,9 +172,14 @@ given_file() {
 [ -z "$pack_signers" ] || given_file --pack-signers "$pack_signers"
 [ -z "$trust_update" ] || given_file --trust-update "$trust_update"
 [ -z "$restore_file" ] || given_file --restore "$restore_file"
+if [ -n "$bundle_given" ]; then
+    [ "$action" = stage ] || die "--bundle goes with --stage only" 2
+    [ -d "$bundle_given" ] || die "--bundle $bundle_given: no such folder" 2
+    BUNDLE_DIR=$(cd "$bundle_given" && pwd -P)
+fi
 if [ -n "$stage_dir" ]; then
     # Made only once everything is verified: a refused bundle leaves nothing behind.
-    [ ! -e "$stage_dir" ] || die "--stage $stage_dir already exists: give a new folder" 2
+    [ ! -e "$stage_dir" ] && [ ! -L "$stage_dir" ] || die "--stage $stage_dir already exists: give a new folder" 2
     [ -d "$(dirname -- "$stage_dir")" ] || die "--stage $stage_dir: no folder $(dirname -- "$stage_dir") to make it in" 2
     stage_dir=$(realpath -m -- "$stage_dir")
     case "$stage_dir" in

@@ -272,8 +272,8 @@ def test_an_upgrade_stops_at_the_node_that_fails_and_that_node_rolls_back(
     third = fleet[NODES[2]]
     assert installed_version(third) == "1.0.0"
     assert len(installer_trail(third)) == trail_before[NODES[2]]  # not reached
-    assert third.sh("ls /var/tmp/appliance-fleet").stdout.split() == [
-        "appliance-1.0.0.tar", "appliance-1.0.0.unpacked", "inputs", "stage",
+    assert third.sh("ls /var/lib/appliance-fleet").stdout.split() == [
+        "appliance-1.0.0.tar", "appliance-1.0.0.unpacked", "inputs", "install.sh", "packs", "stage",
     ]  # fmt: skip
     report = status(fleet)
     assert report["differing"] == [NODES[0]]  # the one on 1.1.0, against the two on 1.0.0
@@ -286,8 +286,13 @@ def test_the_rerun_finishes_the_rollout_and_a_second_run_changes_nothing(
 ) -> None:
     second = fleet[NODES[1]]
     assert second.sh("systemctl is-active squatter").stdout.strip() != "active"  # it let go
+    # Node 3's pack trust as a trust update would leave it: the inventory's file (for a first
+    # install) must not undo it.
+    third = fleet[NODES[2]]
+    third.sh("echo '# rotated on this node' >> /etc/appliance/pack-trust/pack_signers", check=True)
     result = fleet_sh(fleet, "1.1.0", "install", f"{USB}/appliance-1.1.0.tar")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "# rotated on this node" in third.sh("cat /etc/appliance/pack-trust/pack_signers").stdout
     batches = []
     for name in NODES:
         assert installed_version(fleet[name]) == "1.1.0"

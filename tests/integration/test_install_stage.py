@@ -81,6 +81,7 @@ def test_a_refused_bundle_leaves_no_stage(
     ("where", "message"),
     [
         ("existing", "already exists: give a new folder"),
+        ("dangling-link", "already exists: give a new folder"),
         ("inside", "is inside the bundle"),
         ("no-parent", "no folder"),
         ("", "--stage needs a folder"),
@@ -98,8 +99,10 @@ def test_stage_refuses_a_folder_it_cannot_own_in_one_line(
         "existing": existing,
         "inside": tree / "stage",
         "no-parent": tmp_path / "absent" / "stage",
+        "dangling-link": tmp_path / "link",
         "": "",
     }
+    (tmp_path / "link").symlink_to(tmp_path / "nowhere")
     result = run_install_sh(tree, tmp_path, "--stage", folders[where], "--signers", allowed)
     assert_one_error_line(result, 2, message)
     assert (existing / "keep").read_text() == "mine"
@@ -117,3 +120,50 @@ def test_stage_goes_with_no_other_action_and_not_with_check(
     checked = run_install_sh(tree, tmp_path, "--stage", stage, "--check", "--signers", allowed)
     assert_one_error_line(checked, 2, "--check and --stage")
     assert not stage.exists()
+
+
+def test_stage_of_another_folder_runs_nothing_of_that_folder_before_it_is_verified(
+    tmp_path: Path, release_key: tuple[Path, Path, str, str]
+) -> None:
+    """What a fleet run does: the controller's install.sh checks the node's copy of the bundle."""
+    key, allowed, _, _ = release_key
+    checker = signed_tree(tmp_path / "controller", key)
+    copy = signed_tree(tmp_path / "node", key)
+    stage = tmp_path / "stage"
+    good = run_install_sh(
+        checker, tmp_path, "--stage", stage, "--bundle", copy, "--signers", allowed
+    )
+    assert good.returncode == 0, good.stderr
+    assert json.loads((stage / "vars.json").read_text())["appliance_bundle_dir"] == str(copy)
+    # The copy's own install.sh changed after signing: refused, and never run.
+    ran = tmp_path / "the-copy-ran"
+    script = copy / layout.INSTALL_SCRIPT
+    script.write_text(f"touch {ran}\n" + script.read_text())
+    again = tmp_path / "stage-again"
+    bad = run_install_sh(
+        checker, tmp_path, "--stage", again, "--bundle", copy, "--signers", allowed
+    )
+    assert_one_error_line(bad, 3, "checksum check failed", layout.INSTALL_SCRIPT)
+    assert not ran.exists() and not again.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--bundle", "{tmp}/absent", "--stage", "{tmp}/stage"],
+            "--bundle {tmp}/absent: no such folder",
+        ),
+        (["--bundle", "{tmp}", "--rollback"], "--bundle goes with --stage only"),
+        (["--stage", "{tmp}/stage", "--bundle"], "--bundle needs a folder"),
+    ],
+)
+def test_bundle_is_refused_in_one_line_where_it_cannot_apply(
+    tmp_path: Path, release_key: tuple[Path, Path, str, str], args: list[str], message: str
+) -> None:
+    key, allowed, _, _ = release_key
+    tree = signed_tree(tmp_path / "stick", key)
+    given = [arg.format(tmp=tmp_path) for arg in args]
+    result = run_install_sh(tree, tmp_path, "--signers", allowed, *given)
+    assert_one_error_line(result, 2, message.format(tmp=tmp_path))
+    assert not (tmp_path / "stage").exists()
