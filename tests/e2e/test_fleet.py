@@ -1,10 +1,9 @@
 """A fleet: three simulated nodes and a controller on an internal Podman network, driven over SSH.
 
-The network is `--internal`: the four reach each other by name and nothing else. The nodes are
-Debian 13 standard installations with an SSH server and sudo (node kind debian13-fleet); the
-admin account `ops` logs in with a key made for the test and becomes root with sudo. The
-controller is such a node too, with no Ansible: the operator `ann` runs `fleet.sh` from the
-unpacked bundle, which sets Ansible up from the bundle's wheels. In order, as an operator would:
+The machines are those of tests/e2e/fleet_nodes.py: on an `--internal` network, the nodes
+Debian 13 standard installations with sshd and sudo for the admin `ops`, the controller with no
+Ansible, where the operator `ann` runs `fleet.sh` from the unpacked bundle. In order, as an
+operator would:
 
 1. install 1.0.0 on all three (one batch of three);
 2. import a pack on all three, then again (nothing changes), then a damaged one (refused by
@@ -27,94 +26,30 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import Stick
-from tests.e2e.simnode import HOST_PODMAN, NODE_KINDS, USB, Node, start_node
+from tests.e2e.fleet_nodes import Fleet, running_fleet
+from tests.e2e.simnode import USB, Node
 from tests.e2e.test_node_install import recap
 
 # A rollout waits on three nodes in turn: more than the suite's 600 s a test.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
-KIND = NODE_KINDS["debian13-fleet"]
 NETWORK = "appliance-fleet-test"
 NODES = ("fleet-node-1", "fleet-node-2", "fleet-node-3")
 CONTROLLER = "fleet-controller"
-INVENTORY = "/home/ann/fleet.yml"
-TOOL = "/var/tmp/ctl/appliance-{version}/fleet.sh"
-FLEET_TIMEOUT = 1800.0
 
 
 @pytest.fixture(scope="module")
 def fleet(stick: Stick, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Node]]:
     """The network, the three nodes with `ops` and sshd, and the controller with `ann`'s key."""
-    subprocess.run([*HOST_PODMAN, "network", "rm", "-f", NETWORK], capture_output=True, check=False)
-    subprocess.run([*HOST_PODMAN, "network", "create", "--internal", NETWORK], check=True,
-                   capture_output=True)  # fmt: skip
     keys = tmp_path_factory.mktemp("fleet-ssh")
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "ann@fleet-controller",
-                    "-f", str(keys / "id_ed25519")], check=True)  # fmt: skip
-    public = (keys / "id_ed25519.pub").read_text().strip()
-    started: dict[str, Node] = {}
-    try:
-        for name in (*NODES, CONTROLLER):
-            started[name] = start_node(name, stick.folder, KIND, network=NETWORK)
-        for name in NODES:
-            started[name].sh(
-                "useradd -m -s /bin/bash ops && echo 'ops ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/ops && "
-                "chmod 0440 /etc/sudoers.d/ops && install -d -m 0700 -o ops -g ops /home/ops/.ssh && "
-                f"echo '{public}' > /home/ops/.ssh/authorized_keys && "
-                "chown ops:ops /home/ops/.ssh/authorized_keys && chmod 0600 /home/ops/.ssh/authorized_keys && "
-                # Each node its own host keys (the image's are the same on every node).
-                "rm -f /etc/ssh/ssh_host_* && ssh-keygen -A -q && systemctl restart ssh",
-                check=True,
-            )
-        controller = started[CONTROLLER]
-        private = (keys / "id_ed25519").read_text()
-        controller.sh(
-            "useradd -m -s /bin/bash ann && install -d -m 0700 -o ann -g ann /home/ann/.ssh && "
-            f"cat > /home/ann/.ssh/id_ed25519 <<'EOF'\n{private}EOF\n"
-            "chmod 0600 /home/ann/.ssh/id_ed25519 && "
-            f"ssh-keyscan -t ed25519 {' '.join(NODES)} > /home/ann/.ssh/known_hosts 2>/dev/null && "
-            "chown -R ann:ann /home/ann/.ssh && "
-            f"cat > {INVENTORY} <<'EOF'\n{inventory()}EOF\nchown ann:ann {INVENTORY}",
-            check=True,
-        )
-        for version in ("1.0.0", "1.1.0"):
-            controller.sh(
-                f"mkdir -p /var/tmp/ctl && tar -xf {USB}/appliance-{version}.tar -C /var/tmp/ctl",
-                check=True,
-            )
-        yield started
-    finally:
-        for node in started.values():
-            node.stop()
-        subprocess.run([*HOST_PODMAN, "network", "rm", "-f", NETWORK], capture_output=True,
-                       check=False)  # fmt: skip
-
-
-def inventory() -> str:
-    """The test's inventory: the example's shape (a region, two sites), these three nodes."""
-    return f"""all:
-  vars:
-    ansible_user: ops
-    ansible_become: true
-    ansible_python_interpreter: /usr/bin/python3
-    appliance_server_health_retries: 30
-  children:
-    region_test:
-      children:
-        site_a:
-          hosts:
-            {NODES[0]}: {{}}
-            {NODES[1]}: {{}}
-        site_b:
-          hosts:
-            {NODES[2]}: {{}}
-"""
+    with running_fleet(stick.folder, keys, NETWORK, NODES, CONTROLLER, ("1.0.0", "1.1.0")) as up:
+        yield {**up.nodes, CONTROLLER: up.controller}
 
 
 def fleet_sh(fleet: dict[str, Node], version: str, *args: str) -> subprocess.CompletedProcess[str]:
     """Run fleet.sh of `version`'s unpacked bundle on the controller, as the operator ann."""
-    command = " ".join([TOOL.format(version=version), *args, "-i", INVENTORY])
-    return fleet[CONTROLLER].sh(f"cd /home/ann && su ann -c '{command}'", timeout=FLEET_TIMEOUT)
+    nodes = {name: node for name, node in fleet.items() if name != CONTROLLER}
+    return Fleet(nodes, fleet[CONTROLLER]).fleet_sh(version, *args)
 
 
 def installed_version(node: Node) -> str:

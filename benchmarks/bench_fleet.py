@@ -1,0 +1,128 @@
+"""A fleet's figures: three simulated nodes installed and upgraded rolling over SSH, with load.
+
+On three fresh debian13-fleet nodes and a controller on an internal network
+(tests/e2e/fleet_nodes.py), the operator runs, from the controller, with the bundles' own
+fleet.sh (Ansible set up from the wheels):
+
+- rolling install: `fleet.sh install appliance-1.0.0.tar`, one node at a time (the default),
+  from its start to its end, after the last node passed its health gate;
+- rolling upgrade: `fleet.sh install appliance-1.1.0.tar`, one node at a time, while a poller on
+  each node (tests/e2e/poller.py, a new connection every 50 ms to /health/startup) counts the
+  requests that failed and the longest a request waited;
+- second run: the same upgrade again, which changes nothing.
+
+The peer is the same install on one node by `install.sh` run on that node (the controller,
+after the fleet runs): what driving the install over SSH from a controller adds per node.
+Prints a Markdown table.
+
+    python benchmarks/bench_fleet.py [--workdir .bench/fleet]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from appliance.trust.sshsig import generate_key  # noqa: E402
+from benchmarks.bench_install import POLLER, build  # noqa: E402
+from tests.e2e.fleet_nodes import Fleet, running_fleet  # noqa: E402
+from tests.e2e.simnode import USB, Node  # noqa: E402
+
+VERSIONS = ("1.0.0", "1.1.0")
+NETWORK = "appliance-fleet-bench"
+NODES = ("bench-fleet-1", "bench-fleet-2", "bench-fleet-3")
+CONTROLLER = "bench-fleet-controller"
+PROBE = "http://127.0.0.1:8080/health/startup"
+
+
+def timed_fleet(fleet: Fleet, version: str, *args: str) -> float:
+    started = time.perf_counter()
+    result = fleet.fleet_sh(version, *args)
+    elapsed = time.perf_counter() - started
+    if result.returncode != 0:
+        sys.exit(
+            f"error: fleet.sh {' '.join(args)} failed: {result.stderr.strip().splitlines()[-1:]}"
+        )
+    return elapsed
+
+
+def start_poller(node: Node) -> None:
+    node.sh(f"cat > /tmp/poller.py <<'EOF'\n{POLLER.read_text()}EOF", check=True)
+    node.sh("rm -f /tmp/poll.json /tmp/poll.stop", check=True)
+    node.sh(f"setsid -f python3 /tmp/poller.py {PROBE} /tmp/poll.json /tmp/poll.stop", check=True)
+
+
+def poller_report(node: Node) -> dict[str, float]:
+    node.sh("touch /tmp/poll.stop", check=True)
+    while node.sh("test -f /tmp/poll.json").returncode != 0:
+        time.sleep(0.2)
+    report = json.loads(node.sh("cat /tmp/poll.json", check=True).stdout)
+    window = max((end - start for start, end in report["windows"]), default=0.0)
+    slowest = float(report.get("slowest_seconds", 0.0))
+    return {
+        "requests": report["requests"],
+        "failures": report["failures"],
+        "longest_wait": max(window, slowest),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workdir", type=Path, default=REPO / ".bench" / "fleet")
+    args = parser.parse_args()
+    workdir: Path = args.workdir.resolve()
+    stick = workdir / "usb"
+    stick.mkdir(parents=True, exist_ok=True)
+    key = workdir / "release.key"
+    if not key.exists():
+        generate_key(key, "bench@localhost")
+    fingerprint = subprocess.run(
+        ["ssh-keygen", "-lf", f"{key}.pub"], capture_output=True, text=True, check=True
+    ).stdout.split()[1]
+    for version in VERSIONS:
+        build(version, key, stick)
+    keys = workdir / "ssh"
+    subprocess.run(["rm", "-rf", str(keys)], check=True)
+    keys.mkdir()
+    first, second = (f"{USB}/appliance-{version}.tar" for version in VERSIONS)
+    with running_fleet(stick, keys, NETWORK, NODES, CONTROLLER, VERSIONS) as fleet:
+        trust = f"-e appliance_fleet_trust_fingerprint={fingerprint}"
+        install = timed_fleet(fleet, VERSIONS[0], "install", first, trust)
+        for node in fleet.nodes.values():
+            start_poller(node)
+        time.sleep(1)
+        upgrade = timed_fleet(fleet, VERSIONS[1], "install", second)
+        time.sleep(1)
+        load = {name: poller_report(node) for name, node in fleet.nodes.items()}
+        again = timed_fleet(fleet, VERSIONS[1], "install", second)
+        peer_started = time.perf_counter()
+        fleet.controller.sh(
+            f"mkdir -p /var/tmp/b && tar -xf {first} -C /var/tmp/b && "
+            f"cd /var/tmp/b/appliance-{VERSIONS[0]} && ./install.sh --trust-fingerprint {fingerprint}",
+            check=True,
+            timeout=900,
+        )
+        peer = time.perf_counter() - peer_started
+
+    print("One run on fresh simulated nodes (debian13-fleet), one node at a time; seconds\n")
+    print("| step | 3 nodes rolling over SSH | per node | peer: install.sh on the node |")
+    print("|---|---:|---:|---:|")
+    print(f"| install {VERSIONS[0]} | {install:.1f} | {install / 3:.1f} | {peer:.1f} |")
+    print(f"| upgrade to {VERSIONS[1]} | {upgrade:.1f} | {upgrade / 3:.1f} | - |")
+    print(f"| second run (changes nothing) | {again:.1f} | {again / 3:.1f} | - |")
+    print(f"\nDuring the rolling upgrade, a new connection every 50 ms to {PROBE} on each node:\n")
+    print("| node | requests | failed | longest wait (s) |")
+    print("|---|---:|---:|---:|")
+    for name, row in load.items():
+        print(f"| {name} | {row['requests']} | {row['failures']} | {row['longest_wait']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
