@@ -69,6 +69,8 @@ Other:
   --check                 show what would change (ansible --check --diff), change nothing
   -e, --extra-var K=V     pass a variable to the playbook, K=V or JSON
                           (e.g. -e '{"appliance_importer_inbox_dirs": ["/mnt/share"]}')
+  -V, --version           print the bundle's version, revision and build time (as its
+                          manifest.json says, before any check), and exit
   -h, --help              this text
 
 Exit codes: 0 done, 2 a bad flag or node, 3 the bundle is refused, 4 the playbook failed,
@@ -92,6 +94,27 @@ trap 'die "unexpected failure at line $LINENO of install.sh (exit $?)" 1' ERR
 
 note() {
     echo "$PROG: $*" >&2
+}
+
+# --version: what the bundle's manifest says of itself, read before any check (it is not
+# verified yet; every other action verifies it first). Needs neither root nor ssh-keygen.
+print_version() {
+    [ -f "$BUNDLE_DIR/manifest.json" ] || die "$BUNDLE_DIR/manifest.json is missing: not a whole bundle" 3
+    local said
+    said=$(python3 - "$BUNDLE_DIR/manifest.json" 2>&1 <<'EOF'
+import json, sys
+try:
+    with open(sys.argv[1], encoding="utf-8") as handle:
+        manifest = json.load(handle)
+    build = manifest.get("build", {})
+    targets = ", ".join(t["name"] for t in manifest.get("targets", []))
+    print(f"appliance {manifest['version']} (revision {build.get('revision', 'unknown')}, "
+          f"built {build.get('created', 'unknown')}; targets {targets or 'none'})")
+except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+    sys.exit(f"manifest.json is not a bundle manifest ({type(exc).__name__}: {exc})")
+EOF
+) || die "$BUNDLE_DIR/$(echo "$said" | tail -n 1)" 3
+    echo "$said"
 }
 
 action=""
@@ -153,6 +176,7 @@ while [ $# -gt 0 ]; do
         --change-engine) change_engine=true ;;
         -e | --extra-var) value_of "$1" "KEY=VALUE" "${2-}"; extra_var "$2"; shift ;;
         -h | --help) usage; exit 0 ;;
+        -V | --version) print_version; exit 0 ;;
         *) die "unknown option $1 (see --help)" 2 ;;
     esac
     shift
