@@ -47,6 +47,8 @@ Actions (default: install, which also upgrades an installed node):
   --purge                 with --uninstall: also remove data, trust and configuration
   --backup DIR            write a backup of data, configuration and trust into DIR
   --restore FILE          restore a backup made with --backup
+  --support-bundle DIR    verify the bundle, then write this node's diagnostics (no secrets) to
+                          DIR/appliance-support-<host>-<time>.tar.gz: for a failed install too
   --stage DIR             verify the bundle and this node as an install does, change nothing,
                           and leave in DIR (new) the playbook's variables and the trust files
                           they name: what ansible/fleet-install.yml runs over SSH
@@ -124,6 +126,7 @@ fingerprint=""
 pack_signers=""
 trust_update=""
 backup_dir=""
+support_dir=""
 restore_file=""
 stage_dir=""
 bundle_given=""
@@ -164,6 +167,7 @@ while [ $# -gt 0 ]; do
         --uninstall) set_action uninstall "$1" ;;
         --purge) purge=true ;;
         --backup) value_of "$1" "a folder" "${2-}"; set_action backup "$1"; backup_dir=$2; shift ;;
+        --support-bundle) value_of "$1" "a folder" "${2-}"; set_action support "$1"; support_dir=$2; shift ;;
         --restore) value_of "$1" "a backup file" "${2-}"; set_action restore "$1"; restore_file=$2; shift ;;
         --stage) value_of "$1" "a folder" "${2-}"; set_action stage "$1"; stage_dir=$2; shift ;;
         --bundle) value_of "$1" "a folder" "${2-}"; bundle_given=$2; shift ;;
@@ -222,6 +226,10 @@ fi
 [ -z "$trust_update" ] || trust_update=$(realpath -e -- "$trust_update")
 [ -z "$restore_file" ] || restore_file=$(realpath -e -- "$restore_file")
 [ -z "$backup_dir" ] || backup_dir=$(realpath -e -- "$backup_dir")
+if [ -n "$support_dir" ]; then
+    [ -d "$support_dir" ] || die "--support-bundle $support_dir: no such folder" 2
+    support_dir=$(realpath -e -- "$support_dir")
+fi
 for given in "$signers" "$pack_signers"; do
     case "$given" in
         "$BUNDLE_DIR"/*) die "$given is inside the bundle: trust must come from outside it" 2 ;;
@@ -248,6 +256,7 @@ case "$action" in
     uninstall) playbook=uninstall.yml ;;
     backup) playbook=backup.yml ;;
     restore) playbook=restore.yml ;;
+    support) playbook=install.yml ;;  # not run: only checked to be in the bundle
 esac
 
 cd "$BUNDLE_DIR"
@@ -502,6 +511,28 @@ version=$(echo "$version" | head -n 1)
 [[ "$version" =~ $VERSION_PATTERN ]] || die "manifest.json: version '$version' is not a version" 3
 [ "$(basename "$BUNDLE_DIR")" = "appliance-$version" ] ||
     note "the bundle folder is $(basename "$BUNDLE_DIR"), the manifest says $version"
+
+# --support-bundle: the node's diagnostics, by the verified bundle's own appliance wheel (standard
+# library only, so no environment is needed), whatever the node's release or Python: a node the
+# install refused or left unhealthy is where it is wanted.
+if [ "$action" = support ]; then
+    wheel=(wheels/appliance-*-py3-none-any.whl)
+    [ -f "${wheel[0]}" ] || die "wheels/ has no appliance wheel: not a whole bundle" 3
+    out="$support_dir/appliance-support-$(hostname)-$(date -u +%Y%m%dT%H%M%SZ).tar.gz"
+    note "writing the support bundle $out (no secrets go in it)"
+    said=""
+    status=0
+    said=$(APPLIANCE_CONFIG_DIR=$CONFIG_DIR APPLIANCE_LOG_DIR=$LOG_DIR python3 -S -c \
+        'import sys; sys.path.insert(0, sys.argv.pop(1)); from appliance.support.__main__ import main; sys.exit(main(sys.argv[1:]))' \
+        "$BUNDLE_DIR/${wheel[0]}" "$out" 2>&1 >/dev/null) || status=$?
+    [ -z "$said" ] || echo "$said" | grep -v '^support bundle: error: ' | sed "s/^/$PROG: /" >&2 || true
+    if [ "$status" -ne 0 ]; then
+        why=$(echo "$said" | grep '^support bundle: error: ' | tail -n 1 | sed 's/^support bundle: error: //') || why=""
+        die "${why:-the support bundle failed: $(echo "$said" | tail -n 1)}" 2
+    fi
+    note "support bundle written: $out (carry it off the node; README.txt inside says what it holds)"
+    exit 0
+fi
 
 # --- 2. the node: a Debian release and python3 the bundle carries wheels and packages for -----------
 

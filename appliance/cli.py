@@ -29,6 +29,7 @@ from appliance.data.watch import InboxEvent, InboxWatcher
 from appliance.errors import ApplianceError, ConfigError, StoreError
 from appliance.faults import os_fault
 from appliance.fsio import format_bytes
+from appliance.support.support_bundle import BundleOptions, NodePaths, write_support_bundle
 from appliance.trust.sshsig import load_allowed_signers
 
 data_dir_option = console_data_dir_option()
@@ -213,6 +214,49 @@ def rollback_command(vid: str, data_dir: Path) -> None:
     with reported_errors():
         previous, current = rollback(DataStore(data_dir), vid)
     click.echo(f"current version: {current} (was {previous})")
+
+
+@main.command("support-bundle")
+@click.option(
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="The archive to write (.tar.gz, a new file), e.g. /media/usb/support.tar.gz.",
+)
+@click.option("--since", default=BundleOptions.since, show_default=True, help="Journal window.")
+@click.option(
+    "--lines",
+    type=click.IntRange(min=1, max=1_000_000),
+    default=BundleOptions.lines,
+    show_default=True,
+    help="Lines of each trail and log.",
+)
+def support_bundle_command(out: Path, since: str, lines: int) -> None:
+    """Write this node's diagnostics to one archive to carry off the site (no secrets in it).
+
+    Node facts, what is installed and its trail, the data store's versions and checks, the
+    server's health and metrics (when it answers), the appliance units' journal, the
+    container's inspect, the settings and the inbox refusals, with a README.txt of what is
+    inside. Works with the server down or the data dir damaged: what cannot be had is noted.
+    """
+    if not out.parent.is_dir():
+        msg = f"--out {out}: no folder {out.parent}"
+        raise click.BadParameter(msg, param_hint="--out")
+    with reported_errors():
+        try:
+            bundle = write_support_bundle(
+                out, NodePaths.from_env(), BundleOptions(since=since, lines=lines)
+            )
+        except FileExistsError as exc:
+            msg = f"--out {out} already exists: give a new file"
+            raise ConfigError(msg) from exc
+        except OSError as exc:
+            raise os_fault(exc, f"writing the support bundle {out}") from exc
+    progress = Progress()
+    for note in bundle.notes:
+        progress(f"not gathered: {note}")
+    click.echo(str(out))
 
 
 @main.command("watch")
