@@ -92,7 +92,9 @@ GOOD_ROW = {"result": "imported", "reason": "none", "count": 3, "last_at": "2026
     ],
     ids=["torn", "binary", "foreign", "other_format", "outcomes_not_a_list", "twice", "too_many"],
 )
-def test_a_damaged_file_is_refused_for_what_is_wrong(counts: Path, content: bytes, why: str) -> None:
+def test_a_damaged_file_is_refused_for_what_is_wrong(
+    counts: Path, content: bytes, why: str
+) -> None:
     counts.write_bytes(content)
     with pytest.raises(UnreadableCounts, match=why):
         read_counts(counts)
