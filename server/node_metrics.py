@@ -3,7 +3,7 @@
 The build that serves, how old the served data is, how imports ended (counted by the importer,
 which runs outside the server, in a file of the store), whether the store is intact, and whether
 the answering worker is ready. docs/admin-guide.md lists them with the example alert rules
-(monitoring/appliance-alerts.yml).
+(docs/examples/appliance-alerts.yml).
 """
 
 from __future__ import annotations
