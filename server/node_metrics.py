@@ -29,7 +29,7 @@ UNKNOWN_REVISION = "unknown"
 
 NODE_HELP = {
     BUILD_INFO: "The appliance's version and the source revision its image was built from (always 1).",
-    DATA_GENERATED: "When the ML workstation generated the data this worker serves (Unix time).",
+    DATA_GENERATED: "When the ML workstation generated the data served now (Unix time).",
     IMPORTS_TOTAL: "Result pack imports, by result (imported, rejected, fault) and reason code.",
     IMPORT_LAST: "When an import last ended with this result and reason (Unix time).",
     IMPORT_COUNTS_READABLE: "0 if the importer's counts file of the store is damaged (a node fault), else 1.",
@@ -44,11 +44,11 @@ class RepeatedWarnings:
     def __init__(self) -> None:
         self.last: str | None = None
 
-    def is_new(self, message: str | None) -> bool:
-        """Whether `message` should be logged; None (all is well again) forgets the last one."""
-        new = message is not None and message != self.last
+    def to_log(self, message: str | None) -> str | None:
+        """`message` if it should be logged now; None (all is well again) forgets the last one."""
+        repeated = message == self.last
         self.last = message
-        return new
+        return None if repeated else message
 
 
 def revision(env: Mapping[str, str] = os.environ) -> str:

@@ -11,6 +11,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 from appliance.audit.compliance import ComplianceReport, loaded_ml_modules
 from appliance.data.history import TrailCheck
 from appliance.data.store import DataStore
+from server.logs import JsonLog
 from server.metrics import CONTENT_TYPE, render_prometheus
 from server.node_metrics import NODE_HELP, RepeatedWarnings, node_series
 from server.responses import runtime
@@ -123,8 +124,10 @@ async def get_metrics(request: Request[Any, Any, Any]) -> Response[str]:
     rt = runtime(request)
     node, problem = node_series(rt, health_of(rt))
     rt.record_served_version()
-    if _metrics_warnings.is_new(problem):
-        request.app.state.log.event("warning", problem)
+    warning = _metrics_warnings.to_log(problem)
+    log: JsonLog | None = getattr(request.app.state, "log", None)
+    if warning is not None and log is not None:
+        log.event("warning", warning)
     text = render_prometheus(rt.metrics.directory, rt.metrics, NODE_HELP, node)
     # Litestar appends the charset to text/* types; CONTENT_TYPE has it already.
     return Response(text, media_type=CONTENT_TYPE.removesuffix("; charset=utf-8"))
