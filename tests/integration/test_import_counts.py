@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-import appliance.data.importer
 from appliance.data.import_counts import read_counts
 from appliance.data.importer import import_pack
 from appliance.data.store import DataStore
@@ -35,9 +34,7 @@ def test_an_import_a_refusal_and_a_fault_are_each_counted(
     with pytest.raises(PackRejected):
         import_pack(store, good_pack, signer.trusted())
     assert outcomes(store) == {("imported", "none"): 1, ("rejected", "replay"): 2}
-    monkeypatch.setattr(
-        appliance.data.importer.shutil, "disk_usage", lambda _: DiskUsage(10**9, 10**9, 0)
-    )
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: DiskUsage(10**9, 10**9, 0))
     with pytest.raises(NodeFault):
         import_pack(store, good_pack, signer.trusted())
     assert outcomes(store) == {
