@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from appliance import REVISION_ENV
 from appliance.audit.distribution_names import normalise_name
 from appliance.errors import ConfigError
 from appliance.progress import Progress
@@ -127,6 +128,7 @@ def image_config(sources: ImageSources) -> dict[str, Any]:
                 f"APPLIANCE_SIGNERS={layout.IMAGE_PACK_SIGNERS}",
                 "APPLIANCE_HOST=0.0.0.0",
                 f"APPLIANCE_PORT={port}",
+                f"{REVISION_ENV}={sources.revision}",
             ],
             "ExposedPorts": {f"{port}/tcp": {}},
             "Volumes": {layout.IMAGE_DATA_DIR: {}},

@@ -286,6 +286,11 @@ class DataSource:
             return self.last_error
         return self._handle.damage if self._handle is not None else None
 
+    @property
+    def served(self) -> VersionHandle | None:
+        """The version this worker serves now, without a look at `current` (so never a wait)."""
+        return self._handle
+
     def current(self) -> VersionHandle | None:
         """The version this worker serves.
 

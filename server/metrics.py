@@ -34,9 +34,11 @@ from appliance.data.run_layout import (
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 REQUESTS_TOTAL = "appliance_http_requests_total"
 REQUEST_DURATION = "appliance_http_request_duration_seconds"
+DATA_VERSION_INFO = "appliance_data_version_info"
 DEFAULT_HELP = {
     REQUESTS_TOTAL: "HTTP requests answered, by route template, method and status code.",
     REQUEST_DURATION: "Time taken to answer an HTTP request, by route template.",
+    DATA_VERSION_INFO: "The data version each worker serves (always 1; version none before any).",
 }
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 REQUEST_KEYS_KEPT = 4096  # series keys of (route, method, status) kept made, so counting is cheap
@@ -157,6 +159,16 @@ class WorkerMetrics:
         with self._lock:
             self._claim(name, GAUGE)
             self._counts.gauges[key] = value
+
+    def set_info(self, name: str, /, **labels: str) -> None:
+        """Set the info gauge `name` to 1 with these labels, dropping its series of other labels."""
+        key = series_key(name, labels)
+        with self._lock:
+            self._claim(name, GAUGE)
+            gauges = self._counts.gauges
+            for earlier in [k for k in gauges if k[0] == name and k != key]:
+                del gauges[earlier]
+            gauges[key] = 1.0
 
     def snapshot(self) -> Snapshot:
         """A copy of this worker's counts as they are now."""
@@ -371,13 +383,18 @@ def merge_snapshots(snapshots: Iterable[Snapshot]) -> Snapshot:
 
 
 def render_prometheus(
-    directory: Path, live: WorkerMetrics | None = None, help_texts: dict[str, str] | None = None
+    directory: Path,
+    live: WorkerMetrics | None = None,
+    help_texts: dict[str, str] | None = None,
+    node: Snapshot | None = None,
 ) -> str:
     """Every worker's metrics merged, in the Prometheus text format 0.0.4 (serve with CONTENT_TYPE).
 
     `live` is the answering worker: its current counts stand in for its snapshot file, and it
     flushes them first, so that a later answer by another worker never shows a smaller total
-    (Prometheus would take the drop for a counter reset).
+    (Prometheus would take the drop for a counter reset). `node` holds series that describe the
+    node as a whole (its build, its store), read at this answer: shown as they are, with no
+    worker label.
     """
     snapshots = read_snapshots(directory, skip=None if live is None else live.worker_id)
     snapshots = [without_dead_gauges(snapshot) for snapshot in snapshots]
@@ -387,8 +404,26 @@ def render_prometheus(
             live.flush()
         except OSError as exc:
             log.warning("cannot write metrics snapshot %s: %s", live.path, exc)
-    lines = exposition_lines(merge_snapshots(snapshots), DEFAULT_HELP | (help_texts or {}))
+    totals = merge_snapshots(snapshots)
+    if node is not None:
+        add_node_series(totals, node)
+    lines = exposition_lines(totals, DEFAULT_HELP | (help_texts or {}))
     return "".join(f"{line}\n" for line in lines)
+
+
+def add_node_series(totals: Snapshot, node: Snapshot) -> None:
+    """Add the node's counters and gauges to the workers' totals; a name the workers use is left out."""
+    taken = {name for name, _ in (*totals.counters, *totals.gauges, *totals.histograms)}
+    for key, value in node.counters.items():
+        if key[0] in taken:
+            log.warning("leaving out node metric %s: a worker metric has that name", key[0])
+        else:
+            totals.counters[key] = value
+    for key, value in node.gauges.items():
+        if key[0] in taken:
+            log.warning("leaving out node metric %s: a worker metric has that name", key[0])
+        else:
+            totals.gauges[key] = value
 
 
 def exposition_lines(totals: Snapshot, help_texts: Mapping[str, str]) -> Iterator[str]:

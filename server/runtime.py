@@ -15,7 +15,7 @@ from appliance.settings import ServerSettings
 from server.cache import ResponseCache
 from server.data import DataSource
 from server.logs import JsonLog
-from server.metrics import WorkerMetrics
+from server.metrics import DATA_VERSION_INFO, WorkerMetrics
 from server.ratelimit import SharedRateLimiter
 from server.tokens import TokenGate
 
@@ -79,9 +79,16 @@ class Runtime:
         runtime.started = True
         return runtime
 
+    def record_served_version(self) -> None:
+        """Set this worker's appliance_data_version_info to the version it serves now."""
+        handle = self.data.served
+        self.metrics.set_info(DATA_VERSION_INFO, version=handle.vid if handle else "none")
+
     def _flush_metrics(self) -> None:
         """Write this worker's counters for the others to read, every METRICS_FLUSH_SECONDS."""
         while not self._stop.wait(METRICS_FLUSH_SECONDS):
+            # Here too, not only when this worker answers /metrics: its gauge follows a switch.
+            self.record_served_version()
             self.metrics.flush()
 
     def close(self) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.data import store_layout as layout
+from appliance.data.import_counts import FAULT, IMPORTED, NO_REASON, REJECTED, count_outcome
 from appliance.data.import_report import ImportReport, SignerInfo
 from appliance.data.run_layout import RunFolders
 from appliance.data.store import DataStore, now_utc
@@ -111,7 +112,7 @@ def import_pack(
             progress(f"recovery: {note}")
         try:
             _check_free_space(store, pack)
-            return _import_locked(store, pack, signers, options, progress, notes)
+            result = _import_locked(store, pack, signers, options, progress, notes)
         except NodeFault as exc:
             _record_fault(store, pack, exc)
             raise
@@ -137,7 +138,10 @@ def import_pack(
                     | {"refused_at": format_timestamp(now_utc()), "actor": store.actor.label()},
                 )
                 store.record("reject", **fields)
+            _count(store, REJECTED, exc.reason)
             raise
+        _count(store, IMPORTED, NO_REASON)
+        return result
 
 
 def _duckdb_error() -> type[Exception]:
@@ -151,6 +155,13 @@ def _record_fault(store: DataStore, pack: Path, fault: NodeFault) -> None:
     """Record a fault of the node in the trail, if the node still lets us write it."""
     with contextlib.suppress(OSError):  # a full or read-only disk: the CLI still prints it
         store.record("fault", pack_file=str(pack), reason=fault.reason, message=str(fault))
+    _count(store, FAULT, fault.reason)
+
+
+def _count(store: DataStore, result: str, reason: str) -> None:
+    """Count how this import ended, for /metrics, if the node still lets us write it."""
+    with contextlib.suppress(OSError):  # the outcome is in the trail and on the command line
+        count_outcome(store.import_counts_file, result, reason, now_utc())
 
 
 def _import_locked(

@@ -75,6 +75,7 @@ class DataStore:
         self.history_file = root / layout.HISTORY_FILE
         self.current_link = root / layout.CURRENT_LINK
         self.intent_file = root / layout.PUBLISH_INTENT
+        self.import_counts_file = root / layout.IMPORT_COUNTS_FILE
         self.trail = AuditTrail(self.history_file)
 
     def acting_as(self, actor: Actor) -> DataStore:

@@ -6,6 +6,8 @@ STAGING_DIR = "staging"
 REJECTED_DIR = "rejected"
 HISTORY_FILE = "history.jsonl"
 LOCK_FILE = ".lock"
+# How many imports ended in each way (appliance/data/import_counts.py), for the server's /metrics.
+IMPORT_COUNTS_FILE = "imports.json"
 
 VERSION_MANIFEST = "pack.json"
 VERSION_SIGNATURE = "pack.json.sig"

@@ -11,12 +11,15 @@ from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 from appliance.audit.compliance import ComplianceReport, loaded_ml_modules
 from appliance.data.history import TrailCheck
 from appliance.data.store import DataStore
+from server.logs import JsonLog
 from server.metrics import CONTENT_TYPE, render_prometheus
+from server.node_metrics import NODE_HELP, RepeatedWarnings, node_series
 from server.responses import runtime
 from server.runtime import Runtime
 from server.schemas import Check, Health
 
 _trail_checks: dict[tuple[int, int, int], TrailCheck] = {}
+_metrics_warnings = RepeatedWarnings()
 
 
 def trail_check(store: DataStore) -> TrailCheck:
@@ -117,12 +120,14 @@ class HealthController(Controller):
     tags=["health"],
 )
 async def get_metrics(request: Request[Any, Any, Any]) -> Response[str]:
-    """Counters and histograms summed over every worker's snapshot; gauges per worker."""
+    """Counters and histograms summed over every worker's snapshot; gauges per worker; the node's."""
     rt = runtime(request)
-    handle = rt.data.current()
-    rt.metrics.set_gauge(
-        "appliance_data_version_info", 1.0, version=handle.vid if handle else "none"
-    )
-    text = render_prometheus(rt.metrics.directory, rt.metrics)
+    node, problem = node_series(rt, health_of(rt))
+    rt.record_served_version()
+    warning = _metrics_warnings.to_log(problem)
+    log: JsonLog | None = getattr(request.app.state, "log", None)
+    if warning is not None and log is not None:
+        log.event("warning", warning)
+    text = render_prometheus(rt.metrics.directory, rt.metrics, NODE_HELP, node)
     # Litestar appends the charset to text/* types; CONTENT_TYPE has it already.
     return Response(text, media_type=CONTENT_TYPE.removesuffix("; charset=utf-8"))

@@ -282,6 +282,7 @@ def test_the_image_is_non_root_labelled_and_has_a_healthcheck(
     assert labels["org.opencontainers.image.title"] == "appliance-server"
     assert labels["org.opencontainers.image.version"] == BUNDLE_VERSION
     assert labels["org.opencontainers.image.revision"] == revision
+    assert f"APPLIANCE_REVISION={revision}" in config["Env"]  # what /metrics' build_info shows
     assert labels["org.opencontainers.image.created"] == iso_time(int(SOURCE_DATE_EPOCH))
     assert labels["org.opencontainers.image.licenses"] == "Apache-2.0"
     healthcheck = (

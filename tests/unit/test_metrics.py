@@ -12,11 +12,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from server.metrics import (
     DURATION_BUCKETS,
     REQUEST_DURATION,
     REQUESTS_TOTAL,
+    Snapshot,
     WorkerMetrics,
     render_prometheus,
 )
@@ -381,3 +383,81 @@ def test_metrics_that_prometheus_would_reject_are_refused(directory: Path) -> No
     answer(worker, 1)
     with pytest.raises(ValueError, match="is a histogram"):
         worker.inc(REQUEST_DURATION)
+
+
+def test_an_info_gauge_names_only_the_version_served_now(directory: Path) -> None:
+    worker = WorkerMetrics(directory, str(os.getpid()))
+    worker.set_info("appliance_data_version_info", version="v0001")
+    worker.set_info("appliance_data_version_info", version="v0002")
+    assert version_gauges(rendered(directory, live=worker)) == {
+        (
+            "appliance_data_version_info",
+            frozenset({("version", "v0002"), ("worker", str(os.getpid()))}),
+        ): 1,
+    }
+
+
+def node_snapshot() -> Snapshot:
+    """Series of the node as a whole: an info gauge, a counter, a gauge."""
+    return Snapshot(
+        worker="",
+        counters={("appliance_imports_total", (("reason", "none"), ("result", "imported"))): 3},
+        gauges={
+            ("appliance_build_info", (("revision", "abc"), ("version", "0.1.0"))): 1,
+            ("appliance_ready", ()): 0,
+        },
+    )
+
+
+def test_the_node_series_are_shown_once_without_a_worker_label(
+    directory: Path, live_pid: str
+) -> None:
+    other, me = WorkerMetrics(directory, live_pid), WorkerMetrics(directory, str(os.getpid()))
+    for worker in (other, me):
+        worker.set_info("appliance_data_version_info", version="v0001")
+        worker.flush()
+    help_texts = {"appliance_ready": "1 if ready."}
+    text = render_prometheus(directory, me, help_texts, node_snapshot())
+    samples = parse_exposition(text)
+    assert value_of(samples, "appliance_imports_total", reason="none", result="imported") == 3
+    assert value_of(samples, "appliance_build_info", revision="abc", version="0.1.0") == 1
+    assert value_of(samples, "appliance_ready") == 0
+    assert "# TYPE appliance_imports_total counter" in text
+    assert "# HELP appliance_ready 1 if ready.\n# TYPE appliance_ready gauge\n" in text
+    assert len(version_gauges(samples)) == 2  # the workers' gauges keep their worker label
+
+
+def test_a_node_series_under_a_name_the_workers_use_is_left_out(
+    directory: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    worker = WorkerMetrics(directory, str(os.getpid()))
+    answer(worker, 2)
+    node = Snapshot(worker="", counters={(REQUESTS_TOTAL, ()): 1000})
+    with caplog.at_level(logging.WARNING, logger="server.metrics"):
+        samples = parse_exposition(render_prometheus(directory, worker, node=node))
+    assert requests_of(samples) == 2
+    assert (REQUESTS_TOTAL, frozenset()) not in samples
+    assert "a worker metric has that name" in caplog.text
+
+
+def test_prometheus_client_parses_the_exposition(directory: Path, live_pid: str) -> None:
+    other, me = WorkerMetrics(directory, live_pid), WorkerMetrics(directory, str(os.getpid()))
+    for worker in (other, me):
+        answer(worker, 2)
+        worker.observe_request("/api/v1/items", "GET", 503, 0.2)
+        worker.set_info("appliance_data_version_info", version='v"1\\\n')
+        worker.flush()
+    text = render_prometheus(directory, me, node=node_snapshot())
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    # The parser names a counter without its _total; its samples keep it.
+    assert families["appliance_http_requests"].type == "counter"
+    assert families["appliance_http_request_duration_seconds"].type == "histogram"
+    assert families["appliance_imports"].type == "counter"
+    versions = {s.labels["version"] for s in families["appliance_data_version_info"].samples}
+    assert versions == {'v"1\\\n'}
+    count = next(
+        s
+        for s in families["appliance_http_request_duration_seconds"].samples
+        if s.name.endswith("_count") and s.labels["route"] == "/api/v1/items"
+    )
+    assert count.value == 2
