@@ -53,7 +53,12 @@ from bundle.oci import ImageArchive
 NODE_LOCK = Path("requirements/node.lock")
 NODE_TOOLS = ("ansible-core",)  # what install.sh needs from the wheel cache besides the project
 COPIED = (layout.INSTALL_SCRIPT, layout.FLEET_SCRIPT, layout.ANSIBLE_DIR)
-BUNDLED_DOCS = ("docs/operator-guide.md", "docs/auditor-guide.md", "docs/admin-guide.md")
+BUNDLED_DOCS = (
+    "docs/operator-guide.md",
+    "docs/auditor-guide.md",
+    "docs/admin-guide.md",
+    "docs/examples/appliance-alerts.yml",  # the admin guide's example alerting rules
+)
 DEFAULT_MIN_UPGRADE_FROM = "0.1.0"
 ZIP_LAST_EPOCH = 4354819198  # 2107-12-31T23:59:58Z, the last time a zip entry can hold
 LICENSE = "Apache-2.0"
@@ -221,8 +226,10 @@ def _copy_files(root: Path, bundle_root: Path, progress: Progress) -> list[str]:
             copied.append(name)
     for doc in BUNDLED_DOCS:
         if (root / doc).is_file():
-            (bundle_root / layout.DOCS_DIR).mkdir(exist_ok=True)
-            shutil.copy2(root / doc, bundle_root / layout.DOCS_DIR / Path(doc).name)
+            # Where it is under docs/ here: the guides' links between them hold in the bundle.
+            target = bundle_root / layout.DOCS_DIR / Path(doc).relative_to("docs")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(root / doc, target)
             copied.append(doc)
     progress(f"files: {', '.join(copied) or 'none'}")
     return copied

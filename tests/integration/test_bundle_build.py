@@ -94,6 +94,11 @@ def test_the_bundle_has_the_documented_layout(unpacked_bundle: Path) -> None:
         assert expected in top
     assert (unpacked_bundle / layout.SERVER_IMAGE_FILE).is_file()
     assert (unpacked_bundle / layout.WHEELS_DIR / layout.WHEELS_LOCK).is_file()
+    # The guides, and the admin guide's alerting rules where its link finds them.
+    docs = unpacked_bundle / layout.DOCS_DIR
+    assert (docs / "admin-guide.md").is_file() and (docs / "operator-guide.md").is_file()
+    assert "](examples/appliance-alerts.yml)" in (docs / "admin-guide.md").read_text()
+    assert (docs / "examples" / "appliance-alerts.yml").is_file()
 
 
 def test_the_manifest_records_version_revision_time_target_and_images(
