@@ -352,11 +352,13 @@ def _run_steps(options: BuildOptions, signer_key: SignerKey, steps: _Steps) -> B
 
         steps.next("sbom")
         image_wheels = [*image.server_wheels(image_wheels_in), project_wheel]
-        sbom.write(bundle_root / layout.SBOM_WHEELS, sbom.wheels_sbom(all_wheels, version, sde))
+        sbom.write(
+            bundle_root / layout.SBOM_WHEELS, sbom.wheels_sbom(all_wheels, pythons, version, sde)
+        )
         sbom.write(
             bundle_root / layout.SBOM_SERVER_IMAGE,
             sbom.image_sbom(
-                layout.SERVER_IMAGE_NAME, version, server.image_id, base.packages, image_wheels, sde
+                layout.SERVER_IMAGE_NAME, version, server.image_id, base, image_wheels, sde
             ),
         )
         debs_sboms = [layout.debs_sbom(found.target) for found in found_debs]

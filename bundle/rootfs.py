@@ -123,7 +123,12 @@ class BaseRootfs:
 
     tarball: Path
     packages: tuple[DebianPackage, ...]
-    origin: str  # "rootfs sha256:<hex>": the same for the same tar, however it was obtained
+    digest: str  # "sha256:<hex>" of the tar: the same for the same tar, however it was obtained
+
+    @property
+    def origin(self) -> str:
+        """How the manifest and the progress name it: "rootfs sha256:<hex>"."""
+        return f"rootfs {self.digest}"
 
 
 def read_packages(path: Path) -> tuple[DebianPackage, ...]:
@@ -143,8 +148,8 @@ def cache_folder(cache_dir: Path) -> Path:
     return cache_dir / "rootfs" / _cache_key(layout.IMAGE_DEBIAN_SUITE, DEBIAN_PACKAGES)
 
 
-def origin_of(tarball: Path) -> str:
-    return f"rootfs sha256:{sha256_file(tarball)}"
+def digest_of(tarball: Path) -> str:
+    return f"sha256:{sha256_file(tarball)}"
 
 
 def _is_cached(cache_dir: Path) -> bool:
@@ -166,7 +171,7 @@ def debian_rootfs(cache_dir: Path, progress: Progress, *, refresh: bool = False)
     tarball, listing = folder / "rootfs.tar", folder / PACKAGES_FILE
     if _is_cached(cache_dir) and not refresh:
         progress(f"base rootfs: cached {tarball}")
-        return BaseRootfs(tarball, read_packages(listing), origin_of(tarball))
+        return BaseRootfs(tarball, read_packages(listing), digest_of(tarball))
     check_can_make(cache_dir, refresh=refresh)
     folder.mkdir(parents=True, exist_ok=True)
     partial, partial_listing = folder / "rootfs.tar.partial", folder / f"{PACKAGES_FILE}.partial"
@@ -186,7 +191,7 @@ def debian_rootfs(cache_dir: Path, progress: Progress, *, refresh: bool = False)
     tools.run(command, "base rootfs: mmdebstrap failed", env=env)
     partial_listing.replace(listing)
     partial.replace(tarball)
-    return BaseRootfs(tarball, read_packages(listing), origin_of(tarball))
+    return BaseRootfs(tarball, read_packages(listing), digest_of(tarball))
 
 
 def check_given(tarball: Path) -> None:
@@ -210,7 +215,7 @@ def given_rootfs(tarball: Path) -> BaseRootfs:
     listing = tarball.with_name(f"{tarball.name}.{PACKAGES_FILE}")
     if not listing.is_file():
         listing = tarball.with_name(PACKAGES_FILE)
-    return BaseRootfs(tarball, read_packages(listing), origin_of(tarball))
+    return BaseRootfs(tarball, read_packages(listing), digest_of(tarball))
 
 
 def is_pruned(name: str) -> bool:
