@@ -178,6 +178,7 @@ def preflight(options: BuildOptions, progress: Progress) -> SignerKey:
         msg = f"--key: {exc}; make one with `mlws keygen` or `ssh-keygen -t ed25519 -N ''`"
         raise KeyFileError(msg) from exc
     signer_key = public_key_of(private_key, "bundle-signer")
+    labels = image.project_labels(options.source_root)
     _check_writable(options.out_dir, "--out")
     _check_writable(options.cache_dir, "--cache-dir")
     if options.rebuild_frontend:
@@ -188,6 +189,11 @@ def preflight(options: BuildOptions, progress: Progress) -> SignerKey:
         rootfs.check_can_make(options.cache_dir, refresh=options.refresh_rootfs)
     debs.check_can_build(options.node_targets(), options.debian())
     found = engine.reachable_engine() if options.engine_check else "skipped (--skip-engine-check)"
+    unset = [key for key in image.PROJECT_LABELS if key not in labels]
+    if unset:
+        progress(
+            f"preflight: image labels {', '.join(unset)} not set ([{image.PROJECT_LABELS_TABLE}] in pyproject.toml)"
+        )
     progress(f"preflight: signing key {signer_key.fingerprint}, engine {found}")
     return signer_key
 
@@ -335,7 +341,14 @@ def _run_steps(options: BuildOptions, signer_key: SignerKey, steps: _Steps) -> B
 
         steps.next("image")
         sources = image.ImageSources(
-            base, tuple(image_wheels_in), project_wheel, version, options.revision, sde, LICENSE
+            base,
+            tuple(image_wheels_in),
+            project_wheel,
+            version,
+            options.revision,
+            sde,
+            LICENSE,
+            image.project_labels(root),
         )
         server = image.build_server_image(
             sources, work / "image", bundle_root / layout.SERVER_IMAGE_FILE, progress

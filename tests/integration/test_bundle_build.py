@@ -25,7 +25,7 @@ from packaging.tags import compatible_tags, cpython_tags
 from packaging.utils import parse_wheel_filename
 
 from appliance.audit.distribution_names import normalise_name
-from bundle import checksums, layout, rootfs, sign
+from bundle import checksums, image, layout, rootfs, sign
 from bundle.image import SERVER_DISTRIBUTIONS
 from bundle.oci import iso_time
 from bundle.wheels import read_lock, target_platforms
@@ -285,6 +285,16 @@ def test_the_image_is_non_root_labelled_and_has_a_healthcheck(
     assert labels["org.opencontainers.image.revision"] == revision
     assert labels["org.opencontainers.image.created"] == iso_time(int(SOURCE_DATE_EPOCH))
     assert labels["org.opencontainers.image.licenses"] == "Apache-2.0"
+    # No base image: no base.name; the base rootfs tar is named under the project's own prefix.
+    assert "org.opencontainers.image.base.name" not in labels
+    base_rootfs = manifest_of(unpacked_bundle)["components"]["base_rootfs"]
+    assert labels[image.BASE_ROOTFS_LABEL] == base_rootfs.removeprefix("rootfs ")
+    project = {
+        k.removeprefix(image.OCI_LABEL): v
+        for k, v in labels.items()
+        if k.removeprefix(image.OCI_LABEL) in image.PROJECT_LABELS
+    }
+    assert project == image.project_labels(REPO)
     healthcheck = (
         config.get("Healthcheck") or inspected["Healthcheck"]
     )  # Podman lifts it out of Config
