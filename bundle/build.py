@@ -202,7 +202,7 @@ def check_lock(root: Path) -> list[wheels.Pinned]:
     """The node lock must pin every project dependency and what install.sh needs."""
     pinned = wheels.read_lock(root / NODE_LOCK)
     names = {pin.key for pin in pinned}
-    _, _, dependencies, _ = wheels.project_metadata(root)
+    _, _, dependencies, _, _ = wheels.project_metadata(root)
     wanted = [normalise_name(name) for dep in dependencies if (name := requirement_name(dep))]
     missing = [name for name in [*wanted, *NODE_TOOLS] if name not in names]
     if missing:
