@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from appliance.errors import ConfigError
+from appliance.trust.sshsig import generate_key
 from bundle import image, layout
+from bundle.build import BuildOptions, preflight
 from bundle.rootfs import BaseRootfs
 
 REPO = Path(__file__).resolve().parents[2]
@@ -109,3 +111,17 @@ def test_a_label_table_that_is_no_table_is_refused(tmp_path: Path) -> None:
     folder = pyproject(tmp_path, '[tool.appliance]\nimage-labels = "vendor"')
     with pytest.raises(ConfigError, match=r"\[tool.appliance.image-labels\] must be a table"):
         image.project_labels(folder)
+
+
+def test_the_build_refuses_a_bad_label_table_at_preflight(tmp_path: Path) -> None:
+    """Before any step runs: a build never fails on its labels minutes in."""
+    root = pyproject(tmp_path, '[tool.appliance.image-labels]\nurl = "ftp://a.example/"')
+    (root / "requirements").mkdir()
+    (root / "requirements" / "node.lock").write_text("")
+    generate_key(tmp_path / "key", "test@appliance.test")
+    options = BuildOptions(
+        "1.0.0", tmp_path / "key", tmp_path / "out", root, tmp_path / "cache", 1763769600, "r"
+    )
+    with pytest.raises(ConfigError, match=r"url 'ftp://a\.example/' is not an absolute http"):
+        preflight(options, lambda _line: None)
+    assert not (tmp_path / "out").exists()
