@@ -128,7 +128,8 @@ def read_wheel(path: Path) -> Wheel:
     try:
         requires = tuple(Requirement(r) for r in headers.get_all("Requires-Dist") or [])
     except InvalidRequirement as exc:
-        msg = f"sbom: {path.name} has a Requires-Dist that does not parse ({exc})"
+        said = " ".join(str(exc).split())  # packaging points at the error on lines of its own
+        msg = f"sbom: {path.name} has a Requires-Dist that does not parse ({said})"
         raise ConfigError(msg) from exc
     return Wheel(
         path,

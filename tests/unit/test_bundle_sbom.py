@@ -33,7 +33,9 @@ def make_wheel(folder: Path, name: str, version: str, *headers: str, tags: str =
         ["Metadata-Version: 2.4", f"Name: {name}", f"Version: {version}", *headers]
     )
     with zipfile.ZipFile(path, "w") as zf:
-        zf.writestr(f"{name.replace('-', '_')}-{version}.dist-info/METADATA", metadata + "\n\n")
+        # A fixed time: the same arguments give the same file, and so the same SHA-256.
+        member = zipfile.ZipInfo(f"{name.replace('-', '_')}-{version}.dist-info/METADATA")
+        zf.writestr(member, metadata + "\n\n")
     return path
 
 
@@ -269,5 +271,8 @@ def test_a_different_content_gives_a_different_serial_number(tmp_path: Path) -> 
 
 def test_a_wheel_with_a_broken_requirement_is_a_one_line_error(tmp_path: Path) -> None:
     bad = make_wheel(tmp_path, "bad", "1.0", "Requires-Dist: ???")
-    with pytest.raises(ConfigError, match=r"^sbom: bad-1.0-py3-none-any.whl has a Requires-Dist"):
+    with pytest.raises(
+        ConfigError, match=r"^sbom: bad-1.0-py3-none-any.whl has a Requires-Dist"
+    ) as e:
         sbom.wheels_sbom([bad], ["3.11"], "1.0.0", SDE)
+    assert "\n" not in str(e.value)
