@@ -11,10 +11,11 @@ on the builder only: the node never reads an SBOM (nothing under appliance/ does
 Each component has a package URL (pkg:pypi/... with the wheel's file name, since one release can
 be two wheels for two Pythons; pkg:deb/debian/...), the SHA-256 of the file it came from, and the
 `dependencies` graph says what needs what: each wheel requires the wheels its Requires-Dist name
-on the Python it is for, and the document's subject depends on the components nothing else needs.
-Debian packages hang off their subject with their own dependencies not known (left out of the
-graph, as CycloneDX allows): the image's base is unpacked without dpkg's status, and a target's
-.debs depend on the standard installation that no SBOM here lists. Serial numbers and timestamps derive from
+on the Python it is for, each of the image's Debian packages the packages its Pre-Depends and
+Depends name, and the document's subject depends on the components nothing else needs. What is
+not known stays out of the graph, as CycloneDX reads it: the relations of a given base rootfs
+whose package list lacks them, and those of a target's .debs, which depend on the standard
+installation that no SBOM here lists. Serial numbers and timestamps derive from
 the content and SOURCE_DATE_EPOCH, and keys are sorted, so SBOMs are reproducible.
 """
 
@@ -179,6 +180,41 @@ def wheel_dependencies(wheels: Sequence[Wheel], pythons: Sequence[str]) -> dict[
     return edges
 
 
+def debian_dependencies(packages: Iterable[DebianPackage]) -> dict[str, set[str]]:
+    """For each package whose relations are known, the packages among `packages` its Pre-Depends
+    and Depends name (of alternatives `a | b`, the first one there; a virtual one, its provider)."""
+    packages = list(packages)
+    known = [(p.name, r) for p in packages if (r := p.relations) is not None]
+    present = {p.name for p in packages}
+    providers: dict[str, str] = {}
+    for name, relations in known:
+        for group in _relation_names(relations.provides):
+            providers.setdefault(group[0], name)
+    edges: dict[str, set[str]] = {}
+    for name, relations in known:
+        edges[name] = set()
+        for alternatives in _relation_names(f"{relations.pre_depends},{relations.depends}"):
+            there = [
+                n if n in present else providers[n]
+                for n in alternatives
+                if n in present or n in providers
+            ]
+            if there and there[0] != name:
+                edges[name].add(there[0])
+    return edges
+
+
+def _relation_names(field: str) -> list[list[str]]:
+    """A Debian relation field's package names, one list per comma-separated alternative group
+    (version constraints, architecture qualifiers like `:any` and restrictions dropped)."""
+    groups = []
+    for group in field.split(","):
+        names = [alt.split("(")[0].split("[")[0].strip().split(":")[0] for alt in group.split("|")]
+        if [n for n in names if n]:
+            groups.append([n for n in names if n])
+    return groups
+
+
 def python_component(wheel: Wheel) -> Component:
     purl = wheel.purl
     return Component(
@@ -328,9 +364,14 @@ def image_sbom(
             ),
         ],
     )
-    # The base is unpacked with mmdebstrap's extract variant, which keeps no dpkg status: what
-    # each Debian package depends on is not recorded, so they hang off the image, not known.
-    return document(subject, [*debian, *python], python_edges, source_date_epoch)
+    refs = {p.name: str(c.bom_ref) for p, c in zip(rootfs.packages, debian, strict=True)}
+    debian_edges = {
+        refs[name]: {refs[n] for n in needs}
+        for name, needs in debian_dependencies(rootfs.packages).items()
+    }
+    return document(
+        subject, [*debian, *python], {**debian_edges, **python_edges}, source_date_epoch
+    )
 
 
 def debs_sbom(found: TargetDebs, version: str, source_date_epoch: int) -> dict[str, Any]:

@@ -553,6 +553,15 @@ def test_the_image_sbom_graph_follows_the_server_s_requirements(unpacked_bundle:
     assert ref["appliance"] in edges[sbom["metadata"]["component"]["bom-ref"]]
     assert {ref["litestar"], ref["duckdb"], ref["granian"]} <= edges[ref["appliance"]]
     assert ref["cffi"] in edges[ref["cryptography"]]
+    # The base's Debian packages, from each .deb's Pre-Depends and Depends (mmdebstrap's listing).
+    assert {ref["libc6"], ref["libpython3.11-minimal"]} <= edges[ref["python3.11-minimal"]]
+    stdlib_needs = {
+        ref["libpython3.11-minimal"],
+        ref["media-types"],
+    }  # "media-types | mime-support"
+    assert stdlib_needs <= edges[ref["libpython3.11-stdlib"]]
+    debian = [c["bom-ref"] for c in sbom["components"] if c["purl"].startswith("pkg:deb/")]
+    assert all(r in edges for r in debian)  # every relation known: the rootfs was listed whole
 
 
 # --- bad input to build_bundle.py -----------------------------------------------------------------

@@ -18,7 +18,7 @@ from cyclonedx.model.component import Component, ComponentType
 
 from appliance.errors import ConfigError
 from bundle import sbom
-from bundle.rootfs import BaseRootfs, DebianPackage
+from bundle.rootfs import BaseRootfs, DebianPackage, Relations
 from tests.sbom_schema import schema_errors
 
 REPO = Path(__file__).resolve().parents[2]
@@ -192,28 +192,47 @@ def test_a_wheel_requires_what_its_requires_dist_names_on_its_python(tmp_path: P
     assert set(edges) == {*ref.values(), "appliance-wheels@1.0.0"}
 
 
-def test_the_image_has_only_its_python_s_edges(tmp_path: Path) -> None:
+def test_the_image_graph_has_its_python_s_and_its_debian_edges(tmp_path: Path) -> None:
     top = make_wheel(tmp_path, "top", "1.0", "Requires-Dist: lib311; python_version < '3.12'")
     lib = make_wheel(tmp_path, "lib311", "1.0")
     packages = (
-        DebianPackage("libc6", "2.36-9+deb12u13", "amd64", "ab" * 32),
-        DebianPackage("python3.11-minimal", "3.11.2-6+deb12u6", "amd64", "cd" * 32),
+        DebianPackage("libc6", "2.36-9+deb12u13", "amd64", "ab" * 32, Relations("", "libgcc-s1")),
+        DebianPackage("libgcc-s1", "12.2.0-14", "amd64", "cd" * 32, Relations("", "gcc-12-base")),
+        DebianPackage("gcc-12-base", "12.2.0-14", "amd64", "ef" * 32, Relations()),
+        DebianPackage("given", "1", "amd64", "01" * 32),  # a listing without relations
     )
     doc = sbom.image_sbom(
         "localhost/x", "1.0.0", "sha256:" + "ef" * 32, rootfs(tmp_path, packages), [top, lib], SDE
     )
     edges = graph(doc)
-    components = by_name(doc)
-    top_ref, lib_ref = components[top.name]["bom-ref"], components[lib.name]["bom-ref"]
-    assert edges[top_ref] == {lib_ref}
-    debian = {components[p.name]["bom-ref"] for p in packages}
-    # Debian packages hang off the image, their own dependencies not known: out of the graph.
-    assert edges["localhost/x@1.0.0"] == {top_ref, *debian}
-    assert not debian & set(edges)
+    ref = {name: c["bom-ref"] for name, c in by_name(doc).items()}
+    assert edges[ref[top.name]] == {ref[lib.name]}
+    assert edges[ref["libc6"]] == {ref["libgcc-s1"]}
+    assert edges[ref["libgcc-s1"]] == {ref["gcc-12-base"]}
+    assert edges[ref["gcc-12-base"]] == set()  # known to need nothing: an empty entry
+    assert ref["given"] not in edges  # not known: no entry at all
+    assert edges["localhost/x@1.0.0"] == {ref[top.name], ref["libc6"], ref["given"]}
     subject = doc["metadata"]["component"]
     assert {"name": "appliance:base-rootfs", "value": "sha256:" + "12" * 32} in subject[
         "properties"
     ]
+
+
+def test_debian_relations_resolve_alternatives_virtual_packages_and_qualifiers() -> None:
+    packages = [
+        DebianPackage("app", "1", "amd64", "00" * 32, Relations(
+            "libc6 (>= 2.34)", "missing | libfoo2 [amd64], awk, python3:any (>= 3.11), app"
+        )),
+        DebianPackage("libc6", "1", "amd64", "00" * 32, Relations()),
+        DebianPackage("libfoo2", "1", "amd64", "00" * 32, Relations()),
+        DebianPackage("mawk", "1", "amd64", "00" * 32, Relations(provides="awk")),
+        DebianPackage("python3", "1", "amd64", "00" * 32, Relations(provides="python3-any (= 1)")),
+        DebianPackage("unlisted", "1", "amd64", "00" * 32),
+    ]  # fmt: skip
+    edges = sbom.debian_dependencies(packages)
+    assert edges["app"] == {"libc6", "libfoo2", "mawk", "python3"}
+    assert "unlisted" not in edges
+    assert edges["mawk"] == set()
 
 
 def test_debian_purls_are_encoded_by_the_purl_rules(tmp_path: Path) -> None:
