@@ -125,3 +125,9 @@ def test_the_build_refuses_a_bad_label_table_at_preflight(tmp_path: Path) -> Non
     with pytest.raises(ConfigError, match=r"url 'ftp://a\.example/' is not an absolute http"):
         preflight(options, lambda _line: None)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_source_root_without_pyproject_is_a_one_line_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^cannot read .*pyproject\.toml") as caught:
+        image.project_labels(tmp_path)
+    assert "\n" not in str(caught.value)
