@@ -15,8 +15,8 @@ on the Python it is for, each of the image's Debian packages the packages its Pr
 Depends name, and the document's subject depends on the components nothing else needs. What is
 not known stays out of the graph, as CycloneDX reads it: the relations of a given base rootfs
 whose package list lacks them, and those of a target's .debs, which depend on the standard
-installation that no SBOM here lists. Serial numbers and timestamps derive from
-the content and SOURCE_DATE_EPOCH, and keys are sorted, so SBOMs are reproducible.
+installation that no SBOM here lists. Serial numbers and timestamps derive from the content and
+SOURCE_DATE_EPOCH, and keys are sorted, so SBOMs are reproducible.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import uuid
 import zipfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import Message
@@ -267,10 +267,30 @@ def _text(doc: dict[str, Any]) -> str:
     return json.dumps(doc, indent=2, sort_keys=True) + "\n"
 
 
+def _roots(refs: Sequence[str], edges: Mapping[str, Collection[str]]) -> list[str]:
+    """What the subject depends on: the components nothing depends on, and one of each loop
+    that only its own members reach (Debian's libc6 and libgcc-s1 need each other)."""
+    needed = {t for targets in edges.values() for t in targets}
+    roots = [r for r in refs if r not in needed]
+    reached: set[str] = set()
+    todo = list(roots)
+    while True:
+        while todo:
+            ref = todo.pop()
+            if ref not in reached:
+                reached.add(ref)
+                todo.extend(edges.get(ref, ()))
+        unreached = [r for r in refs if r not in reached]
+        if not unreached:
+            return roots
+        roots.append(unreached[0])
+        todo.append(unreached[0])
+
+
 def document(
     subject: Component,
     components: Sequence[Component],
-    edges: Mapping[str, Iterable[str]],
+    edges: Mapping[str, Collection[str]],
     source_date_epoch: int,
 ) -> dict[str, Any]:
     """A CycloneDX document about `subject` listing `components`; `edges` maps the bom-ref of each
@@ -289,12 +309,9 @@ def document(
     bom.metadata.tools.components.add(Component(type=ComponentType.APPLICATION, name=BUILDER))
     bom.metadata.tools.components.add(this_component())
     bom.components.update(components)
-    needed: set[str] = set()
     for ref, targets in edges.items():
-        wanted = sorted(set(targets))
-        needed.update(wanted)
-        bom.register_dependency(by_ref[ref], [by_ref[t] for t in wanted])
-    bom.register_dependency(subject, [c for ref, c in sorted(by_ref.items()) if ref not in needed])
+        bom.register_dependency(by_ref[ref], [by_ref[t] for t in sorted(set(targets))])
+    bom.register_dependency(subject, [by_ref[ref] for ref in _roots(sorted(by_ref), edges)])
     known = {*edges, str(subject.bom_ref)}
     # The serial number is the UUID of the document written with the nil one: same content, same serial.
     bom.serial_number = uuid.uuid5(uuid.NAMESPACE_URL, _text(_content(bom, known)))

@@ -19,7 +19,7 @@ from cyclonedx.model.component import Component, ComponentType
 from appliance.errors import ConfigError
 from bundle import sbom
 from bundle.rootfs import BaseRootfs, DebianPackage, Relations
-from tests.sbom_schema import schema_errors
+from tests.sbom_schema import graph_errors, schema_errors
 
 REPO = Path(__file__).resolve().parents[2]
 SDE = 1763769600
@@ -295,3 +295,18 @@ def test_a_wheel_with_a_broken_requirement_is_a_one_line_error(tmp_path: Path) -
     ) as e:
         sbom.wheels_sbom([bad], ["3.11"], "1.0.0", SDE)
     assert "\n" not in str(e.value)
+
+
+def test_a_loop_that_nothing_else_reaches_hangs_off_the_subject(tmp_path: Path) -> None:
+    """libc6 and libgcc-s1 need each other: were nothing else to need them, neither would be a
+    root, and the graph would lose them."""
+    packages = (
+        DebianPackage("libc6", "2.36-9", "amd64", "ab" * 32, Relations("", "libgcc-s1")),
+        DebianPackage("libgcc-s1", "12.2.0-14", "amd64", "cd" * 32, Relations("", "libc6")),
+    )
+    doc = sbom.image_sbom(
+        "localhost/x", "1.0.0", "sha256:" + "ef" * 32, rootfs(tmp_path, packages), [], SDE
+    )
+    ref = {c["name"]: c["bom-ref"] for c in doc["components"]}
+    assert graph(doc)["localhost/x@1.0.0"] == {ref["libc6"]}
+    assert graph_errors(doc) == []
