@@ -183,6 +183,7 @@ def preflight(options: BuildOptions, progress: Progress) -> SignerKey:
         msg = f"--key: {exc}; make one with `mlws keygen` or `ssh-keygen -t ed25519 -N ''`"
         raise KeyFileError(msg) from exc
     signer_key = public_key_of(private_key, "bundle-signer")
+    labels = image.project_labels(options.source_root)
     _check_writable(options.out_dir, "--out")
     _check_writable(options.cache_dir, "--cache-dir")
     if options.rebuild_frontend:
@@ -193,6 +194,11 @@ def preflight(options: BuildOptions, progress: Progress) -> SignerKey:
         rootfs.check_can_make(options.cache_dir, refresh=options.refresh_rootfs)
     debs.check_can_build(options.node_targets(), options.debian())
     found = engine.reachable_engine() if options.engine_check else "skipped (--skip-engine-check)"
+    unset = [key for key in image.PROJECT_LABELS if key not in labels]
+    if unset:
+        progress(
+            f"preflight: image labels {', '.join(unset)} not set ([{image.PROJECT_LABELS_TABLE}] in pyproject.toml)"
+        )
     progress(f"preflight: signing key {signer_key.fingerprint}, engine {found}")
     return signer_key
 
@@ -201,7 +207,7 @@ def check_lock(root: Path) -> list[wheels.Pinned]:
     """The node lock must pin every project dependency and what install.sh needs."""
     pinned = wheels.read_lock(root / NODE_LOCK)
     names = {pin.key for pin in pinned}
-    _, _, dependencies, _ = wheels.project_metadata(root)
+    _, _, dependencies, _, _ = wheels.project_metadata(root)
     wanted = [normalise_name(name) for dep in dependencies if (name := requirement_name(dep))]
     missing = [name for name in [*wanted, *NODE_TOOLS] if name not in names]
     if missing:
@@ -342,7 +348,14 @@ def _run_steps(options: BuildOptions, signer_key: SignerKey, steps: _Steps) -> B
 
         steps.next("image")
         sources = image.ImageSources(
-            base, tuple(image_wheels_in), project_wheel, version, options.revision, sde, LICENSE
+            base,
+            tuple(image_wheels_in),
+            project_wheel,
+            version,
+            options.revision,
+            sde,
+            LICENSE,
+            image.project_labels(root),
         )
         server = image.build_server_image(
             sources, work / "image", bundle_root / layout.SERVER_IMAGE_FILE, progress
@@ -359,11 +372,13 @@ def _run_steps(options: BuildOptions, signer_key: SignerKey, steps: _Steps) -> B
 
         steps.next("sbom")
         image_wheels = [*image.server_wheels(image_wheels_in), project_wheel]
-        sbom.write(bundle_root / layout.SBOM_WHEELS, sbom.wheels_sbom(all_wheels, version, sde))
+        sbom.write(
+            bundle_root / layout.SBOM_WHEELS, sbom.wheels_sbom(all_wheels, pythons, version, sde)
+        )
         sbom.write(
             bundle_root / layout.SBOM_SERVER_IMAGE,
             sbom.image_sbom(
-                layout.SERVER_IMAGE_NAME, version, server.image_id, base.packages, image_wheels, sde
+                layout.SERVER_IMAGE_NAME, version, server.image_id, base, image_wheels, sde
             ),
         )
         debs_sboms = [layout.debs_sbom(found.target) for found in found_debs]

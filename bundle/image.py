@@ -13,10 +13,12 @@ what it imports into PYTHONPYCACHEPREFIX on the /tmp tmpfs, about 0.2 s once per
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterable
-from dataclasses import dataclass
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from appliance import REVISION_ENV
 from appliance.audit.distribution_names import normalise_name
@@ -47,6 +49,17 @@ SERVER_DISTRIBUTIONS = (
     "typing-extensions",
 )
 
+# Labels (OCI image-spec annotations.md). `base.name` is the reference of a base image, and this
+# image has none: its base is unpacked from Debian packages (bundle/rootfs.py), so the label is
+# left out and the base rootfs tar's digest goes under the project's own prefix instead.
+OCI_LABEL = "org.opencontainers.image."
+BASE_ROOTFS_LABEL = f"{layout.IMAGE_LABEL_PREFIX}base.rootfs.digest"
+# Who distributes the image and where to read about it: from pyproject.toml's table below (part
+# of the sources, so a rebuild gives the same labels); an empty value leaves its label out.
+PROJECT_LABELS_TABLE = "tool.appliance.image-labels"
+PROJECT_LABELS = ("vendor", "url", "source", "documentation")
+URL_LABELS = ("url", "source", "documentation")
+
 HEALTHCHECK_SECONDS = {"Interval": 10, "Timeout": 5, "StartPeriod": 30}
 HEALTHCHECK_RETRIES = 3
 NANOSECONDS = 1_000_000_000
@@ -63,6 +76,46 @@ class ImageSources:
     revision: str
     source_date_epoch: int
     license: str
+    project_labels: Mapping[str, str] = field(default_factory=dict)  # from project_labels()
+
+
+def project_labels(root: Path) -> dict[str, str]:
+    """The set values of pyproject.toml's [tool.appliance.image-labels] (vendor and the URLs).
+
+    ConfigError, naming the key, for an unknown key, a value that is not one line of text, or a
+    URL label that is not an absolute http(s) URL.
+    """
+    where = f"{root / 'pyproject.toml'} [{PROJECT_LABELS_TABLE}]"
+    try:
+        table: Any = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        msg = f"cannot read {root / 'pyproject.toml'}: {exc}"
+        raise ConfigError(msg) from exc
+    for key in PROJECT_LABELS_TABLE.split("."):
+        table = table.get(key, {}) if isinstance(table, dict) else None
+    if not isinstance(table, dict):
+        msg = f"{where} must be a table"
+        raise ConfigError(msg)
+    unknown = sorted(set(table) - set(PROJECT_LABELS))
+    if unknown:
+        msg = f"{where}: unknown key {unknown[0]!r} (known: {', '.join(PROJECT_LABELS)})"
+        raise ConfigError(msg)
+    labels = {}
+    for key, value in table.items():
+        if not isinstance(value, str) or value != " ".join(value.split()):
+            msg = f"{where}: {key} must be one line of text without outer spaces"
+            raise ConfigError(msg)
+        parts = urlsplit(value)
+        if (
+            value
+            and key in URL_LABELS
+            and (parts.scheme not in ("http", "https") or not parts.netloc)
+        ):
+            msg = f"{where}: {key} {value!r} is not an absolute http(s) URL"
+            raise ConfigError(msg)
+        if value:
+            labels[key] = value
+    return labels
 
 
 def _system_entries() -> list[oci.Entry]:
@@ -106,6 +159,26 @@ def server_wheels(wheel_files: Iterable[Path]) -> list[Path]:
     return [by_name[name] for name in SERVER_DISTRIBUTIONS]
 
 
+def image_labels(sources: ImageSources, created: str) -> dict[str, str]:
+    """The OCI labels, and the base rootfs's digest under the project's prefix."""
+    labels = {
+        "title": "appliance-server",
+        "description": "Offline analytics appliance: read-only API and dashboard",
+        "version": sources.version,
+        "revision": sources.revision,
+        "created": created,
+        "licenses": sources.license,
+        **{
+            key: sources.project_labels[key]
+            for key in PROJECT_LABELS
+            if key in sources.project_labels
+        },
+    }
+    return {f"{OCI_LABEL}{key}": value for key, value in labels.items()} | {
+        BASE_ROOTFS_LABEL: sources.rootfs.digest
+    }
+
+
 def image_config(sources: ImageSources) -> dict[str, Any]:
     """The image config: user, entry point, environment, healthcheck and OCI labels."""
     created = oci.iso_time(sources.source_date_epoch)
@@ -138,15 +211,7 @@ def image_config(sources: ImageSources) -> dict[str, Any]:
                 **{k: v * NANOSECONDS for k, v in HEALTHCHECK_SECONDS.items()},
                 "Retries": HEALTHCHECK_RETRIES,
             },
-            "Labels": {
-                "org.opencontainers.image.title": "appliance-server",
-                "org.opencontainers.image.description": "Offline analytics appliance: read-only API and dashboard",
-                "org.opencontainers.image.version": sources.version,
-                "org.opencontainers.image.revision": sources.revision,
-                "org.opencontainers.image.created": created,
-                "org.opencontainers.image.licenses": sources.license,
-                "org.opencontainers.image.base.name": sources.rootfs.origin,
-            },
+            "Labels": image_labels(sources, created),
         },
         "history": [
             {"created": created, "created_by": f"build_bundle.py: {name} layer"}

@@ -24,3 +24,7 @@ IMAGE_DATA_DIR = "/var/lib/appliance"
 IMAGE_CONFIG_DIR = "/etc/appliance"
 IMAGE_PACK_SIGNERS = "/etc/appliance/pack-trust/pack_signers"
 IMAGE_PORT = 8080
+# The prefix of the image's own labels (docs/building.md): reverse DNS under .localhost, a name
+# reserved for no one (RFC 6761), as the image's name localhost/appliance-server says it comes
+# from no registry. The project owns no domain; one that does replaces it here.
+IMAGE_LABEL_PREFIX = "localhost.appliance."

@@ -13,7 +13,7 @@ import shlex
 import shutil
 import tarfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from appliance.errors import ConfigError
@@ -24,7 +24,10 @@ from bundle.oci import Entry, clean_name
 
 # The Python runtime and the C/C++ runtime libraries the manylinux wheels link against.
 DEBIAN_PACKAGES = ("python3.11-minimal", "libpython3.11-stdlib", "libstdc++6", "libgcc-s1")
-PACKAGES_FILE = "packages.tsv"  # beside the cached rootfs.tar: name, version, arch, deb sha256
+# Beside the cached rootfs.tar: name, version, arch, the .deb's sha256, and its Pre-Depends,
+# Depends and Provides (the SBOM's dependency graph; a listing of four columns has none).
+PACKAGES_FILE = "packages.tsv"
+LISTING_FORMAT = 2  # in the cache key: a cache whose listing lacks the relations is made again
 # mmdebstrap's time stamps: fixed (Debian 12's release day), so the rootfs tar depends only on the
 # packages. The image's layers reset every time to the build's SOURCE_DATE_EPOCH anyway.
 ROOTFS_EPOCH = 1686355200
@@ -100,13 +103,24 @@ LIBRARY_DIRS = ("lib/x86_64-linux-gnu/", "usr/lib/x86_64-linux-gnu/")
 DOC_DIR = "usr/share/doc"
 KEPT_DOC_NAMES = ("copyright",)
 
-# A shell script run by mmdebstrap after unpacking: lists the .deb files it unpacked.
+# A shell script run by mmdebstrap after unpacking: lists the .deb files it unpacked (the extract
+# variant keeps no dpkg status, so the relations are read from each .deb here).
 _LIST_PACKAGES_HOOK = (
     'for deb in "$1"/var/cache/apt/archives/*.deb; do '
-    'printf "%s\\t%s\\t%s\\t%s\\n" "$(dpkg-deb -f "$deb" Package)" '
+    'printf "%s\\t%s\\t%s\\t%s\\t%s\\t%s\\t%s\\n" "$(dpkg-deb -f "$deb" Package)" '
     '"$(dpkg-deb -f "$deb" Version)" "$(dpkg-deb -f "$deb" Architecture)" '
-    '"$(sha256sum < "$deb" | cut -d" " -f1)"; done > {out}'
+    '"$(sha256sum < "$deb" | cut -d" " -f1)" "$(dpkg-deb -f "$deb" Pre-Depends)" '
+    '"$(dpkg-deb -f "$deb" Depends)" "$(dpkg-deb -f "$deb" Provides)"; done > {out}'
 )
+
+
+@dataclass(frozen=True)
+class Relations:
+    """A Debian package's Pre-Depends, Depends and Provides fields, as its control file has them."""
+
+    pre_depends: str = ""
+    depends: str = ""
+    provides: str = ""
 
 
 @dataclass(frozen=True, order=True)
@@ -115,6 +129,7 @@ class DebianPackage:
     version: str
     arch: str
     sha256: str
+    relations: Relations | None = field(default=None, compare=False)  # None: not known
 
 
 @dataclass(frozen=True)
@@ -123,18 +138,33 @@ class BaseRootfs:
 
     tarball: Path
     packages: tuple[DebianPackage, ...]
-    origin: str  # "rootfs sha256:<hex>": the same for the same tar, however it was obtained
+    digest: str  # "sha256:<hex>" of the tar: the same for the same tar, however it was obtained
+
+    @property
+    def origin(self) -> str:
+        """How the manifest and the progress name it: "rootfs sha256:<hex>"."""
+        return f"rootfs {self.digest}"
 
 
 def read_packages(path: Path) -> tuple[DebianPackage, ...]:
     if not path.is_file():
         return ()
     rows = [line.split("\t") for line in path.read_text(encoding="utf-8").splitlines() if line]
-    return tuple(sorted(DebianPackage(*row[:4]) for row in rows if len(row) >= 4))
+    return tuple(
+        sorted(
+            DebianPackage(
+                row[0], row[1], row[2], row[3], Relations(*row[4:7]) if len(row) >= 7 else None
+            )
+            for row in rows
+            if len(row) >= 4
+        )
+    )
 
 
 def _cache_key(suite: str, packages: tuple[str, ...]) -> str:
-    text = "\n".join([suite, layout.TARGET_ARCH, str(ROOTFS_EPOCH), *packages])
+    text = "\n".join(
+        [suite, layout.TARGET_ARCH, str(ROOTFS_EPOCH), f"listing {LISTING_FORMAT}", *packages]
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -143,8 +173,8 @@ def cache_folder(cache_dir: Path) -> Path:
     return cache_dir / "rootfs" / _cache_key(layout.IMAGE_DEBIAN_SUITE, DEBIAN_PACKAGES)
 
 
-def origin_of(tarball: Path) -> str:
-    return f"rootfs sha256:{sha256_file(tarball)}"
+def digest_of(tarball: Path) -> str:
+    return f"sha256:{sha256_file(tarball)}"
 
 
 def _is_cached(cache_dir: Path) -> bool:
@@ -166,7 +196,7 @@ def debian_rootfs(cache_dir: Path, progress: Progress, *, refresh: bool = False)
     tarball, listing = folder / "rootfs.tar", folder / PACKAGES_FILE
     if _is_cached(cache_dir) and not refresh:
         progress(f"base rootfs: cached {tarball}")
-        return BaseRootfs(tarball, read_packages(listing), origin_of(tarball))
+        return BaseRootfs(tarball, read_packages(listing), digest_of(tarball))
     check_can_make(cache_dir, refresh=refresh)
     folder.mkdir(parents=True, exist_ok=True)
     partial, partial_listing = folder / "rootfs.tar.partial", folder / f"{PACKAGES_FILE}.partial"
@@ -186,7 +216,7 @@ def debian_rootfs(cache_dir: Path, progress: Progress, *, refresh: bool = False)
     tools.run(command, "base rootfs: mmdebstrap failed", env=env)
     partial_listing.replace(listing)
     partial.replace(tarball)
-    return BaseRootfs(tarball, read_packages(listing), origin_of(tarball))
+    return BaseRootfs(tarball, read_packages(listing), digest_of(tarball))
 
 
 def check_given(tarball: Path) -> None:
@@ -210,7 +240,7 @@ def given_rootfs(tarball: Path) -> BaseRootfs:
     listing = tarball.with_name(f"{tarball.name}.{PACKAGES_FILE}")
     if not listing.is_file():
         listing = tarball.with_name(PACKAGES_FILE)
-    return BaseRootfs(tarball, read_packages(listing), origin_of(tarball))
+    return BaseRootfs(tarball, read_packages(listing), digest_of(tarball))
 
 
 def is_pruned(name: str) -> bool:

@@ -233,8 +233,8 @@ def _record_hash(data: bytes) -> str:
     return f"sha256={digest}"
 
 
-def project_metadata(root: Path) -> tuple[str, str, list[str], str]:
-    """(name, version, dependencies, summary) from pyproject.toml."""
+def project_metadata(root: Path) -> tuple[str, str, list[str], str, str]:
+    """(name, version, dependencies, summary, licence) from pyproject.toml."""
     try:
         project = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["project"]
         return (
@@ -242,6 +242,7 @@ def project_metadata(root: Path) -> tuple[str, str, list[str], str]:
             project["version"],
             list(project.get("dependencies", [])),
             project.get("description", ""),
+            project.get("license", ""),
         )
     except (OSError, KeyError, tomllib.TOMLDecodeError) as exc:
         msg = f"cannot read [project] from {root / 'pyproject.toml'}: {exc}"
@@ -286,7 +287,7 @@ def _project_files(root: Path) -> list[tuple[str, Path]]:
 
 def build_project_wheel(root: Path, dest: Path, source_date_epoch: int) -> Path:
     """Write the project's node-side wheel from `root`, byte for byte the same for the same tree."""
-    name, version, dependencies, summary = project_metadata(root)
+    name, version, dependencies, summary, license_expression = project_metadata(root)
     dist = f"{name.replace('-', '_')}-{version}"
     info = f"{dist}.dist-info"
     metadata = "\n".join(
@@ -295,6 +296,9 @@ def build_project_wheel(root: Path, dest: Path, source_date_epoch: int) -> Path:
             f"Name: {name}",
             f"Version: {version}",
             f"Summary: {summary}",
+            # Metadata 2.1's License field (PEP 639's License-Expression needs 2.4): the SBOMs
+            # read the SPDX expression from it.
+            *([f"License: {license_expression}"] if license_expression else []),
             "Requires-Python: >=3.11",
             *(f"Requires-Dist: {dep}" for dep in dependencies),
             "",

@@ -124,10 +124,12 @@ def test_without_the_docker_package_skip_engine_check_passes_the_preflight(
     base = tmp_path / "base.tar"
     with tarfile.open(base, "w"):
         pass
-    # A lock that is not one stops step 1 at once, after the preflight passed.
+    # A lock that is not one stops step 1 at once, after the preflight passed (which reads the
+    # image's labels from pyproject.toml).
     source = tmp_path / "source"
     (source / "requirements").mkdir(parents=True)
     (source / "requirements" / "node.lock").write_text("not a lock\n")
+    (source / "pyproject.toml").write_text("[project]\nname = 'appliance'\nversion = '1.0'\n")
     result = build(
         tmp_path,
         "--version",

@@ -25,7 +25,7 @@ from packaging.tags import compatible_tags, cpython_tags
 from packaging.utils import parse_wheel_filename
 
 from appliance.audit.distribution_names import normalise_name
-from bundle import checksums, layout, rootfs, sign
+from bundle import checksums, image, layout, rootfs, sign
 from bundle.image import SERVER_DISTRIBUTIONS
 from bundle.oci import iso_time
 from bundle.wheels import read_lock, target_platforms
@@ -39,6 +39,7 @@ from tests.integration.conftest import (
     build_command,
     build_env,
 )
+from tests.sbom_schema import graph_errors, schema_errors
 
 ULIMITS = ("--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1000:1000")
 IMAGE_GOAL_BYTES = 150_000_000
@@ -290,6 +291,16 @@ def test_the_image_is_non_root_labelled_and_has_a_healthcheck(
     assert f"APPLIANCE_REVISION={revision}" in config["Env"]  # what /metrics' build_info shows
     assert labels["org.opencontainers.image.created"] == iso_time(int(SOURCE_DATE_EPOCH))
     assert labels["org.opencontainers.image.licenses"] == "Apache-2.0"
+    # No base image: no base.name; the base rootfs tar is named under the project's own prefix.
+    assert "org.opencontainers.image.base.name" not in labels
+    base_rootfs = manifest_of(unpacked_bundle)["components"]["base_rootfs"]
+    assert labels[image.BASE_ROOTFS_LABEL] == base_rootfs.removeprefix("rootfs ")
+    project = {
+        k.removeprefix(image.OCI_LABEL): v
+        for k, v in labels.items()
+        if k.removeprefix(image.OCI_LABEL) in image.PROJECT_LABELS
+    }
+    assert project == image.project_labels(REPO)
     healthcheck = (
         config.get("Healthcheck") or inspected["Healthcheck"]
     )  # Podman lifts it out of Config
@@ -475,26 +486,88 @@ def test_the_bootstrap_lock_sets_up_ansible_with_pip_from_its_wheel(
 # --- SBOMs ----------------------------------------------------------------------------------------
 
 
-def test_the_wheel_sbom_lists_every_wheel_with_its_hash(unpacked_bundle: Path) -> None:
+def sboms_of(unpacked: Path) -> dict[str, dict[str, Any]]:
+    """Every SBOM of the bundle, by its path in the bundle."""
+    folder = unpacked / layout.SBOM_DIR
+    return {
+        f"{layout.SBOM_DIR}/{p.name}": json.loads(p.read_text()) for p in folder.glob("*.cdx.json")
+    }
+
+
+def test_every_sbom_passes_the_official_cyclonedx_schema(unpacked_bundle: Path) -> None:
+    sboms = sboms_of(unpacked_bundle)
+    debs = [layout.debs_sbom(t) for t in layout.NODE_TARGETS]
+    assert sorted(sboms) == sorted([layout.SBOM_WHEELS, layout.SBOM_SERVER_IMAGE, *debs])
+    for name, doc in sboms.items():
+        assert (doc["bomFormat"], doc["specVersion"]) == ("CycloneDX", "1.6"), name
+        assert doc["$schema"] == "http://cyclonedx.org/schema/bom-1.6.schema.json", name
+        assert schema_errors(doc) == [], name
+        assert graph_errors(doc) == [], name
+
+
+def test_the_wheel_sbom_lists_every_wheel_with_its_hash_and_file(unpacked_bundle: Path) -> None:
     sbom = json.loads((unpacked_bundle / layout.SBOM_WHEELS).read_text())
-    assert sbom["bomFormat"] == "CycloneDX" and sbom["specVersion"] == "1.5"
-    hashes = {c["hashes"][0]["content"] for c in sbom["components"]}
     wheels = list((unpacked_bundle / layout.WHEELS_DIR).glob("*.whl"))
+    assert len(sbom["components"]) == len(wheels)
+    hashes = {c["hashes"][0]["content"] for c in sbom["components"]}
     assert hashes == {sha256_of(w) for w in wheels}
     assert all(c["purl"].startswith("pkg:pypi/") for c in sbom["components"])
+    files = {c["purl"].split("?file_name=")[1] for c in sbom["components"]}
+    assert files == {w.name for w in wheels}
+
+
+def test_the_sboms_licences_are_spdx_ids_expressions_or_names(unpacked_bundle: Path) -> None:
+    sbom = json.loads((unpacked_bundle / layout.SBOM_WHEELS).read_text())
+    licences = {c["name"]: c.get("licenses", []) for c in sbom["components"]}
+    assert licences["appliance"] == [
+        {"license": {"id": "Apache-2.0", "acknowledgement": "declared"}}
+    ]
+    assert licences["cryptography"] == [
+        {"expression": "Apache-2.0 OR BSD-3-Clause", "acknowledgement": "declared"}
+    ]
+    names = [
+        e["license"]["name"]
+        for found in licences.values()
+        for e in found
+        if "name" in e.get("license", {})
+    ]
+    assert not [n for n in names if " OR " in n or " AND " in n]  # an expression never as a name
 
 
 def test_the_image_sbom_lists_debian_and_python_packages(unpacked_bundle: Path) -> None:
     sbom = json.loads((unpacked_bundle / layout.SBOM_SERVER_IMAGE).read_text())
     [entry] = manifest_of(unpacked_bundle)["images"]
-    assert sbom["metadata"]["component"]["type"] == "container"
-    assert f"sha256:{sbom['metadata']['component']['hashes'][0]['content']}" == entry["image_id"]
+    subject = sbom["metadata"]["component"]
+    assert subject["type"] == "container"
+    assert f"sha256:{subject['hashes'][0]['content']}" == entry["image_id"]
     purls = {c["purl"].split("@")[0] for c in sbom["components"]}
-    for package in ("libc6", "libpython3.11-stdlib", "python3.11-minimal", "libstdc++6"):
+    for package in ("libc6", "libpython3.11-stdlib", "python3.11-minimal", "libstdc%2B%2B6"):
         assert f"pkg:deb/debian/{package}" in purls
     for dist in ("litestar", "granian", "duckdb"):
         assert f"pkg:pypi/{dist}" in purls
     assert not [p for p in purls if "pyarrow" in p or "torch" in p]
+    rootfs_digest = manifest_of(unpacked_bundle)["components"]["base_rootfs"].removeprefix(
+        "rootfs "
+    )
+    assert {"name": "appliance:base-rootfs", "value": rootfs_digest} in subject["properties"]
+
+
+def test_the_image_sbom_graph_follows_the_server_s_requirements(unpacked_bundle: Path) -> None:
+    sbom = json.loads((unpacked_bundle / layout.SBOM_SERVER_IMAGE).read_text())
+    ref = {c["name"].lower(): c["bom-ref"] for c in sbom["components"]}
+    edges = {d["ref"]: set(d.get("dependsOn", [])) for d in sbom["dependencies"]}
+    assert ref["appliance"] in edges[sbom["metadata"]["component"]["bom-ref"]]
+    assert {ref["litestar"], ref["duckdb"], ref["granian"]} <= edges[ref["appliance"]]
+    assert ref["cffi"] in edges[ref["cryptography"]]
+    # The base's Debian packages, from each .deb's Pre-Depends and Depends (mmdebstrap's listing).
+    assert {ref["libc6"], ref["libpython3.11-minimal"]} <= edges[ref["python3.11-minimal"]]
+    stdlib_needs = {
+        ref["libpython3.11-minimal"],
+        ref["media-types"],
+    }  # "media-types | mime-support"
+    assert stdlib_needs <= edges[ref["libpython3.11-stdlib"]]
+    debian = [c["bom-ref"] for c in sbom["components"] if c["purl"].startswith("pkg:deb/")]
+    assert all(r in edges for r in debian)  # every relation known: the rootfs was listed whole
 
 
 # --- bad input to build_bundle.py -----------------------------------------------------------------

@@ -20,12 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from packageurl import PackageURL
 
 from appliance.bundles import bundle_layout as layout
 from appliance.bundles.debian_archive import verify_debian_packages
 from appliance.errors import BundleRejected, ConfigError
 from bundle import debs, sbom
 from tests.debian_repo import tree_digest
+from tests.sbom_schema import graph_errors, schema_errors
 
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "appliance-bundle"
 KEYRING = Path(layout.DEBIAN_KEYRING)
@@ -282,8 +284,15 @@ def test_the_sbom_lists_every_deb_with_its_purl_and_hash(collected: Collected) -
     by_ref = {c["bom-ref"]: c for c in document["components"]}
     assert len(by_ref) == len(found.debs)
     for deb in found.debs:
-        purl = f"pkg:deb/debian/{deb.name}@{deb.version}?arch={deb.architecture}&distro=debian-12"
+        purl = PackageURL(
+            "deb",
+            "debian",
+            deb.name,
+            deb.version,
+            {"arch": deb.architecture, "distro": "debian-12"},
+        ).to_string()
         assert by_ref[purl]["hashes"] == [{"alg": "SHA-256", "content": deb.sha256}]
+    assert schema_errors(document) == [] and graph_errors(document) == []
 
 
 # --- Debian's own metadata, tampered with ---------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The node's own wheel (bundle/wheels.py) carries node code only, and that code needs no builder."""
+"""The node's own wheel (bundle/wheels.py) carries node code only, and that code needs no builder;
+its metadata names the project's licence."""
 
 from __future__ import annotations
 
@@ -9,7 +10,11 @@ import sysconfig
 import zipfile
 from pathlib import Path
 
+from cyclonedx.contrib.license.factories import LicenseFactory
+from cyclonedx.model.license import LicenseAcknowledgement
+
 from appliance.bundles.bundle_layout import NODE_PACKAGES
+from bundle import sbom
 from bundle.wheels import build_project_wheel
 
 REPO = Path(__file__).resolve().parents[2]
@@ -49,3 +54,13 @@ def test_every_module_of_the_node_wheel_imports_without_the_builder(tmp_path: Pa
         timeout=120,
     )
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_the_node_wheel_declares_the_project_s_licence(tmp_path: Path) -> None:
+    """The SBOMs read it: the project's own component names its SPDX licence."""
+    wheel = build_project_wheel(REPO, tmp_path, EPOCH)
+    assert sbom.read_wheel(wheel).licenses == (
+        LicenseFactory().make_with_id(
+            "Apache-2.0", acknowledgement=LicenseAcknowledgement.DECLARED
+        ),
+    )
