@@ -20,6 +20,7 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR, HTTP_503_SERVI
 from appliance import __version__
 from appliance.errors import VersionDamaged
 from appliance.settings import ServerSettings, load_server_settings
+from server import sd_notify
 from server.controllers.data import DataController
 from server.controllers.forecasts import ForecastsController
 from server.controllers.health import HealthController, get_metrics
@@ -172,9 +173,12 @@ def create_app(settings: ServerSettings | None = None) -> Litestar:
             model_version=handle.meta.get("model_version") if handle else None,
             ml_importable=list(runtime.compliance.importable),
         )  # fmt: skip
+        serving = f"serving {handle.vid}" if handle else "serving, no data imported yet"
+        sd_notify.notify(sd_notify.READY, f"STATUS={serving}")
         try:
             yield
         finally:
+            sd_notify.notify(sd_notify.STOPPING, "STATUS=stopping")
             runtime.close()
 
     return Litestar(
