@@ -24,9 +24,11 @@ import re
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.e2e import availability
 from tests.e2e.conftest import Stick
 from tests.e2e.simnode import USB, Node, kinds_from_env
 
@@ -48,7 +50,6 @@ def shared_step(node: Node, why: str) -> None:
 
 pytestmark = pytest.mark.slow
 
-POLLER = Path(__file__).with_name("poller.py")
 HEALTH_RETRIES = 30  # seconds the broken release gets before the installer gives up on it
 IMPORT_WITHIN_SECONDS = 90.0
 
@@ -348,57 +349,27 @@ def test_another_engine_is_refused_in_one_line_and_nothing_changes(node: Node) -
 # --- upgrades -------------------------------------------------------------------------------------
 
 
-POLLERS = 3  # concurrent clients during an upgrade, each a request every 50 ms on a new connection
 LONGEST_WAIT_SECONDS = 2.0  # what a request may wait at most while the server is switched
+API = "http://127.0.0.1:8080/api/v1/items?limit=1"
 
 
-def start_polling(node: Node) -> None:
-    """Start POLLERS pollers inside the node against the API (tests/e2e/poller.py)."""
-    node.sh(f"cat > /tmp/poller.py <<'EOF'\n{POLLER.read_text()}EOF", check=True)
-    node.sh("rm -f /tmp/poll.stop /tmp/poll-*.json", check=True)
-    for number in range(POLLERS):
-        node.sh(
-            "setsid -f python3 /tmp/poller.py http://127.0.0.1:8080/api/v1/items?limit=1 "
-            f"/tmp/poll-{number}.json /tmp/poll.stop",
-            check=True,
-        )
-    time.sleep(1)
-
-
-def stop_polling(node: Node, step: str) -> dict[str, object]:
-    """Stop the pollers; their reports summed: requests, failures, longest wait, each report."""
-    time.sleep(1)
-    node.sh("touch /tmp/poll.stop", check=True)
-    files = " ".join(f"/tmp/poll-{number}.json" for number in range(POLLERS))
-    deadline = time.monotonic() + 20
-    while node.sh(f"ls {files}").returncode != 0 and time.monotonic() < deadline:
-        time.sleep(0.2)
-    reports = [
-        json.loads(node.sh(f"cat /tmp/poll-{number}.json", check=True).stdout)
-        for number in range(POLLERS)
-    ]
-    summary: dict[str, object] = {
-        "step": step,
-        "kind": node.kind.name,
-        "requests": sum(r["requests"] for r in reports),
-        "failures": sum(r["failures"] for r in reports),
-        "longest_wait_seconds": max(r["longest_wait_seconds"] for r in reports),
-        "reports": reports,
-    }
-    print(f"availability during {step} on {node.kind.name}: {json.dumps(summary)}")
-    return summary
+def stop_polling(node: Node, step: str) -> dict[str, Any]:
+    """The pollers' summed report, printed with the step and the kind (docs/performance.md)."""
+    report = availability.stop_polling(node)
+    print(f"availability during {step} on {node.kind.name}: {json.dumps(report)}")
+    return report
 
 
 def test_an_upgrade_fails_no_request(node: Node) -> None:
     folder = unpack(node, "1.1.0")
-    start_polling(node)
+    availability.start_polling(node, API)
     result = install(node, folder)
     report = stop_polling(node, "the upgrade 1.0.0 -> 1.1.0")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert installed(node)["version"] == "1.1.0" and installed(node)["previous"] == "1.0.0"
     assert report["failures"] == 0, report
-    assert int(str(report["requests"])) > 100, report  # the pollers ran through the whole upgrade
-    assert float(str(report["longest_wait_seconds"])) <= LONGEST_WAIT_SECONDS, report
+    assert report["requests"] > 100, report  # the pollers ran through the whole upgrade
+    assert report["longest_wait_seconds"] <= LONGEST_WAIT_SECONDS, report
     unit = node.sh("cat /etc/systemd/system/appliance-server.service", check=True).stdout
     assert "appliance-server:1.1.0" in unit and "APPLIANCE_SHARE_PORT=1" in unit
     served = node.sh(
@@ -412,14 +383,14 @@ def test_an_upgrade_fails_no_request(node: Node) -> None:
 def test_an_upgrade_that_fails_its_health_gate_rolls_itself_back(node: Node) -> None:
     shared_step(node, "the rescue runs the server role, which every kind runs at its rollback")
     folder = unpack(node, "1.2.0")
-    start_polling(node)
+    availability.start_polling(node, API)
     result = install(node, folder, f"-e appliance_server_health_retries={HEALTH_RETRIES}")
     report = stop_polling(node, "the failed upgrade 1.1.0 -> 1.2.0 and its rollback")
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
     assert "1.2.0 failed its health gate; rolled back to 1.1.0" in last, last
     assert report["failures"] == 0, report  # the broken version never came near the port
-    assert float(str(report["longest_wait_seconds"])) <= LONGEST_WAIT_SECONDS, report
+    assert report["longest_wait_seconds"] <= LONGEST_WAIT_SECONDS, report
     assert installed(node)["version"] == "1.1.0"
     assert (
         "appliance-server:1.1.0"
@@ -432,12 +403,12 @@ def test_an_upgrade_that_fails_its_health_gate_rolls_itself_back(node: Node) -> 
 
 
 def test_rollback_returns_to_the_previous_version(node: Node) -> None:
-    start_polling(node)
+    availability.start_polling(node, API)
     result = install(node, "/var/tmp/bundle-1.1.0/appliance-1.1.0", "--rollback")
     report = stop_polling(node, "the rollback 1.1.0 -> 1.0.0")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert report["failures"] == 0, report
-    assert float(str(report["longest_wait_seconds"])) <= LONGEST_WAIT_SECONDS, report
+    assert report["longest_wait_seconds"] <= LONGEST_WAIT_SECONDS, report
     assert installed(node)["version"] == "1.0.0" and installed(node)["previous"] == "1.1.0"
     assert (
         "appliance-server:1.0.0"
