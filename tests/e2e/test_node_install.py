@@ -119,6 +119,7 @@ def nothing_installed(node: Node, *, logs: bool = False) -> None:
         "/var/lib/appliance",
         "/etc/systemd/system/appliance-server.service",
         "/etc/systemd/system/appliance-importer.service",
+        "/etc/sysctl.d/60-appliance.conf",
         "/usr/local/bin/appliance",
         *([] if logs else ["/var/log/appliance"]),
     ):
