@@ -100,7 +100,6 @@ def test_the_playbooks_know_the_server_image_as_the_builder_makes_it() -> None:
     assert shared["appliance_image_name"] == layout.SERVER_IMAGE_NAME
     assert shared["appliance_image_data_dir"] == layout.IMAGE_DATA_DIR
     assert shared["appliance_image_pack_signers"] == layout.IMAGE_PACK_SIGNERS
-    assert shared["appliance_image_python"] == layout.IMAGE_PYTHON
     assert Path(shared["appliance_image_admin_token"]).parent == Path(layout.IMAGE_CONFIG_DIR)
 
 
