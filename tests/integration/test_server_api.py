@@ -638,9 +638,11 @@ def test_health_reports_the_version_and_the_no_ml_check(server: LiveServer) -> N
         assert (health.ml_importable, health.ml_loaded) == ([], [])
 
 
-@pytest.mark.parametrize("path", ["/health/live", "/health/startup"])
-def test_liveness_and_startup_probes_answer_ok(server: LiveServer, path: str) -> None:
-    assert decoded(server.get(path), dict[str, str]) == {"status": "ok"}
+def test_liveness_and_startup_probes_answer_ok(server: LiveServer) -> None:
+    assert decoded(server.get("/health/live"), dict[str, str]) == {"status": "ok"}
+    startup = decoded(server.get("/health/startup"), dict[str, str])
+    assert startup["status"] == "ok"
+    assert re.fullmatch(r"[0-9a-f]{8}", startup["run"]), startup  # a run name of its own
 
 
 def test_metrics_are_in_the_prometheus_text_format(server: LiveServer) -> None:
