@@ -134,8 +134,9 @@ def main() -> None:
         if kind.preinstalled and kind.engine == "podman"
     }
 
-    def cell(values: list[float]) -> str:
-        return f"{statistics.median(values):.1f} ({min(values):.1f}-{max(values):.1f})"
+    def cell(values: list[float], digits: int = 1) -> str:
+        low, middle, high = min(values), statistics.median(values), max(values)
+        return f"{middle:.{digits}f} ({low:.{digits}f}-{high:.{digits}f})"
 
     print(f"{args.runs} runs each on a fresh simulated node; median (min-max), seconds\n")
     print(
@@ -149,7 +150,7 @@ def main() -> None:
         print(
             f"| {name} | {cell([r['install'] for r in results])} | {floor} "
             f"| {sum(r['failures'] for r in results):.0f} of {sum(r['requests'] for r in results):.0f} "
-            f"| {cell([r['wait'] for r in results])} | {cell([r['second'] for r in results])} "
+            f"| {cell([r['wait'] for r in results], 2)} | {cell([r['second'] for r in results])} "
             f"| {cell([r['upgrade'] for r in results])} |"
         )
     shutil.rmtree(args.workdir.resolve() / "tmp", ignore_errors=True)
