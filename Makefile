@@ -83,7 +83,7 @@ screenshots: $(BIN)/.installed  ## Retake docs/images/*.png with Chromium (needs
 bench-bundle: $(BIN)/.installed engine  ## Bundle build times (cold and warm cache) and the image's size, MB by MB.
 	$(BIN)/python benchmarks/bench_bundle.py
 
-bench-install: $(BIN)/.installed  ## Install-to-healthy time, upgrade gap and second-run time on a simulated node.
+bench-install: $(BIN)/.installed  ## Install-to-healthy time, failed requests and longest wait during an upgrade, second-run time on a simulated node.
 	$(BIN)/python benchmarks/bench_install.py
 
 bench-import: $(BIN)/.installed  ## Field-scale demo/pack/import benchmark against sha256sum.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -22,7 +23,7 @@ from appliance.bundles.bundle_layout import DEBIAN_KEYRING
 from appliance.console import F, OneLineErrors, Progress, reported_errors, setting_option
 from appliance.console import data_dir_option as console_data_dir_option
 from appliance.data.importer import ImportOptions, import_pack, rollback
-from appliance.data.run_layout import prepare_run_dir
+from appliance.data.run_layout import RunClaim, prepare_run_dir
 from appliance.data.store import DataStore
 from appliance.data.version_build import BuildLimits
 from appliance.data.watch import InboxEvent, InboxWatcher
@@ -333,9 +334,12 @@ def watch_command(
 @click.option(
     "--share-port",
     is_flag=True,
+    envvar=cfg.SHARE_PORT.env,
+    show_envvar=True,
     help="Listen even if another server already listens on HOST:PORT (the kernel then shares "
-    "the connections between the two).",
+    "new connections between the two).",
 )
+@setting_option(cfg.RUN_NAME, type=str)
 def serve_command(
     data_dir: Path,
     signers: Path,
@@ -345,12 +349,14 @@ def serve_command(
     tls_cert: str,
     tls_key: str,
     share_port: bool,
+    run_name: str,
 ) -> None:
     """Serve the read-only API on HOST:PORT with Granian worker processes.
 
     The data dir must exist (an import creates it); a store with nothing imported yet is
     served, answering 503 until a pack is imported. Refuses a HOST:PORT that another process
-    already listens on, unless --share-port. On SIGTERM, requests under way get 5 s to
+    already listens on, unless --share-port: an upgrade starts the new version beside the old
+    one, each with its own --run-name folder. On SIGTERM, requests under way get 5 s to
     finish. With --tls-cert and --tls-key it speaks HTTPS only (a plain HTTP client fails its
     handshake) and sends HSTS. Every other server setting (tokens, limits, timeouts, cache,
     DuckDB) comes from its APPLIANCE_* environment variable; see docs/configuration.md.
@@ -363,6 +369,7 @@ def serve_command(
         cfg.WORKERS: workers,
         cfg.TLS_CERT: tls_cert,
         cfg.TLS_KEY: tls_key,
+        cfg.RUN_NAME: run_name.strip() or secrets.token_hex(4),
     }
     for setting, value in flags.items():
         os.environ[setting.env] = str(value)  # the workers read their settings from the environment
@@ -374,12 +381,15 @@ def serve_command(
         site = None
         if settings.tls_cert is not None and settings.tls_key is not None:
             site = load_site_certificate(settings.tls_cert, settings.tls_key)
-        notes = prepare_to_serve(settings)
+        claim, notes = prepare_to_serve(settings)
     progress = Progress()
     for note in notes:
         progress(note)
     scheme = "https" if site else "http"
-    progress(f"serving {data_dir} on {scheme}://{host}:{port} with {settings.workers} workers")
+    progress(
+        f"serving {data_dir} on {scheme}://{host}:{port} with {settings.workers} workers "
+        f"(run {settings.run_name}{', port shared' if share_port else ''})"
+    )
     if site is not None:
         names = ", ".join(site.names) or "no names"
         progress(f"TLS certificate {site.fingerprint} for {names}, until {site.not_after:%Y-%m-%d}")
@@ -408,6 +418,7 @@ def serve_command(
         # the client likes; its worker is killed, and the next start clears what it left.
         workers_kill_timeout=SHUTDOWN_GRACE_SECONDS,
     ).serve()
+    claim.release()  # the run folder is this server's until here (or the process's end)
 
 
 SHUTDOWN_GRACE_SECONDS = 5  # within the 10 s `podman stop -t 10` of the systemd unit
@@ -441,18 +452,18 @@ def refuse_a_served_port(host: str, port: int) -> None:
             raise ConfigError(msg) from exc
 
 
-def prepare_to_serve(settings: cfg.ServerSettings) -> list[str]:
-    """Before the workers start: fresh shared counters, no stale upload, a recovered store."""
+def prepare_to_serve(settings: cfg.ServerSettings) -> tuple[RunClaim, list[str]]:
+    """Before the workers start: this run's own folder (stale runs' removed), a recovered store."""
     try:
-        prepare_run_dir(settings.data_dir)
+        claim = prepare_run_dir(settings.data_dir, settings.run_name)
     except OSError as exc:
         raise os_fault(exc, f"preparing {settings.run_dir} for the server") from exc
     store = DataStore(settings.data_dir)
     try:
         with store.writer() as notes:
-            return [f"recovery: {note}" for note in notes]
+            return claim, [f"recovery: {note}" for note in notes]
     except StoreError as exc:
-        return [f"store not checked now: {exc}"]
+        return claim, [f"store not checked now: {exc}"]
 
 
 @main.command("audit")

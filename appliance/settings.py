@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from appliance.access.secret_files import check_private
-from appliance.data.run_layout import RunFolders
+from appliance.data.run_layout import DEFAULT_RUN_NAME, RunFolders, check_run_name
 from appliance.errors import ConfigError
 
 MEMORY_SIZE = re.compile(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", re.IGNORECASE)
@@ -85,6 +85,22 @@ IMPORT_THREADS = Setting(
 
 HOST = Setting("host", "APPLIANCE_HOST", "127.0.0.1", "Address the server listens on.")
 PORT = Setting("port", "APPLIANCE_PORT", "8080", "TCP port the server listens on.")
+SHARE_PORT = Setting(
+    "share_port",
+    "APPLIANCE_SHARE_PORT",
+    "0",
+    "1: listen even if another appliance server already listens on HOST:PORT (the kernel then "
+    "shares new connections between the two; the installer's upgrades start the new version so, "
+    "beside the old one); 0: refuse such a port.",
+)
+RUN_NAME = Setting(
+    "run_name",
+    "APPLIANCE_RUN_NAME",
+    "",
+    "Name of this server's own folder under data_dir/run (metrics, rate-limit counters, uploads; "
+    "1-32 of a-z, 0-9, '-'); empty: a new random name at each start. Two servers running at once "
+    "need two names.",
+)
 WORKERS = Setting(
     "workers",
     "APPLIANCE_WORKERS",
@@ -205,6 +221,8 @@ SERVER_SETTINGS = (
     SIGNERS,
     HOST,
     PORT,
+    SHARE_PORT,
+    RUN_NAME,
     WORKERS,
     ADMIN_TOKEN,
     ADMIN_TOKEN_FILE,
@@ -267,6 +285,8 @@ class ServerSettings:
     log_level: str
     log_reads: int = 2
     fast_path: bool = True
+    share_port: bool = False
+    run_name: str = DEFAULT_RUN_NAME
     tls_cert: Path | None = None
     tls_key: Path | None = None
 
@@ -278,7 +298,7 @@ class ServerSettings:
     @property
     def folders(self) -> RunFolders:
         """The server's run folder (metrics, rate-limit counters, uploads) and response cache."""
-        return RunFolders(self.data_dir)
+        return RunFolders(self.data_dir, self.run_name)
 
     @property
     def run_dir(self) -> Path:
@@ -358,8 +378,22 @@ def load_server_settings(env: Mapping[str, str] | None = None) -> ServerSettings
         log_level=log_level,
         log_reads=_integer(env, LOG_READS, 0, 1_000_000),
         fast_path=bool(_integer(env, FAST_PATH, 0, 1)),
+        share_port=bool(_integer(env, SHARE_PORT, 0, 1)),
+        run_name=_run_name(env),
         **_tls_pair(env),
     )
+
+
+def _run_name(env: Mapping[str, str]) -> str:
+    """The run folder's name; empty (a server not started by `appliance serve`): the default."""
+    name = env.get(RUN_NAME.env, RUN_NAME.default).strip()
+    if not name:
+        return DEFAULT_RUN_NAME
+    try:
+        return check_run_name(name)
+    except ConfigError as exc:
+        msg = f"{RUN_NAME.env}: {exc}"
+        raise ConfigError(msg) from exc
 
 
 def _tls_pair(env: Mapping[str, str]) -> dict[str, Path | None]:

@@ -7,8 +7,9 @@ standard installation, Podman or Docker; systemd, no network) and each run, on a
   gate (on a standard node: the engine and python3-venv from the bundle's .debs; then the venv
   from wheels/, image load, units, health gate);
 - second run: `install.sh` again, which changes nothing;
-- upgrade gap: the longest time `/api/v1/items` did not answer while upgrading to the next
-  version, probed every 50 ms from inside the node (tests/e2e/poller.py).
+- upgrade availability: while upgrading to the next version, POLLERS clients inside the node
+  (tests/e2e/availability.py: each a GET of /health/startup every 50 ms on a new connection, a
+  bounded load) count the requests that failed and the longest one a request waited;
 
 The peer is the bare floor on another fresh node of a kind with the engine preinstalled: `podman
 load` of the same image and `podman run` until the healthcheck passes, with no verification,
@@ -20,7 +21,6 @@ venv or systemd. Prints a Markdown table.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import statistics
 import subprocess
@@ -33,11 +33,11 @@ sys.path.insert(0, str(REPO))
 
 from appliance.trust.sshsig import generate_key  # noqa: E402
 from bundle import layout  # noqa: E402
+from tests.e2e.availability import POLLERS, start_polling, stop_polling  # noqa: E402
 from tests.e2e.simnode import DEFAULT_KINDS, NODE_KINDS, USB, Node, NodeKind, start_node  # noqa: E402
 from tests.integration.conftest import build_command, build_env  # noqa: E402
 
 VERSIONS = ("1.0.0", "1.1.0")
-POLLER = REPO / "tests" / "e2e" / "poller.py"
 
 
 def build(version: str, key: Path, out: Path) -> None:
@@ -72,22 +72,19 @@ def one_run(stick: Path, fingerprint: str, kind: NodeKind) -> dict[str, float]:
         )
         second = timed(node, f"cd {first} && ./install.sh")
         upgrade_dir = unpack(node, VERSIONS[1])
-        node.sh(f"cat > /tmp/poller.py <<'EOF'\n{POLLER.read_text()}EOF", check=True)
-        node.sh(
-            "setsid -f python3 /tmp/poller.py http://127.0.0.1:8080/health/startup /tmp/poll.json /tmp/poll.stop",
-            check=True,
-        )
-        time.sleep(1)
+        start_polling(node, "http://127.0.0.1:8080/health/startup")
         upgrade = timed(node, f"cd {upgrade_dir} && ./install.sh")
-        time.sleep(1)
-        node.sh("touch /tmp/poll.stop", check=True)
-        while node.sh("test -f /tmp/poll.json").returncode != 0:
-            time.sleep(0.2)
-        report = json.loads(node.sh("cat /tmp/poll.json", check=True).stdout)
-        gap = max((end - start for start, end in report["windows"]), default=0.0)
+        report = stop_polling(node)
     finally:
         node.stop()
-    return {"install": install, "second": second, "upgrade": upgrade, "gap": gap}
+    return {
+        "install": install,
+        "second": second,
+        "upgrade": upgrade,
+        "requests": report["requests"],
+        "failures": report["failures"],
+        "wait": report["longest_wait_seconds"],
+    }
 
 
 def floor_run(stick: Path, kind: NodeKind) -> float:
@@ -137,20 +134,23 @@ def main() -> None:
         if kind.preinstalled and kind.engine == "podman"
     }
 
-    def cell(values: list[float]) -> str:
-        return f"{statistics.median(values):.1f} ({min(values):.1f}-{max(values):.1f})"
+    def cell(values: list[float], digits: int = 1) -> str:
+        low, middle, high = min(values), statistics.median(values), max(values)
+        return f"{middle:.{digits}f} ({low:.{digits}f}-{high:.{digits}f})"
 
     print(f"{args.runs} runs each on a fresh simulated node; median (min-max), seconds\n")
     print(
         "| node kind | install.sh start to healthy (goal <= 120) | bare floor (podman load + run) "
-        "| upgrade unavailability window | second run (changes nothing) | upgrade, whole install.sh |"
+        f"| upgrade: failed of requests ({POLLERS} clients) | upgrade: longest wait "
+        "| second run (changes nothing) | upgrade, whole install.sh |"
     )
-    print("|---|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for name, results in runs.items():
         floor = cell(floors[name]) if name in floors else "-"
         print(
             f"| {name} | {cell([r['install'] for r in results])} | {floor} "
-            f"| {cell([r['gap'] for r in results])} | {cell([r['second'] for r in results])} "
+            f"| {sum(r['failures'] for r in results):.0f} of {sum(r['requests'] for r in results):.0f} "
+            f"| {cell([r['wait'] for r in results], 2)} | {cell([r['second'] for r in results])} "
             f"| {cell([r['upgrade'] for r in results])} |"
         )
     shutil.rmtree(args.workdir.resolve() / "tmp", ignore_errors=True)

@@ -100,9 +100,11 @@ class HealthController(Controller):
 
     @get("/startup", operation_id="get_startup", summary="The worker finished starting")
     async def get_startup(self, request: Request[Any, Any, Any]) -> Response[dict[str, str]]:
-        started = runtime(request).started
-        status = HTTP_200_OK if started else HTTP_503_SERVICE_UNAVAILABLE
-        return Response({"status": "ok" if started else "starting"}, status_code=status)
+        rt = runtime(request)
+        status = HTTP_200_OK if rt.started else HTTP_503_SERVICE_UNAVAILABLE
+        # The run's name tells which of two servers sharing the port answered (an upgrade's gate).
+        body = {"status": "ok" if rt.started else "starting", "run": rt.settings.run_name}
+        return Response(body, status_code=status)
 
     @get("/ready", operation_id="get_readiness", summary="Data loaded and no ML: 200, else 503")
     async def get_ready(self, request: Request[Any, Any, Any]) -> Response[Health]:

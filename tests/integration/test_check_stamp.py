@@ -122,7 +122,8 @@ def test_stamps_of_versions_gone_are_dropped_when_the_server_starts(store: DataS
 
 
 def test_damage_found_while_serving_drops_the_stamp(store: DataStore) -> None:
-    folders = prepare_run_dir(store.root)
+    claim = prepare_run_dir(store.root)
+    folders = claim.folders
     source = open_current(store)
     try:
         handle = source.current()
@@ -133,5 +134,6 @@ def test_damage_found_while_serving_drops_the_stamp(store: DataStore) -> None:
         source.close()
     assert not folders.check_stamp("v0001").exists(), "the next start hashes it again"
     write_check_stamp(folders.check_stamp("v0001"), store.versions_dir / "v0001")
+    claim.release()  # the server stopped
     prepare_run_dir(store.root)  # a restart with the damage notice still there
     assert not folders.check_stamp("v0001").exists()

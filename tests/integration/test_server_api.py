@@ -638,9 +638,11 @@ def test_health_reports_the_version_and_the_no_ml_check(server: LiveServer) -> N
         assert (health.ml_importable, health.ml_loaded) == ([], [])
 
 
-@pytest.mark.parametrize("path", ["/health/live", "/health/startup"])
-def test_liveness_and_startup_probes_answer_ok(server: LiveServer, path: str) -> None:
-    assert decoded(server.get(path), dict[str, str]) == {"status": "ok"}
+def test_liveness_and_startup_probes_answer_ok(server: LiveServer) -> None:
+    assert decoded(server.get("/health/live"), dict[str, str]) == {"status": "ok"}
+    startup = decoded(server.get("/health/startup"), dict[str, str])
+    assert startup["status"] == "ok"
+    assert re.fullmatch(r"[0-9a-f]{8}", startup["run"]), startup  # a run name of its own
 
 
 def test_metrics_are_in_the_prometheus_text_format(server: LiveServer) -> None:
@@ -967,7 +969,7 @@ def test_a_bad_pack_is_refused_with_its_reason_and_changes_nothing(
     assert detail.reason == reason
     assert versions_json(data_dir) == before
     assert list((data_dir / "staging").iterdir()) == []
-    assert list((data_dir / "run" / "uploads").iterdir()) == []
+    assert list((data_dir / "run").glob("*/uploads/*")) == []
 
 
 def test_an_empty_upload_is_a_bad_request(upload_server: LiveServer) -> None:
@@ -982,7 +984,7 @@ def test_an_upload_above_the_limit_is_too_large_and_leaves_nothing(
     data_dir = upload_server.data_dir
     before = versions_json(data_dir)
     error_of(upload(upload_server, os.urandom(2 << 20)), 413)
-    assert list((data_dir / "run" / "uploads").iterdir()) == []
+    assert list((data_dir / "run").glob("*/uploads/*")) == []
     assert list((data_dir / "staging").iterdir()) == []
     assert versions_json(data_dir) == before
 

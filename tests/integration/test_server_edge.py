@@ -163,8 +163,8 @@ def assert_no_node_path(message: str, data_dir: Path) -> None:
 
 
 def uploads_of(server: LiveServer) -> list[Path]:
-    folder = server.data_dir / "run" / "uploads"
-    return sorted(folder.iterdir()) if folder.is_dir() else []
+    """The uploads being received in every run folder of the server's data dir."""
+    return sorted((server.data_dir / "run").glob("*/uploads/*"))
 
 
 # --- servers -------------------------------------------------------------------------------------
@@ -616,6 +616,67 @@ def test_a_second_serve_shares_the_port_when_asked(edge_server: LiveServer, sign
             assert second.process.poll() is None, "\n".join(second.log_lines)
             assert time.monotonic() < deadline, "the second server never started a worker"
             time.sleep(0.1)
+
+
+def test_two_servers_on_one_port_each_answer_by_their_run_name(
+    edge_server: LiveServer, signer: Signer
+) -> None:
+    """What an upgrade's handover does: the healthcheck finds the new server among the two."""
+    env = {"APPLIANCE_SHARE_PORT": "1", "APPLIANCE_RUN_NAME": "handover"}
+    with live_server(edge_server.data_dir, signer.allowed_signers, workers=1,
+                     port=edge_server.port, env=env) as second:  # fmt: skip
+        # Its readiness above may have been the first server's answer: ask for it by name.
+        deadline = time.monotonic() + 20
+        while healthcheck(second.port, "handover").returncode != 0:
+            assert time.monotonic() < deadline, "\n".join(second.log_lines[-20:])
+            time.sleep(0.1)
+        assert (edge_server.data_dir / "run" / "handover" / ".lock").is_file()
+        answers = {json.loads(edge_server.get("/health/startup").content)["run"] for _ in range(64)}
+        assert "handover" in answers and len(answers) == 2, answers  # the kernel shares the port
+        first = (answers - {"handover"}).pop()
+        checks = [healthcheck(second.port, name) for name in ("handover", first, "nobody")]
+    assert [check.returncode for check in checks] == [0, 0, 1], [c.stdout for c in checks]
+    assert "not 'nobody'" in checks[2].stdout
+    assert healthcheck(edge_server.port, "handover").returncode == 1, "it stopped"
+
+
+def healthcheck(port: int, run_name: str) -> subprocess.CompletedProcess[str]:
+    """`python -m appliance.healthcheck /health/startup RUN` against 127.0.0.1:port."""
+    argv = [str(BIN / "python"), "-m", "appliance.healthcheck", "/health/startup", run_name]
+    environment = os.environ | {"APPLIANCE_PORT": str(port)}
+    return subprocess.run(argv, env=environment, capture_output=True, text=True, timeout=60)
+
+
+def test_an_upload_in_flight_survives_a_second_server_starting(
+    tmp_path_factory: pytest.TempPathFactory, good_pack: Path, newer_pack: Path, signer: Signer
+) -> None:
+    """The new server of an upgrade starts beside the old one: the old one's upload stays."""
+    data_dir = store_with_good_pack(tmp_path_factory, good_pack, signer)
+    body = newer_pack.read_bytes()
+    with live_server(data_dir, signer.allowed_signers, workers=1) as first:
+        client = socket.create_connection(("127.0.0.1", first.port))
+        with client:
+            client.sendall(
+                b"POST /api/v1/data/packs HTTP/1.1\r\nHost: x\r\n"
+                + f"Authorization: Bearer {ADMIN_TOKEN}\r\nContent-Length: {len(body)}\r\n".encode()
+                + b"Content-Type: application/octet-stream\r\nConnection: close\r\n\r\n"
+                + body[: len(body) // 2]
+            )
+            deadline = time.monotonic() + 10
+            while not list((data_dir / "run").glob("*/uploads/upload-*.pack")):
+                assert time.monotonic() < deadline, "the upload never reached its temporary file"
+                time.sleep(0.05)
+            env = {"APPLIANCE_SHARE_PORT": "1", "APPLIANCE_RUN_NAME": "second"}
+            with live_server(data_dir, signer.allowed_signers, workers=1, port=first.port,
+                             env=env):  # fmt: skip
+                while healthcheck(first.port, "second").returncode != 0:  # it has started
+                    assert time.monotonic() < deadline + 20, "the second server never answered"
+                    time.sleep(0.1)
+                client.sendall(body[len(body) // 2 :])
+                answer = b""
+                while chunk := client.recv(65536):
+                    answer += chunk
+    assert answer.startswith(b"HTTP/1.1 201"), answer[:400]
 
 
 def test_serve_without_a_data_dir_names_it_and_creates_nothing(

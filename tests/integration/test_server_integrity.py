@@ -86,7 +86,7 @@ def test_a_byte_flipped_while_served_is_never_sent(two_versions: Path, signer: S
             answer = server.get(ITEM, headers={"accept-encoding": encoding})
             assert answer.status_code == 503, (encoding, answer.status_code)
             assert answer.json()["error"]["reason"] == "damaged"
-        # The worker that met the damage tells the others (run/damaged-<vid>) within a check
+        # The worker that met the damage tells the others (run/<run name>/damaged-<vid>) within a check
         # period: from then on nothing of that version is served with 200 by any worker.
         time.sleep(1.0)
         statuses = {server.get("/api/v1/items/IT-0000002/timeseries").status_code for _ in range(6)}

@@ -37,7 +37,7 @@ def test_defaults_need_no_environment() -> None:
     assert settings.port == 8080
     assert settings.workers == default_workers()
     assert settings.admin_token == ""
-    assert settings.run_dir == Path("/var/lib/appliance/run")
+    assert settings.run_dir == Path("/var/lib/appliance/run/local")
 
 
 def test_token_files_win_and_are_read_from_their_first_line(tmp_path: Path) -> None:
