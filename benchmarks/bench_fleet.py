@@ -6,9 +6,9 @@ fleet.sh (Ansible set up from the wheels):
 
 - rolling install: `fleet.sh install appliance-1.0.0.tar`, one node at a time (the default),
   from its start to its end, after the last node passed its health gate;
-- rolling upgrade: `fleet.sh install appliance-1.1.0.tar`, one node at a time, while a poller on
-  each node (tests/e2e/poller.py, a new connection every 50 ms to /health/startup) counts the
-  requests that failed and the longest a request waited;
+- rolling upgrade: `fleet.sh install appliance-1.1.0.tar`, one node at a time, while clients on
+  each node (tests/e2e/availability.py: three pollers, each a new connection every 50 ms to
+  /health/startup) count the requests that failed and the longest a request waited;
 - second run: the same upgrade again, which changes nothing.
 
 The peer is the same install on one node by `install.sh` run on that node (the controller,
@@ -21,7 +21,6 @@ Prints a Markdown table.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import time
@@ -32,8 +31,9 @@ sys.path.insert(0, str(REPO))
 
 from appliance.trust.sshsig import generate_key  # noqa: E402
 from bundle import layout  # noqa: E402
+from tests.e2e.availability import POLLERS, start_polling, stop_polling  # noqa: E402
 from tests.e2e.fleet_nodes import Fleet, running_fleet  # noqa: E402
-from tests.e2e.simnode import USB, Node  # noqa: E402
+from tests.e2e.simnode import USB  # noqa: E402
 from tests.integration.conftest import build_command, build_env  # noqa: E402
 
 VERSIONS = ("1.0.0", "1.1.0")
@@ -41,7 +41,6 @@ NETWORK = "appliance-fleet-bench"
 NODES = ("bench-fleet-1", "bench-fleet-2", "bench-fleet-3")
 CONTROLLER = "bench-fleet-controller"
 PROBE = "http://127.0.0.1:8080/health/startup"
-POLLER = REPO / "tests" / "e2e" / "poller.py"
 
 
 def build_once(version: str, key: Path, out: Path) -> None:
@@ -60,26 +59,6 @@ def timed_fleet(fleet: Fleet, version: str, *args: str) -> float:
             f"error: fleet.sh {' '.join(args)} failed: {result.stderr.strip().splitlines()[-1:]}"
         )
     return elapsed
-
-
-def start_poller(node: Node) -> None:
-    node.sh(f"cat > /tmp/poller.py <<'EOF'\n{POLLER.read_text()}EOF", check=True)
-    node.sh("rm -f /tmp/poll.json /tmp/poll.stop", check=True)
-    node.sh(f"setsid -f python3 /tmp/poller.py {PROBE} /tmp/poll.json /tmp/poll.stop", check=True)
-
-
-def poller_report(node: Node) -> dict[str, float]:
-    node.sh("touch /tmp/poll.stop", check=True)
-    while node.sh("test -f /tmp/poll.json").returncode != 0:
-        time.sleep(0.2)
-    report = json.loads(node.sh("cat /tmp/poll.json", check=True).stdout)
-    window = max((end - start for start, end in report["windows"]), default=0.0)
-    slowest = float(report.get("slowest_seconds", 0.0))
-    return {
-        "requests": report["requests"],
-        "failures": report["failures"],
-        "longest_wait": max(window, slowest),
-    }
 
 
 def main() -> None:
@@ -105,11 +84,9 @@ def main() -> None:
         trust = f"-e appliance_fleet_trust_fingerprint={fingerprint}"
         install = timed_fleet(fleet, VERSIONS[0], "install", first, trust)
         for node in fleet.nodes.values():
-            start_poller(node)
-        time.sleep(1)
+            start_polling(node, PROBE)
         upgrade = timed_fleet(fleet, VERSIONS[1], "install", second)
-        time.sleep(1)
-        load = {name: poller_report(node) for name, node in fleet.nodes.items()}
+        load = {name: stop_polling(node) for name, node in fleet.nodes.items()}
         again = timed_fleet(fleet, VERSIONS[1], "install", second)
         peer_started = time.perf_counter()
         fleet.controller.sh(
@@ -126,11 +103,15 @@ def main() -> None:
     print(f"| install {VERSIONS[0]} | {install:.1f} | {install / 3:.1f} | {peer:.1f} |")
     print(f"| upgrade to {VERSIONS[1]} | {upgrade:.1f} | {upgrade / 3:.1f} | - |")
     print(f"| second run (changes nothing) | {again:.1f} | {again / 3:.1f} | - |")
-    print(f"\nDuring the rolling upgrade, a new connection every 50 ms to {PROBE} on each node:\n")
-    print("| node | requests | failed | longest wait (s) |")
+    print(
+        f"\nDuring the rolling upgrade, {POLLERS} clients on each node, each a new connection "
+        f"every 50 ms to {PROBE}:\n"
+    )
+    print("| node | requests | failed | longest wait of a request that succeeded (s) |")
     print("|---|---:|---:|---:|")
     for name, row in load.items():
-        print(f"| {name} | {row['requests']} | {row['failures']} | {row['longest_wait']:.2f} |")
+        wait = row["longest_wait_seconds"]
+        print(f"| {name} | {row['requests']} | {row['failures']} | {wait:.2f} |")
 
 
 if __name__ == "__main__":

@@ -173,8 +173,10 @@ def create_app(settings: ServerSettings | None = None) -> Litestar:
             model_version=handle.meta.get("model_version") if handle else None,
             ml_importable=list(runtime.compliance.importable),
         )  # fmt: skip
-        serving = f"serving {handle.vid}" if handle else "serving, no data imported yet"
-        sd_notify.notify(sd_notify.READY, f"STATUS={serving}")
+        # The version it started with: later versions are taken up without a restart, and
+        # /health/ready (not systemd's status line) says which one each worker serves now.
+        started = f"started with {handle.vid}" if handle else "started with no data imported yet"
+        sd_notify.notify(sd_notify.READY, f"STATUS={started}")
         try:
             yield
         finally:

@@ -42,6 +42,35 @@ _KINDS = kinds_from_env()
 FIRST_KIND = next((k.name for k in _KINDS if not k.preinstalled), _KINDS[0].name)
 
 
+def support_bundle_of(node: Node, command: str) -> dict[str, str]:
+    """Make a support bundle on the node with `command`; its members' text, none holding a secret.
+
+    The secrets are the node's own (its admin token, its TLS key, if it has them): read on the
+    node, never printed; each member is searched for them on the node too.
+    """
+    node.sh("rm -rf /root/sb && mkdir -m 0700 /root/sb", check=True)
+    made = node.sh(command, timeout=300)
+    assert made.returncode == 0, made.stdout[-2000:] + made.stderr[-2000:]
+    script = (
+        "import json, pathlib, sys, tarfile\n"
+        "[archive] = sorted(pathlib.Path('/root/sb').glob('*.tar.gz'))\n"
+        "secrets = [p.read_text().strip() for p in map(pathlib.Path, "
+        "['/etc/appliance/admin.token', '/etc/appliance/tls.key']) if p.is_file()]\n"
+        "found = {}\n"
+        "with tarfile.open(archive) as tar:\n"
+        "    for m in tar.getmembers():\n"
+        "        text = tar.extractfile(m).read().decode()\n"
+        "        assert not any(s and s in text for s in secrets), m.name\n"
+        "        found[m.name.split('/', 1)[1]] = text\n"
+        "print(json.dumps(found))\n"
+    )
+    read = node.sh(f"python3 - <<'EOF'\n{script}EOF")
+    assert read.returncode == 0, read.stderr[-2000:]
+    members: dict[str, str] = json.loads(read.stdout)
+    assert "README.txt" in members and "node.json" in members
+    return members
+
+
 def shared_step(node: Node, why: str) -> None:
     """A step that is the same on every node kind runs on the session's first kind only."""
     if node.kind.name != FIRST_KIND:
@@ -193,6 +222,13 @@ def test_a_first_install_that_never_gets_healthy_is_taken_off_the_node(
     assert event["action"] == "install-failed"
     brought = brought_by_the_bundle(node)
     assert all(any(p.startswith(f"{name}=") for p in event["packages"]) for name in brought)
+    # What the operator carries off the node now: the bundle's own support bundle.
+    bundle = support_bundle_of(
+        node, f"cd {folder} && ./install.sh --support-bundle /root/sb {trust}"
+    )
+    assert '"action": "install-failed"' in bundle["installed/installer.jsonl"]
+    assert any(name.startswith("installed/logs/install-") for name in bundle), sorted(bundle)
+    assert "no answer on http://127.0.0.1:8080/health/ready" in bundle["server/health-ready.txt"]
 
 
 def test_a_failed_preflight_names_each_check_with_its_fix_and_changes_nothing(
@@ -274,6 +310,17 @@ def test_install_from_the_stick_serves_the_dashboard_and_api(node: Node, stick: 
     assert status == 200 and "<html" in body.lower()
     assert node.http("/health/startup")[0] == 200
     assert node.http("/health/ready")[0] == 503  # no data yet
+    # Readiness systemd sees (Type=notify under Podman), and the container's log in the journal.
+    show = node.sh("systemctl show -p Type -p StatusText appliance-server", check=True).stdout
+    if node.engine == "podman":
+        assert "Type=notify" in show and "StatusText=started with no data imported yet" in show, (
+            show
+        )
+    log_driver = node.sh(
+        f"{node.engine} inspect --format '{{{{.HostConfig.LogConfig.Type}}}}' appliance-server",
+        check=True,
+    ).stdout.strip()
+    assert log_driver == ("passthrough" if node.engine == "podman" else "none"), log_driver
     unit = node.sh("cat /etc/systemd/system/appliance-server.service", check=True).stdout
     for hardening in (
         "--read-only",
@@ -298,6 +345,26 @@ def test_a_pack_from_the_stick_is_imported_and_served(node: Node) -> None:
     assert node.sh(f"{node.engine} ps --format '{{{{.Names}}}}'").stdout.split() == [
         "appliance-server"
     ]
+
+
+def test_the_server_logs_to_the_journal_only_and_a_support_bundle_holds_no_secret(
+    node: Node,
+) -> None:
+    for _ in range(50):
+        assert node.http("/api/v1/items")[0] == 200
+    journal = node.sh("journalctl -u appliance-server --no-pager -o cat", check=True).stdout
+    assert '"worker started"' in journal and "/api/v1/items" in journal
+    # No container log file beside the journal (Podman's k8s-file logs, Docker's json-file logs).
+    files = node.sh(
+        "find /var/lib/containers/storage /var/lib/docker/containers -name '*.log' -size +0 "
+        "2>/dev/null | grep -v -e '/overlay/' || true"
+    ).stdout.split()
+    assert files == [], files
+    bundle = support_bundle_of(node, "appliance support-bundle --out /root/sb/good.tar.gz")
+    assert bundle["server/health-ready.txt"].startswith("HTTP 200\n")
+    assert "v0001" in bundle["data/versions.txt"]
+    if node.engine == "podman":
+        assert "started with" in bundle["server/appliance-server.service.status.txt"]
 
 
 def test_the_importer_picks_up_a_pack_dropped_in_the_inbox(node: Node) -> None:

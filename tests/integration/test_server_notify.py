@@ -38,7 +38,7 @@ def test_each_worker_says_ready_with_its_version_and_stopping_at_the_end(
         ):
             ready = messages(sock, time.monotonic() + 5)
         stopping = messages(sock, time.monotonic() + 5)
-    assert ready.count(b"READY=1\nSTATUS=serving v0001") == 2, ready  # one per worker
+    assert ready.count(b"READY=1\nSTATUS=started with v0001") == 2, ready  # one per worker
     assert b"STOPPING=1\nSTATUS=stopping" in stopping, stopping
 
 
@@ -52,4 +52,4 @@ def test_a_store_with_nothing_imported_is_ready_and_says_so(tmp_path: Path, sign
             tmp_path / "data", signer.allowed_signers, workers=1, env={"NOTIFY_SOCKET": str(path)}
         ):
             ready = messages(sock, time.monotonic() + 5)
-    assert b"READY=1\nSTATUS=serving, no data imported yet" in ready, ready
+    assert b"READY=1\nSTATUS=started with no data imported yet" in ready, ready
