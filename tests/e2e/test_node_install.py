@@ -310,17 +310,12 @@ def test_install_from_the_stick_serves_the_dashboard_and_api(node: Node, stick: 
     assert status == 200 and "<html" in body.lower()
     assert node.http("/health/startup")[0] == 200
     assert node.http("/health/ready")[0] == 503  # no data yet
-    # Readiness systemd sees (Type=notify under Podman), and the container's log in the journal.
+    # Readiness systemd sees: Type=notify under Podman, its status line from the server.
     show = node.sh("systemctl show -p Type -p StatusText appliance-server", check=True).stdout
     if node.engine == "podman":
         assert "Type=notify" in show and "StatusText=started with no data imported yet" in show, (
             show
         )
-    log_driver = node.sh(
-        f"{node.engine} inspect --format '{{{{.HostConfig.LogConfig.Type}}}}' appliance-server",
-        check=True,
-    ).stdout.strip()
-    assert log_driver == ("passthrough" if node.engine == "podman" else "none"), log_driver
     unit = node.sh("cat /etc/systemd/system/appliance-server.service", check=True).stdout
     for hardening in (
         "--read-only",
@@ -347,19 +342,7 @@ def test_a_pack_from_the_stick_is_imported_and_served(node: Node) -> None:
     ]
 
 
-def test_the_server_logs_to_the_journal_only_and_a_support_bundle_holds_no_secret(
-    node: Node,
-) -> None:
-    for _ in range(50):
-        assert node.http("/api/v1/items")[0] == 200
-    journal = node.sh("journalctl -u appliance-server --no-pager -o cat", check=True).stdout
-    assert '"worker started"' in journal and "/api/v1/items" in journal
-    # No container log file beside the journal (Podman's k8s-file logs, Docker's json-file logs).
-    files = node.sh(
-        "find /var/lib/containers/storage /var/lib/docker/containers -name '*.log' -size +0 "
-        "2>/dev/null | grep -v -e '/overlay/' || true"
-    ).stdout.split()
-    assert files == [], files
+def test_a_support_bundle_of_a_serving_node_holds_its_answers_and_no_secret(node: Node) -> None:
     bundle = support_bundle_of(node, "appliance support-bundle --out /root/sb/good.tar.gz")
     assert bundle["server/health-ready.txt"].startswith("HTTP 200\n")
     assert "v0001" in bundle["data/versions.txt"]
