@@ -9,7 +9,7 @@ BUNDLE_VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 DEV_KEYS := .dev-keys
 PODMAN_SOCKET := /run/podman/podman.sock
 
-.PHONY: demo test lint bundle engine node-test fleet-test bench-bundle bench-install frontend frontend-check screenshots bench-import bench-server bench-dashboard clean help
+.PHONY: demo test lint bundle engine node-test fleet-test bench-bundle bench-install bench-fleet frontend frontend-check screenshots bench-import bench-server bench-dashboard clean help
 .DEFAULT_GOAL := help
 
 help:  ## List the targets.
@@ -85,6 +85,9 @@ bench-bundle: $(BIN)/.installed engine  ## Bundle build times (cold and warm cac
 
 bench-install: $(BIN)/.installed  ## Install-to-healthy time, failed requests and longest wait during an upgrade, second-run time on a simulated node.
 	$(BIN)/python benchmarks/bench_install.py
+
+bench-fleet: $(BIN)/.installed  ## Three simulated nodes installed and upgraded rolling over SSH: times, failed requests and longest wait per node.
+	$(BIN)/python benchmarks/bench_fleet.py
 
 bench-import: $(BIN)/.installed  ## Field-scale demo/pack/import benchmark against sha256sum.
 	$(BIN)/python benchmarks/bench_import.py
