@@ -9,8 +9,8 @@ operator would:
 2. import a pack on all three, then again (nothing changes), then a damaged one (refused by
    each node, named per node, nothing changed);
 3. status: all alike;
-4. upgrade to 1.1.0 one node at a time, while on the second node another program takes the
-   port the moment the old server lets it go: node 1 upgraded, node 2 back on 1.0.0 by itself,
+4. upgrade to 1.1.0 one node at a time, while on the second node, its server stopped, another
+   program has taken the port: node 1 upgraded, node 2 back on 1.0.0 by itself,
    node 3 untouched, the run failing with one line naming node 2; status flags the odd node;
 5. the program gone, the rerun puts all three on 1.1.0; a second run and --check change nothing;
 6. every node's own audit trail names the run, who ran it, from where, and the node's batch.
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -157,8 +158,9 @@ def test_status_shows_every_node_alike(fleet: dict[str, Node]) -> None:
     assert "all 3 node(s) alike" in shown.stdout
 
 
-# On node 2, a program that takes the server's port the moment the old server lets it go (the
-# upgrade's restart), answers nothing, and lets go once the rescue has put 1.0.0's unit back.
+# On node 2, a program that takes the server's port while the server is stopped, answers
+# nothing, and lets go once the rescue has put 1.0.0's unit back. (A server in service is
+# switched beside itself with no gap, so the port is never free for it to take then.)
 SQUATTER = """
 import pathlib, socket, time
 unit = pathlib.Path("/etc/systemd/system/appliance-server.service")
@@ -191,7 +193,12 @@ def test_an_upgrade_stops_at_the_node_that_fails_and_that_node_rolls_back(
 ) -> None:
     second = fleet[NODES[1]]
     second.sh(f"cat > /root/squatter.py <<'EOF'\n{SQUATTER}EOF", check=True)
+    second.sh("systemctl stop appliance-server", check=True)
     second.sh("systemd-run --unit squatter python3 /root/squatter.py", check=True)
+    for _ in range(100):  # the port taken before the rollout reaches the node
+        if second.sh("test -f /run/squatter.took").returncode == 0:
+            break
+        time.sleep(0.1)
     trail_before = {name: len(installer_trail(fleet[name])) for name in NODES}
     result = fleet_sh(fleet, "1.1.0", "install", f"{USB}/appliance-1.1.0.tar")
     assert result.returncode == 4, result.stdout[-4000:] + result.stderr[-2000:]
