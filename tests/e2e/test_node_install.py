@@ -313,9 +313,9 @@ def test_install_from_the_stick_serves_the_dashboard_and_api(node: Node, stick: 
     # Readiness systemd sees: Type=notify under Podman, its status line from the server.
     show = node.sh("systemctl show -p Type -p StatusText appliance-server", check=True).stdout
     if node.engine == "podman":
-        assert "Type=notify" in show and "StatusText=started with no data imported yet" in show, (
-            show
-        )
+        assert "Type=notify" in show, show
+    if node.engine == "podman" and node.kind.target == "debian13":  # Podman 4.3 passes READY only
+        assert "StatusText=started with no data imported yet" in show, show
     unit = node.sh("cat /etc/systemd/system/appliance-server.service", check=True).stdout
     for hardening in (
         "--read-only",
@@ -346,7 +346,7 @@ def test_a_support_bundle_of_a_serving_node_holds_its_answers_and_no_secret(node
     bundle = support_bundle_of(node, "appliance support-bundle --out /root/sb/good.tar.gz")
     assert bundle["server/health-ready.txt"].startswith("HTTP 200\n")
     assert "v0001" in bundle["data/versions.txt"]
-    if node.engine == "podman":
+    if node.engine == "podman" and node.kind.target == "debian13":  # Podman 4.3 passes READY only
         assert "started with" in bundle["server/appliance-server.service.status.txt"]
 
 
