@@ -411,8 +411,36 @@ def stop_polling(node: Node, step: str) -> dict[str, Any]:
     return report
 
 
+CONTAINER_LOG_FILES = {  # where each engine would keep a container's own copy of its output
+    "podman": "find /var/lib/containers/storage -name ctr.log -size +0c",
+    "docker": "find /var/lib/docker/containers -name '*-json.log' -size +0c",
+}
+
+
+def assert_the_logs_are_in_the_journal_only(node: Node, since: str, requests: int) -> None:
+    """The servers' output is in the journal, each line once, and the engine keeps no log file."""
+    driver = node.sh(
+        f"{node.engine} inspect -f '{{{{.HostConfig.LogConfig.Type}}}}' appliance-server",
+        check=True,
+    ).stdout.strip()
+    assert driver == "none", driver
+    files = node.sh(CONTAINER_LOG_FILES[node.engine], check=True).stdout.split()
+    assert files == [], files  # after a load of `requests` requests
+    lines = node.sh(
+        f"journalctl -u appliance-server --since '{since}' -o cat --no-pager", check=True
+    ).stdout.splitlines()
+    ids = [json.loads(line)["request_id"] for line in lines if '"msg":"request"' in line]
+    assert len(ids) >= requests // 4, (len(ids), requests)  # the units answered most, the go-between some
+    assert len(ids) == len(set(ids)), "a request's log line is in the unit's journal twice"
+    probe = node.sh(
+        "journalctl CONTAINER_NAME=appliance-server-probe -o cat --no-pager", check=True
+    ).stdout
+    assert '"msg":"worker started"' in probe, probe[-2000:]  # detached: the engine wrote it
+
+
 def test_an_upgrade_fails_no_request(node: Node) -> None:
     folder = unpack(node, "1.1.0")
+    since = node.sh("date '+%Y-%m-%d %H:%M:%S'", check=True).stdout.strip()
     availability.start_polling(node, API)
     result = install(node, folder)
     report = stop_polling(node, "the upgrade 1.0.0 -> 1.1.0")
@@ -429,6 +457,7 @@ def test_an_upgrade_fails_no_request(node: Node) -> None:
     assert served.split() == ["appliance-server", "localhost/appliance-server:1.1.0"], served
     assert node.sh("cat /proc/sys/net/ipv4/tcp_migrate_req", check=True).stdout.strip() == "1"
     assert current_version(node) == "v0002"  # the data stayed
+    assert_the_logs_are_in_the_journal_only(node, since, report["requests"])
 
 
 def test_an_upgrade_that_fails_its_health_gate_rolls_itself_back(node: Node) -> None:
