@@ -35,10 +35,12 @@ DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 REQUESTS_TOTAL = "appliance_http_requests_total"
 REQUEST_DURATION = "appliance_http_request_duration_seconds"
 DATA_VERSION_INFO = "appliance_data_version_info"
+WORKER_READY = "appliance_worker_ready"
 DEFAULT_HELP = {
     REQUESTS_TOTAL: "HTTP requests answered, by route template, method and status code.",
     REQUEST_DURATION: "Time taken to answer an HTTP request, by route template.",
     DATA_VERSION_INFO: "The data version each worker serves (always 1; version none before any).",
+    WORKER_READY: "1 if this worker is ready (would answer GET /health/ready with 200), else 0.",
 }
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 REQUEST_KEYS_KEPT = 4096  # series keys of (route, method, status) kept made, so counting is cheap

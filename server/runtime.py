@@ -15,8 +15,9 @@ from appliance.settings import ServerSettings
 from server.cache import ResponseCache
 from server.data import DataSource
 from server.logs import JsonLog
-from server.metrics import DATA_VERSION_INFO, WorkerMetrics
+from server.metrics import DATA_VERSION_INFO, WORKER_READY, WorkerMetrics
 from server.ratelimit import SharedRateLimiter
+from server.readiness import worker_ready
 from server.tokens import TokenGate
 
 if TYPE_CHECKING:
@@ -80,9 +81,11 @@ class Runtime:
         return runtime
 
     def record_served_version(self) -> None:
-        """Set this worker's appliance_data_version_info to the version it serves now."""
+        """Set this worker's gauges of what it serves now: appliance_data_version_info and
+        appliance_worker_ready (a scrape shows every worker's, whichever worker answers it)."""
         handle = self.data.served
         self.metrics.set_info(DATA_VERSION_INFO, version=handle.vid if handle else "none")
+        self.metrics.set_gauge(WORKER_READY, float(worker_ready(self)))
 
     def _flush_metrics(self) -> None:
         """Write this worker's counters for the others to read, every METRICS_FLUSH_SECONDS."""

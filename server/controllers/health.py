@@ -2,86 +2,19 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from litestar import Controller, Request, Response, get
 from litestar.status_codes import HTTP_200_OK, HTTP_503_SERVICE_UNAVAILABLE
 
-from appliance.audit.compliance import ComplianceReport, loaded_ml_modules
-from appliance.data.history import TrailCheck
-from appliance.data.store import DataStore
 from server.logs import JsonLog
 from server.metrics import CONTENT_TYPE, render_prometheus
 from server.node_metrics import NODE_HELP, RepeatedWarnings, node_series
+from server.readiness import health_of
 from server.responses import runtime
-from server.runtime import Runtime
-from server.schemas import Check, Health
+from server.schemas import Health
 
-_trail_checks: dict[tuple[int, int, int], TrailCheck] = {}
 _metrics_warnings = RepeatedWarnings()
-
-
-def trail_check(store: DataStore) -> TrailCheck:
-    """The audit trail's check, redone only when the trail or its head changed."""
-    stamps = []
-    for path in (store.trail.path, store.trail.head_path):
-        try:
-            info = path.stat()
-            stamps += [info.st_size, info.st_mtime_ns]
-        except FileNotFoundError:
-            stamps += [-1, -1]
-    key = (stamps[0], stamps[1], stamps[3])
-    if key not in _trail_checks:
-        _trail_checks.clear()
-        _trail_checks[key] = store.verify_history()
-    return _trail_checks[key]
-
-
-def data_check(rt: Runtime) -> Check:
-    """Whether this worker serves a version, and if not (or not the current one), why."""
-    handle = rt.data.current()
-    damaged = rt.data.damaged
-    if damaged is not None:
-        # A refused new version leaves the one served before it in service, undamaged.
-        serving = f"; still serving {handle.vid}" if handle and handle.damage is None else ""
-        return Check("data_version", False, f"{damaged}{serving}")
-    if handle is None:
-        return Check("data_version", False, rt.data.last_error or "no data version imported yet")
-    if rt.data.last_error is not None:
-        # Still serving, but not what the store says is current (or `current` is broken).
-        return Check("data_version", False, f"serving {handle.vid}, but {rt.data.last_error}")
-    return Check("data_version", True, f"serving {handle.vid}")
-
-
-def health_of(rt: Runtime) -> Health:
-    """The checks that decide readiness: data loaded, no ML anywhere near the server."""
-    handle = rt.data.current()
-    # Importable was looked up once at start (it walks sys.path); loaded is checked every time.
-    compliance = ComplianceReport(rt.compliance.importable, loaded_ml_modules())
-    trail = trail_check(rt.store)
-    checks = [
-        Check("started", rt.started, "worker started" if rt.started else "starting"),
-        data_check(rt),
-        Check(
-            "no_ml",
-            compliance.ok,
-            "no ML library importable or loaded"
-            if compliance.ok
-            else f"ML libraries found: {', '.join(sorted({*compliance.importable, *compliance.loaded}))}",
-        ),
-        # Reported, never acted on: a damaged trail is evidence to examine, not a reason to stop.
-        Check("audit_trail", trail.ok, trail.describe(), required=False),
-    ]
-    ok = all(check.ok for check in checks if check.required)
-    return Health(
-        status="ok" if ok else "unavailable",
-        worker=os.getpid(),
-        version=handle.vid if handle else None,
-        checks=checks,
-        ml_importable=list(compliance.importable),
-        ml_loaded=list(compliance.loaded),
-    )
 
 
 class HealthController(Controller):

@@ -200,6 +200,14 @@ def test_every_worker_reports_only_the_version_it_serves_after_a_switch(
         assert back.status_code == 200, back.text
 
 
+def test_every_worker_reports_its_own_readiness_whichever_answers(server: LiveServer) -> None:
+    time.sleep(FLUSH_WAIT)  # every worker has recorded its readiness by itself, unasked
+    reported = values(scrape(server), "appliance_worker_ready")
+    workers = {dict(labels)["worker"] for labels in reported}
+    assert len(workers) == server.workers > 1
+    assert set(reported.values()) == {1.0}
+
+
 def test_a_node_with_no_data_is_not_ready_and_has_no_data_age(
     tmp_path: Path, signer: Signer
 ) -> None:
@@ -208,6 +216,7 @@ def test_a_node_with_no_data_is_not_ready_and_has_no_data_age(
     with live_server(data_dir, signer.allowed_signers, workers=1) as empty:
         families = scrape(empty)
     assert one_value(families, "appliance_ready") == 0.0
+    assert set(values(families, "appliance_worker_ready").values()) == {0.0}
     assert "appliance_data_generated_timestamp_seconds" not in families
     assert values(families, "appliance_build_info") == {
         frozenset({("version", __version__), ("revision", "unknown")}): 1.0

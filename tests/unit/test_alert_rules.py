@@ -104,11 +104,13 @@ SCENARIOS: list[dict[str, Any]] = [
             at("10m", "ApplianceDown", fired("ApplianceDown", NODE)),
         ],
     },
-    {  # ready for 5 minutes, then not; the other node stays ready
+    {  # one worker of the node ready for 5 minutes, then not; its other worker and the other
+        # node's stay ready
         "interval": "1m",
         "input_series": [
-            series("appliance_ready", NODE, "1x5 0x10"),
-            series("appliance_ready", OTHER, "1x15"),
+            series("appliance_worker_ready", NODE | {"worker": "7"}, "1x15"),
+            series("appliance_worker_ready", NODE | {"worker": "8"}, "1x5 0x10"),
+            series("appliance_worker_ready", OTHER | {"worker": "7"}, "1x15"),
         ],
         "alert_rule_test": [
             at("8m", "ApplianceNotReady"),
