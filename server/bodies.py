@@ -20,10 +20,17 @@ from litestar.exceptions import ValidationException
 
 from appliance.data.answers import OVERVIEW_TABLE
 from server.data import VersionHandle
-from server.item_index import OVERVIEW_COLUMNS
+from server.item_index import OVERVIEW_COLUMNS, sort_value
 from server.schemas import ItemsPage, ItemSummary, Timeseries, Traceability
 
-SORTS = {"item_id": "item_id", "risk": "coalesce(max_stockout_risk, 0) DESC, item_id"}
+# Each value sort of server.item_index in SQL: the value (nulls as the index counts them) and
+# whether it goes highest first; ties by item_id.
+SORT_SQL = {
+    "risk": ("coalesce(max_stockout_risk, 0)", True),
+    "cover": ("coalesce(days_of_cover_now, 'infinity'::DOUBLE)", False),
+    "units": ("coalesce(forecast_next_30d, 0)", True),
+}
+NULL_AS = {"risk": 0.0, "cover": math.inf, "units": 0.0}
 
 
 def traceability(handle: VersionHandle) -> Traceability:
@@ -34,24 +41,24 @@ def traceability(handle: VersionHandle) -> Traceability:
     )
 
 
-def encode_cursor(sort: str, item_id: str, risk: float | None) -> str:
-    """An opaque token holding where the next page starts (sort key of the last row)."""
-    position = [sort, item_id, risk]
+def encode_cursor(sort: str, item_id: str, value: float | None) -> str:
+    """An opaque token holding where the next page starts (sort value and id of the last row)."""
+    position = [sort, item_id, value]
     return base64.urlsafe_b64encode(json.dumps(position).encode()).decode().rstrip("=")
 
 
 def decode_cursor(token: str, sort: str) -> tuple[str, float | None]:
-    """The (item_id, risk) a page token points after; 400 if it is not one of ours."""
+    """The (item_id, sort value) a page token points after; 400 if it is not one of ours."""
     msg = "cursor is not a token this endpoint gave out (or was made for another sort)"
     try:
-        kind, item_id, risk = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        kind, item_id, value = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
         # An int too large for a float overflows here (a cursor of ours holds a float or null).
-        finite = risk is None or (type(risk) in (int, float) and math.isfinite(risk))
+        finite = value is None or (type(value) in (int, float) and math.isfinite(value))
     except (ValueError, TypeError, OverflowError, binascii.Error) as exc:
         raise ValidationException(detail=msg) from exc
     if kind != sort or not isinstance(item_id, str) or not finite:
         raise ValidationException(detail=msg)
-    return item_id, risk
+    return item_id, value
 
 
 def like_pattern(text: str) -> str:
@@ -80,21 +87,26 @@ def list_items_query(
         .execute(f"SELECT count(*) FROM {OVERVIEW_TABLE} WHERE {' AND '.join(where)}", params)
         .fetchone()
     )
+    order = "item_id"
+    if sort in SORT_SQL:
+        value, descending = SORT_SQL[sort]
+        order = f"{value} {'DESC' if descending else 'ASC'}, item_id"
     if cursor is not None:
-        after_item, after_risk = decode_cursor(cursor, sort)
-        if sort == "risk":
-            where.append(
-                "(coalesce(max_stockout_risk, 0) < ? OR (coalesce(max_stockout_risk, 0) = ? AND item_id > ?))"
-            )
-            params += [after_risk or 0.0, after_risk or 0.0, after_item]
+        after_item, after_value = decode_cursor(cursor, sort)
+        if sort in SORT_SQL:
+            beyond = "<" if descending else ">"
+            where.append(f"({value} {beyond} ? OR ({value} = ? AND item_id > ?))")
+            cut = NULL_AS[sort] if after_value is None else after_value
+            params += [cut, cut, after_item]
         else:
             where.append("item_id > ?")
             params.append(after_item)
-    sql = f"SELECT {OVERVIEW_COLUMNS} FROM {OVERVIEW_TABLE} WHERE {' AND '.join(where)} ORDER BY {SORTS[sort]} LIMIT ?"
+    sql = f"SELECT {OVERVIEW_COLUMNS} FROM {OVERVIEW_TABLE} WHERE {' AND '.join(where)} ORDER BY {order} LIMIT ?"
     rows = handle.cursor().execute(sql, [*params, limit + 1]).fetchall()
     page, more = rows[:limit], len(rows) > limit
     items = [ItemSummary(*row) for row in page]
-    next_token = encode_cursor(sort, page[-1][0], page[-1][5]) if more and page else None
+    last = items[-1] if more and items else None
+    next_token = encode_cursor(sort, last.item_id, sort_value(sort, last)) if last else None
     total = int(total_row[0]) if total_row else 0
     return msgspec.json.encode(ItemsPage(items, next_token, total, traceability(handle)))
 
@@ -152,7 +164,7 @@ def items_page(
     after = decode_cursor(cursor, sort) if cursor is not None else None
     page = index.page(q, category, site, sort, after, limit)
     last = page.last
-    next_token = encode_cursor(sort, last.item_id, last.max_stockout_risk) if last else None
+    next_token = encode_cursor(sort, last.item_id, sort_value(sort, last)) if last else None
     return msgspec.json.encode(ItemsPage(page.items, next_token, page.total, traceability(handle)))
 
 

@@ -31,6 +31,7 @@ from appliance.data.answers import INVENTORY, TIMESERIES, decompress
 from appliance.errors import VersionDamaged
 from server.bodies import decode_cursor, items_page, range_body
 from server.data import VersionHandle
+from server.item_index import SORTS
 from server.responses import GZIP_VARIANT, JSON, etag_of, names_etag, takes_gzip
 from server.runtime import Runtime
 from server.security import bearer_of, may_read
@@ -226,7 +227,7 @@ class FastPath:
         found = plain_parameters(query, ITEMS_PARAMETERS)
         sort = found.get("sort", "item_id")
         limit = found.get("limit", "50")
-        if sort not in ("item_id", "risk") or not PLAIN_LIMIT.fullmatch(limit) or int(limit) > 500:
+        if sort not in SORTS or not PLAIN_LIMIT.fullmatch(limit) or int(limit) > 500:
             raise Unsure
         cursor = found.get("cursor")
         if cursor is not None:

@@ -9,8 +9,10 @@ answers `GET /api/v1/items` without a query. The answers are the ones the SQL of
   each character lowercased on its own (no final sigma, U+0130 to a plain i), see `fold`;
 - `category` and `site` match exactly;
 - `item_id` order is code-point order (DuckDB compares VARCHAR bytewise, UTF-8 keeps that order);
-  `risk` order is highest max_stockout_risk first (a null risk counts as 0), then item_id;
-- a cursor names the sort key of the last row sent, and the next page starts after it;
+  `risk` order is highest max_stockout_risk first (a null risk counts as 0), `cover` lowest
+  days_of_cover_now first (a null cover, no demand to cover, counts as endless: last), `units`
+  highest forecast_next_30d first; ties in item_id order;
+- a cursor names the sort value and item_id of the last row sent, and the next page starts after it;
 - `total` counts every match of the filters, whatever the cursor.
 
 tests/unit/test_item_index.py holds both to the same answers on generated items.
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import array
 import bisect
+import math
 import sys
 import threading
 from collections.abc import Sequence
@@ -34,7 +37,7 @@ OVERVIEW_COLUMNS = (
 SEPARATOR = "\x00"  # between an item's folded id and name in the search text: never in either
 GRAM = 3  # the length of the pieces the search index files items under
 SCAN_AFTER_HITS = 64
-SORT_AT_MOST = 4096  # more matches than this are put in risk order by filtering the whole order
+SORT_AT_MOST = 4096  # more matches than this are put in a value order by filtering the whole order
 SEARCHES_KEPT = 1024  # the matches of this many recent searches are kept per worker and version  # a `q` with this many hits is cheaper to check item by item
 
 
@@ -59,12 +62,29 @@ def fold(text: str) -> str:
 
 
 Row = tuple[Any, ...]  # item_id, name, category, site, unit, risk, days_of_cover_now, next_30d
-RiskKey = tuple[float, str]
+SortKey = tuple[float, str]
+
+# The orders of `GET /api/v1/items` (`sort`), each with the item's value it orders by.
+SORT_VALUES = {
+    "item_id": None,
+    "risk": "max_stockout_risk",
+    "cover": "days_of_cover_now",
+    "units": "forecast_next_30d",
+}
+SORTS = tuple(SORT_VALUES)
 
 
-def risk_key(item_id: str, risk: float | None) -> RiskKey:
-    """The `risk` sort key: ascending order of it is highest risk first, then item_id."""
-    return (-(risk or 0.0), item_id)
+def sort_key(sort: str, item_id: str, value: float | None) -> SortKey:
+    """The key of a value sort: ascending order of it is the sort's order, ties by item_id."""
+    if sort == "cover":
+        return (math.inf if value is None else value, item_id)  # no cover figure: last
+    return (-(value or 0.0), item_id)  # risk and units: highest first, null as 0
+
+
+def sort_value(sort: str, item: ItemSummary) -> float | None:
+    """The value `item` is ordered by in `sort` (None for item_id, which orders by the id)."""
+    name = SORT_VALUES[sort]
+    return None if name is None else getattr(item, name)
 
 
 @dataclass(frozen=True)
@@ -83,7 +103,7 @@ class ItemIndex:
         self.items = [ItemSummary(*row) for row in sorted(rows, key=lambda row: row[0])]
         self._numbers = {item.item_id: number for number, item in enumerate(self.items)}
         self._ids = [item.item_id for item in self.items]
-        self._risk_keys = [risk_key(item.item_id, item.max_stockout_risk) for item in self.items]
+        self._sort_keys: dict[str, list[SortKey]] = {}
         self._folded = [
             fold(item.item_id) + SEPARATOR + fold(item.name) + SEPARATOR for item in self.items
         ]
@@ -145,15 +165,15 @@ class ItemIndex:
         after: tuple[str, float | None] | None,
         limit: int,
     ) -> Page:
-        """The `limit` matches after the cursor position `after` (item_id, risk) in `sort` order."""
+        """The `limit` matches after the cursor position `after` (item_id, value) in `sort` order."""
         if q:
             numbers, keys = self._matching(fold(q), category, site, sort)
         else:
             numbers, keys = self._ordered(category, site, sort)
         start = 0
         if after is not None:
-            after_item, after_risk = after
-            cut: Any = after_item if sort == "item_id" else risk_key(after_item, after_risk)
+            after_item, after_value = after
+            cut: Any = after_item if sort == "item_id" else sort_key(sort, after_item, after_value)
             start = bisect.bisect_right(keys, cut)
         chosen = numbers[start : start + limit + 1]
         more = len(chosen) > limit
@@ -166,7 +186,7 @@ class ItemIndex:
         """The items matching `q` and the filters in `sort` order, with their keys (kept a while).
 
         A broad `q` ("it-") matches most items: finding them takes milliseconds at 200,000, so
-        the matches of recent searches are kept (the next pages ask for the same), and the risk
+        the matches of recent searches are kept (the next pages ask for the same), and a value
         order comes from the whole index's, filtered, instead of a sort of the matches.
         """
         key = (needle, category, site, sort)
@@ -174,14 +194,14 @@ class ItemIndex:
         if known is not None:
             return known
         numbers = [n for n in self._search(needle) if self._keeps(n, category, site)]
-        if sort == "risk":
+        if sort != "item_id":
             if len(numbers) > SORT_AT_MOST:
                 chosen = bytearray(len(self.items))
                 for number in numbers:
                     chosen[number] = 1
-                numbers = [n for n in self._ordered(None, None, "risk")[0] if chosen[n]]
+                numbers = [n for n in self._ordered(None, None, sort)[0] if chosen[n]]
             else:
-                numbers.sort(key=self._risk_keys.__getitem__)
+                numbers.sort(key=self._keys(sort).__getitem__)
         known = (numbers, self._keys_of(numbers, sort))
         if len(self._searches) >= SEARCHES_KEPT:
             self._searches.clear()
@@ -194,8 +214,16 @@ class ItemIndex:
             site is None or item.site == site
         )
 
+    def _keys(self, sort: str) -> list[SortKey]:
+        """Every item's key in a value sort, by item number (made once per sort, then kept)."""
+        keys = self._sort_keys.get(sort)
+        if keys is None:
+            keys = [sort_key(sort, item.item_id, sort_value(sort, item)) for item in self.items]
+            self._sort_keys[sort] = keys
+        return keys
+
     def _keys_of(self, numbers: list[int], sort: str) -> list[Any]:
-        source: list[Any] = self._ids if sort == "item_id" else self._risk_keys
+        source: list[Any] = self._ids if sort == "item_id" else self._keys(sort)
         return [source[n] for n in numbers]
 
     def _ordered(
@@ -206,8 +234,8 @@ class ItemIndex:
         known = self._orders.get(key)
         if known is None:
             numbers = [n for n in range(len(self.items)) if self._keeps(n, category, site)]
-            if sort == "risk":
-                numbers.sort(key=self._risk_keys.__getitem__)
+            if sort != "item_id":
+                numbers.sort(key=self._keys(sort).__getitem__)
             known = (numbers, self._keys_of(numbers, sort))
             if len(self._orders) < 4096:  # filters are a few categories and sites; bound it anyway
                 self._orders[key] = known

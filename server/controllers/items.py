@@ -11,6 +11,7 @@ from litestar.params import Parameter
 
 from appliance.data.answers import TIMESERIES
 from server.bodies import decode_cursor, items_page, range_body
+from server.item_index import SORTS
 from server.responses import (
     READ_ERRORS,
     cached_answer,
@@ -51,8 +52,10 @@ class ItemsController(Controller):
         sort: Annotated[
             str,
             Parameter(
-                pattern="^(item_id|risk)$",
-                description="item_id, or risk (highest stock-out risk first).",
+                pattern=f"^({'|'.join(SORTS)})$",
+                description="item_id; risk (highest stock-out risk first); cover (fewest days "
+                "of cover first, items without a cover figure last); units (highest forecast "
+                "for the next 30 days first). Ties in item_id order.",
             ),
         ] = "item_id",
         cursor: Annotated[

@@ -97,7 +97,7 @@ def every_page(handle: VersionHandle, from_memory: bool, **query: object) -> lis
     ],
     ids=str,
 )
-@pytest.mark.parametrize("sort", ["item_id", "risk"])
+@pytest.mark.parametrize("sort", ["item_id", "risk", "cover", "units"])
 @pytest.mark.parametrize("limit", [1, 4, 50])
 def test_every_page_of_a_search_is_the_querys(
     handle: VersionHandle, query: dict[str, str | None], sort: str, limit: int

@@ -20,7 +20,7 @@ import re
 import tarfile
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import date
 from pathlib import Path
 from typing import Any, TypeVar
@@ -445,7 +445,7 @@ def test_items_list_every_item_with_its_traceability(server: LiveServer) -> None
     assert page.data.generated_at == "2026-11-01T06:00:00Z"
 
 
-@pytest.mark.parametrize("sort", ["item_id", "risk"])
+@pytest.mark.parametrize("sort", ["item_id", "risk", "cover", "units"])
 def test_paging_through_items_gives_each_item_once_in_order(server: LiveServer, sort: str) -> None:
     pages = list(every_page(server, {"sort": sort, "limit": "7"}))
     seen = [item for page in pages for item in page.items]
@@ -453,11 +453,17 @@ def test_paging_through_items_gives_each_item_once_in_order(server: LiveServer, 
     assert {page.total for page in pages} == {SMALL_ITEMS}
     assert len(seen) == SMALL_ITEMS
     assert len({item.item_id for item in seen}) == SMALL_ITEMS
-    if sort == "risk":
-        expected = sorted(seen, key=lambda item: (-(item.max_stockout_risk or 0.0), item.item_id))
-    else:
-        expected = sorted(seen, key=lambda item: item.item_id)
-    assert seen == expected
+    orders: dict[str, Callable[[ItemSummary], tuple[Any, ...]]] = {
+        "item_id": lambda item: (item.item_id,),
+        "risk": lambda item: (-(item.max_stockout_risk or 0.0), item.item_id),
+        "cover": lambda item: (
+            item.days_of_cover_now is None,
+            item.days_of_cover_now or 0.0,
+            item.item_id,
+        ),
+        "units": lambda item: (-item.forecast_next_30d, item.item_id),
+    }
+    assert seen == sorted(seen, key=orders[sort])
 
 
 def test_sort_by_risk_puts_the_highest_stockout_risk_first(server: LiveServer) -> None:

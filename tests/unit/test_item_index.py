@@ -3,7 +3,7 @@
 `server.bodies.list_items_query` (DuckDB over item_overview) is the reference: every page of
 every combination of q, filters, sort, cursor and limit must come out the same from
 `server.item_index.ItemIndex`, including names that DuckDB's ILIKE and Python's lower() fold
-differently (final sigma, U+0130), LIKE wildcards in q, ties in risk and null risks.
+differently (final sigma, U+0130), LIKE wildcards in q, ties and nulls in each sorted value.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 
 from appliance.data.answers import OVERVIEW_TABLE
 from server.bodies import items_page, list_items_query
-from server.item_index import OVERVIEW_COLUMNS, ItemIndex, fold
+from server.item_index import OVERVIEW_COLUMNS, SORTS, ItemIndex, fold
 from server.schemas import ItemsPage
 
 ALPHABET = list("aAbBzZ09-_.%\\ ") + list("ÉéßẞİıIiΣσςΩωǅǆǄﬁKkKÅåÆæØøĲĳ")  # noqa: RUF001
@@ -74,8 +74,8 @@ def generated_rows(count: int, seed: int) -> list[tuple[Any, ...]]:
                 chooser.choice(["north", "south"]),
                 "pcs",
                 risk,
-                chooser.choice([None, 3.5, 10.0]),
-                round(chooser.random() * 100, 3),
+                chooser.choice([None, 0.0, 3.5, 3.5, 10.0, round(chooser.random() * 30, 2)]),
+                chooser.choice([0.0, 12.5, 12.5, round(chooser.random() * 100, 3)]),
             )
         )
     return rows
@@ -126,7 +126,7 @@ QUERIES = [
 
 
 @pytest.mark.parametrize("grams", [True, False], ids=["grams", "scan"])
-@pytest.mark.parametrize("sort", ["item_id", "risk"])
+@pytest.mark.parametrize("sort", SORTS)
 @pytest.mark.parametrize("limit", [3, 500])
 @pytest.mark.parametrize("query", QUERIES, ids=repr)
 def test_every_page_is_the_sqls(query: dict[str, str], sort: str, limit: int, grams: bool) -> None:
@@ -170,11 +170,35 @@ def test_the_grams_are_built_in_the_background_and_then_used() -> None:
     assert [item.item_id for item in page.items] == [wanted]
 
 
-def test_many_matches_take_the_whole_risk_order_filtered(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("sort", ["risk", "cover", "units"])
+def test_many_matches_take_the_whole_value_order_filtered(
+    monkeypatch: pytest.MonkeyPatch, sort: str
+) -> None:
     monkeypatch.setattr("server.item_index.SORT_AT_MOST", 0)  # every search takes that way
     rows = generated_rows(120, seed=4)
     con = overview(rows)
     by_sql, from_memory = both(rows, con)
     for q in ("it-", "a", "ss"):
-        arguments = {"q": q, "category": None, "site": None, "sort": "risk", "limit": 7}
+        arguments = {"q": q, "category": None, "site": None, "sort": sort, "limit": 7}
         assert walk(from_memory, **arguments) == walk(by_sql, **arguments), q
+
+
+@pytest.mark.parametrize(
+    ("sort", "expected"),
+    [
+        ("risk", ["C", "A", "B", "D"]),  # highest risk first, null as 0, ties by id
+        ("cover", ["D", "B", "A", "C"]),  # fewest days first, no cover figure last
+        ("units", ["B", "D", "A", "C"]),  # most units first
+    ],
+)
+def test_value_orders_are_the_documented_ones(sort: str, expected: list[str]) -> None:
+    rows = [
+        ("A", "a", "Radio", "north", "pcs", 0.5, 10.0, 5.0),
+        ("B", "b", "Radio", "north", "pcs", None, 2.0, 9.0),
+        ("C", "c", "Radio", "north", "pcs", 0.9, None, 1.0),
+        ("D", "d", "Radio", "north", "pcs", 0.0, 0.0, 9.0),
+    ]
+    for handle in both(rows, overview(rows)):
+        pages = walk(handle, q=None, category=None, site=None, sort=sort, limit=1)
+        shown = [msgspec.json.decode(page, type=ItemsPage).items for page in pages]
+        assert [items[0].item_id for items in shown] == expected
