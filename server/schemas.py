@@ -140,6 +140,10 @@ class DataVersion(msgspec.Struct):
     imported_by: str | None
     signer: dict[str, str] | None
     rows: dict[str, int]
+    # The `by` of the version's import event in the audit trail: {"via": "cli", "user", "host"}
+    # for `appliance import` on the node, {"via": "api", "token", "role", "client",
+    # "request_id", "host"} for an upload; null when the trail does not have it.
+    imported_via: dict[str, Any] | None = None
 
 
 class AuditTrailStatus(msgspec.Struct):

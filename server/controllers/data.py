@@ -103,16 +103,39 @@ class NodeFaulted(HTTPException):
         )
 
 
-def describe(report: ImportReport, current: bool) -> DataVersion:
-    """An import report as the API shows it: the same fields as `appliance versions --json`."""
-    return DataVersion(version=report.version, current=current, **report.summary())
+def describe(
+    report: ImportReport, current: bool, imported_via: dict[str, Any] | None = None
+) -> DataVersion:
+    """An import report as the API shows it: the fields of `appliance versions --json`, and
+    `imported_via`, the `by` of the version's import in the audit trail (when it is known)."""
+    return DataVersion(
+        version=report.version, current=current, **report.summary(), imported_via=imported_via
+    )
+
+
+def import_actors(history: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Version id -> who imported it (`by` of its import event): a user on the node, or a token."""
+    return {
+        event["version"]: event["by"]
+        for event in history
+        if event.get("event") == "import"
+        and isinstance(event.get("version"), str)
+        and isinstance(event.get("by"), dict)
+    }
+
+
+def describe_current(store: DataStore, report: ImportReport) -> DataVersion:
+    """The served version, with who imported it from the whole trail (in a worker thread)."""
+    return describe(report, True, import_actors(store.history()).get(report.version))
 
 
 def list_versions(store: DataStore) -> DataVersions:
     """Every version and the latest history events (in a worker thread)."""
     current = store.current_vid()
-    versions = [describe(v.report, v.vid == current) for v in store.versions()]
-    history = store.history()[-HISTORY_LIMIT:]
+    events = store.history()
+    actors = import_actors(events)
+    versions = [describe(v.report, v.vid == current, actors.get(v.vid)) for v in store.versions()]
+    history = events[-HISTORY_LIMIT:]
     trail = store.verify_history()
     status = AuditTrailStatus(trail.ok, trail.lines, trail.first_bad_line, trail.describe())
     return DataVersions(current, versions, history, status)
@@ -196,8 +219,10 @@ class DataController(Controller):
     async def get_current(self, request: Request[Any, Any, Any]) -> Response[DataVersion]:
         with runtime(request).data.lease() as leased:
             handle = require_version(leased)
-            version = describe(handle.report, current=True)
-            return await cached_answer(request, handle, lambda: msgspec.json.encode(version))
+            store, report = runtime(request).store, handle.report
+            return await cached_answer(
+                request, handle, lambda: msgspec.json.encode(describe_current(store, report))
+            )
 
     @get(
         "/versions",
@@ -231,7 +256,7 @@ class DataController(Controller):
             )
         except OSError as exc:
             raise NodeFaulted(os_fault(exc, "recording the refresh in the audit trail")) from exc
-        return describe(handle.report, current=True)
+        return await anyio.to_thread.run_sync(describe_current, rt.store, handle.report)
 
     @post(
         "/packs",
@@ -295,7 +320,7 @@ class DataController(Controller):
                 ) from exc
             raise StoreBusy(detail=str(exc)) from exc
         handle = require_version(await anyio.to_thread.run_sync(rt.data.refresh))
-        return describe(handle.report, current=True)
+        return await anyio.to_thread.run_sync(describe_current, rt.store, handle.report)
 
 
 __all__ = ["DataController", "PackRefused", "Response"]

@@ -618,11 +618,22 @@ def test_inventory_projects_stock_over_the_horizon(server: LiveServer) -> None:
     assert inventory.days_of_cover_now == listed.days_of_cover_now
 
 
+def imported_via(server: LiveServer, vid: str) -> dict[str, Any]:
+    """The `by` of the audit trail's import of `vid`: who imported it, and how (the CLI here)."""
+    lines = (server.data_dir / "history.jsonl").read_text().splitlines()
+    (event,) = [e for e in map(json.loads, lines) if e["event"] == "import" and e["version"] == vid]
+    by: dict[str, Any] = event["by"]
+    assert by["via"] == "cli"
+    return by
+
+
 def test_current_data_is_what_appliance_versions_reports(server: LiveServer) -> None:
     current = decoded(server.get("/api/v1/data/current"), DataVersion)
     report = json.loads(versions_json(server.data_dir))
     (entry,) = [v for v in report["versions"] if v["version"] == report["current"]]
-    assert msgspec.to_builtins(current) == entry
+    shown = msgspec.to_builtins(current)
+    assert shown.pop("imported_via") == imported_via(server, FIRST_VERSION)
+    assert shown == entry
     assert current.version == FIRST_VERSION
 
 
@@ -630,7 +641,9 @@ def test_versions_list_what_appliance_versions_reports_and_the_history(server: L
     versions = decoded(server.get("/api/v1/data/versions"), DataVersions)
     report = json.loads(versions_json(server.data_dir))
     assert versions.current == report["current"] == FIRST_VERSION
-    assert msgspec.to_builtins(versions.versions) == report["versions"]
+    shown = msgspec.to_builtins(versions.versions)
+    assert [v.pop("imported_via") for v in shown] == [imported_via(server, FIRST_VERSION)]
+    assert shown == report["versions"]
     assert versions.history[0]["event"] == "import"
     assert versions.history[0]["version"] == FIRST_VERSION
 

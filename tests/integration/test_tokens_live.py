@@ -102,7 +102,15 @@ def test_an_upload_names_the_token_in_the_trail_and_in_the_version(
     assert event["actor"] == "token ops-erin (admin) from 127.0.0.1"
     assert event["by"]["request_id"] == answer.headers["x-request-id"]  # type: ignore[index]
     versions = token_server.get("/api/v1/data/versions").json()["versions"]
-    assert next(v for v in versions if v["version"] == vid)["imported_by"] == event["actor"]
+    uploaded = next(v for v in versions if v["version"] == vid)
+    assert uploaded["imported_by"] == event["actor"]
+    # How it came: through the API with that token, not on the node's command line.
+    assert uploaded["imported_via"] == event["by"]
+    assert uploaded["imported_via"]["via"] == "api"
+    assert token_server.get("/api/v1/data/current").json()["imported_via"] == event["by"]
+    first = next(v for v in versions if v["version"] == "v0001")  # `appliance import`
+    assert first["imported_via"]["via"] == "cli"
+    assert first["imported_by"] == f"{first['imported_via']['user']}@{first['imported_via']['host']}"
 
 
 def test_an_expired_token_is_refused_with_its_reason(token_server: LiveServer) -> None:
