@@ -120,7 +120,11 @@ REQUESTS: list[tuple[str, str, list[tuple[str, str]]]] = [
         VIEWER,
     ),
     ("GET", "/api/v1/items?limit=4&sort=cover", VIEWER),
-    ("GET", f"/api/v1/items?limit=4&sort=cover&cursor={cursor_after('IT-0000004', 'cover')}", VIEWER),
+    (
+        "GET",
+        f"/api/v1/items?limit=4&sort=cover&cursor={cursor_after('IT-0000004', 'cover')}",
+        VIEWER,
+    ),
     ("GET", "/api/v1/items?limit=4&sort=units&category=Radio", VIEWER),
     ("GET", f"/api/v1/items?sort=units&cursor={cursor_after('IT-0000002', 'units', 3.5)}", VIEWER),
     ("GET", "/api/v1/items?q=it-00000", VIEWER),

@@ -110,7 +110,9 @@ def test_an_upload_names_the_token_in_the_trail_and_in_the_version(
     assert token_server.get("/api/v1/data/current").json()["imported_via"] == event["by"]
     first = next(v for v in versions if v["version"] == "v0001")  # `appliance import`
     assert first["imported_via"]["via"] == "cli"
-    assert first["imported_by"] == f"{first['imported_via']['user']}@{first['imported_via']['host']}"
+    assert (
+        first["imported_by"] == f"{first['imported_via']['user']}@{first['imported_via']['host']}"
+    )
 
 
 def test_an_expired_token_is_refused_with_its_reason(token_server: LiveServer) -> None:
