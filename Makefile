@@ -9,7 +9,7 @@ BUNDLE_VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 DEV_KEYS := .dev-keys
 PODMAN_SOCKET := /run/podman/podman.sock
 
-.PHONY: demo test lint bundle engine node-test fleet-test bench-bundle bench-install bench-fleet frontend frontend-check screenshots bench-import bench-server bench-dashboard clean help
+.PHONY: demo demo-pack test lint bundle engine node-test fleet-test bench-bundle bench-install bench-fleet frontend frontend-check screenshots bench-import bench-server bench-dashboard clean help
 .DEFAULT_GOAL := help
 
 help:  ## List the targets.
@@ -24,19 +24,22 @@ $(BIN)/.installed: requirements/dev.lock pyproject.toml
 	PYTHONWARNINGS='ignore:Editable installation' $(BIN)/python -m pip install --quiet --no-deps -e .
 	@touch $@
 
-demo: $(BIN)/.installed  ## Demo pack -> import -> server on http://127.0.0.1:8080 (all under .demo/).
+demo: demo-pack  ## Demo pack -> import -> server on http://127.0.0.1:8080 (all under .demo/).
+	$(BIN)/mlws verify $(DEMO)/demo.pack --signers $(DEMO)/allowed_signers
+	$(BIN)/appliance import $(DEMO)/demo.pack --data-dir $(DEMO)/data --signers $(DEMO)/allowed_signers
+	$(BIN)/appliance versions --data-dir $(DEMO)/data
+	@test -f $(DEMO)/admin.token || { umask 077; $(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(24))' > $(DEMO)/admin.token; }
+	@echo "Dashboard on http://127.0.0.1:8080/ (an item: http://127.0.0.1:8080/#/items/IT-0000001);"
+	@echo "API on http://127.0.0.1:8080/api/v1 (OpenAPI: /schema); admin token in $(DEMO)/admin.token; Ctrl-C stops."
+	APPLIANCE_ADMIN_TOKEN_FILE=$(DEMO)/admin.token $(BIN)/appliance serve --data-dir $(DEMO)/data \
+		--signers $(DEMO)/allowed_signers --host 127.0.0.1 --port 8080
+
+demo-pack: $(BIN)/.installed  ## The demo's signed result pack, .demo/demo.pack, generated now (what make demo imports).
 	@mkdir -p $(DEMO)
 	@test -f $(DEMO)/signing-key || $(BIN)/mlws keygen --out $(DEMO)/signing-key --principal demo@mlws > $(DEMO)/allowed_signers
 	$(BIN)/mlws demo --out $(DEMO)/tables --items $(DEMO_ITEMS) --days $(DEMO_DAYS) --generated-at $$(date -u +%Y-%m-%dT%H:%M:%SZ)
 	$(BIN)/mlws pack $(DEMO)/tables --key $(DEMO)/signing-key --dataset-id demo-telecom-spares \
 		--model-version demo-ensemble-1.0 --source ensemble --out $(DEMO)/demo.pack
-	$(BIN)/mlws verify $(DEMO)/demo.pack --signers $(DEMO)/allowed_signers
-	$(BIN)/appliance import $(DEMO)/demo.pack --data-dir $(DEMO)/data --signers $(DEMO)/allowed_signers
-	$(BIN)/appliance versions --data-dir $(DEMO)/data
-	@test -f $(DEMO)/admin.token || { umask 077; $(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(24))' > $(DEMO)/admin.token; }
-	@echo "API on http://127.0.0.1:8080/api/v1 (OpenAPI: /schema); admin token in $(DEMO)/admin.token; Ctrl-C stops."
-	APPLIANCE_ADMIN_TOKEN_FILE=$(DEMO)/admin.token $(BIN)/appliance serve --data-dir $(DEMO)/data \
-		--signers $(DEMO)/allowed_signers --host 127.0.0.1 --port 8080
 
 test: $(BIN)/.installed  ## Run every test (unit, integration, browser, end to end on a simulated node).
 	$(BIN)/python -m pytest
@@ -77,8 +80,9 @@ frontend-check: frontend  ## Fail if a fresh build differs from the committed da
 	@git diff --exit-code --stat -- server/frontend/dist && test -z "$$(git status --porcelain -- server/frontend/dist)" \
 		|| { echo "error: server/frontend/dist differs from a fresh build: run make frontend and commit"; exit 1; }
 
-screenshots: $(BIN)/.installed  ## Retake docs/images/*.png with Chromium (needs /usr/bin/chromium).
-	UPDATE_SCREENSHOTS=1 $(BIN)/python -m pytest tests/browser -k screenshot -q
+screenshots: demo-pack  ## Retake docs/images/*.png with Chromium, on make demo's own pack imported afresh.
+	UPDATE_SCREENSHOTS=1 DEMO_PACK=$(DEMO)/demo.pack DEMO_SIGNERS=$(DEMO)/allowed_signers \
+		$(BIN)/python -m pytest tests/browser -k screenshot -q
 
 bench-bundle: $(BIN)/.installed engine  ## Bundle build times (cold and warm cache) and the image's size, MB by MB.
 	$(BIN)/python benchmarks/bench_bundle.py

@@ -8,11 +8,17 @@ CLI, exactly as in the integration tests.
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 import tarfile
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 
@@ -26,11 +32,13 @@ from tests.browser.dashboard import (
     Dashboard,
     RequestLog,
 )
-from tests.conftest import Signer, import_into
+from tests.conftest import BIN, Signer, import_into, make_pack, run
 from tests.integration.live_server import VIEWER_TOKEN, LiveServer, live_server
 from tests.packs import ForgedPack, Member
 
 HERE = Path(__file__).parent
+REPO = HERE.parents[1]
+LONG_NAME_TAIL = " with the long name a site gives a part: outdoor cabinet, 48 V, IP65, for macro sites"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -188,3 +196,74 @@ def pack_with_symlink(tmp_path: Path, good_pack: Path, signer: Signer) -> Path:
 
     out = tmp_path / "symlink.pack"
     return good_parts(good_pack).write(out, signer.key, transform=replace_table_by_link)
+
+
+@dataclass(frozen=True)
+class DemoPack:
+    """`make demo`'s own pack, and the allowed_signers that trust its key."""
+
+    pack: Path
+    signers: Path
+
+
+@pytest.fixture(scope="session")
+def demo_pack(tmp_path_factory: pytest.TempPathFactory) -> DemoPack:
+    """The pack `make demo` imports: DEMO_PACK and DEMO_SIGNERS when `make screenshots` made it,
+    else made now by the Makefile's own `demo-pack` recipe in a temporary folder (its venv is
+    this one, and never reinstalled: `-o` marks it up to date)."""
+    if os.environ.get("DEMO_PACK"):
+        return DemoPack(Path(os.environ["DEMO_PACK"]), Path(os.environ["DEMO_SIGNERS"]))
+    if shutil.which("make") is None:
+        pytest.fail("make is needed to build make demo's pack (apt-get install make)")
+    folder = tmp_path_factory.mktemp("demo")
+    argv = ["make", "-s", "-C", str(REPO), "-o", f"{BIN}/.installed", f"BIN={BIN}", f"DEMO={folder}"]
+    done = subprocess.run([*argv, "demo-pack"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    return DemoPack(folder / "demo.pack", folder / "allowed_signers")
+
+
+@pytest.fixture(scope="session")
+def demo_server(
+    tmp_path_factory: pytest.TempPathFactory,
+    built_dashboard: Path,
+    demo_pack: DemoPack,
+    request_log: RequestLog,
+) -> Iterator[LiveServer]:
+    """A server on make demo's data (200 items x 365 days, generated now), imported as make demo
+    imports it: `appliance import` on the command line, v0001."""
+    data_dir = tmp_path_factory.mktemp("demo-store") / "data"
+    imported = run("appliance", "import", demo_pack.pack, "--data-dir", data_dir,
+                   "--signers", demo_pack.signers)  # fmt: skip
+    assert imported.returncode == 0, imported.stderr
+    with live_server(data_dir, demo_pack.signers, workers=2) as running:
+        request_log.origins.add(running.base)
+        yield running
+
+
+@pytest.fixture(scope="session")
+def long_names(tmp_path_factory: pytest.TempPathFactory, demo_tables: Path) -> Path:
+    """The small demo tables with every item name made long (100-odd characters, the kind a
+    site's catalogue has), under 200, the registry's limit."""
+    folder = tmp_path_factory.mktemp("long-names") / "tables"
+    shutil.copytree(demo_tables, folder)
+    path = next(folder.rglob("dim_item.parquet"))
+    items = pq.read_table(path)
+    names = pc.binary_join_element_wise(items.column("name"), LONG_NAME_TAIL, "")
+    column = items.schema.get_field_index("name")
+    pq.write_table(items.set_column(column, items.schema.field(column), names), path)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def long_names_server(
+    tmp_path_factory: pytest.TempPathFactory,
+    built_dashboard: Path,
+    long_names: Path,
+    signer: Signer,
+    request_log: RequestLog,
+) -> Iterator[LiveServer]:
+    """A server whose items have long names."""
+    pack = make_pack(long_names, signer, tmp_path_factory.mktemp("long-pack") / "long.pack")
+    data_dir = tmp_path_factory.mktemp("long-store") / "data"
+    import_into(data_dir, pack, signer)
+    yield from started(data_dir, signer, request_log)

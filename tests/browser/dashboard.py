@@ -1,7 +1,7 @@
 """The dashboard as the browser tests see it: its built files, its pages, what a page requested.
 
 The pages are found through the DOM contract the dashboard implements (`data-testid` attributes,
-hash routes `#/`, `#/items/<id>`, `#/data`, `#/admin`), never through CSS classes or layout.
+hash routes `#/`, `#/items`, `#/items/<id>`, `#/data`, `#/admin`), never through CSS classes or layout.
 """
 
 from __future__ import annotations
@@ -92,6 +92,11 @@ class Dashboard:
         self.open("/", poll=poll)
         expect(self.get("kpi-card").first).to_be_visible()
         expect(self.get("risk-row").first).to_be_attached()
+
+    def open_items(self, query: str = "") -> None:
+        """The items page, with `query` (`sort=cover&category=Radio`) in its URL."""
+        self.open(f"/items{'?' + query if query else ''}")
+        expect(self.get("items-count")).to_be_visible()
 
     def open_item(self, item_id: str) -> None:
         self.open(f"/items/{item_id}")

@@ -3,7 +3,7 @@ import { ApiError, isAbort, request } from "./api";
 import { fill, h, icon } from "./dom";
 import { lastUpdatedText } from "./format";
 import type { DataVersion } from "./types";
-import { errorState, loading } from "./ui";
+import { errorState, loading, pageNotFound } from "./ui";
 
 export interface PageContext {
   /** The element the page fills (already in the document). */
@@ -23,7 +23,7 @@ export interface PageContext {
 export type Page = (ctx: PageContext) => Promise<void>;
 
 interface Route {
-  name: "overview" | "item" | "data" | "admin" | "unknown";
+  name: "overview" | "items" | "item" | "data" | "admin" | "unknown";
   params: string[];
   query: URLSearchParams;
 }
@@ -57,14 +57,22 @@ function parseRoute(): Route {
   const query = new URLSearchParams(at >= 0 ? raw.slice(at + 1) : "");
   const parts = path.split("/").filter(Boolean);
   if (parts.length === 0) return { name: "overview", params: [], query };
+  if (parts[0] === "items" && parts.length === 1) return { name: "items", params: [], query };
   if (parts[0] === "items" && parts.length === 2) return { name: "item", params: [parts[1]], query };
   if (parts[0] === "data" && parts.length === 1) return { name: "data", params: [], query };
   if (parts[0] === "admin" && parts.length === 1) return { name: "admin", params: [], query };
   return { name: "unknown", params: parts, query };
 }
 
+/** A route people guess (`#/item/<id>`) as the one it means (`#/items/<id>`), else null. */
+function aliasOf(hash: string): string | null {
+  const m = /^#\/item\/([^/?]+)(\?.*)?$/.exec(hash);
+  return m ? `#/items/${m[1]}${m[2] ?? ""}` : null;
+}
+
 const TITLES: Record<Route["name"], string> = {
   overview: "Overview",
+  items: "Items",
   item: "Item",
   data: "Data versions",
   admin: "Admin",
@@ -139,7 +147,7 @@ export class App {
         "div",
         { class: "topbar-inner" },
         h("a", { href: "#/", class: "brand", "aria-label": "Site Analytics, overview" }, icon("logo", "brand-logo"), h("span", null, "Site Analytics")),
-        h("nav", { class: "nav", "aria-label": "Main" }, link("overview", "#/", "Overview"), link("data", "#/data", "Data"), link("admin", "#/admin", "Admin")),
+        h("nav", { class: "nav", "aria-label": "Main" }, link("overview", "#/", "Overview"), link("items", "#/items", "Items"), link("data", "#/data", "Data"), link("admin", "#/admin", "Admin")),
         h("div", { class: "topbar-status" }, this.conn, h("span", { class: "badge-label" }, "Data"), this.badge),
       ),
     );
@@ -160,6 +168,8 @@ export class App {
   }
 
   private async render(moveFocus = true): Promise<void> {
+    const alias = aliasOf(location.hash);
+    if (alias) history.replaceState(history.state, "", alias); // same document: no hashchange
     this.controller?.abort();
     const controller = new AbortController();
     this.controller = controller;
@@ -169,7 +179,7 @@ export class App {
     this.lastFailure = null;
     this.updateBanner();
     for (const [name, a] of Object.entries(this.navLinks)) {
-      const active = name === route.name || (name === "overview" && route.name === "item");
+      const active = name === route.name || (name === "items" && route.name === "item");
       if (active) a.setAttribute("aria-current", "page");
       else a.removeAttribute("aria-current");
     }
@@ -198,20 +208,15 @@ export class App {
     };
     try {
       if (route.name === "unknown") {
-        throw new ApiError("not-found", 404, `there is no page at #/${route.params.join("/")}`);
+        fill(root, pageNotFound(`#/${route.params.join("/")}`)); // the dashboard's own: no request was made
+      } else {
+        await this.pages[route.name](ctx);
       }
-      await this.pages[route.name](ctx);
     } catch (err) {
       if (isAbort(err) || controller.signal.aborted) return;
       this.lastFailure = err instanceof ApiError ? err.kind : "error";
       if (err instanceof ApiError && err.kind === "no-data") ctx.showing(null);
-      fill(
-        root,
-        errorState(err, {
-          retry: () => void this.reloadAll(),
-          notFoundTitle: route.name === "unknown" ? "Page not found" : undefined,
-        }),
-      );
+      fill(root, errorState(err, { retry: () => void this.reloadAll() }));
     }
     if (controller.signal.aborted) return;
     this.rendering = false;

@@ -1,13 +1,14 @@
-// Entry point: styles, the shell and the four pages.
+// Entry point: styles, the shell and the pages.
 import "./styles.css";
 
 import { App } from "./app";
 import { adminPage } from "./pages/admin";
 import { dataPage } from "./pages/data";
 import { itemPage } from "./pages/item";
+import { itemsPage } from "./pages/items";
 import { overviewPage } from "./pages/overview";
 
 const host = document.getElementById("app");
 if (host) {
-  new App({ overview: overviewPage, item: itemPage, data: dataPage, admin: adminPage }).start(host);
+  new App({ overview: overviewPage, items: itemsPage, item: itemPage, data: dataPage, admin: adminPage }).start(host);
 }

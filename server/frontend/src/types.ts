@@ -97,6 +97,8 @@ export interface DataVersion {
   generated_at: string;
   imported_at: string;
   imported_by: string | null;
+  /** How the import came (the `by` of its audit-trail event); absent from older servers' answers. */
+  imported_via?: ChangedBy | null;
   signer: Record<string, string> | null;
   rows: Record<string, number>;
 }

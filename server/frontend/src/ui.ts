@@ -1,7 +1,7 @@
 // Building blocks shared by the pages: loading and error states, freshness lines, cards, tables, CSV.
 import { ApiError, tokens } from "./api";
 import { h, icon, type Child } from "./dom";
-import { lastUpdatedText, utc } from "./format";
+import { lastUpdatedText, pct, utc } from "./format";
 import type { Traceability } from "./types";
 
 export function loading(text = "Loading…"): HTMLElement {
@@ -77,6 +77,34 @@ export function errorState(err: unknown, options: ErrorOptions = {}): HTMLElemen
     { class: `state state-${e.kind}`, "data-testid": "error-state", "data-kind": e.kind, role: "alert" },
     icon(iconName, "state-icon"),
     h("div", { class: "state-body" }, h("h2", null, title), body, e.requestId ? h("p", { class: "muted small" }, `Request id ${e.requestId}`) : null, e.kind !== "not-found" && e.kind !== "unauthorized" ? retry : null),
+  );
+}
+
+/**
+ * The not-found state of a route this dashboard does not have: found out in the browser, before
+ * any request, so it names the dashboard's pages rather than blaming the server.
+ */
+export function pageNotFound(route: string): HTMLElement {
+  const page = (href: string, text: string): HTMLElement => h("li", null, h("a", { href }, text));
+  return h(
+    "div",
+    { class: "state state-not-found", "data-testid": "error-state", "data-kind": "not-found", "data-where": "dashboard", role: "alert" },
+    icon("search", "state-icon"),
+    h(
+      "div",
+      { class: "state-body" },
+      h("h2", null, "Page not found"),
+      h("p", null, "This dashboard has no page at ", h("code", null, route), ". Its pages are:"),
+      h(
+        "ul",
+        { class: "page-list" },
+        page("#/", "Overview"),
+        page("#/items", "Items: every item, sorted and filtered"),
+        h("li", null, "An item: ", h("code", null, "#/items/<item id>"), ", for example ", h("a", { href: "#/items/IT-0000001" }, "#/items/IT-0000001")),
+        page("#/data", "Data versions and their history"),
+        page("#/admin", "Admin"),
+      ),
+    ),
   );
 }
 
@@ -163,6 +191,8 @@ export function card(title: string, options: { sub?: Child; actions?: Child; cls
 
 export interface Column<R> {
   label: string;
+  head?: Child; // the heading's content when it is more than the label (a sort button)
+  sort?: "ascending" | "descending"; // aria-sort of the column the rows are ordered by
   num?: boolean;
   cls?: string; // e.g. "hide-narrow": left out below tablet width
   cell: (row: R) => Child;
@@ -180,24 +210,39 @@ export function table<R>(
   caption: string,
   columns: Column<R>[],
   rows: R[],
-  options: { testid?: string; rowAttrs?: (row: R) => Record<string, string>; captionHidden?: boolean; cls?: string; stacked?: boolean } = {},
+  options: {
+    testid?: string;
+    rowAttrs?: (row: R) => Record<string, string>;
+    captionHidden?: boolean;
+    cls?: string;
+    stacked?: boolean;
+    groupOf?: (row: R) => string; // a heading row before each run of rows of one group
+  } = {},
 ): HTMLTableElement {
   const role = (name: string): string | null => (options.stacked ? name : null);
+  let group: string | null = null;
+  const heading = (row: R): HTMLElement | null => {
+    const next = options.groupOf?.(row) ?? null;
+    if (next === null || next === group) return null;
+    group = next;
+    return h("tr", { class: "table-group", "data-testid": "table-group" }, h("th", { scope: "colgroup", colspan: columns.length }, next));
+  };
   return h(
     "table",
     { class: ["table", options.stacked ? "table-stacked" : "", options.cls ?? ""].filter(Boolean).join(" "), "data-testid": options.testid, role: role("table") },
     h("caption", { class: options.captionHidden ? "sr-only" : "" }, caption),
-    h("thead", { role: role("rowgroup") }, h("tr", { role: role("row") }, columns.map((c) => h("th", { scope: "col", class: colClass(c) || null, role: role("columnheader") }, c.label)))),
+    h("thead", { role: role("rowgroup") }, h("tr", { role: role("row") }, columns.map((c) => h("th", { scope: "col", class: colClass(c) || null, role: role("columnheader"), "aria-sort": c.sort ?? null }, c.head ?? c.label)))),
     h(
       "tbody",
       { role: role("rowgroup") },
-      rows.map((row) =>
+      rows.map((row) => [
+        heading(row),
         h(
           "tr",
           { ...options.rowAttrs?.(row), role: role("row") },
           columns.map((c) => h("td", { class: colClass(c) || null, role: role("cell"), "data-label": options.stacked ? c.label : null }, c.cell(row))),
         ),
-      ),
+      ]),
     ),
   );
 }
@@ -231,4 +276,36 @@ export function facts(pairs: [string, Child][]): HTMLElement {
 
 export function timeCell(iso: string | null | undefined): HTMLElement {
   return h("time", { datetime: iso ?? "", title: iso ?? "" }, utc(iso));
+}
+
+const AT_RISK = 0.5; // a stock-out risk from which an item counts as at risk (as the API's items_at_risk)
+
+function riskTone(risk: number | null): string {
+  if (risk === null) return "risk-none";
+  if (risk >= 0.8) return "risk-high";
+  if (risk >= AT_RISK) return "risk-mid";
+  return "risk-low";
+}
+
+export function riskCell(risk: number | null): HTMLElement {
+  const width = risk === null ? 0 : Math.max(0, Math.min(1, risk)) * 100;
+  return h(
+    "span",
+    { class: `risk ${riskTone(risk)}` },
+    h("span", { class: "risk-bar", "aria-hidden": "true" }, h("span", { style: `width:${width.toFixed(1)}%` })),
+    h("span", { class: "risk-text" }, pct(risk, 0)),
+  );
+}
+
+export function itemLink(item: { item_id: string }): HTMLElement {
+  return h("a", { href: `#/items/${encodeURIComponent(item.item_id)}`, class: "mono" }, item.item_id);
+}
+
+/** A filter's select (id and test id `name`): "all" first, then the values the API accepts. */
+export function filterSelect(name: string, all: string, values: string[], value: string): HTMLSelectElement {
+  const options = [h("option", { value: "" }, all), ...values.map((v) => h("option", { value: v }, v))];
+  if (value && !values.includes(value)) options.push(h("option", { value }, value)); // from an old URL
+  const el = h("select", { id: name, "data-testid": name, class: "select" }, options);
+  el.value = value;
+  return el;
 }

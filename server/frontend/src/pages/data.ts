@@ -17,8 +17,13 @@ export async function dataPage(ctx: PageContext): Promise<void> {
     const noData = err instanceof ApiError && err.kind === "no-data";
     if (!noData || versionsResult.status === "rejected") throw err;
   }
-  const current = currentResult.status === "fulfilled" ? currentResult.value : null;
   const versions = versionsResult.status === "fulfilled" ? versionsResult.value : null;
+  let current = currentResult.status === "fulfilled" ? currentResult.value : null;
+  if (current && current.imported_via == null) {
+    // An answer cached before the server said how a version was imported: the list says it.
+    const listed = versions?.versions.find((v) => v.version === current?.version);
+    if (listed?.imported_via) current = { ...current, imported_via: listed.imported_via };
+  }
   ctx.showing(current ? current.version : null);
 
   fill(
@@ -57,7 +62,7 @@ function currentCard(v: DataVersion): HTMLElement {
       ["Source", v.source],
       ["Generated at", timeCell(v.generated_at)],
       ["Imported at", timeCell(v.imported_at)],
-      ["Imported by", v.imported_by ?? "–"],
+      ["Imported by", changedBy(v.imported_via, v.imported_by, "imported-by", UPLOADED)],
       ["Signer", signerText(v.signer)],
       ["Pack id", h("span", { class: "mono small" }, v.pack_id)],
       ["Rows", rowsText(v.rows)],
@@ -74,6 +79,7 @@ function versionsCard(all: DataVersions): HTMLElement {
     { label: "Dataset", cls: "hide-narrow", cell: (v: DataVersion) => v.dataset_id },
     { label: "Model version", cell: (v: DataVersion) => v.model_version },
     { label: "Source", cell: (v: DataVersion) => v.source },
+    { label: "Imported by", cls: "hide-narrow", cell: (v: DataVersion) => changedBy(v.imported_via, v.imported_by, "version-imported-by", UPLOADED_SHORT) },
     { label: "Signer", cls: "hide-narrow", cell: (v: DataVersion) => v.signer?.principal ?? "–" },
   ];
   return card(
@@ -190,29 +196,38 @@ function eventDetails(e: HistoryEvent): HTMLElement {
   return h("div", { class: "event-details", "data-testid": "history-details" }, parts);
 }
 
+/** How a change came, in words under its maker: through the API (from where), or on the node. */
+interface How {
+  api: (client: string) => string;
+  cli: string;
+}
+
+const CHANGED: How = { api: (client) => `from ${client}`, cli: "on the command line" };
+const UPLOADED: How = { api: (client) => `uploaded through the API (admin page or a script) from ${client}`, cli: "imported on the node's command line" };
+const UPLOADED_SHORT: How = { api: (client) => `upload from ${client}`, cli: "command line" };
+
 /** Who made a change: the token, its role and the client's address, or the user on the node's command line. */
-function changedBy(e: HistoryEvent): HTMLElement {
-  const by: ChangedBy = e.by ?? {};
-  if (by.via === "api" && by.token) {
+function changedBy(by: ChangedBy | null | undefined, actor: string | null | undefined, testid: string, how: How = CHANGED): HTMLElement {
+  if (by?.via === "api" && by.token) {
     return h(
       "span",
-      { "data-testid": "history-actor", "data-via": "api" },
+      { "data-testid": testid, "data-via": "api" },
       "token ",
       h("span", { class: "mono" }, by.token),
       by.role ? h("span", { class: "tag" }, by.role) : null,
-      h("span", { class: "muted small block" }, `from ${by.client ?? "an unknown address"}`),
+      h("span", { class: "muted small block" }, how.api(by.client ?? "an unknown address")),
       by.request_id ? h("span", { class: "muted small block mono" }, `request ${by.request_id}`) : null,
     );
   }
-  if (by.via === "cli" && by.user) {
+  if (by?.via === "cli" && by.user) {
     return h(
       "span",
-      { "data-testid": "history-actor", "data-via": "cli" },
+      { "data-testid": testid, "data-via": "cli" },
       h("span", { class: "mono" }, by.host ? `${by.user}@${by.host}` : by.user),
-      h("span", { class: "muted small block" }, "on the command line"),
+      h("span", { class: "muted small block" }, how.cli),
     );
   }
-  return h("span", { "data-testid": "history-actor" }, e.actor ?? "–");
+  return h("span", { "data-testid": testid }, actor ?? "–");
 }
 
 function historyCard(history: HistoryEvent[]): HTMLElement {
@@ -227,7 +242,7 @@ function historyCard(history: HistoryEvent[]): HTMLElement {
       },
     },
     { label: "Version", cell: (e: HistoryEvent) => h("span", { class: "mono" }, e.version ?? "–") },
-    { label: "By", cell: changedBy },
+    { label: "By", cell: (e: HistoryEvent) => changedBy(e.by, e.actor, "history-actor") },
     { label: "Details", cls: "history-details", cell: eventDetails },
   ];
   return card(

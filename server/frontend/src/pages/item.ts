@@ -1,12 +1,12 @@
-// Item: forecast with its interval and the actuals, projected stock, each with a table and a CSV.
+// Item: forecast with its interval and the actuals, projected stock, each with a table and a CSV;
+// both charts show the same days.
 import type { PageContext } from "../app";
 import { ApiError, ITEM_ID, apiPath, getJson } from "../api";
-import { forecastChart, inventoryChart } from "../charts";
+import { ChartGroup, type DayWindow, forecastChart, generatedDay, inventoryChart } from "../charts";
 import { fill, h } from "../dom";
-import { num, pct, utc } from "../format";
+import { daySeconds, num, pct, plural, utc } from "../format";
 import type { Inventory, Timeseries } from "../types";
-import { card, csvLink, empty, errorState, table, toCsv, traceLine } from "../ui";
-import { riskCell } from "./overview";
+import { card, csvLink, empty, errorState, riskCell, table, toCsv, traceLine } from "../ui";
 
 function notFound(id: string): ApiError {
   return new ApiError("not-found", 404, `no item ${id}`);
@@ -39,9 +39,10 @@ export async function itemPage(ctx: PageContext): Promise<void> {
   document.title = `${about.item_id} · Site Analytics`;
 
   const cost = inv?.unit_cost;
+  const group = new ChartGroup(dayRange(ts, inv, DEFAULT_PAST_DAYS));
   fill(
     ctx.root,
-    h("nav", { class: "crumbs", "aria-label": "Breadcrumb" }, h("a", { href: "#/" }, "Overview"), h("span", { "aria-hidden": "true" }, " / "), h("span", { "aria-current": "page" }, about.item_id)),
+    h("nav", { class: "crumbs", "aria-label": "Breadcrumb" }, h("a", { href: "#/items" }, "Items"), h("span", { "aria-hidden": "true" }, " / "), h("span", { "aria-current": "page" }, about.item_id)),
     h(
       "div",
       { class: "page-head" },
@@ -61,17 +62,61 @@ export async function itemPage(ctx: PageContext): Promise<void> {
       ),
     ),
     inv ? positionStrip(inv) : null,
+    ts?.points || inv?.dates.length ? windowBar(ts, inv, group) : null,
     ts ? forecastCard(ctx, ts) : card("Demand forecast", {}, errorState(tsResult.status === "rejected" ? tsResult.reason : null)),
     inv ? inventoryCard(ctx, inv) : card("Projected stock", {}, errorState(invResult.status === "rejected" ? invResult.reason : null)),
   );
   // Charts need their container in the document to know their width.
-  if (ts?.points) mountChart(ctx, () => forecastChart(ctx.root.querySelector<HTMLElement>('[data-testid="forecast-chart"]')!, ts));
-  if (inv?.dates.length) mountChart(ctx, () => inventoryChart(ctx.root.querySelector<HTMLElement>('[data-testid="inventory-chart"]')!, inv));
+  if (ts?.points) mountChart(ctx, () => forecastChart(ctx.root.querySelector<HTMLElement>('[data-testid="forecast-chart"]')!, ts, group));
+  if (inv?.dates.length) mountChart(ctx, () => inventoryChart(ctx.root.querySelector<HTMLElement>('[data-testid="inventory-chart"]')!, inv, group));
 }
 
 function mountChart(ctx: PageContext, make: () => { destroy(): void }): void {
   const chart = make();
   ctx.signal.addEventListener("abort", () => chart.destroy(), { once: true });
+}
+
+const DAY = 86400;
+const DEFAULT_PAST_DAYS = 90;
+const PAST_CHOICES: [number | null, string][] = [
+  [30, "30 days back"],
+  [90, "90 days back"],
+  [null, "All days"],
+];
+
+/** The days both charts show: from `past` days before the data was generated (all if null) to the last day either has. */
+function dayRange(ts: Timeseries | null, inv: Inventory | null, past: number | null): DayWindow {
+  const days = [...(ts?.dates ?? []), ...(inv?.dates ?? [])].map(daySeconds);
+  if (!days.length) return { min: 0, max: DAY };
+  const first = Math.min(...days);
+  const last = Math.max(...days);
+  const generated = generatedDay((ts ?? inv)!.generated_at);
+  const min = past === null ? first : Math.min(Math.max(first, generated - past * DAY), last);
+  return { min, max: Math.max(last, min + DAY) };
+}
+
+/** The days shown in both charts: a few choices, the same for both. */
+function windowBar(ts: Timeseries | null, inv: Inventory | null, group: ChartGroup): HTMLElement {
+  const buttons = PAST_CHOICES.map(([past, text]) => {
+    const button = h(
+      "button",
+      { type: "button", class: "seg", "data-testid": `window-${past ?? "all"}`, "aria-pressed": past === DEFAULT_PAST_DAYS ? "true" : "false" },
+      text,
+    );
+    button.addEventListener("click", () => {
+      const range = dayRange(ts, inv, past);
+      group.show(range.min, range.max);
+      for (const b of buttons) b.setAttribute("aria-pressed", b === button ? "true" : "false");
+    });
+    return button;
+  });
+  return h(
+    "div",
+    { class: "window-bar", role: "group", "aria-label": "Days shown in both charts" },
+    h("span", { class: "window-label" }, "Days shown"),
+    h("div", { class: "segmented" }, buttons),
+    h("span", { class: "muted small" }, "Both charts show the same days, up to the end of the horizon; drag across a chart to zoom, double-click to see every day."),
+  );
 }
 
 function positionStrip(inv: Inventory): HTMLElement {
@@ -99,16 +144,35 @@ function scrollTable(label: string, t: HTMLTableElement): HTMLElement {
   return h("div", { class: "table-scroll", tabindex: "0", role: "region", "aria-label": label }, t);
 }
 
+/**
+ * The rows of a daily table in reading order: the days ahead first, from the next day on, then
+ * the past days from the newest back, so the horizon is at the top and nothing needs a long scroll.
+ */
+function aheadFirst<R extends { date: string }>(rows: R[], generatedAt: string): R[] {
+  const today = utc(generatedAt).slice(0, 10);
+  const ahead = rows.filter((r) => r.date > today);
+  const past = rows.filter((r) => r.date <= today).reverse();
+  return [...ahead, ...past];
+}
+
+function dayGroup(today: string, ahead: number, past: number) {
+  return (r: { date: string }): string =>
+    r.date > today ? `Days ahead: the forecast, ${plural(ahead, "day")}` : `Past days, newest first: the backtest and the actual demand, ${plural(past, "day")}`;
+}
+
 function forecastCard(ctx: PageContext, ts: Timeseries): HTMLElement {
+  const today = utc(ts.generated_at).slice(0, 10);
   const observed = ts.actual.filter((v) => v !== null).length;
+  const none = ts.actual.filter((v) => v === 0).length;
+  const aheadDays = ts.dates.filter((d) => d > today).length;
   const first = ts.dates[0];
   const last = ts.dates[ts.dates.length - 1];
   const label =
     ts.points === 0
       ? `Chart of the daily demand forecast for ${ts.item_id}: no days in this data version.`
-      : `Chart of the daily demand forecast for ${ts.item_id} (${ts.name}) in ${ts.unit}, ${ts.points} days from ${first} to ${last}: ` +
-        `the forecast line with its interval from lower to upper bound, and ${observed} observed actuals as points. ` +
-        `The same numbers are in the table below the chart.`;
+      : `Chart of the daily demand of ${ts.item_id} (${ts.name}) in ${ts.unit}, ${ts.points} days from ${first} to ${last}: ` +
+        `the forecast for the ${aheadDays} days ahead and, over the past days, the backtest, each with its interval from lower to upper bound, ` +
+        `and ${observed} days of actual demand as bars. The same numbers are in the table below the chart.`;
   const rows = ts.dates.map((date, i) => ({ date, yhat: ts.yhat[i], lower: ts.yhat_lower[i], upper: ts.yhat_upper[i], actual: ts.actual[i] }));
   type Row = (typeof rows)[number];
   const csv = toCsv(
@@ -130,13 +194,20 @@ function forecastCard(ctx: PageContext, ts: Timeseries): HTMLElement {
       cls: "card-chart",
     },
     ts.points ? chartBox("forecast-chart", ts.points, label) : h("div", { "data-testid": "forecast-chart", "data-points": "0" }, empty("No forecast days for this item.")),
-    h("p", { class: "chart-note muted small" }, `Daily units, UTC days. Shaded: the forecast interval. Dots: observed actuals (${observed} days). Dashed line: when the data was generated (${utc(ts.generated_at)}).`),
+    h(
+      "p",
+      { class: "chart-note muted small", "data-testid": "forecast-note" },
+      `Daily ${ts.unit}, UTC days. Solid line: the forecast for the days ahead. Dashed line over the past days: the backtest, what the model forecast for days whose demand is now known, to compare with what happened. ` +
+        `Shaded: the forecast interval. Bars: actual demand (${plural(observed, "day")} observed, ${num(none, 0)} of them without demand, which draw no bar). ` +
+        `Dashed vertical line: when the data was generated (${utc(ts.generated_at)}).`,
+    ),
     scrollTable(
       `Forecast table of ${ts.item_id}`,
-      table(`Forecast of ${ts.item_id}, ${ts.points} days, in ${ts.unit}`, columns, rows, {
+      table(`Forecast of ${ts.item_id}, ${ts.points} days, in ${ts.unit}: the days ahead first, then the past days from the newest`, columns, aheadFirst(rows, ts.generated_at), {
         testid: "forecast-table",
         captionHidden: true,
         cls: "table-compact",
+        groupOf: dayGroup(today, aheadDays, ts.points - aheadDays),
         rowAttrs: (r) => ({ "data-testid": "table-row", "data-date": r.date }),
       }),
     ),
@@ -145,6 +216,8 @@ function forecastCard(ctx: PageContext, ts: Timeseries): HTMLElement {
 
 function inventoryCard(ctx: PageContext, inv: Inventory): HTMLElement {
   const n = inv.dates.length;
+  const today = utc(inv.generated_at).slice(0, 10);
+  const aheadDays = inv.dates.filter((d) => d > today).length;
   const label =
     n === 0
       ? `Chart of the projected stock of ${inv.item_id}: no days in this data version.`
@@ -173,13 +246,14 @@ function inventoryCard(ctx: PageContext, inv: Inventory): HTMLElement {
       cls: "card-chart",
     },
     n ? chartBox("inventory-chart", n, label) : h("div", { "data-testid": "inventory-chart", "data-points": "0" }, empty("No projected stock for this item.")),
-    h("p", { class: "chart-note muted small" }, "Projected units on hand per UTC day. Dashed lines: reorder point and safety stock."),
+    h("p", { class: "chart-note muted small" }, "Projected units on hand per UTC day, over the days ahead only (the past has no projection). Dashed lines: reorder point and safety stock."),
     scrollTable(
       `Projected stock table of ${inv.item_id}`,
-      table(`Projected stock of ${inv.item_id}, ${n} days, in ${inv.unit}`, columns, rows, {
+      table(`Projected stock of ${inv.item_id}, ${n} days, in ${inv.unit}`, columns, aheadFirst(rows, inv.generated_at), {
         testid: "inventory-table",
         captionHidden: true,
         cls: "table-compact",
+        groupOf: aheadDays === n ? undefined : dayGroup(today, aheadDays, n - aheadDays),
         rowAttrs: (r) => ({ "data-testid": "table-row", "data-date": r.date }),
       }),
     ),

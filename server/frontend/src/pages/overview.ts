@@ -4,11 +4,11 @@ import { apiPath, getJson, isAbort } from "../api";
 import { fill, h, icon } from "../dom";
 import { num, pct, period, plural } from "../format";
 import type { ForecastSummary, ItemSummary, ItemsPage, Kpi } from "../types";
-import { card, empty, errorState, loading, table, traceLine } from "../ui";
+import { card, empty, errorState, filterSelect, itemLink, loading, riskCell, table, traceLine } from "../ui";
+import { itemsHash } from "./items";
 
 const RISK_LIMIT = 10;
 const SEARCH_LIMIT = 20;
-const AT_RISK = 0.5;
 
 interface Filters {
   category: string;
@@ -21,20 +21,24 @@ interface KpiInfo {
   short: string; // under the value
   hint: string; // tooltip
   signed?: boolean;
+  counts?: boolean;
+  ahead?: boolean;
   order: number;
 }
 
 // Ratios are shown as percentages; anything unknown is shown as a plain number, after the known ones.
+// `ahead`: a figure about the days to come, not about how good the forecast was: it goes with the
+// stock and demand counts. `counts`: a whole number of items or units.
 const KPI_INFO: Record<string, KpiInfo> = {
-  mape: { label: "MAPE", ratio: true, short: "lower is better", hint: "Mean absolute percentage error", order: 1 },
-  wape: { label: "WAPE", ratio: true, short: "lower is better", hint: "Weighted absolute percentage error", order: 2 },
+  wape: { label: "WAPE", ratio: true, short: "lower is better", hint: "Weighted absolute percentage error: the absolute errors of all days added up, divided by the total demand. Days without demand count with their error, so it suits intermittent demand", order: 1 },
+  mape: { label: "MAPE", ratio: true, short: "lower is better", hint: "Mean absolute percentage error: the average of each day's error as a share of that day's demand. A day without demand has no percentage, so those days are left out, and small issues weigh heavily: with intermittent demand it runs high", order: 2 },
   smape: { label: "sMAPE", ratio: true, short: "lower is better", hint: "Symmetric mean absolute percentage error", order: 3 },
-  bias: { label: "Bias", ratio: true, signed: true, short: "0% is unbiased", hint: "Forecast minus actual, relative to actual", order: 4 },
-  coverage: { label: "Coverage", ratio: true, short: "actuals in interval", hint: "Share of actuals inside the forecast interval", order: 5 },
+  bias: { label: "Bias", ratio: true, signed: true, short: "0% is unbiased", hint: "Total forecast minus total actual demand, relative to the actual: above 0% the forecast was too high", order: 4 },
+  coverage: { label: "Coverage", ratio: true, short: "actuals in interval", hint: "Share of days whose actual demand fell inside the forecast interval", order: 5 },
   service_level: { label: "Service level", ratio: true, short: "", hint: "Demand served from stock", order: 6 },
   fill_rate: { label: "Fill rate", ratio: true, short: "", hint: "Units served from stock", order: 7 },
-  forecast_units: { label: "Forecast units", ratio: false, short: "units", hint: "Sum of the daily forecasts", order: 8 },
-  stockout_items: { label: "Stock-outs", ratio: false, short: "items", hint: "Items expected to run short", order: 9 },
+  forecast_units: { label: "Units", ratio: false, counts: true, ahead: true, short: "forecast total", hint: "Sum of the daily forecasts, as the workstation computed it", order: 8 },
+  stockout_items: { label: "Stock-outs", ratio: false, counts: true, ahead: true, short: "items expected to run short", hint: "Items whose stock-out risk reaches the workstation's threshold within the period, as the workstation computed it", order: 9 },
 };
 
 function kpiInfo(metric: string): KpiInfo {
@@ -59,27 +63,6 @@ function kpiCard(metric: string, label: string, value: string, sub: string, tone
   );
 }
 
-function riskTone(risk: number | null): string {
-  if (risk === null) return "risk-none";
-  if (risk >= 0.8) return "risk-high";
-  if (risk >= AT_RISK) return "risk-mid";
-  return "risk-low";
-}
-
-export function riskCell(risk: number | null): HTMLElement {
-  const width = risk === null ? 0 : Math.max(0, Math.min(1, risk)) * 100;
-  return h(
-    "span",
-    { class: `risk ${riskTone(risk)}` },
-    h("span", { class: "risk-bar", "aria-hidden": "true" }, h("span", { style: `width:${width.toFixed(1)}%` })),
-    h("span", { class: "risk-text" }, pct(risk, 0)),
-  );
-}
-
-function itemLink(item: { item_id: string }): HTMLElement {
-  return h("a", { href: `#/items/${encodeURIComponent(item.item_id)}`, class: "mono" }, item.item_id);
-}
-
 function summaryPath(f: Filters): string {
   return apiPath("forecasts/summary", { category: f.category, site: f.site });
 }
@@ -100,15 +83,8 @@ export async function overviewPage(ctx: PageContext): Promise<void> {
   const kpiSlot = h("div", { class: "kpi-slot" });
   const riskSlot = h("div", { class: "risk-slot" });
 
-  const select = (testid: string, id: string, all: string, values: string[], value: string): HTMLSelectElement => {
-    const options = [h("option", { value: "" }, all), ...values.map((v) => h("option", { value: v }, v))];
-    if (value && !values.includes(value)) options.push(h("option", { value }, value));
-    const el = h("select", { id, "data-testid": testid, class: "select" }, options);
-    el.value = value;
-    return el;
-  };
-  const categorySelect = select("filter-category", "filter-category", "All categories", summary.categories, filters.category);
-  const siteSelect = select("filter-site", "filter-site", "All sites", summary.sites, filters.site);
+  const categorySelect = filterSelect("filter-category", "All categories", summary.categories, filters.category);
+  const siteSelect = filterSelect("filter-site", "All sites", summary.sites, filters.site);
 
   let seq = 0;
   let pending: AbortController | null = null;
@@ -196,38 +172,84 @@ export async function overviewPage(ctx: PageContext): Promise<void> {
   show(summary, risky);
 }
 
+/** What a KPI scope covers, in words ("all items", "category Radio"); `none`: no scope has KPIs. */
+export function scopeWords(s: ForecastSummary): string {
+  switch (s.kpi_scope) {
+    case "global":
+      return "all items";
+    case "category":
+      return `category ${s.category ?? ""}`.trim();
+    case "site":
+      return `site ${s.site ?? ""}`.trim();
+    default:
+      return s.kpi_scope.replace(/_/g, " ");
+  }
+}
+
+/** The node's own 30-day total, which a `forecast_units` KPI over the same days only repeats. */
+const NODE_UNITS_PERIOD = "next_30d";
+
 function kpiSection(s: ForecastSummary): HTMLElement {
-  const scope = s.category && s.site ? `${s.category} at ${s.site}` : s.category ? `category ${s.category}` : s.site ? `site ${s.site}` : "all items";
-  const counts = [
-    kpiCard("items", "Items", num(s.items, 0), scope),
-    kpiCard("items_at_risk", "Items at risk", num(s.items_at_risk, 0), "risk ≥ 50%", s.items_at_risk > 0 ? "kpi-warn" : "", "Items whose projected stock-out risk reaches 50%"),
-    kpiCard("forecast_units_next_30d", "Units, 30 days", num(s.forecast_units_next_30d, 0), "forecast total", "", "Sum of the forecast over the next 30 days, all items in scope"),
-  ];
+  const where = s.category && s.site ? `${s.category} at ${s.site}` : s.category ? `category ${s.category}` : s.site ? `site ${s.site}` : "all items";
   const sorted = [...s.kpis].sort((a, b) => kpiInfo(a.metric).order - kpiInfo(b.metric).order || a.metric.localeCompare(b.metric));
-  // The period most KPIs share goes in the heading; a card names its own only when it differs.
+  // Figures about the days ahead are stock and demand, not forecast quality.
+  const ahead = sorted.filter((k) => kpiInfo(k.metric).ahead || k.period.startsWith("next_"));
+  const quality = sorted.filter((k) => !ahead.includes(k));
+  const repeat = ahead.find((k) => k.metric === "forecast_units" && k.period === NODE_UNITS_PERIOD);
+  const counts = [
+    kpiCard("items", "Items", num(s.items, 0), where),
+    kpiCard("items_at_risk", "Items at risk", num(s.items_at_risk, 0), "risk ≥ 50%, whole horizon", s.items_at_risk > 0 ? "kpi-warn" : "", "Items whose projected stock-out risk reaches 50% on some day of the horizon"),
+    kpiCard(
+      "forecast_units_next_30d",
+      "Units, next 30 days",
+      num(s.forecast_units_next_30d, 0),
+      "forecast total",
+      "",
+      `Sum of the forecast over the next 30 days, all items in scope${repeat ? ` (the workstation's forecast_units KPI: ${num(repeat.value, 1)})` : ""}`,
+    ),
+    ...ahead
+      .filter((k) => k !== repeat)
+      .map((k) => {
+        const info = kpiInfo(k.metric);
+        const value = info.ratio ? pct(k.value, 1, info.signed) : num(k.value, info.counts ? 0 : 1);
+        return kpiCard(k.metric, `${info.label}, ${period(k.period)}`, value, info.short || period(k.period), "", `${info.hint} (${period(k.period)})`);
+      }),
+  ];
+  // The period most quality KPIs share goes in the heading; a card names its own only when it differs.
   const periods = new Map<string, number>();
-  for (const k of sorted) periods.set(k.period, (periods.get(k.period) ?? 0) + 1);
+  for (const k of quality) periods.set(k.period, (periods.get(k.period) ?? 0) + 1);
   const main = [...periods.entries()].sort((a, b) => b[1] - a[1])[0]?.[0] ?? "";
-  const kpis = sorted.map((k: Kpi) => {
+  const cards = quality.map((k: Kpi) => {
     const info = kpiInfo(k.metric);
-    const value = info.ratio ? pct(k.value, 1, info.signed) : num(k.value, 1);
+    const value = info.ratio ? pct(k.value, 1, info.signed) : num(k.value, info.counts ? 0 : 1);
     const sub = k.period !== main ? period(k.period) : info.short || period(k.period);
     return kpiCard(k.metric, info.label, value, sub, "kpi-quality", `${info.hint} (${period(k.period)})`);
   });
-  const quality = kpis.length
-    ? h("div", { class: "kpi-grid" }, kpis)
+  const intermittent = quality.some((k) => k.metric === "mape" || k.metric === "wape")
+    ? h(
+        "p",
+        { class: "kpi-note", "data-testid": "kpi-note" },
+        "Spare-part demand is intermittent: many days have none. WAPE (all errors ÷ all demand) stays meaningful; MAPE cannot use days without demand and runs high. Hover a card for its definition.",
+      )
+    : null;
+  const qualityBody = cards.length
+    ? [h("div", { class: "kpi-grid" }, cards), intermittent]
     : s.kpi_scope === "none"
-      ? empty("KPIs are precomputed for all items, per category and per site, not for a category and a site together. Clear one filter to see them.")
-      : empty("No KPIs in this data version for this scope.");
+      ? empty("The workstation computes these figures for all items, per category and per site, not for a category and a site together. Clear one of the two filters to see them.")
+      : empty("No forecast-quality figures in this data version for this scope.");
+  const qualityTitle =
+    s.kpi_scope === "none"
+      ? " · not computed for a category and a site together"
+      : [main ? period(main) : "", `for ${scopeWords(s)}`].filter(Boolean).map((x) => ` · ${x}`).join("");
   return h(
     "section",
     { class: "kpis", "aria-label": "Key figures" },
-    h("div", { class: "kpi-group kpi-group-counts" }, h("h2", { class: "section-title" }, "Stock and demand"), h("div", { class: "kpi-grid" }, counts)),
+    h("div", { class: "kpi-group kpi-group-counts", style: `--cards:${counts.length}` }, h("h2", { class: "section-title" }, "Stock and demand"), h("div", { class: "kpi-grid" }, counts)),
     h(
       "div",
-      { class: "kpi-group kpi-group-quality" },
-      h("h2", { class: "section-title" }, "Forecast quality", h("span", { class: "muted" }, main ? ` · ${period(main)} · scope ${s.kpi_scope}` : ` · scope ${s.kpi_scope}`)),
-      quality,
+      { class: "kpi-group kpi-group-quality", style: `--cards:${Math.max(cards.length, 3)}`, "data-scope": s.kpi_scope },
+      h("h2", { class: "section-title" }, "Forecast quality", h("span", { class: "muted", "data-testid": "kpi-scope" }, qualityTitle)),
+      qualityBody,
     ),
   );
 }
@@ -238,7 +260,7 @@ function riskSection(s: ForecastSummary, page: ItemsPage, f: Filters): HTMLEleme
     {
       label: "Name",
       cell: (r: ItemSummary) => [
-        h("span", { class: "clip", title: r.name }, r.name),
+        h("span", { class: "name" }, r.name),
         h("span", { class: "show-narrow muted small" }, `${r.category} · ${r.site}`),
       ],
     },
@@ -249,6 +271,11 @@ function riskSection(s: ForecastSummary, page: ItemsPage, f: Filters): HTMLEleme
     { label: "Next 30 days", num: true, cell: (r: ItemSummary) => h("span", null, num(r.forecast_next_30d, 0), h("span", { class: "unit" }, ` ${r.unit}`)) },
   ];
   const where = [f.category, f.site].filter(Boolean).join(", ") || "all items";
+  const all = h(
+    "a",
+    { class: "btn btn-small", href: itemsHash({ category: f.category, site: f.site, sort: "risk" }), "data-testid": "all-items-link" },
+    `All ${plural(page.total, "item")}`,
+  );
   const content = page.items.length
     ? h(
         "div",
@@ -267,6 +294,7 @@ function riskSection(s: ForecastSummary, page: ItemsPage, f: Filters): HTMLEleme
         ? `Top ${page.items.length} of ${plural(page.total, "item")} (${where}), by the highest projected risk over the horizon`
         : `No items (${where})`,
       cls: "card-risk",
+      actions: page.total > page.items.length ? all : null,
     },
     content,
     page.items.length && s.items_at_risk === 0 ? h("p", { class: "muted small pad" }, "No item reaches a stock-out risk of 50% in this scope.") : null,
@@ -279,7 +307,7 @@ function searchSection(ctx: PageContext): HTMLElement {
     id: "item-search",
     "data-testid": "search-input",
     class: "input",
-    placeholder: "Item id or name, e.g. IT-0000014 or battery",
+    placeholder: "Id or name, e.g. battery",
     autocomplete: "off",
     spellcheck: "false",
     "aria-describedby": "item-search-status",
@@ -353,7 +381,7 @@ function searchSection(ctx: PageContext): HTMLElement {
 
   return card(
     "Find an item",
-    { cls: "card-search", sub: "Search every item by id or name." },
+    { cls: "card-search", sub: h("span", null, "Search every item by id or name, or browse them all on the ", h("a", { href: "#/items" }, "Items"), " page.") },
     h(
       "div",
       { class: "search" },
