@@ -75,5 +75,13 @@ class NodeFault(StoreError):
         self.reason = reason
 
 
+class UnknownVersion(StoreError):
+    """A version asked for by id is not in the store; `reason`: no-such-version or version-removed."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 class VersionDamaged(StoreError):
     """A published version's files no longer match the checksums recorded when it was published."""

@@ -26,6 +26,7 @@ from server.controllers.forecasts import ForecastsController
 from server.controllers.health import HealthController, get_metrics
 from server.controllers.inventory import InventoryController
 from server.controllers.items import ItemsController
+from server.controllers.revisions import RevisionsController
 from server.errors import error_envelope
 from server.logs import JsonLog
 from server.runtime import Runtime
@@ -189,6 +190,7 @@ def create_app(settings: ServerSettings | None = None) -> Litestar:
             ForecastsController,
             InventoryController,
             DataController,
+            RevisionsController,
             HealthController,
             get_metrics,
             *dashboard_routes(),

@@ -151,10 +151,16 @@ def fresh_answer(
 
 
 async def cached_answer(
-    request: Request[Any, Any, Any], handle: VersionHandle, compute: Callable[[], bytes]
+    request: Request[Any, Any, Any],
+    handle: VersionHandle,
+    compute: Callable[[], bytes],
+    variant: str = "",
 ) -> Response[Any]:
-    """A query answer: 304 if the client has it, else from the shared cache, else computed."""
-    etag = etag_for(handle, request)
+    """A query answer: 304 if the client has it, else from the shared cache, else computed.
+
+    `variant` names what else the answer depends on besides the version and the request.
+    """
+    etag = etag_for(handle, request, variant)
     trace(request, handle)
     if matches(request, etag):
         return not_modified(handle, etag)

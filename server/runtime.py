@@ -13,6 +13,7 @@ from appliance.data.run_layout import DIR_MODE
 from appliance.data.store import DataStore
 from appliance.settings import ServerSettings
 from server.cache import ResponseCache
+from server.compared import ComparedVersions
 from server.data import DataSource
 from server.logs import JsonLog
 from server.metrics import DATA_VERSION_INFO, WORKER_READY, WorkerMetrics
@@ -40,6 +41,7 @@ class Runtime:
     admin_limiter: SharedRateLimiter
     compliance: ComplianceReport
     tokens: TokenGate
+    compared: ComparedVersions
     worker: int = field(default_factory=os.getpid)
     started: bool = False
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -71,6 +73,7 @@ class Runtime:
                     "warning", message
                 ),
             ),
+            compared=ComparedVersions(folders, settings.duckdb_memory, settings.duckdb_threads),
         )
         data.refresh()
         threading.Thread(target=runtime._flush_metrics, name="metrics-flush", daemon=True).start()
@@ -99,6 +102,7 @@ class Runtime:
         self._stop.set()
         self.metrics.flush()
         self.data.close()
+        self.compared.close()
         self.cache.close()
         self.read_limiter.close()
         self.admin_limiter.close()

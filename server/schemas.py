@@ -199,3 +199,118 @@ class Health(msgspec.Struct):
     checks: list[Check]
     ml_importable: list[str]
     ml_loaded: list[str]
+
+
+class RevisionWindow(msgspec.Struct):
+    """The days both versions' horizons cover: forecast totals are sums over these days only."""
+
+    rule: str  # "overlap"
+    start: str
+    end: str
+    days: int
+
+
+class RevisionVersion(msgspec.Struct):
+    """One side of a comparison: the version, its identity, its horizon and its item count."""
+
+    version: str
+    dataset_id: str
+    model_version: str
+    source: str
+    generated_at: str
+    horizon_start: str | None
+    horizon_end: str | None
+    items: int
+
+
+class ItemRevision(msgspec.Struct):
+    """How one item's forecast and inventory changed (current - against; see docs/api.md)."""
+
+    item_id: str
+    name: str
+    category: str
+    site: str
+    unit: str
+    status: str  # compared, new or dropped
+    days_current: int
+    days_against: int
+    forecast_total_current: float | None
+    forecast_total_against: float | None
+    forecast_change: float | None
+    forecast_change_pct: float | None
+    first_below_reorder_point_current: str | None
+    first_below_reorder_point_against: str | None
+    first_below_reorder_point_change_days: int | None
+    max_stockout_risk_current: float | None
+    max_stockout_risk_against: float | None
+    max_stockout_risk_change: float | None
+
+
+class RevisionTotals(msgspec.Struct):
+    """Counts and forecast totals of a set of items (all those selected, a category, a site)."""
+
+    items_compared: int
+    items_new: int
+    items_dropped: int
+    items_changed: int
+    forecast_total_current: float | None
+    forecast_total_against: float | None
+    forecast_change: float | None
+    forecast_change_pct: float | None
+    forecast_total_new_items: float | None
+    forecast_total_dropped_items: float | None
+    items_at_risk_current: int
+    items_at_risk_against: int
+    items_below_reorder_point_current: int
+    items_below_reorder_point_against: int
+
+
+class CategoryRevision(RevisionTotals):
+    """The totals of one category."""
+
+    category: str
+
+
+class SiteRevision(RevisionTotals):
+    """The totals of one site."""
+
+    site: str
+
+
+class Revisions(msgspec.Struct):
+    """What changed between the current version and another, with one page of items."""
+
+    current: RevisionVersion
+    against: RevisionVersion | None
+    note: str | None
+    window: RevisionWindow | None
+    precomputed: bool
+    totals: RevisionTotals | None
+    by_category: list[CategoryRevision]
+    by_site: list[SiteRevision]
+    items: list[ItemRevision]
+    total: int
+    next_offset: int | None
+    data: Traceability
+
+
+class ItemRevisionSeries(msgspec.Struct):
+    """One item's revision, with the other version's forecast on the current one's days."""
+
+    item_id: str
+    name: str
+    category: str
+    site: str
+    unit: str
+    current: RevisionVersion
+    against: RevisionVersion | None
+    note: str | None
+    window: RevisionWindow | None
+    revision: ItemRevision | None
+    dates: list[str]
+    yhat: list[float | None]
+    against_yhat: list[float | None]
+    against_yhat_lower: list[float | None]
+    against_yhat_upper: list[float | None]
+    against_days_outside: int
+    data: Traceability

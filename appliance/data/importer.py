@@ -14,10 +14,11 @@ from typing import Any
 from appliance.data import store_layout as layout
 from appliance.data.import_counts import FAULT, IMPORTED, NO_REASON, REJECTED, count_outcome
 from appliance.data.import_report import ImportReport, SignerInfo
+from appliance.data.revisions import RevisionBase, comparison_base
 from appliance.data.run_layout import RunFolders
 from appliance.data.store import DataStore, now_utc
 from appliance.data.version_build import BuildLimits, build_database
-from appliance.data.version_integrity import write_check_stamp, write_checksums
+from appliance.data.version_integrity import stamp_holds, write_check_stamp, write_checksums
 from appliance.errors import NodeFault, PackRejected, StoreError
 from appliance.faults import node_fault
 from appliance.fsio import atomic_write_bytes, format_bytes, fsync_tree, scratch_dir
@@ -200,6 +201,7 @@ def _import_locked(
                 progress,
                 registry,
                 vid,
+                _revision_base(store, vid, progress),
             )
         except PackRejected as exc:
             exc.details |= {
@@ -251,6 +253,28 @@ def _import_locked(
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return ImportResult(vid, previous, manifest, rows, seconds, notes)
+
+
+def _revision_base(store: DataStore, vid: str, progress: Progress) -> RevisionBase | None:
+    """The version `vid`'s revisions are precomputed against: the one before it, if any.
+
+    Only one whose files still have the facts they had when last checked against their
+    SHA256SUMS (its own import wrote them): comparing with a damaged version would publish
+    wrong numbers, and hashing it here would cost seconds per GB. The server computes the same
+    rows on demand, after its own check, for a version left out here.
+    """
+    try:
+        base = comparison_base(store, vid, None)
+    except StoreError:
+        return None
+    if base is None:
+        return None
+    if not stamp_holds(RunFolders(store.root).check_stamp(base.vid), base.path):
+        progress(
+            f"revisions against {base.vid} not precomputed (its files are not known good); served on demand"
+        )
+        return None
+    return RevisionBase(base.vid, base.database, base.generated_at)
 
 
 def rollback(store: DataStore, vid: str) -> tuple[str | None, str]:

@@ -12,8 +12,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from appliance.data.answers import build_answers
+from appliance.data.revisions import (
+    ITEM_REVISION_TABLE,
+    PAIR_TABLE,
+    RevisionBase,
+    precompute_revisions,
+)
 from appliance.errors import NodeFault, PackRejected
-from appliance.faults import node_fault
+from appliance.faults import fault_reason, node_fault
 from appliance.packs.pack_layout import METADATA_COLUMNS
 from appliance.packs.result_pack import OpenedPack, format_timestamp
 from appliance.packs.schema_registry import SchemaRegistry, TableSchema, load_registry
@@ -49,11 +55,13 @@ def build_database(
     progress: Progress,
     registry: SchemaRegistry | None = None,
     vid: str | None = None,
+    revision_base: RevisionBase | None = None,
 ) -> dict[str, int]:
     """Load, sort and check every table of `opened` into a new DuckDB file; rows per table.
 
     With `vid` (a real import, not a dry run), also precompute the per-item answers the server
-    serves without a query (answers.bin beside the database).
+    serves without a query (answers.bin beside the database), and with `revision_base` the
+    forecast revisions against that version.
     """
     import duckdb
 
@@ -75,10 +83,41 @@ def build_database(
             con = duckdb.connect(str(db_path))
             _configure(con, limits, temp_dir)
             build_answers(con, db_path.parent, meta | {"version": vid}, progress)
+            if revision_base is not None:
+                _precompute_revisions(con, vid, meta, revision_base, limits, progress)
         con.execute("CHECKPOINT")
     finally:
         con.close()
     return rows
+
+
+def _precompute_revisions(
+    con: duckdb.DuckDBPyConnection,
+    vid: str,
+    meta: dict[str, str],
+    base: RevisionBase,
+    limits: BuildLimits,
+    progress: Progress,
+) -> None:
+    """The revisions against the version before, if its database reads; else none are kept.
+
+    They are a shortcut: without them the server computes the same rows on demand, so a
+    previous version that cannot be read costs this import nothing but a progress line.
+    """
+    import duckdb
+
+    settings: dict[str, str | int] = {"memory_limit": limits.memory_limit}
+    if limits.threads > 0:
+        settings["threads"] = limits.threads
+    try:
+        precompute_revisions(con, vid, meta["generated_at"], base, settings, progress)
+    except (duckdb.Error, OSError) as exc:
+        if fault_reason(exc) == "disk-full":
+            raise  # the rest of the build would fail as well: the import reports the fault
+        con.execute(f"DROP TABLE IF EXISTS {ITEM_REVISION_TABLE}")
+        con.execute(f"DROP TABLE IF EXISTS {PAIR_TABLE}")
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        progress(f"revisions against {base.vid} not precomputed ({detail}); served on demand")
 
 
 def _load_tables(

@@ -92,6 +92,8 @@ DOCUMENTED_PATHS = {
     "/api/v1/data/refresh",
     "/api/v1/data/packs",
     "/api/v1/data/rollback",
+    "/api/v1/revisions",
+    "/api/v1/items/{item_id}/revision",
     "/health",
     "/health/live",
     "/health/ready",
@@ -108,6 +110,8 @@ READ_ENDPOINTS = (
     f"/api/v1/inventory/{ITEM}",
     "/api/v1/data/current",
     "/api/v1/data/versions",
+    "/api/v1/revisions",
+    f"/api/v1/items/{ITEM}/revision",
 )
 DATA_ANSWERS = [
     pytest.param("/api/v1/items", id="items"),
@@ -118,6 +122,8 @@ DATA_ANSWERS = [
     pytest.param("/api/v1/forecasts/summary?category=Radio", id="summary-category"),
     pytest.param(f"/api/v1/inventory/{ITEM}", id="inventory"),
     pytest.param("/api/v1/data/current", id="current"),
+    pytest.param("/api/v1/revisions", id="revisions"),
+    pytest.param(f"/api/v1/items/{ITEM}/revision", id="item-revision"),
 ]  # fmt: skip
 PRECOMPUTED_ANSWERS = [f"/api/v1/items/{ITEM}/timeseries", f"/api/v1/inventory/{ITEM}"]
 
