@@ -1,7 +1,7 @@
 """The dashboard as the browser tests see it: its built files, its pages, what a page requested.
 
 The pages are found through the DOM contract the dashboard implements (`data-testid` attributes,
-hash routes `#/`, `#/items`, `#/items/<id>`, `#/data`, `#/admin`), never through CSS classes or layout.
+hash routes `#/`, `#/items`, `#/items/<id>`, `#/revisions`, `#/data`, `#/admin`), never through CSS classes or layout.
 """
 
 from __future__ import annotations

@@ -107,6 +107,9 @@ def every_page(dashboard: Dashboard, item_id: str) -> Iterator[str]:
     yield "items"
     dashboard.open_item(item_id)
     yield "item"
+    dashboard.open("/revisions")
+    expect(dashboard.get("revisions-against")).to_be_visible()
+    yield "revisions"
     dashboard.open_data()
     yield "data"
     dashboard.open_admin()
@@ -708,7 +711,7 @@ def test_search_placeholders_are_not_cut_off(dashboard: Dashboard, viewport: Vie
 @pytest.mark.parametrize(
     ("route", "expected"),
     [
-        ("/", {"nav-overview", "nav-items", "nav-data", "nav-admin", "filter-category", "filter-site", "search-input"}),
+        ("/", {"nav-overview", "nav-items", "nav-revisions", "nav-data", "nav-admin", "filter-category", "filter-site", "search-input"}),
         ("/admin", {"nav-admin", "upload-input", "upload-button", "refresh-button", "rollback-select", "rollback-button"}),
     ],
     ids=["overview", "admin"],

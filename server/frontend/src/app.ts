@@ -23,7 +23,7 @@ export interface PageContext {
 export type Page = (ctx: PageContext) => Promise<void>;
 
 interface Route {
-  name: "overview" | "items" | "item" | "data" | "admin" | "unknown";
+  name: "overview" | "items" | "item" | "revisions" | "data" | "admin" | "unknown";
   params: string[];
   query: URLSearchParams;
 }
@@ -59,6 +59,7 @@ function parseRoute(): Route {
   if (parts.length === 0) return { name: "overview", params: [], query };
   if (parts[0] === "items" && parts.length === 1) return { name: "items", params: [], query };
   if (parts[0] === "items" && parts.length === 2) return { name: "item", params: [parts[1]], query };
+  if (parts[0] === "revisions" && parts.length === 1) return { name: "revisions", params: [], query };
   if (parts[0] === "data" && parts.length === 1) return { name: "data", params: [], query };
   if (parts[0] === "admin" && parts.length === 1) return { name: "admin", params: [], query };
   return { name: "unknown", params: parts, query };
@@ -74,6 +75,7 @@ const TITLES: Record<Route["name"], string> = {
   overview: "Overview",
   items: "Items",
   item: "Item",
+  revisions: "Forecast revisions",
   data: "Data versions",
   admin: "Admin",
   unknown: "Not found",
@@ -147,7 +149,7 @@ export class App {
         "div",
         { class: "topbar-inner" },
         h("a", { href: "#/", class: "brand", "aria-label": "Site Analytics, overview" }, icon("logo", "brand-logo"), h("span", null, "Site Analytics")),
-        h("nav", { class: "nav", "aria-label": "Main" }, link("overview", "#/", "Overview"), link("items", "#/items", "Items"), link("data", "#/data", "Data"), link("admin", "#/admin", "Admin")),
+        h("nav", { class: "nav", "aria-label": "Main" }, link("overview", "#/", "Overview"), link("items", "#/items", "Items"), link("revisions", "#/revisions", "Revisions"), link("data", "#/data", "Data"), link("admin", "#/admin", "Admin")),
         h("div", { class: "topbar-status" }, this.conn, h("span", { class: "badge-label" }, "Data"), this.badge),
       ),
     );

@@ -209,15 +209,23 @@ export function generatedDay(generatedAt: string): number {
   return Math.floor(Date.parse(generatedAt) / 1000 / DAY) * DAY;
 }
 
-/** A forecast of the same item from an earlier data version, drawn as a line of its own. */
+/** A forecast of the same item from another data version, drawn as a line of its own. */
 export interface OtherForecast {
   label: string;
   dates: string[];
-  yhat: number[];
+  yhat: (number | null)[];
+  shown: boolean;
+  /** Called when the line is turned on or off (by `showOther`, or a click on its legend entry). */
+  toggled: (shown: boolean) => void;
+}
+
+export interface ForecastChart extends Chart {
+  /** Turn the other version's line on or off. */
+  showOther(shown: boolean): void;
 }
 
 /** `values` over `xs`, placed on the days of `dates` (null where `dates` has no such day). */
-function onDays(xs: number[], dates: string[], values: number[]): (number | null)[] {
+function onDays(xs: number[], dates: string[], values: (number | null)[]): (number | null)[] {
   const at = new Map(dates.map((d, i) => [daySeconds(d), values[i]]));
   return xs.map((x) => at.get(x) ?? null);
 }
@@ -227,7 +235,7 @@ function onDays(xs: number[], dates: string[], values: number[]): (number | null
  * forecast for days whose demand is now known, drawn lighter), actual demand as bars (a day
  * without demand draws nothing), optionally an earlier version's forecast.
  */
-export function forecastChart(host: HTMLElement, ts: Timeseries, group: ChartGroup, other: OtherForecast | null = null): Chart {
+export function forecastChart(host: HTMLElement, ts: Timeseries, group: ChartGroup, other: OtherForecast | null = null): ForecastChart {
   const xs = ts.dates.map(daySeconds);
   const generated = Date.parse(ts.generated_at) / 1000;
   const today = generatedDay(ts.generated_at);
@@ -252,11 +260,22 @@ export function forecastChart(host: HTMLElement, ts: Timeseries, group: ChartGro
       value: legendValue(focus, 3),
     },
   ];
+  const otherIdx = series.length;
   if (other) {
-    data.push(onDays(xs, other.dates, other.yhat));
-    series.push({ label: other.label, stroke: COLORS.previous, width: 1.5, dash: [2, 2], points: NO_POINTS, value: legendValue(focus, 3) });
+    const line = onDays(xs, other.dates, other.yhat);
+    data.push(line);
+    series.push({ label: other.label, show: other.shown, stroke: COLORS.previous, width: 1.5, dash: [2, 2], points: NO_POINTS, value: legendValue(focus, 3) });
+    host.dataset.otherPoints = String(line.filter((v) => v !== null).length);
+    host.dataset.otherShown = String(other.shown);
   }
-  return mount(
+  const toggled = (u: uPlot, idx: number | null): void => {
+    if (!other || idx !== otherIdx) return;
+    const shown = u.series[otherIdx].show !== false;
+    host.dataset.otherShown = String(shown);
+    other.toggled(shown);
+  };
+  let plot: uPlot | null = null;
+  const chart = mount(
     host,
     group,
     {
@@ -267,10 +286,20 @@ export function forecastChart(host: HTMLElement, ts: Timeseries, group: ChartGro
       legend: { live: true },
       series,
       bands: [{ series: [1, 2], fill: COLORS.band }],
-      hooks: { draw: [generatedMarker(generated)] },
+      hooks: {
+        draw: [generatedMarker(generated)],
+        init: [(u: uPlot) => void (plot = u)],
+        setSeries: [toggled],
+      },
     },
     data as uPlot.AlignedData,
   );
+  return {
+    destroy: () => chart.destroy(),
+    showOther(shown: boolean): void {
+      if (other && plot && (plot.series[otherIdx].show !== false) !== shown) plot.setSeries(otherIdx, { show: shown });
+    },
+  };
 }
 
 /** Projected stock over the days ahead, with the reorder point and the safety stock. */

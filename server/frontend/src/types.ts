@@ -140,3 +140,96 @@ export interface ImportResult {
   generated_at: string;
   rows: Record<string, number>;
 }
+
+// Forecast revisions: what changed between the served version and another (server/schemas.py).
+
+export interface RevisionVersion {
+  version: string;
+  dataset_id: string;
+  model_version: string;
+  source: string;
+  generated_at: string;
+  horizon_start: string | null;
+  horizon_end: string | null;
+  items: number;
+}
+
+export interface RevisionWindow {
+  rule: string;
+  start: string;
+  end: string;
+  days: number;
+}
+
+export interface RevisionTotals {
+  items_compared: number;
+  items_new: number;
+  items_dropped: number;
+  items_changed: number;
+  forecast_total_current: number | null;
+  forecast_total_against: number | null;
+  forecast_change: number | null;
+  forecast_change_pct: number | null;
+  forecast_total_new_items: number | null;
+  forecast_total_dropped_items: number | null;
+  items_at_risk_current: number;
+  items_at_risk_against: number;
+  items_below_reorder_point_current: number;
+  items_below_reorder_point_against: number;
+  category?: string;
+  site?: string;
+}
+
+export interface ItemRevision {
+  item_id: string;
+  name: string;
+  category: string;
+  site: string;
+  unit: string;
+  status: "compared" | "new" | "dropped";
+  days_current: number;
+  days_against: number;
+  forecast_total_current: number | null;
+  forecast_total_against: number | null;
+  forecast_change: number | null;
+  forecast_change_pct: number | null;
+  first_below_reorder_point_current: string | null;
+  first_below_reorder_point_against: string | null;
+  first_below_reorder_point_change_days: number | null;
+  max_stockout_risk_current: number | null;
+  max_stockout_risk_against: number | null;
+  max_stockout_risk_change: number | null;
+}
+
+export interface Revisions {
+  current: RevisionVersion;
+  against: RevisionVersion | null;
+  note: string | null;
+  window: RevisionWindow | null;
+  precomputed: boolean;
+  totals: RevisionTotals | null;
+  by_category: RevisionTotals[];
+  by_site: RevisionTotals[];
+  items: ItemRevision[];
+  total: number;
+  next_offset: number | null;
+  data: Traceability;
+}
+
+export interface ItemRevisionSeries {
+  item_id: string;
+  name: string;
+  unit: string;
+  current: RevisionVersion;
+  against: RevisionVersion | null;
+  note: string | null;
+  window: RevisionWindow | null;
+  revision: ItemRevision | null;
+  dates: string[];
+  yhat: (number | null)[];
+  against_yhat: (number | null)[];
+  against_yhat_lower: (number | null)[];
+  against_yhat_upper: (number | null)[];
+  against_days_outside: number;
+  data: Traceability;
+}

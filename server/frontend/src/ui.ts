@@ -101,6 +101,7 @@ export function pageNotFound(route: string): HTMLElement {
         page("#/", "Overview"),
         page("#/items", "Items: every item, sorted and filtered"),
         h("li", null, "An item: ", h("code", null, "#/items/<item id>"), ", for example ", h("a", { href: "#/items/IT-0000001" }, "#/items/IT-0000001")),
+        page("#/revisions", "Forecast revisions: what changed since an earlier version"),
         page("#/data", "Data versions and their history"),
         page("#/admin", "Admin"),
       ),

@@ -2,10 +2,10 @@
 // both charts show the same days.
 import type { PageContext } from "../app";
 import { ApiError, ITEM_ID, apiPath, getJson } from "../api";
-import { ChartGroup, type DayWindow, forecastChart, generatedDay, inventoryChart } from "../charts";
+import { ChartGroup, type DayWindow, type ForecastChart, forecastChart, generatedDay, inventoryChart, type OtherForecast } from "../charts";
 import { fill, h } from "../dom";
 import { daySeconds, num, pct, plural, utc } from "../format";
-import type { Inventory, Timeseries } from "../types";
+import type { Inventory, ItemRevisionSeries, Timeseries } from "../types";
 import { card, csvLink, empty, errorState, riskCell, table, toCsv, traceLine } from "../ui";
 
 function notFound(id: string): ApiError {
@@ -14,14 +14,16 @@ function notFound(id: string): ApiError {
 
 export async function itemPage(ctx: PageContext): Promise<void> {
   const id = ctx.params[0] ?? "";
-  const notFoundText = `There is no item “${id}” in the data served now. Check the id, or find the item with the search on the overview.`;
+  const notFoundText = `There is no item “${id}” in the data served now. Check the id, or find the item on the Items page.`;
   if (!ITEM_ID.test(id)) {
     ctx.root.replaceChildren(errorState(notFound(id), { notFoundTitle: "Item not found", notFoundText }));
     return;
   }
-  const [tsResult, invResult] = await Promise.allSettled([
+  const against = ctx.query.get("against") ?? "";
+  const [tsResult, invResult, revResult] = await Promise.allSettled([
     getJson<Timeseries>(apiPath(`items/${encodeURIComponent(id)}/timeseries`), ctx.signal),
     getJson<Inventory>(apiPath(`inventory/${encodeURIComponent(id)}`), ctx.signal),
+    getJson<ItemRevisionSeries>(apiPath(`items/${encodeURIComponent(id)}/revision`, { against }), ctx.signal),
   ]);
   if (tsResult.status === "rejected" && invResult.status === "rejected") {
     const err = tsResult.reason;
@@ -40,6 +42,10 @@ export async function itemPage(ctx: PageContext): Promise<void> {
 
   const cost = inv?.unit_cost;
   const group = new ChartGroup(dayRange(ts, inv, DEFAULT_PAST_DAYS));
+  // Another version's forecast of this item, for a second line (when there is one to compare).
+  const rev = revResult.status === "fulfilled" && ts && revResult.value.current.version === ts.version ? revResult.value : null;
+  const previous = rev?.against && rev.against_yhat.some((v) => v !== null) ? new PreviousLine(rev, against !== "") : null;
+  const revFailed = against && revResult.status === "rejected" ? revResult.reason : null;
   fill(
     ctx.root,
     h("nav", { class: "crumbs", "aria-label": "Breadcrumb" }, h("a", { href: "#/items" }, "Items"), h("span", { "aria-hidden": "true" }, " / "), h("span", { "aria-current": "page" }, about.item_id)),
@@ -63,12 +69,86 @@ export async function itemPage(ctx: PageContext): Promise<void> {
     ),
     inv ? positionStrip(inv) : null,
     ts?.points || inv?.dates.length ? windowBar(ts, inv, group) : null,
-    ts ? forecastCard(ctx, ts) : card("Demand forecast", {}, errorState(tsResult.status === "rejected" ? tsResult.reason : null)),
+    ts ? forecastCard(ctx, ts, previous, revFailed) : card("Demand forecast", {}, errorState(tsResult.status === "rejected" ? tsResult.reason : null)),
     inv ? inventoryCard(ctx, inv) : card("Projected stock", {}, errorState(invResult.status === "rejected" ? invResult.reason : null)),
   );
   // Charts need their container in the document to know their width.
-  if (ts?.points) mountChart(ctx, () => forecastChart(ctx.root.querySelector<HTMLElement>('[data-testid="forecast-chart"]')!, ts, group));
+  if (ts?.points) {
+    mountChart(ctx, () => {
+      const chart = forecastChart(ctx.root.querySelector<HTMLElement>('[data-testid="forecast-chart"]')!, ts, group, previous?.line() ?? null);
+      previous?.attach(chart);
+      return chart;
+    });
+  }
   if (inv?.dates.length) mountChart(ctx, () => inventoryChart(ctx.root.querySelector<HTMLElement>('[data-testid="inventory-chart"]')!, inv, group));
+}
+
+/**
+ * The earlier version's forecast as a second line on the demand chart: off until its checkbox (or
+ * its legend entry) turns it on; on from the start when the URL names the version (`?against=`,
+ * as the revisions page links). The choice is kept in the URL.
+ */
+class PreviousLine {
+  readonly rev: ItemRevisionSeries;
+  readonly version: string;
+  readonly toggle: HTMLInputElement;
+  private chart: ForecastChart | null = null;
+
+  constructor(rev: ItemRevisionSeries, shown: boolean) {
+    this.rev = rev;
+    this.version = rev.against?.version ?? "";
+    this.toggle = h("input", { type: "checkbox", id: "previous-toggle", "data-testid": "previous-toggle" });
+    this.toggle.checked = shown;
+    this.toggle.addEventListener("change", () => {
+      this.chart?.showOther(this.toggle.checked);
+      this.keep(this.toggle.checked);
+    });
+  }
+
+  line(): OtherForecast {
+    return {
+      label: `${this.version} forecast`,
+      dates: this.rev.dates,
+      yhat: this.rev.against_yhat,
+      shown: this.toggle.checked,
+      toggled: (shown) => {
+        this.toggle.checked = shown;
+        this.keep(shown);
+      },
+    };
+  }
+
+  attach(chart: ForecastChart): void {
+    this.chart = chart;
+  }
+
+  /** The URL says whether the line is on (`?against=<version>`), so a reload or a link keeps it. */
+  private keep(shown: boolean): void {
+    const base = location.hash.replace(/\?.*$/, "");
+    history.replaceState(history.state, "", shown ? `${base}?against=${encodeURIComponent(this.version)}` : base);
+  }
+
+  control(): HTMLElement {
+    return h("label", { class: "check previous-check", for: "previous-toggle" }, this.toggle, `Show ${this.version}'s forecast`);
+  }
+
+  /** What the line is, and how the two versions' totals differ over the days both forecast. */
+  note(unit: string): HTMLElement {
+    const a = this.rev.against!;
+    const r = this.rev.revision;
+    const w = this.rev.window;
+    const totals =
+      r && w && r.forecast_total_against !== null && r.forecast_total_current !== null
+        ? ` Over the ${plural(w.days, "day")} both forecast (${w.start} to ${w.end}) it totals ${num(r.forecast_total_against, 1)} ${unit}, this version ${num(r.forecast_total_current, 1)} ${unit}` +
+          (r.forecast_change_pct !== null ? ` (${r.forecast_change_pct > 0 ? "+" : ""}${num(r.forecast_change_pct, 1)}%).` : ".")
+        : "";
+    return h(
+      "p",
+      { class: "chart-note muted small", "data-testid": "previous-note" },
+      `Dotted line, when turned on: the forecast of ${a.version} (generated ${utc(a.generated_at)}, model ${a.model_version}) on the same days, including its backtest.${totals} `,
+      h("a", { href: `#/revisions?against=${encodeURIComponent(a.version)}` }, "Every item's revision"),
+    );
+  }
 }
 
 function mountChart(ctx: PageContext, make: () => { destroy(): void }): void {
@@ -160,7 +240,7 @@ function dayGroup(today: string, ahead: number, past: number) {
     r.date > today ? `Days ahead: the forecast, ${plural(ahead, "day")}` : `Past days, newest first: the backtest and the actual demand, ${plural(past, "day")}`;
 }
 
-function forecastCard(ctx: PageContext, ts: Timeseries): HTMLElement {
+function forecastCard(ctx: PageContext, ts: Timeseries, previous: PreviousLine | null, revFailed: unknown): HTMLElement {
   const today = utc(ts.generated_at).slice(0, 10);
   const observed = ts.actual.filter((v) => v !== null).length;
   const none = ts.actual.filter((v) => v === 0).length;
@@ -190,7 +270,7 @@ function forecastCard(ctx: PageContext, ts: Timeseries): HTMLElement {
     "Demand forecast",
     {
       sub: traceLine(ts),
-      actions: csvLink(`${ts.item_id}-forecast.csv`, csv, `Download the forecast of ${ts.item_id} as CSV`, ctx.signal),
+      actions: [previous?.control(), csvLink(`${ts.item_id}-forecast.csv`, csv, `Download the forecast of ${ts.item_id} as CSV`, ctx.signal)],
       cls: "card-chart",
     },
     ts.points ? chartBox("forecast-chart", ts.points, label) : h("div", { "data-testid": "forecast-chart", "data-points": "0" }, empty("No forecast days for this item.")),
@@ -201,6 +281,8 @@ function forecastCard(ctx: PageContext, ts: Timeseries): HTMLElement {
         `Shaded: the forecast interval. Bars: actual demand (${plural(observed, "day")} observed, ${num(none, 0)} of them without demand, which draw no bar). ` +
         `Dashed vertical line: when the data was generated (${utc(ts.generated_at)}).`,
     ),
+    previous?.note(ts.unit),
+    revFailed ? h("p", { class: "chart-note muted small", "data-testid": "previous-note" }, `No other version's forecast to draw: ${revFailed instanceof Error ? revFailed.message : String(revFailed)}.`) : null,
     scrollTable(
       `Forecast table of ${ts.item_id}`,
       table(`Forecast of ${ts.item_id}, ${ts.points} days, in ${ts.unit}: the days ahead first, then the past days from the newest`, columns, aheadFirst(rows, ts.generated_at), {
