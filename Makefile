@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 DEMO := .demo
 DEMO_ITEMS ?= 200
 DEMO_DAYS ?= 365
+DEMO_GENERATED_AT ?= $$(date -u +%Y-%m-%dT%H:%M:%SZ)
 BUNDLE_VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 DEV_KEYS := .dev-keys
 PODMAN_SOCKET := /run/podman/podman.sock
@@ -37,7 +38,7 @@ demo: demo-pack  ## Demo pack -> import -> server on http://127.0.0.1:8080 (all 
 demo-pack: $(BIN)/.installed  ## The demo's signed result pack, .demo/demo.pack, generated now (what make demo imports).
 	@mkdir -p $(DEMO)
 	@test -f $(DEMO)/signing-key || $(BIN)/mlws keygen --out $(DEMO)/signing-key --principal demo@mlws > $(DEMO)/allowed_signers
-	$(BIN)/mlws demo --out $(DEMO)/tables --items $(DEMO_ITEMS) --days $(DEMO_DAYS) --generated-at $$(date -u +%Y-%m-%dT%H:%M:%SZ)
+	$(BIN)/mlws demo --out $(DEMO)/tables --items $(DEMO_ITEMS) --days $(DEMO_DAYS) --generated-at $(DEMO_GENERATED_AT)
 	$(BIN)/mlws pack $(DEMO)/tables --key $(DEMO)/signing-key --dataset-id demo-telecom-spares \
 		--model-version demo-ensemble-1.0 --source ensemble --out $(DEMO)/demo.pack
 
@@ -80,9 +81,8 @@ frontend-check: frontend  ## Fail if a fresh build differs from the committed da
 	@git diff --exit-code --stat -- server/frontend/dist && test -z "$$(git status --porcelain -- server/frontend/dist)" \
 		|| { echo "error: server/frontend/dist differs from a fresh build: run make frontend and commit"; exit 1; }
 
-screenshots: demo-pack  ## Retake docs/images/*.png with Chromium, on make demo's own pack imported afresh.
-	UPDATE_SCREENSHOTS=1 DEMO_PACK=$(DEMO)/demo.pack DEMO_SIGNERS=$(DEMO)/allowed_signers \
-		$(BIN)/python -m pytest tests/browser -k screenshot -q
+screenshots: $(BIN)/.installed  ## Retake docs/images/*.png with Chromium, on packs made by make demo-pack.
+	UPDATE_SCREENSHOTS=1 $(BIN)/python -m pytest tests/browser -k screenshot -q
 
 bench-bundle: $(BIN)/.installed engine  ## Bundle build times (cold and warm cache) and the image's size, MB by MB.
 	$(BIN)/python benchmarks/bench_bundle.py

@@ -8,13 +8,13 @@ CLI, exactly as in the integration tests.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import tarfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -200,26 +200,42 @@ def pack_with_symlink(tmp_path: Path, good_pack: Path, signer: Signer) -> Path:
 
 @dataclass(frozen=True)
 class DemoPack:
-    """`make demo`'s own pack, and the allowed_signers that trust its key."""
+    """A pack made by `make demo-pack` (make demo's own), and the allowed_signers that trust it."""
 
     pack: Path
     signers: Path
 
 
-@pytest.fixture(scope="session")
-def demo_pack(tmp_path_factory: pytest.TempPathFactory) -> DemoPack:
-    """The pack `make demo` imports: DEMO_PACK and DEMO_SIGNERS when `make screenshots` made it,
-    else made now by the Makefile's own `demo-pack` recipe in a temporary folder (its venv is
-    this one, and never reinstalled: `-o` marks it up to date)."""
-    if os.environ.get("DEMO_PACK"):
-        return DemoPack(Path(os.environ["DEMO_PACK"]), Path(os.environ["DEMO_SIGNERS"]))
+def make_demo_pack(folder: Path, generated_at: datetime | None = None, key_of: Path | None = None) -> DemoPack:
+    """Run the Makefile's own `demo-pack` recipe into `folder` (generated now, or at
+    `generated_at`; signed with the key in `key_of` when given). The venv is this one and is
+    never reinstalled: `-o` marks it up to date."""
     if shutil.which("make") is None:
         pytest.fail("make is needed to build make demo's pack (apt-get install make)")
-    folder = tmp_path_factory.mktemp("demo")
+    folder.mkdir(parents=True, exist_ok=True)
+    if key_of is not None:
+        for name in ("signing-key", "signing-key.pub", "allowed_signers"):
+            shutil.copy2(key_of / name, folder / name)
     argv = ["make", "-s", "-C", str(REPO), "-o", f"{BIN}/.installed", f"BIN={BIN}", f"DEMO={folder}"]
+    if generated_at is not None:
+        argv.append(f"DEMO_GENERATED_AT={generated_at.strftime('%Y-%m-%dT%H:%M:%SZ')}")
     done = subprocess.run([*argv, "demo-pack"], capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     return DemoPack(folder / "demo.pack", folder / "allowed_signers")
+
+
+def demo_store(data_dir: Path, *packs: DemoPack) -> None:
+    """Import `packs` in turn as make demo does (`appliance import` on the command line)."""
+    for made in packs:
+        imported = run("appliance", "import", made.pack, "--data-dir", data_dir,
+                       "--signers", made.signers)  # fmt: skip
+        assert imported.returncode == 0, imported.stderr
+
+
+@pytest.fixture(scope="session")
+def demo_pack(tmp_path_factory: pytest.TempPathFactory) -> DemoPack:
+    """The pack a first `make demo` imports: 200 items x 365 days, generated now."""
+    return make_demo_pack(tmp_path_factory.mktemp("demo"))
 
 
 @pytest.fixture(scope="session")
@@ -229,12 +245,28 @@ def demo_server(
     demo_pack: DemoPack,
     request_log: RequestLog,
 ) -> Iterator[LiveServer]:
-    """A server on make demo's data (200 items x 365 days, generated now), imported as make demo
-    imports it: `appliance import` on the command line, v0001."""
+    """A server on make demo's data as a first `make demo` leaves it: v0001, imported on the
+    command line."""
     data_dir = tmp_path_factory.mktemp("demo-store") / "data"
-    imported = run("appliance", "import", demo_pack.pack, "--data-dir", data_dir,
-                   "--signers", demo_pack.signers)  # fmt: skip
-    assert imported.returncode == 0, imported.stderr
+    demo_store(data_dir, demo_pack)
+    with live_server(data_dir, demo_pack.signers, workers=2) as running:
+        request_log.origins.add(running.base)
+        yield running
+
+
+@pytest.fixture(scope="session")
+def demo_next_day_server(
+    tmp_path_factory: pytest.TempPathFactory,
+    built_dashboard: Path,
+    demo_pack: DemoPack,
+    request_log: RequestLog,
+) -> Iterator[LiveServer]:
+    """make demo run on two days: yesterday's pack as v0001, today's (demo_pack) as v0002."""
+    yesterday = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1)
+    folder = demo_pack.pack.parent
+    earlier = make_demo_pack(tmp_path_factory.mktemp("demo-yesterday"), yesterday, key_of=folder)
+    data_dir = tmp_path_factory.mktemp("demo-two") / "data"
+    demo_store(data_dir, earlier, demo_pack)
     with live_server(data_dir, demo_pack.signers, workers=2) as running:
         request_log.origins.add(running.base)
         yield running

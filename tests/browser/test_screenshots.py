@@ -1,9 +1,11 @@
 """The README's and the user guide's screenshots, taken on make demo's own data.
 
-`make screenshots` makes the demo's pack with the Makefile's own recipe (`make demo-pack`: 200
-items x 365 days, generated now), imports it afresh as `make demo` does, and runs this test with
-UPDATE_SCREENSHOTS=1, which writes docs/images/*.png. Without it the pictures go to a temporary
-folder (the test still checks that every page renders at the sizes the docs show).
+The packs are made by the Makefile's own recipe (`make demo-pack`: 200 items x 365 days,
+generated now) and imported afresh as `make demo` does: one for a first `make demo`, and for
+the revisions, `make demo` run on two days (yesterday's pack as v0001, today's as v0002).
+`make screenshots` runs this test with UPDATE_SCREENSHOTS=1, which writes docs/images/*.png;
+without it the pictures go to a temporary folder (the test still checks that every page renders
+at the sizes the docs show).
 """
 
 from __future__ import annotations
@@ -43,7 +45,9 @@ def folder(tmp_path: Path) -> Path:
     return SCREENSHOTS if os.environ.get("UPDATE_SCREENSHOTS") == "1" else tmp_path
 
 
-def test_screenshots_of_every_page(page: Page, demo_server: LiveServer, folder: Path) -> None:
+def test_screenshots_of_every_page(
+    page: Page, demo_server: LiveServer, demo_next_day_server: LiveServer, folder: Path
+) -> None:
     dashboard = Dashboard(page, demo_server)
     riskiest = api(demo_server, "/api/v1/items", sort="risk", limit=1)["items"][0]["item_id"]
     assert api(demo_server, "/api/v1/items", limit=1)["total"] == 200  # make demo's 200 items
@@ -65,6 +69,17 @@ def test_screenshots_of_every_page(page: Page, demo_server: LiveServer, folder: 
     shot("data")
     dashboard.open_admin()
     shot("admin")
+
+    next_day = Dashboard(page, demo_next_day_server)
+    next_day.open("/revisions")
+    expect(next_day.get("revision-row").first).to_be_visible()
+    shot("revisions")
+    changed = api(demo_next_day_server, "/api/v1/revisions", limit=1)["items"][0]["item_id"]
+    next_day.open(f"/items/{changed}?against=v0001")
+    next_day.wait_for_charts()
+    expect(next_day.get("forecast-chart")).to_have_attribute("data-other-shown", "true")
+    next_day.get("forecast-chart").scroll_into_view_if_needed()
+    shot("item-revision")
     page.set_viewport_size(TABLET)
     dashboard.open_overview()
     expect(dashboard.get("risk-row").first).to_be_visible()

@@ -64,8 +64,10 @@ function signedPct(value: number | null | undefined): string {
   return value === null || value === undefined ? "–" : `${signed(value, 1)}%`;
 }
 
-function tone(value: number | null | undefined): string {
-  return value === null || value === undefined || value === 0 ? "" : value > 0 ? "up" : "down";
+/** "up" or "down" for a change as shown with `digits` decimals ("" when it shows as 0). */
+function tone(value: number | null | undefined, digits = 1): string {
+  if (value === null || value === undefined || Math.abs(value) < 0.5 * 10 ** -digits) return "";
+  return value > 0 ? "up" : "down";
 }
 
 export async function revisionsPage(ctx: PageContext): Promise<void> {
@@ -215,7 +217,7 @@ function totalsSection(t: RevisionTotals, before: string, now: string, where: st
   return h(
     "section",
     { class: "kpi-grid revision-totals", "aria-label": `Totals, ${where}` },
-    totalCard("forecast_change", "Forecast change", signed(t.forecast_change, 0), `units: ${before} ${num(t.forecast_total_against, 0)} → ${now} ${num(t.forecast_total_current, 0)}`, `kpi-${tone(t.forecast_change)}`),
+    totalCard("forecast_change", "Forecast change", signed(t.forecast_change, 0), `units: ${before} ${num(t.forecast_total_against, 0)} → ${now} ${num(t.forecast_total_current, 0)}`, `kpi-${tone(t.forecast_change, 0)}`),
     totalCard("forecast_change_pct", "Change in percent", signedPct(t.forecast_change_pct), "of the earlier total", `kpi-${tone(t.forecast_change_pct)}`),
     totalCard("items_changed", "Items changed", num(t.items_changed, 0), `of ${plural(t.items_compared, "item")} in both`),
     totalCard("items_new", "New / dropped", `${num(t.items_new, 0)} / ${num(t.items_dropped, 0)}`, "items only in one version"),
@@ -288,7 +290,7 @@ function itemsCard(r: Revisions, rows: ItemRevision[], c: Choice, sortBy: (sort:
     { label: "In", cell: (x) => h("span", { class: `tag ${STATUS_TAGS[x.status]?.[1] ?? ""}` }, STATUS_TAGS[x.status]?.[0] ?? x.status) },
     { label: "Before", num: true, cls: "hide-narrow", cell: (x) => num(x.forecast_total_against, 1) },
     { label: "Now", num: true, cls: "hide-narrow", cell: (x) => num(x.forecast_total_current, 1) },
-    { label: "Change", head: head("change"), sort: ariaSort("change"), num: true, cell: (x) => h("span", { class: tone(x.forecast_change) }, signed(x.forecast_change, 1), h("span", { class: "unit" }, ` ${x.unit}`)) },
+    { label: "Change", head: head("change"), sort: ariaSort("change"), num: true, cell: (x) => h("span", { class: tone(x.forecast_change, 1) }, signed(x.forecast_change, 1), h("span", { class: "unit" }, ` ${x.unit}`)) },
     { label: "Change %", head: head("change_pct"), sort: ariaSort("change_pct"), num: true, cell: (x) => h("span", { class: tone(x.forecast_change_pct) }, signedPct(x.forecast_change_pct)) },
     { label: "First day below reorder point", cls: "hide-narrow", cell: crossing },
     {
