@@ -470,6 +470,12 @@ def test_data_page_shows_the_served_version_and_its_history(
     expect(rows).to_have_count(len(versions["history"]))
     events = Counter(row.get_attribute("data-event") for row in rows.all())
     assert events == Counter(event["event"] for event in versions["history"])
+    # Imported with `appliance import` on the node: said so, with the user and host.
+    by = versions["versions"][0]["imported_via"]
+    imported = dashboard.get("imported-by")
+    expect(imported).to_have_attribute("data-via", "cli")
+    expect(imported).to_contain_text(f"{by['user']}@{by['host']}")
+    expect(imported).to_contain_text("command line")
 
 
 def test_wrong_admin_token_opens_nothing(dashboard: Dashboard) -> None:
@@ -503,6 +509,15 @@ def test_admin_upload_of_a_good_pack_switches_the_version(
     events = Counter(row.get_attribute("data-event") for row in dashboard.get("history-row").all())
     # Signing in checks the token with a refresh, which the trail records too.
     assert events == Counter({"import": 2, "refresh": 1})
+    # The upload is told apart from v0001's import on the command line: the token, and how.
+    via = api(fresh_server, "/api/v1/data/current")["imported_via"]
+    assert via["via"] == "api"
+    uploaded = dashboard.get("imported-by")
+    expect(uploaded).to_have_attribute("data-via", "api")
+    expect(uploaded).to_contain_text(f"token {via['token']}")
+    expect(uploaded).to_contain_text(f"uploaded through the API (admin page or a script) from {via['client']}")
+    listed = dashboard.page.locator('tr[data-version] [data-testid="version-imported-by"]')
+    assert [e.get_attribute("data-via") for e in listed.all()] == ["api", "cli"]  # newest first
 
 
 @pytest.mark.parametrize(

@@ -60,7 +60,7 @@ export const tokens = {
 };
 
 /** The token sent with reads: a viewer token if one was entered, else the admin token (admins may read). */
-function readAuth(): string | null {
+export function readAuth(): string | null {
   return tokens.viewer() ?? tokens.admin();
 }
 

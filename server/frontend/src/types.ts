@@ -126,10 +126,29 @@ export interface HistoryEvent {
   [key: string]: unknown;
 }
 
+/** One table of a kept version as the export endpoint offers it. */
+export interface ExportTable {
+  table: string;
+  rows: number;
+  filters: string[];
+  csv: string;
+  parquet: string;
+}
+
+export interface ExportVersion {
+  version: string;
+  current: boolean;
+  dataset_id: string;
+  generated_at: string;
+  tables: ExportTable[];
+}
+
 export interface DataVersions {
   current: string | null;
   versions: DataVersion[];
   history: HistoryEvent[];
+  /** Each kept version's tables for download (absent from servers without exports). */
+  exports?: ExportVersion[];
 }
 
 export interface ImportResult {

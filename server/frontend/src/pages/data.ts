@@ -3,7 +3,8 @@ import type { PageContext } from "../app";
 import { ApiError, apiPath, getJson } from "../api";
 import { fill, h } from "../dom";
 import { age, num, utc } from "../format";
-import type { ChangedBy, DataVersion, DataVersions, HistoryEvent } from "../types";
+import { exportLink } from "../download";
+import type { ChangedBy, DataVersion, DataVersions, ExportTable, ExportVersion, HistoryEvent } from "../types";
 import { card, empty, errorState, facts, table, timeCell } from "../ui";
 
 export async function dataPage(ctx: PageContext): Promise<void> {
@@ -31,6 +32,7 @@ export async function dataPage(ctx: PageContext): Promise<void> {
     h("div", { class: "page-head" }, h("div", null, h("h1", null, "Data versions"), h("p", { class: "muted" }, "What this node serves, where it came from, and every change made to it, with who made it."))),
     current ? currentCard(current) : card("Served now", {}, errorState(currentResult.status === "rejected" ? currentResult.reason : null)),
     versions ? versionsCard(versions) : card("Versions", {}, errorState(versionsResult.status === "rejected" ? versionsResult.reason : null)),
+    versions?.exports ? exportsCard(versions.exports) : null,
     versions ? historyCard(versions.history) : null,
   );
 }
@@ -88,6 +90,58 @@ function versionsCard(all: DataVersions): HTMLElement {
     rows.length
       ? h("div", { class: "table-wrap" }, table("Published data versions", columns, rows, { captionHidden: true, rowAttrs: (v) => ({ "data-version": v.version }) }))
       : empty("No version has been published on this node yet."),
+  );
+}
+
+const TABLE_WORDS: Record<string, string> = {
+  dim_item: "the items: name, category, site, unit, lead time, cost",
+  fact_forecast: "the daily forecast with its interval, and the actual demand",
+  fact_inventory: "the projected stock per day: on hand, reorder point, safety stock, cover, risk",
+  fact_metrics: "the forecast-quality and outlook figures, for all items, per category, site and item",
+};
+
+/** Every kept version's tables, as CSV or Parquet, exactly as the node holds them. */
+function exportsCard(versions: ExportVersion[]): HTMLElement {
+  const status = h("p", { class: "muted small pad", "data-testid": "export-status", role: "status", "aria-live": "polite" });
+  const say = (text: string, ok: boolean): void => {
+    status.textContent = text;
+    status.dataset.state = ok ? "ok" : "error";
+  };
+  type Row = { v: ExportVersion; t: ExportTable; first: boolean };
+  const rows: Row[] = [...versions].reverse().flatMap((v) => v.tables.map((t, i) => ({ v, t, first: i === 0 })));
+  const columns = [
+    {
+      label: "Version",
+      cell: (r: Row) => (r.first ? h("span", null, h("span", { class: "mono" }, r.v.version), r.v.current ? h("span", { class: "tag tag-ok" }, "served") : null, h("span", { class: "muted small block" }, `generated ${utc(r.v.generated_at)}`)) : ""),
+    },
+    { label: "Table", cell: (r: Row) => h("span", null, h("span", { class: "mono" }, r.t.table), h("span", { class: "muted small block" }, TABLE_WORDS[r.t.table] ?? "")) },
+    { label: "Rows", num: true, cell: (r: Row) => num(r.t.rows, 0) },
+    {
+      label: "Download",
+      cell: (r: Row) =>
+        h(
+          "span",
+          { class: "row" },
+          (["csv", "parquet"] as const).map((format) =>
+            exportLink(r.t[format], format === "csv" ? "CSV" : "Parquet", `Download ${r.t.table} of ${r.v.version} as ${format === "csv" ? "CSV" : "Parquet"}`, { "data-testid": "export-link", "data-version": r.v.version, "data-table": r.t.table, "data-format": format }, say),
+          ),
+        ),
+    },
+  ];
+  return card(
+    "Downloads",
+    { sub: "Each kept version's tables, whole, as the node holds them: CSV (opens in a spreadsheet) or Parquet (for analysis tools). An item's own rows are on its page.", cls: "card-exports", id: "downloads" },
+    h(
+      "div",
+      { class: "table-wrap" },
+      table("Tables of each kept version", columns, rows, {
+        captionHidden: true,
+        cls: "table-exports",
+        stacked: true,
+        rowAttrs: (r) => ({ "data-testid": "export-row", "data-version": r.v.version, "data-table": r.t.table, class: r.first ? "group-first" : "" }),
+      }),
+    ),
+    status,
   );
 }
 
