@@ -38,7 +38,9 @@ from tests.packs import ForgedPack, Member
 
 HERE = Path(__file__).parent
 REPO = HERE.parents[1]
-LONG_NAME_TAIL = " with the long name a site gives a part: outdoor cabinet, 48 V, IP65, for macro sites"
+LONG_NAME_TAIL = (
+    " with the long name a site gives a part: outdoor cabinet, 48 V, IP65, for macro sites"
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -206,7 +208,9 @@ class DemoPack:
     signers: Path
 
 
-def make_demo_pack(folder: Path, generated_at: datetime | None = None, key_of: Path | None = None) -> DemoPack:
+def make_demo_pack(
+    folder: Path, generated_at: datetime | None = None, key_of: Path | None = None
+) -> DemoPack:
     """Run the Makefile's own `demo-pack` recipe into `folder` (generated now, or at
     `generated_at`; signed with the key in `key_of` when given). The venv is this one and is
     never reinstalled: `-o` marks it up to date."""
@@ -216,7 +220,16 @@ def make_demo_pack(folder: Path, generated_at: datetime | None = None, key_of: P
     if key_of is not None:
         for name in ("signing-key", "signing-key.pub", "allowed_signers"):
             shutil.copy2(key_of / name, folder / name)
-    argv = ["make", "-s", "-C", str(REPO), "-o", f"{BIN}/.installed", f"BIN={BIN}", f"DEMO={folder}"]
+    argv = [
+        "make",
+        "-s",
+        "-C",
+        str(REPO),
+        "-o",
+        f"{BIN}/.installed",
+        f"BIN={BIN}",
+        f"DEMO={folder}",
+    ]
     if generated_at is not None:
         argv.append(f"DEMO_GENERATED_AT={generated_at.strftime('%Y-%m-%dT%H:%M:%SZ')}")
     done = subprocess.run([*argv, "demo-pack"], capture_output=True, text=True, check=False)

@@ -82,6 +82,7 @@ INKED_PIXELS = """container => [...container.querySelectorAll("canvas")].reduce(
   return inked + count;
 }, 0)"""
 OVERFLOW = "() => [document.documentElement.scrollWidth, window.innerWidth]"
+NO_VALUE = "\u2013"  # an en dash: what the dashboard shows for a missing number
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -233,7 +234,9 @@ def test_forecast_quality_holds_only_backtest_figures(
     if ahead["forecast_units"]["period"] == "next_30d":
         expect(units).to_have_count(0)  # the same sum as forecast_units_next_30d
     else:  # another window (the small demo's horizon is 10 days): its own card, named so
-        expect(units).to_contain_text(ahead["forecast_units"]["period"].split("_")[1][:-1] + " days")
+        expect(units).to_contain_text(
+            ahead["forecast_units"]["period"].split("_")[1][:-1] + " days"
+        )
     stockouts = dashboard.page.locator('[data-testid="kpi-card"][data-metric="stockout_items"]')
     expect(stockouts).to_have_text(number(int(ahead["stockout_items"]["value"])))
 
@@ -327,7 +330,7 @@ def test_charts_plot_as_many_points_as_the_api_returned(
         expect(dashboard.get(chart)).to_have_attribute("data-points", str(len(dates)))
         rows = dashboard.get(table).get_by_test_id("table-row")
         expect(rows).to_have_count(len(dates))
-        shown = [row.get_attribute("data-date") for row in rows.all()]
+        shown = [row.get_attribute("data-date") or "" for row in rows.all()]
         assert sorted(shown) == sorted(dates), f"{table}: the table's days are not the API's"
         assert dashboard.get(chart).evaluate(INKED_PIXELS) > 0, f"{chart}: nothing drawn"
 
@@ -403,7 +406,9 @@ def test_both_charts_show_the_same_days(
     charts = [dashboard.get("forecast-chart"), dashboard.get("inventory-chart")]
 
     def shown() -> list[tuple[str | None, str | None]]:
-        return [(c.get_attribute("data-shown-from"), c.get_attribute("data-shown-to")) for c in charts]
+        return [
+            (c.get_attribute("data-shown-from"), c.get_attribute("data-shown-to")) for c in charts
+        ]
 
     expect(charts[1]).to_have_attribute("data-shown-to", last)
     assert shown()[0] == shown()[1], f"the charts show different days: {shown()}"
@@ -435,9 +440,9 @@ def test_legends_show_numbers_before_any_hover(
     assert values["Date"].startswith(day), values
     assert values["Forecast"] == f"{series['yhat'][at]:,.3f}".rstrip("0").rstrip("."), values
     assert values["Backtest"] == values["Forecast"], values  # the two lines meet on that day
-    assert values["Actual"] != "–", values
+    assert values["Actual"] != NO_VALUE, values
     stock = dashboard.get("inventory-chart").locator(".u-legend .u-value")
-    assert "–" not in [value.inner_text().strip() for value in stock.all()]
+    assert NO_VALUE not in [value.inner_text().strip() for value in stock.all()]
 
 
 def test_the_line_over_past_days_is_called_the_backtest(
@@ -515,7 +520,9 @@ def test_admin_upload_of_a_good_pack_switches_the_version(
     uploaded = dashboard.get("imported-by")
     expect(uploaded).to_have_attribute("data-via", "api")
     expect(uploaded).to_contain_text(f"token {via['token']}")
-    expect(uploaded).to_contain_text(f"uploaded through the API (admin page or a script) from {via['client']}")
+    expect(uploaded).to_contain_text(
+        f"uploaded through the API (admin page or a script) from {via['client']}"
+    )
     listed = dashboard.page.locator('tr[data-version] [data-testid="version-imported-by"]')
     assert [e.get_attribute("data-via") for e in listed.all()] == ["api", "cli"]  # newest first
 
@@ -681,9 +688,7 @@ def test_unknown_item_shows_the_not_found_state(dashboard: Dashboard) -> None:
 
 
 @pytest.mark.parametrize("route", ["/nope", "/items/IT-0000001/extra", "/data/v0001"])
-def test_an_unknown_route_is_the_dashboards_own_not_found(
-    dashboard: Dashboard, route: str
-) -> None:
+def test_an_unknown_route_is_the_dashboards_own_not_found(dashboard: Dashboard, route: str) -> None:
     """The browser found out, not the server: the page says so and names the pages there are."""
     dashboard.open(route)
     state = dashboard.error_state("not-found")

@@ -65,7 +65,8 @@ def test_the_items_page_lists_every_item_by_risk_first(demo: Dashboard) -> None:
 
 def test_show_more_appends_the_next_pages_until_every_item(demo: Dashboard) -> None:
     everything = [
-        item["item_id"] for item in api(demo.server, "/api/v1/items", sort="risk", limit=500)["items"]
+        item["item_id"]
+        for item in api(demo.server, "/api/v1/items", sort="risk", limit=500)["items"]
     ]
     demo.open_items()
     more = demo.get("items-more")
@@ -77,8 +78,12 @@ def test_show_more_appends_the_next_pages_until_every_item(demo: Dashboard) -> N
     expect(demo.get("items-count")).to_have_attribute("data-shown", str(len(everything)))
 
 
-@pytest.mark.parametrize(("sort", "ascending"), [("cover", True), ("units", False), ("item_id", True)])
-def test_sorting_is_the_apis_and_survives_a_reload(demo: Dashboard, sort: str, ascending: bool) -> None:
+@pytest.mark.parametrize(
+    ("sort", "ascending"), [("cover", True), ("units", False), ("item_id", True)]
+)
+def test_sorting_is_the_apis_and_survives_a_reload(
+    demo: Dashboard, sort: str, ascending: bool
+) -> None:
     demo.open_items()
     demo.get(f"sort-{sort}").click()
     expect(demo.get(f"sort-{sort}")).to_have_attribute("aria-pressed", "true")

@@ -32,14 +32,18 @@ def hash_query(page: Page) -> dict[str, list[str]]:
     return parse_qs(urlsplit(page.url).fragment.partition("?")[2])
 
 
+MINUS = "\u2212"  # the page writes negative changes with a true minus sign
+NO_VALUE = "\u2013"  # an en dash: a missing number
+
+
 def signed(value: float, digits: int) -> str:
-    """As the page writes a change: +1,234.5, −3 (a true minus sign), 0."""
+    """As the page writes a change: +1,234.5, MINUS 3, 0."""
     text = f"{abs(value):,.{digits}f}"
     if "." in text:
         text = text.rstrip("0").rstrip(".")
     if float(text.replace(",", "")) == 0:
         return text
-    return f"+{text}" if value > 0 else f"−{text}"
+    return f"+{text}" if value > 0 else f"{MINUS}{text}"
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +93,7 @@ def test_the_revisions_page_shows_the_apis_numbers(revisions: Dashboard) -> None
         for row, group in zip(rows.all(), groups, strict=True):
             assert row.get_attribute("data-name") == group[key]
             pct = group["forecast_change_pct"]
-            expect(row).to_contain_text("–" if pct is None else f"{signed(pct, 1)}%")
+            expect(row).to_contain_text(NO_VALUE if pct is None else f"{signed(pct, 1)}%")
 
     rows = revisions.get("revision-row")
     expect(rows).to_have_count(len(answer["items"]))
@@ -109,7 +113,10 @@ def test_sorting_and_filters_are_the_apis_and_in_the_url(revisions: Dashboard, s
     revisions.get(f"revisions-sort-{sort}").click()
     expect(revisions.get(f"revisions-sort-{sort}")).to_have_attribute("aria-pressed", "true")
     expect(revisions.get("loading")).to_have_count(0)
-    expected = [i["item_id"] for i in api(revisions.server, "/api/v1/revisions", sort=sort, category=category)["items"]]
+    expected = [
+        i["item_id"]
+        for i in api(revisions.server, "/api/v1/revisions", sort=sort, category=category)["items"]
+    ]
     shown = [row.get_attribute("data-item-id") for row in revisions.get("revision-row").all()]
     assert shown == expected
     assert hash_query(revisions.page) == {"category": [category], "sort": [sort]}
@@ -153,7 +160,9 @@ def test_the_earlier_forecast_is_a_second_line_turned_on_and_off(revisions: Dash
     expect(revisions.get("forecast-chart")).to_have_attribute("data-other-shown", "true")
 
     # The legend entry turns it off too, and the box follows.
-    revisions.get("forecast-chart").locator(".u-legend .u-series", has_text="v0001 forecast").click()
+    revisions.get("forecast-chart").locator(
+        ".u-legend .u-series", has_text="v0001 forecast"
+    ).click()
     expect(revisions.get("previous-toggle")).not_to_be_checked()
     expect(revisions.page).to_have_url(re.compile(rf"#/items/{item}$"))
 
