@@ -11,6 +11,11 @@ page runs, reads performance.now() (whose origin is the navigation start) when b
 again in the next animation frame (painted). Prints a Markdown table on stdout; progress goes to
 stderr. Goal (issue): first render <= 1 s on this machine with the demo data.
 
+The other pages are timed the same way, each opened as a first visit: the items page (its first
+50 rows), an item (both charts drawn: their canvases in the DOM) and the revisions page (its item
+rows; a second pack, generated a day later as `make demo` run the next day makes, is imported
+for it).
+
     python benchmarks/bench_dashboard.py [--items 200] [--days 365] [--runs 10]
         [--workdir .bench/dashboard]
 """
@@ -20,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gzip
+import json
 import math
 import os
 import shutil
@@ -32,7 +38,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from playwright.sync_api import Browser, ViewportSize, sync_playwright
@@ -58,10 +64,17 @@ RENDER_TIMEOUT_MS = 30_000
 FIRST_RENDER_GOAL_MS = 1_000.0
 JS_CSS_BUDGET = 100_000  # bytes of gzip -9, as tests/browser checks it
 
-# Runs before the page's own scripts: notes when the KPI cards and risk rows are first in the DOM.
+# Each page timed, with what must be in its DOM for it to count as rendered.
+PAGES = {
+    "overview": ("#/", ['[data-testid="kpi-card"]', '[data-testid="risk-row"]']),
+    "items": ("#/items", ['[data-testid="item-row"]']),
+    "item": ("#/items/IT-0000001", ['[data-testid="forecast-chart"] canvas', '[data-testid="inventory-chart"] canvas']),
+    "revisions": ("#/revisions", ['[data-testid="revision-row"]']),
+}  # fmt: skip
+
+# Runs before the page's own scripts: notes when the page's elements are first in the DOM.
 FIRST_RENDER_PROBE = """(() => {
-  const ready = () => document.querySelector('[data-testid="kpi-card"]')
-    && document.querySelector('[data-testid="risk-row"]');
+  const ready = () => SELECTORS.every((selector) => document.querySelector(selector));
   const observer = new MutationObserver(() => {
     if (window.__firstRender !== undefined || !ready()) return;
     window.__firstRender = performance.now();
@@ -79,7 +92,7 @@ TIMINGS = """() => {
     "... and painted (next frame)": window.__firstFrame,
   };
 }"""
-FIRST_RENDER = "KPI cards + risk rows in the DOM"
+FIRST_RENDER = "KPI cards + risk rows in the DOM"  # the overview's; the same key for every page
 
 
 class BenchmarkError(Exception):
@@ -102,18 +115,21 @@ def tool(name: str, *argv: str | Path) -> str:
 
 
 def make_store(work: Path, items: int, days: int) -> tuple[Path, Path]:
-    """Demo tables -> signed pack -> imported store, as `make demo` does; (data dir, signers)."""
+    """Demo tables -> signed pack -> imported store, as `make demo` does, on two days (yesterday's
+    pack, then today's, so the revisions page has something to compare); (data dir, signers)."""
     key, signers = work / "signing-key", work / "allowed_signers"
     signers.write_text(tool("mlws", "keygen", "--out", key, "--principal", "demo@mlws"))
-    tables, pack, data = work / "tables", work / "demo.pack", work / "data"
-    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    progress(f"mlws demo: {items} items x {days} days")
-    tool("mlws", "demo", "--out", tables, "--items", str(items), "--days", str(days),
-         "--generated-at", now)  # fmt: skip
-    tool("mlws", "pack", tables, "--key", key, "--dataset-id", "demo-telecom-spares",
-         "--model-version", "demo-ensemble-1.0", "--source", "ensemble", "--out", pack)  # fmt: skip
-    progress("appliance import")
-    tool("appliance", "import", pack, "--data-dir", data, "--signers", signers)
+    data = work / "data"
+    now = datetime.now(UTC).replace(microsecond=0)
+    for name, generated in (("yesterday", now - timedelta(days=1)), ("today", now)):
+        tables, pack = work / f"tables-{name}", work / f"demo-{name}.pack"
+        progress(f"mlws demo: {items} items x {days} days, generated {name}")
+        tool("mlws", "demo", "--out", tables, "--items", str(items), "--days", str(days),
+             "--generated-at", generated.strftime("%Y-%m-%dT%H:%M:%SZ"))  # fmt: skip
+        tool("mlws", "pack", tables, "--key", key, "--dataset-id", "demo-telecom-spares",
+             "--model-version", "demo-ensemble-1.0", "--source", "ensemble", "--out", pack)  # fmt: skip
+        progress("appliance import")
+        tool("appliance", "import", pack, "--data-dir", data, "--signers", signers)
     return data, signers
 
 
@@ -160,13 +176,14 @@ def serving(data: Path, signers: Path, log: Path) -> Iterator[str]:
             process.wait(timeout=30)
 
 
-def visit(browser: Browser, base: str) -> dict[str, float]:
-    """Open the overview in a fresh context; the page's own timings, in ms since navigation start."""
+def visit(browser: Browser, base: str, page_name: str = "overview") -> dict[str, float]:
+    """Open a page in a fresh context; the page's own timings, in ms since navigation start."""
+    route, selectors = PAGES[page_name]
     context = browser.new_context(viewport=VIEWPORT)
     try:
-        context.add_init_script(FIRST_RENDER_PROBE)
+        context.add_init_script(FIRST_RENDER_PROBE.replace("SELECTORS", json.dumps(selectors)))
         page = context.new_page()
-        page.goto(f"{base}/#/")
+        page.goto(f"{base}/{route}")
         page.wait_for_function("() => window.__firstFrame !== undefined", timeout=RENDER_TIMEOUT_MS)
         timings: dict[str, float] = page.evaluate(TIMINGS)
         return timings
@@ -187,6 +204,16 @@ def gzipped_sizes(dist: Path) -> dict[str, int]:
         for path in sorted(dist.rglob("*"))
         if path.suffix in {".js", ".css"} and path.is_file()
     }
+
+
+def report_pages(pages: dict[str, list[dict[str, float]]]) -> None:
+    """The first render of each page: the same measure, each page opened as a first visit."""
+    print("\n| page (first visit, fresh context) | route | median | p90 | max |")
+    print("| --- | --- | ---: | ---: | ---: |")
+    for name, runs in pages.items():
+        values = [run[FIRST_RENDER] for run in runs]
+        cells = [statistics.median(values), nearest_rank(values, 0.9), max(values)]
+        print(f"| {name} | `{PAGES[name][0]}` | " + " | ".join(f"{v:,.0f}" for v in cells) + " |")
 
 
 def report(runs: list[dict[str, float]], items: int, days: int, version: str) -> None:
@@ -236,11 +263,20 @@ def main() -> None:
             for number in range(1, args.runs + 1):
                 runs.append(visit(browser, base))
                 progress(f"run {number}: {runs[-1][FIRST_RENDER]:.0f} ms")
+            pages = {"overview": runs}
+            for name in PAGES:
+                if name != "overview":
+                    visit(browser, base, name)  # its first request warms the server's answer
+                    pages[name] = [visit(browser, base, name) for _ in range(args.runs)]
+                    progress(
+                        f"{name}: {statistics.median(r[FIRST_RENDER] for r in pages[name]):.0f} ms"
+                    )
             version = browser.version
             browser.close()
     except BenchmarkError as exc:
         sys.exit(f"benchmark: {exc}")
     report(runs, args.items, args.days, version)
+    report_pages(pages)
     print(
         f"warm-up (not in the table): first visit on a server that had just started, {cold:,.0f} ms"
     )
