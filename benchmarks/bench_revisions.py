@@ -8,8 +8,11 @@ Then it prints:
 1. the imports: the whole command, and the part of it the revisions took (its progress line);
 2. the precompute in this process, best of --runs, on a writable copy of v0003's database: the
    horizons and each version's facts (one query per database), then the join into the table;
-3. the real server (`appliance serve`, one worker, a fresh response cache per run, best of
-   --runs): the precomputed comparison (current v0003 against v0002, the default) and an
+3. what a server worker's on-demand comparison takes, in this process with the worker's DuckDB
+   settings (APPLIANCE_DUCKDB_THREADS=1, 1GB), on fresh handles: opening the other version, both
+   versions' facts, the join into the in-memory table;
+4. the real server (`appliance serve`, one worker, a fresh response cache per run, best of
+   --runs, each run once the worker has loaded its item index): the precomputed comparison (current v0003 against v0002, the default) and an
    on-demand one (against=v0001: the first request opens v0001 and computes the pair, later
    ones reuse it), each for the list and for one item's revision, then a repeated request
    (the response cache).
@@ -37,6 +40,8 @@ from appliance.data.revisions import (
     build_pair,
     compare_versions,
 )
+from appliance.data.store import DataStore
+from server.data import VersionHandle
 
 BIN = Path(sys.executable).parent
 WORKDIR = Path(".bench/revisions")
@@ -44,6 +49,10 @@ SEEDS = (7, 8, 9)
 GENERATED = ("2026-11-01T06:00:00Z", "2026-11-02T06:00:00Z", "2026-11-03T06:00:00Z")
 REVISIONS_LINE = "revisions against "
 READY_SECONDS = 60.0
+# A worker is ready before its item index is loaded (a thread does it); requests made meanwhile
+# share the one DuckDB thread with the loader, and would time the loader too.
+SETTLE_SECONDS = 5.0
+SERVER_MEMORY, SERVER_THREADS = "1GB", 1
 REQUESTS = (
     ("list, precomputed (default against)", "/api/v1/revisions"),
     ("list, precomputed, next page", "/api/v1/revisions?offset=50"),
@@ -117,7 +126,7 @@ def import_all(
 
 
 def precompute_in_process(data: Path, work: Path, runs: int) -> tuple[float, float, int, int]:
-    """(best facts s, best join s, rows, bytes the table adds) of v0003 against v0002."""
+    """(best facts s, best join s, rows, bytes of the table's blocks) of v0003 against v0002."""
     source = data / "versions" / "v0003" / "data.duckdb"
     other_path = data / "versions" / "v0002" / "data.duckdb"
     facts, joins = [], []
@@ -142,9 +151,50 @@ def precompute_in_process(data: Path, work: Path, runs: int) -> tuple[float, flo
         joins.append(time.perf_counter() - started)
         con.close()
         copy.unlink()
-    without = (data / "versions" / "v0001" / "data.duckdb").stat().st_size
-    with_table = source.stat().st_size
-    return min(facts), min(joins), rows, with_table - without
+    con = duckdb.connect(str(source), read_only=True)
+    blocks = con.execute(
+        f"SELECT count(DISTINCT block_id) FROM pragma_storage_info('{ITEM_REVISION_TABLE}')"
+    ).fetchone()
+    block_size = con.execute("SELECT block_size FROM pragma_database_size()").fetchone()
+    con.close()
+    stored = int(blocks[0]) * int(block_size[0]) if blocks and block_size else 0
+    return min(facts), min(joins), rows, stored
+
+
+def on_demand_in_process(data: Path, runs: int) -> tuple[float, float, float, float]:
+    """(open v0001, facts first, facts again, join) seconds of v0003 against v0001, best of `runs`.
+
+    As a worker does it (server/compared.py): the other version opened as a VersionHandle, both
+    facts read through the handles' cursors, joined into a new in-memory database. Fresh
+    handles each run, so "first" reads the other version's columns into an empty buffer pool.
+    """
+    store = DataStore(data)
+    opened, first, again, joined = [], [], [], []
+    for _ in range(runs):
+        current = VersionHandle(store.version("v0003"), SERVER_MEMORY, SERVER_THREADS)
+        current.wait_for_items()
+        started = time.perf_counter()
+        other = VersionHandle(store.version("v0001"), SERVER_MEMORY, SERVER_THREADS)
+        opened.append(time.perf_counter() - started)
+        other.wait_for_items()  # as in a settled worker: the loader does not compete
+        facts = []
+        for _twice in range(2):
+            started = time.perf_counter()
+            *_spans, mine, theirs = compare_versions(
+                current.cursor(), current.meta["generated_at"],
+                other.cursor(), other.meta["generated_at"],
+            )  # fmt: skip
+            facts.append(time.perf_counter() - started)
+        first.append(facts[0])
+        again.append(facts[1])
+        memory = duckdb.connect(":memory:", config={"threads": 1, "memory_limit": "256MB"})
+        started = time.perf_counter()
+        build_pair(memory, "pair", mine, theirs)
+        joined.append(time.perf_counter() - started)
+        memory.close()
+        other.retire()
+        current.retire()
+    return min(opened), min(first), min(again), min(joined)
 
 
 def free_port() -> int:
@@ -176,6 +226,7 @@ def serve_once(data: Path, signers: Path) -> dict[str, float]:
                 if time.monotonic() > deadline or server.poll() is not None:
                     sys.exit("benchmark: the server did not become ready")
                 time.sleep(0.1)
+            time.sleep(SETTLE_SECONDS)
             for label, path in REQUESTS:
                 started = time.perf_counter()
                 answer = client.get(path)
@@ -215,10 +266,23 @@ def main() -> None:
     print(f"\nprecompute of v0003 against v0002 in process, best of {args.runs}:")
     print(f"horizons and both versions' facts (a query on each database) = {facts:.2f} s")
     print(f"join into {ITEM_REVISION_TABLE} ({rows:,} rows) = {join:.2f} s")
-    print(f"data.duckdb with the table - without (v0003 - v0001) = {added / 2**20:+.1f} MiB")
+    print(
+        f"{ITEM_REVISION_TABLE} in v0003's data.duckdb = {added / 2**20:.2f} MiB of DuckDB blocks"
+    )
+
+    opened, first, again, joined = on_demand_in_process(data, args.runs)
+    print(
+        f"\non demand as a worker computes it (v0003 against v0001, 1 DuckDB thread), best of {args.runs}:"
+    )
+    print(f"open v0001 (answer index; its item index loads in a thread) = {opened:.2f} s")
+    print(f"both versions' facts: first = {first:.2f} s, again = {again:.2f} s")
+    print(f"join into the in-memory table = {joined:.2f} s")
 
     runs = [serve_once(data, signers) for _ in range(args.runs)]
-    print(f"\nthe server, one worker, a fresh response cache each run, best of {args.runs} (ms)\n")
+    print(
+        f"\nthe server, one worker, a fresh response cache each run, {SETTLE_SECONDS:g} s after "
+        f"it is ready, best of {args.runs} (ms)\n"
+    )
     print("| request | best ms | worst ms |")
     print("| --- | ---: | ---: |")
     for label, _path in REQUESTS:
