@@ -33,11 +33,13 @@ from appliance.data.run_layout import RunFolders
 from appliance.data.store import DataVersion
 from appliance.errors import VersionDamaged
 from server.data import VersionHandle, check_once
+from server.metrics import WorkerMetrics
 
 VERSIONS_KEPT = 2  # other versions open at once per worker (each holds its answer index)
 PAIRS_KEPT = 4  # comparisons computed on demand kept per worker (at field scale about 2 MB each)
 PAIR_TABLE = "pair"  # the table of an on-demand pair, in its own in-memory database
 PAIR_MEMORY = "256MB"
+PAIRS_COMPUTED = "appliance_revision_pairs_computed_total"
 
 
 class RevisionPair:
@@ -98,8 +100,11 @@ class RevisionPair:
 class ComparedVersions:
     """This worker's other versions and on-demand comparisons (see the module's docstring)."""
 
-    def __init__(self, folders: RunFolders, memory_limit: str, threads: int) -> None:
+    def __init__(
+        self, folders: RunFolders, memory_limit: str, threads: int, metrics: WorkerMetrics
+    ) -> None:
         self.folders = folders
+        self.metrics = metrics
         self.memory_limit = memory_limit
         self.threads = threads
         self._versions: OrderedDict[str, VersionHandle] = OrderedDict()
@@ -203,6 +208,7 @@ class ComparedVersions:
             con.close()
             raise
         info = PairInfo(current.vid, against.vid, current_horizon, against_horizon, window)
+        self.metrics.inc(PAIRS_COMPUTED)
         pair = RevisionPair(info, precomputed=False, con=con)
         pair.acquire()
         with self._lock:

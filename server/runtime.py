@@ -53,12 +53,13 @@ class Runtime:
         folders = settings.folders
         folders.run.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
         data = DataSource(store, settings.duckdb_memory, settings.duckdb_threads, folders)
+        metrics = WorkerMetrics(folders.metrics, str(os.getpid()))
         runtime = cls(
             settings=settings,
             store=store,
             data=data,
             cache=ResponseCache(folders.cache, settings.cache_bytes),
-            metrics=WorkerMetrics(folders.metrics, str(os.getpid())),
+            metrics=metrics,
             read_limiter=SharedRateLimiter(
                 folders.read_limiter, settings.rate_limit, RATE_WINDOW_SECONDS
             ),
@@ -73,7 +74,9 @@ class Runtime:
                     "warning", message
                 ),
             ),
-            compared=ComparedVersions(folders, settings.duckdb_memory, settings.duckdb_threads),
+            compared=ComparedVersions(
+                folders, settings.duckdb_memory, settings.duckdb_threads, metrics
+            ),
         )
         data.refresh()
         threading.Thread(target=runtime._flush_metrics, name="metrics-flush", daemon=True).start()

@@ -18,6 +18,7 @@ different days: horizons that differ and overlap in part):
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -33,6 +34,8 @@ from ml_workstation.demo import DemoSpec, generate_demo
 from server.schemas import ErrorBody, ItemRevision, ItemRevisionSeries, Revisions, Timeseries
 from tests.conftest import Signer, import_into, make_pack, run
 from tests.integration.live_server import LiveServer, live_server
+from tests.integration.test_server_api import parse_metrics, requests_total
+from tests.integration.test_server_edge import raw_request
 from tests.packs import flip_byte
 
 SORT_KEYS = {
@@ -704,3 +707,25 @@ def test_every_worker_gives_the_same_answer(server: LiveServer) -> None:
         for _ in range(8)
     }
     assert len(answers) == 1
+
+
+def test_every_spelling_of_the_path_is_one_route_counted_in_the_metrics(
+    unchecked_server: LiveServer,
+) -> None:
+    plain = unchecked_server.get("/api/v1/revisions?limit=2")
+    for spelling in ("//api/v1/revisions", "/api/v1/./revisions/", "/api/v1/items/../revisions"):
+        answer = raw_request(unchecked_server, "GET", f"{spelling}?limit=2")
+        assert answer.status == 200, spelling
+        assert answer.body == plain.content
+    unchecked_server.get("/api/v1/items/IT-0000001/revision")
+    time.sleep(1.5)  # workers write their metrics snapshots every second
+    samples = parse_metrics(unchecked_server.get("/metrics").text)
+    assert requests_total(samples, route="/api/v1/revisions", method="GET", status="200") >= 4
+    item_route = "/api/v1/items/{item_id}/revision"
+    assert requests_total(samples, route=item_route, method="GET", status="200") >= 1
+    computed = [
+        value
+        for name, _labels, value in samples
+        if name == "appliance_revision_pairs_computed_total"
+    ]
+    assert computed == [1.0]  # one worker, one pair (v0002 against v0001), computed once
