@@ -42,6 +42,7 @@ from appliance.faults import os_fault
 from appliance.fsio import format_bytes
 from appliance.packs.result_pack import format_timestamp
 from appliance.trust.sshsig import load_allowed_signers
+from server.exports import EXPORT_PATH, EXPORT_TABLES, FORMATS
 from server.responses import (
     ADMIN_ERRORS,
     READ_ERRORS,
@@ -57,6 +58,8 @@ from server.schemas import (
     DataVersions,
     ImportResult,
     RollbackRequest,
+    TableExport,
+    VersionExports,
 )
 from server.security import actor_of, require_admin, require_viewer
 
@@ -108,14 +111,30 @@ def describe(report: ImportReport, current: bool) -> DataVersion:
     return DataVersion(version=report.version, current=current, **report.summary())
 
 
+def exports_of(report: ImportReport, current: bool) -> VersionExports:
+    """What a version offers for export: each gold table, with links that name the version."""
+    tables = [
+        TableExport(
+            table.name,
+            report.rows.get(table.name),
+            list(table.filters),
+            *(f"{EXPORT_PATH}/{table.name}.{f}?version={report.version}" for f in FORMATS),
+        )
+        for table in EXPORT_TABLES.values()
+    ]
+    return VersionExports(report.version, current, report.dataset_id, report.generated_at, tables)
+
+
 def list_versions(store: DataStore) -> DataVersions:
     """Every version and the latest history events (in a worker thread)."""
     current = store.current_vid()
-    versions = [describe(v.report, v.vid == current) for v in store.versions()]
+    kept = store.versions()
+    versions = [describe(v.report, v.vid == current) for v in kept]
     history = store.history()[-HISTORY_LIMIT:]
     trail = store.verify_history()
     status = AuditTrailStatus(trail.ok, trail.lines, trail.first_bad_line, trail.describe())
-    return DataVersions(current, versions, history, status)
+    exports = [exports_of(v.report, v.vid == current) for v in kept]
+    return DataVersions(current, versions, history, status, exports)
 
 
 def too_large(limit: int) -> ClientException:
