@@ -169,6 +169,13 @@ MAX_UPLOAD_MB = Setting(
     "2048",
     "Largest result pack POST /api/v1/data/packs accepts, in MiB.",
 )
+EXPORT_SLOTS = Setting(
+    "export_slots",
+    "APPLIANCE_EXPORT_SLOTS",
+    "2",
+    "Exports (GET /api/v1/export/...) the node streams at once, across all workers; each takes "
+    "one core while it runs, and one client address may run one at a time.",
+)
 DUCKDB_MEMORY = Setting(
     "duckdb_memory",
     "APPLIANCE_DUCKDB_MEMORY",
@@ -234,6 +241,7 @@ SERVER_SETTINGS = (
     ADMIN_RATE_LIMIT,
     CACHE_MB,
     MAX_UPLOAD_MB,
+    EXPORT_SLOTS,
     DUCKDB_MEMORY,
     DUCKDB_THREADS,
     IMPORT_MEMORY,
@@ -285,6 +293,7 @@ class ServerSettings:
     log_level: str
     log_reads: int = 2
     fast_path: bool = True
+    export_slots: int = 2
     share_port: bool = False
     run_name: str = DEFAULT_RUN_NAME
     tls_cert: Path | None = None
@@ -378,6 +387,7 @@ def load_server_settings(env: Mapping[str, str] | None = None) -> ServerSettings
         log_level=log_level,
         log_reads=_integer(env, LOG_READS, 0, 1_000_000),
         fast_path=bool(_integer(env, FAST_PATH, 0, 1)),
+        export_slots=_integer(env, EXPORT_SLOTS, 1, 64),
         share_port=bool(_integer(env, SHARE_PORT, 0, 1)),
         run_name=_run_name(env),
         **_tls_pair(env),

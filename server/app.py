@@ -22,6 +22,7 @@ from appliance.errors import VersionDamaged
 from appliance.settings import ServerSettings, load_server_settings
 from server import sd_notify
 from server.controllers.data import DataController
+from server.controllers.exports import ExportsController
 from server.controllers.forecasts import ForecastsController
 from server.controllers.health import HealthController, get_metrics
 from server.controllers.inventory import InventoryController
@@ -191,6 +192,7 @@ def create_app(settings: ServerSettings | None = None) -> Litestar:
             InventoryController,
             DataController,
             RevisionsController,
+            ExportsController,
             HealthController,
             get_metrics,
             *dashboard_routes(),

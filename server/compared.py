@@ -32,7 +32,7 @@ from appliance.data.revisions import (
 from appliance.data.run_layout import RunFolders
 from appliance.data.store import DataVersion
 from appliance.errors import VersionDamaged
-from server.data import VersionHandle, check_once
+from server.data import VersionHandle, check_unless_stamped
 from server.metrics import WorkerMetrics
 
 VERSIONS_KEPT = 2  # other versions open at once per worker (each holds its answer index)
@@ -143,7 +143,7 @@ class ComparedVersions:
         notice = self.folders.damage_notice(version.vid)
         if notice.exists():  # a worker found it damaged while serving it
             raise VersionDamaged(notice.read_text(encoding="utf-8"))
-        check_once(self.folders, version.vid, version.path)
+        check_unless_stamped(self.folders, version.vid, version.path)
         handle = VersionHandle(version, self.memory_limit, self.threads)
         handle.acquire()
         with self._lock:

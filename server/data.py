@@ -60,15 +60,20 @@ def check_before_serving(vid: str, path: Path) -> None:
         raise VersionDamaged(msg)
 
 
-def check_once(folders: RunFolders, vid: str, path: Path) -> None:
-    """check_before_serving, unless the stamp of the last good check still vouches for the files."""
+def check_unless_stamped(folders: RunFolders, vid: str, path: Path) -> None:
+    """Check `vid`'s files unless its stamp says they matched as they are now (VersionDamaged).
+
+    A good check leaves a stamp, so the next worker or export finds it at once; a file that
+    changed while it was hashed gets none.
+    """
     stamp = folders.check_stamp(vid)
-    if not stamp_holds(stamp, path):
-        before = file_facts(path)  # a file changed while it is hashed gets no stamp
-        check_before_serving(vid, path)
-        with contextlib.suppress(OSError):  # a read-only data dir: the next start hashes
-            if file_facts(path) == before:
-                write_check_stamp(stamp, path)
+    if stamp_holds(stamp, path):
+        return
+    before = file_facts(path)
+    check_before_serving(vid, path)
+    with contextlib.suppress(OSError):  # a read-only data dir: the next start hashes
+        if file_facts(path) == before:
+            write_check_stamp(stamp, path)
 
 
 class VersionHandle:
@@ -367,7 +372,7 @@ class DataSource:
     def _open(self, vid: str) -> None:
         """Check and open `vid`, then serve it; on a problem keep what is served and say why."""
         try:
-            check_once(self.folders, vid, self.store.versions_dir / vid)
+            check_unless_stamped(self.folders, vid, self.store.versions_dir / vid)
             fresh = VersionHandle(self.store.version(vid), self.memory_limit, self.threads)
         except VersionDamaged as exc:
             with self._lock:

@@ -47,6 +47,7 @@ TOKEN_IN_URL = "a token goes in the Authorization header (Bearer), never in the 
 MAX_PATH_BYTES = 1024
 API_PREFIX = "/api/"
 READ_METHODS = ("GET", "HEAD")
+HEAD_REQUEST = "head_request"  # scope["state"] key: the GET being answered is a HEAD
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
@@ -203,6 +204,7 @@ class RequestEdge:
         method: str = scope["method"]
         if method == "HEAD":
             scope["method"] = "GET"  # answered as a GET would be, without the body (RFC 9110)
+            scope["state"][HEAD_REQUEST] = True  # so a handler may skip making a body (exports)
         body = RequestBody(receive, runtime.settings.body_timeout, content_length(scope))
         status = 500
 

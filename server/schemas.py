@@ -155,6 +155,26 @@ class AuditTrailStatus(msgspec.Struct):
     detail: str
 
 
+class TableExport(msgspec.Struct):
+    """One gold table of a version, and where to download it (GET /api/v1/export/...)."""
+
+    table: str
+    rows: int | None
+    filters: list[str]
+    csv: str
+    parquet: str
+
+
+class VersionExports(msgspec.Struct):
+    """The tables a kept version offers for export, its own links naming it."""
+
+    version: str
+    current: bool
+    dataset_id: str
+    generated_at: str
+    tables: list[TableExport]
+
+
 class DataVersions(msgspec.Struct):
     """Every published version (oldest first) and the audit trail of imports and rollbacks."""
 
@@ -162,6 +182,7 @@ class DataVersions(msgspec.Struct):
     versions: list[DataVersion]
     history: list[dict[str, Any]]
     audit_trail: AuditTrailStatus
+    exports: list[VersionExports] = msgspec.field(default_factory=list)
 
 
 class RollbackRequest(msgspec.Struct):

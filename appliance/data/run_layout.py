@@ -1,7 +1,7 @@
 """The server's own folders in the data dir, as constants, and the one step that prepares them.
 
 `run/<name>/` holds what the workers of one server run share: metrics snapshots, the rate
-limiters' counters and uploads being received. Two servers may run on one data dir at once (an
+limiters' counters, uploads being received and the pipes of exports being streamed. Two servers may run on one data dir at once (an
 upgrade starts the new version beside the old one on a shared port), so each run has its own
 folder, named by APPLIANCE_RUN_NAME, and holds a lock on it (`flock` of its `.lock`) for as long
 as it runs. None of it outlives the run: `prepare_run_dir` removes the folders whose lock nobody
@@ -38,6 +38,9 @@ READ_LIMITER = "ratelimit-read"
 ADMIN_LIMITER = "ratelimit-admin"
 UPLOADS_DIR = "uploads"
 UPLOAD_PREFIX, UPLOAD_SUFFIX = "upload-", ".pack"
+# Exports running now: the named pipe each streams through, and the lock files of the export caps.
+EXPORTS_DIR = "exports"
+EXPORT_PIPE_PREFIX = "export-"
 # A worker that finds a served version damaged leaves `damaged-<vid>` (its reason) for the others.
 DAMAGE_PREFIX = "damaged-"
 # Versions whose files matched their SHA256SUMS, with the facts of those files: outlives a run.
@@ -94,6 +97,11 @@ class RunFolders:
     def uploads(self) -> Path:
         """Packs being received by POST /api/v1/data/packs."""
         return self.run / UPLOADS_DIR
+
+    @property
+    def exports(self) -> Path:
+        """Exports being streamed by GET /api/v1/export/...: their pipes and cap locks."""
+        return self.run / EXPORTS_DIR
 
 
 @dataclass(frozen=True)

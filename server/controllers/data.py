@@ -42,6 +42,7 @@ from appliance.faults import os_fault
 from appliance.fsio import format_bytes
 from appliance.packs.result_pack import format_timestamp
 from appliance.trust.sshsig import load_allowed_signers
+from server.exports import EXPORT_PATH, EXPORT_TABLES, FORMATS
 from server.responses import (
     ADMIN_ERRORS,
     READ_ERRORS,
@@ -57,6 +58,8 @@ from server.schemas import (
     DataVersions,
     ImportResult,
     RollbackRequest,
+    TableExport,
+    VersionExports,
 )
 from server.security import actor_of, require_admin, require_viewer
 
@@ -129,16 +132,32 @@ def describe_current(store: DataStore, report: ImportReport) -> DataVersion:
     return describe(report, True, import_actors(store.history()).get(report.version))
 
 
+def exports_of(report: ImportReport, current: bool) -> VersionExports:
+    """What a version offers for export: each gold table, with links that name the version."""
+    tables = [
+        TableExport(
+            table.name,
+            report.rows.get(table.name),
+            list(table.filters),
+            *(f"{EXPORT_PATH}/{table.name}.{f}?version={report.version}" for f in FORMATS),
+        )
+        for table in EXPORT_TABLES.values()
+    ]
+    return VersionExports(report.version, current, report.dataset_id, report.generated_at, tables)
+
+
 def list_versions(store: DataStore) -> DataVersions:
     """Every version and the latest history events (in a worker thread)."""
     current = store.current_vid()
+    kept = store.versions()
     events = store.history()
     actors = import_actors(events)
-    versions = [describe(v.report, v.vid == current, actors.get(v.vid)) for v in store.versions()]
+    versions = [describe(v.report, v.vid == current, actors.get(v.vid)) for v in kept]
     history = events[-HISTORY_LIMIT:]
     trail = store.verify_history()
     status = AuditTrailStatus(trail.ok, trail.lines, trail.first_bad_line, trail.describe())
-    return DataVersions(current, versions, history, status)
+    exports = [exports_of(v.report, v.vid == current) for v in kept]
+    return DataVersions(current, versions, history, status, exports)
 
 
 def too_large(limit: int) -> ClientException:
