@@ -353,23 +353,6 @@ def test_last_updated_is_the_generated_at_of_the_api(
         expect(info).to_contain_text(series["source"])
 
 
-def test_csv_downloads_hold_the_plotted_days(
-    dashboard: Dashboard, server: LiveServer, riskiest_item: str
-) -> None:
-    series = api(server, f"/api/v1/items/{riskiest_item}/timeseries")
-    inventory = api(server, f"/api/v1/inventory/{riskiest_item}")
-    dashboard.open_item(riskiest_item)
-    links = dashboard.get("csv-download")
-    expect(links).to_have_count(2)
-    downloaded = []
-    for link in links.all():
-        with dashboard.page.expect_download() as download:
-            link.click()
-        lines = Path(download.value.path()).read_text().splitlines()
-        downloaded.append([line.split(",")[0].strip('"') for line in lines[1:] if line])
-    assert sorted(downloaded) == sorted([series["dates"], inventory["dates"]])
-
-
 def test_charts_are_labelled_for_screen_readers(dashboard: Dashboard, riskiest_item: str) -> None:
     dashboard.open_item(riskiest_item)
     for chart in ("forecast-chart", "inventory-chart"):

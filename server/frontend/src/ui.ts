@@ -248,28 +248,6 @@ export function table<R>(
   );
 }
 
-/** CSV text (RFC 4180): quoted where needed, empty for null, CRLF line ends. */
-export function toCsv(header: string[], rows: (string | number | null | undefined)[][]): string {
-  const field = (v: string | number | null | undefined): string => {
-    if (v === null || v === undefined) return "";
-    const s = String(v);
-    return /[",\r\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
-  };
-  return [header, ...rows].map((r) => r.map(field).join(",")).join("\r\n") + "\r\n";
-}
-
-/** An `<a download>` with the CSV as a Blob URL; `signal` revokes the URL when the page goes away. */
-export function csvLink(fileName: string, csv: string, label: string, signal: AbortSignal): HTMLAnchorElement {
-  const url = URL.createObjectURL(new Blob([csv], { type: "text/csv;charset=utf-8" }));
-  signal.addEventListener("abort", () => URL.revokeObjectURL(url), { once: true });
-  return h(
-    "a",
-    { class: "btn btn-small", href: url, download: fileName, "data-testid": "csv-download", "aria-label": label },
-    icon("download"),
-    "CSV",
-  );
-}
-
 /** A key/value list. */
 export function facts(pairs: [string, Child][]): HTMLElement {
   return h("dl", { class: "facts" }, pairs.map(([k, v]) => h("div", { class: "fact" }, h("dt", null, k), h("dd", null, v))));

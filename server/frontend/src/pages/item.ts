@@ -6,7 +6,8 @@ import { ChartGroup, type DayWindow, type ForecastChart, forecastChart, generate
 import { fill, h } from "../dom";
 import { daySeconds, num, pct, plural, utc } from "../format";
 import type { Inventory, ItemRevisionSeries, Timeseries } from "../types";
-import { card, csvLink, empty, errorState, riskCell, table, toCsv, traceLine } from "../ui";
+import { exportLink } from "../download";
+import { card, empty, errorState, riskCell, table, traceLine } from "../ui";
 
 function notFound(id: string): ApiError {
   return new ApiError("not-found", 404, `no item ${id}`);
@@ -69,8 +70,8 @@ export async function itemPage(ctx: PageContext): Promise<void> {
     ),
     inv ? positionStrip(inv) : null,
     ts?.points || inv?.dates.length ? windowBar(ts, inv, group) : null,
-    ts ? forecastCard(ctx, ts, previous, revFailed) : card("Demand forecast", {}, errorState(tsResult.status === "rejected" ? tsResult.reason : null)),
-    inv ? inventoryCard(ctx, inv) : card("Projected stock", {}, errorState(invResult.status === "rejected" ? invResult.reason : null)),
+    ts ? forecastCard(ts, previous, revFailed) : card("Demand forecast", {}, errorState(tsResult.status === "rejected" ? tsResult.reason : null)),
+    inv ? inventoryCard(inv) : card("Projected stock", {}, errorState(invResult.status === "rejected" ? invResult.reason : null)),
   );
   // Charts need their container in the document to know their width.
   if (ts?.points) {
@@ -199,6 +200,22 @@ function windowBar(ts: Timeseries | null, inv: Inventory | null, group: ChartGro
   );
 }
 
+/**
+ * The item's rows of a table of the version on screen, as the node exports them (CSV and
+ * Parquet): the same rows the chart shows, with every column of the pack.
+ */
+function itemExports(table: string, about: { item_id: string; version: string }, what: string): HTMLElement[] {
+  const status = h("span", { class: "export-status muted small", "data-testid": "export-status", role: "status", "aria-live": "polite" });
+  const say = (text: string, ok: boolean): void => {
+    status.textContent = text;
+    status.dataset.state = ok ? "ok" : "error";
+  };
+  const query = `item=${encodeURIComponent(about.item_id)}&version=${encodeURIComponent(about.version)}`;
+  const link = (format: "csv" | "parquet", text: string): HTMLAnchorElement =>
+    exportLink(`api/v1/export/${table}.${format}?${query}`, text, `Download the ${what} of ${about.item_id} as ${text}`, { "data-testid": format === "csv" ? "csv-download" : "parquet-download", "data-table": table }, say);
+  return [status, link("csv", "CSV"), link("parquet", "Parquet")];
+}
+
 function positionStrip(inv: Inventory): HTMLElement {
   const u = ` ${inv.unit}`;
   const stat = (label: string, value: HTMLElement | string, tone = ""): HTMLElement =>
@@ -240,7 +257,7 @@ function dayGroup(today: string, ahead: number, past: number) {
     r.date > today ? `Days ahead: the forecast, ${plural(ahead, "day")}` : `Past days, newest first: the backtest and the actual demand, ${plural(past, "day")}`;
 }
 
-function forecastCard(ctx: PageContext, ts: Timeseries, previous: PreviousLine | null, revFailed: unknown): HTMLElement {
+function forecastCard(ts: Timeseries, previous: PreviousLine | null, revFailed: unknown): HTMLElement {
   const today = utc(ts.generated_at).slice(0, 10);
   const observed = ts.actual.filter((v) => v !== null).length;
   const none = ts.actual.filter((v) => v === 0).length;
@@ -255,10 +272,6 @@ function forecastCard(ctx: PageContext, ts: Timeseries, previous: PreviousLine |
         `and ${observed} days of actual demand as bars. The same numbers are in the table below the chart.`;
   const rows = ts.dates.map((date, i) => ({ date, yhat: ts.yhat[i], lower: ts.yhat_lower[i], upper: ts.yhat_upper[i], actual: ts.actual[i] }));
   type Row = (typeof rows)[number];
-  const csv = toCsv(
-    ["date", "yhat", "yhat_lower", "yhat_upper", "actual"],
-    rows.map((r) => [r.date, r.yhat, r.lower, r.upper, r.actual]),
-  );
   const columns = [
     { label: "Date", cell: (r: Row) => r.date },
     { label: `Forecast (${ts.unit})`, num: true, cell: (r: Row) => num(r.yhat, 3) },
@@ -270,7 +283,7 @@ function forecastCard(ctx: PageContext, ts: Timeseries, previous: PreviousLine |
     "Demand forecast",
     {
       sub: traceLine(ts),
-      actions: [previous?.control(), csvLink(`${ts.item_id}-forecast.csv`, csv, `Download the forecast of ${ts.item_id} as CSV`, ctx.signal)],
+      actions: [previous?.control(), ...itemExports("fact_forecast", ts, "forecast")],
       cls: "card-chart",
     },
     ts.points ? chartBox("forecast-chart", ts.points, label) : h("div", { "data-testid": "forecast-chart", "data-points": "0" }, empty("No forecast days for this item.")),
@@ -296,7 +309,7 @@ function forecastCard(ctx: PageContext, ts: Timeseries, previous: PreviousLine |
   );
 }
 
-function inventoryCard(ctx: PageContext, inv: Inventory): HTMLElement {
+function inventoryCard(inv: Inventory): HTMLElement {
   const n = inv.dates.length;
   const today = utc(inv.generated_at).slice(0, 10);
   const aheadDays = inv.dates.filter((d) => d > today).length;
@@ -308,10 +321,6 @@ function inventoryCard(ctx: PageContext, inv: Inventory): HTMLElement {
         `The same numbers are in the table below the chart.`;
   const rows = inv.dates.map((date, i) => ({ date, onHand: inv.on_hand[i], cover: inv.days_of_cover[i], risk: inv.stockout_risk[i] }));
   type Row = (typeof rows)[number];
-  const csv = toCsv(
-    ["date", "on_hand", "reorder_point", "safety_stock", "days_of_cover", "stockout_risk"],
-    rows.map((r) => [r.date, r.onHand, inv.reorder_point, inv.safety_stock, r.cover, r.risk]),
-  );
   const columns = [
     { label: "Date", cell: (r: Row) => r.date },
     { label: `On hand (${inv.unit})`, num: true, cell: (r: Row) => num(r.onHand, 1) },
@@ -324,7 +333,7 @@ function inventoryCard(ctx: PageContext, inv: Inventory): HTMLElement {
     "Projected stock",
     {
       sub: traceLine(inv),
-      actions: csvLink(`${inv.item_id}-inventory.csv`, csv, `Download the projected stock of ${inv.item_id} as CSV`, ctx.signal),
+      actions: itemExports("fact_inventory", inv, "projected stock"),
       cls: "card-chart",
     },
     n ? chartBox("inventory-chart", n, label) : h("div", { "data-testid": "inventory-chart", "data-points": "0" }, empty("No projected stock for this item.")),
