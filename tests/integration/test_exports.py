@@ -173,7 +173,7 @@ def cell_matches(text: str, kind: str, value: Any) -> bool:
     if kind in ("INTEGER", "BIGINT"):
         return int(text) == value and text == str(value)
     if kind == "DATE":
-        return text == value.isoformat()
+        return bool(text == value.isoformat())
     if kind.startswith("TIMESTAMP"):
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
         return text.endswith("Z") and round(moment.timestamp() * 1_000_000) == value
@@ -235,7 +235,7 @@ def export_log(server: LiveServer, response: httpx.Response, timeout: float = 10
     while time.monotonic() < deadline:
         for line in list(server.log_lines):
             if line.startswith("{"):
-                record = json.loads(line)
+                record: dict[str, Any] = json.loads(line)
                 if record.get("msg") == "export" and record.get("request_id") == rid:
                     return record
         time.sleep(0.02)
@@ -251,7 +251,7 @@ def request_line(
     while time.monotonic() < deadline:
         for line in list(server.log_lines):
             if line.startswith("{"):
-                record = json.loads(line)
+                record: dict[str, Any] = json.loads(line)
                 if record.get("msg") == "request" and record.get("request_id") == rid:
                     return record
         time.sleep(0.02)
