@@ -92,6 +92,7 @@ DOCUMENTED_PATHS = {
     "/api/v1/data/refresh",
     "/api/v1/data/packs",
     "/api/v1/data/rollback",
+    "/api/v1/export/{file_name}",
     "/health",
     "/health/live",
     "/health/ready",
