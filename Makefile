@@ -10,7 +10,7 @@ BUNDLE_VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
 DEV_KEYS := .dev-keys
 PODMAN_SOCKET := /run/podman/podman.sock
 
-.PHONY: demo demo-pack test lint bundle engine node-test fleet-test bench-bundle bench-install bench-fleet frontend frontend-check screenshots bench-import bench-server bench-dashboard clean help
+.PHONY: demo demo-pack test lint bundle engine node-test fleet-test bench-bundle bench-install bench-fleet frontend frontend-check screenshots bench-import bench-server bench-export bench-dashboard clean help
 .DEFAULT_GOAL := help
 
 help:  ## List the targets.
@@ -98,6 +98,9 @@ bench-import: $(BIN)/.installed  ## Field-scale demo/pack/import benchmark again
 
 bench-server: $(BIN)/.installed  ## Field-scale API benchmark: ours vs nginx, bare Granian, Datasette, ROAPI (needs wrk, nginx-light; SCALE=5 for 5x).
 	$(BIN)/python benchmarks/bench_server.py --scale $(or $(SCALE),1)
+
+bench-export: $(BIN)/.installed  ## Field-scale exports (14.6 M-row forecast as CSV and Parquet): time, MiB/s, the worker's peak RSS.
+	$(BIN)/python benchmarks/bench_export.py
 
 bench-dashboard: $(BIN)/.installed  ## First render of the dashboard in Chromium, 10 runs.
 	$(BIN)/python benchmarks/bench_dashboard.py

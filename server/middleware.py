@@ -48,6 +48,7 @@ MAX_PATH_BYTES = 1024
 API_PREFIX = "/api/"
 READ_METHODS = ("GET", "HEAD")
 HEAD_REQUEST = "head_request"  # scope["state"] key: the GET being answered is a HEAD
+REQUEST_PROBLEM = "problem"  # scope["state"] key: what went wrong after the answer started
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
@@ -234,7 +235,8 @@ class RequestEdge:
                 await self._refuse(refusal, request_id, send_with_headers)
         finally:
             seconds = time.perf_counter() - started
-            self._observe(scope, method, target, runtime, status, seconds, body.problem)
+            problem = body.problem or scope["state"].get(REQUEST_PROBLEM)
+            self._observe(scope, method, target, runtime, status, seconds, problem)
 
     @staticmethod
     def _refusal(scope: Scope, method: str, runtime: Runtime) -> tuple[int, str, float] | None:

@@ -48,7 +48,7 @@ from server.exports import (
     database_of,
 )
 from server.logs import JsonLog
-from server.middleware import HEAD_REQUEST
+from server.middleware import HEAD_REQUEST, REQUEST_PROBLEM
 from server.responses import error_responses, matches, require_version, runtime
 from server.runtime import Runtime
 from server.security import require_viewer
@@ -159,9 +159,15 @@ class ExportRun:
     """One export being streamed, and what is told of it once it ends (log line, metrics)."""
 
     def __init__(
-        self, rt: Runtime, log: JsonLog | None, export: ExportStream, claim: SlotClaim, rid: str
+        self,
+        rt: Runtime,
+        log: JsonLog | None,
+        export: ExportStream,
+        claim: SlotClaim,
+        state: dict[str, Any],
     ) -> None:
-        self.rt, self.log, self.export, self.claim, self.rid = rt, log, export, claim, rid
+        self.rt, self.log, self.export, self.claim, self.state = rt, log, export, claim, state
+        self.rid = str(state.get("request_id", ""))
         self.started = time.perf_counter()
         self.first = b""
         self.outcome = "cut-off"  # the client went away, or stopped taking the bytes
@@ -175,10 +181,16 @@ class ExportRun:
             try:
                 chunk = await anyio.to_thread.run_sync(self.export.read)
             except ExportFailed as exc:
+                # The status line is gone: cutting the connection off is how the client learns.
                 self.outcome, self.problem = "failed", str(exc)
+                self.state[REQUEST_PROBLEM] = f"the export failed part-way: {exc}"
+                await self.finish()
                 raise
             if not chunk:
+                # Before the last chunk goes out: a client that asks again at once is not
+                # refused for an export that is still ending.
                 self.outcome = "complete"
+                await self.finish()
                 return
             yield chunk
 
@@ -342,8 +354,7 @@ class ExportsController(Controller):
         except BaseException:
             claim.release()
             raise
-        run = ExportRun(rt, getattr(request.app.state, "log", None), export, claim,
-                        str(state.get("request_id", "")))  # fmt: skip
+        run = ExportRun(rt, getattr(request.app.state, "log", None), export, claim, state)
         run.first = first
         return ExportAnswer(run, headers, media_type)
 

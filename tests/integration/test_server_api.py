@@ -94,6 +94,7 @@ DOCUMENTED_PATHS = {
     "/api/v1/data/rollback",
     "/api/v1/revisions",
     "/api/v1/items/{item_id}/revision",
+    "/api/v1/export/{file_name}",
     "/health",
     "/health/live",
     "/health/ready",
