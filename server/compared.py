@@ -31,12 +31,12 @@ from appliance.data.revisions import (
 )
 from appliance.data.run_layout import RunFolders
 from appliance.data.store import DataVersion
-from appliance.errors import VersionDamaged
+from appliance.errors import StoreError, VersionDamaged
 from server.data import VersionHandle, check_unless_stamped
 from server.metrics import WorkerMetrics
 
 VERSIONS_KEPT = 2  # other versions open at once per worker (each holds its answer index)
-PAIRS_KEPT = 4  # comparisons computed on demand kept per worker (at field scale about 2 MB each)
+PAIRS_KEPT = 4  # comparisons computed on demand kept per worker (4.1 MiB each at field scale)
 PAIR_TABLE = "pair"  # the table of an on-demand pair, in its own in-memory database
 PAIR_MEMORY = "256MB"
 PAIRS_COMPUTED = "appliance_revision_pairs_computed_total"
@@ -116,7 +116,8 @@ class ComparedVersions:
 
     @contextmanager
     def version(self, version: DataVersion) -> Iterator[VersionHandle]:
-        """`version` opened for reading (after its check; VersionDamaged if it fails), leased."""
+        """`version` opened for reading, leased: VersionDamaged if its check fails, StoreError
+        if it cannot be opened (a fault of the node, as for the served version)."""
         handle = self._leased_version(version.vid)
         if handle is None:
             with self._opening:
@@ -144,7 +145,11 @@ class ComparedVersions:
         if notice.exists():  # a worker found it damaged while serving it
             raise VersionDamaged(notice.read_text(encoding="utf-8"))
         check_unless_stamped(self.folders, version.vid, version.path)
-        handle = VersionHandle(version, self.memory_limit, self.threads)
+        try:
+            handle = VersionHandle(version, self.memory_limit, self.threads)
+        except (OSError, duckdb.Error) as exc:
+            msg = f"data version {version.vid} cannot be opened ({exc})"
+            raise StoreError(msg) from exc
         handle.acquire()
         with self._lock:
             self._versions[version.vid] = handle

@@ -83,9 +83,10 @@ def etag_variant(against: DataVersion | None) -> str:
     return f"-{against.vid}" if against is not None else NO_AGAINST
 
 
-def damaged(exc: VersionDamaged) -> AgainstUnusable:
-    """The 503 of a version to compare with whose files fail their check."""
-    return AgainstUnusable(detail=str(exc), extra={"reason": "against-damaged"})
+def unusable(exc: StoreError) -> AgainstUnusable:
+    """The 503 of a version to compare with that fails its check or cannot be opened."""
+    reason = "against-damaged" if isinstance(exc, VersionDamaged) else "against-unreadable"
+    return AgainstUnusable(detail=str(exc), extra={"reason": reason})
 
 
 def _day(span: Span | None, end: bool) -> str | None:
@@ -238,8 +239,8 @@ def revisions_body(
     try:
         with compared.pair(handle, against) as pair:
             return _revisions(pair, handle, against, category, site, status, sort, offset, limit)
-    except VersionDamaged as exc:
-        raise damaged(exc) from exc
+    except StoreError as exc:
+        raise unusable(exc) from exc
 
 
 def _revisions(
@@ -331,8 +332,8 @@ def item_revision_body(
         if revision.status != NEW:
             with compared.version(against) as other_handle:
                 theirs = forecast_of(other_handle, item_id)
-    except VersionDamaged as exc:
-        raise damaged(exc) from exc
+    except StoreError as exc:
+        raise unusable(exc) from exc
     dates = mine[0] if revision.status != DROPPED else theirs[0]
     yhat: list[float | None] = list(mine[1]) if revision.status != DROPPED else [None] * len(dates)
     at = {day: n for n, day in enumerate(theirs[0])}

@@ -34,6 +34,7 @@ from appliance.data import store_layout as layout
 from appliance.data.store import DataStore, DataVersion
 from appliance.errors import StoreError, UnknownVersion
 from appliance.packs.result_pack import parse_timestamp
+from appliance.packs.table_checks import literal, quote
 from appliance.progress import Progress
 
 if TYPE_CHECKING:
@@ -296,30 +297,38 @@ class RevisionBase:
     generated_at: str
 
 
+BASE_CATALOG = "revision_base"  # the version before, attached to the import's connection
+
+
 def precompute_revisions(
     con: duckdb.DuckDBPyConnection,
     vid: str,
     generated_at: str,
     base: RevisionBase,
-    limits: dict[str, str | int],
     progress: Progress,
 ) -> PairInfo:
     """Compare the version being built (`con`) with `base`; write item_revision and revision_pair.
 
-    `base` is opened read-only on a connection of its own (a published version: server workers
-    may have it open read-only too, which DuckDB allows).
+    `base` is attached read-only to the import's own connection, so that reading it stays within
+    the import's memory limit (server workers may have it open read-only too, which DuckDB
+    allows), and detached before the import goes on.
     """
-    import duckdb
-
     started = time.perf_counter()
-    config: dict[str, str | bool | int | float | list[str]] = {"access_mode": "READ_ONLY", **limits}
-    other = duckdb.connect(str(base.database), config=config)
+    here = con.execute("SELECT current_database()").fetchone()
+    main = quote(str(here[0])) if here else "main"
+    current_horizon = horizon_of(con, generated_at)
+    con.execute(f"ATTACH {literal(str(base.database))} AS {BASE_CATALOG} (READ_ONLY)")
     try:
-        current_horizon, against_horizon, window, current, against = compare_versions(
-            con, generated_at, other, base.generated_at
-        )
+        con.execute(f"USE {BASE_CATALOG}")
+        try:
+            against_horizon = horizon_of(con, base.generated_at)
+            window = overlap(current_horizon, against_horizon)
+            against = item_facts(con, window)
+        finally:
+            con.execute(f"USE {main}")
     finally:
-        other.close()
+        con.execute(f"DETACH {BASE_CATALOG}")
+    current = item_facts(con, window)
     rows = build_pair(con, ITEM_REVISION_TABLE, current, against)
     info = PairInfo(vid, base.vid, current_horizon, against_horizon, window)
     _write_pair_info(con, info)

@@ -84,7 +84,7 @@ def build_database(
             _configure(con, limits, temp_dir)
             build_answers(con, db_path.parent, meta | {"version": vid}, progress)
             if revision_base is not None:
-                _precompute_revisions(con, vid, meta, revision_base, limits, progress)
+                _precompute_revisions(con, vid, meta, revision_base, progress)
         con.execute("CHECKPOINT")
     finally:
         con.close()
@@ -96,7 +96,6 @@ def _precompute_revisions(
     vid: str,
     meta: dict[str, str],
     base: RevisionBase,
-    limits: BuildLimits,
     progress: Progress,
 ) -> None:
     """The revisions against the version before, if its database reads; else none are kept.
@@ -106,11 +105,8 @@ def _precompute_revisions(
     """
     import duckdb
 
-    settings: dict[str, str | int] = {"memory_limit": limits.memory_limit}
-    if limits.threads > 0:
-        settings["threads"] = limits.threads
     try:
-        precompute_revisions(con, vid, meta["generated_at"], base, settings, progress)
+        precompute_revisions(con, vid, meta["generated_at"], base, progress)
     except (duckdb.Error, OSError) as exc:
         if fault_reason(exc) == "disk-full":
             raise  # the rest of the build would fail as well: the import reports the fault

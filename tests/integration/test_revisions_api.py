@@ -142,8 +142,12 @@ def first_server(
 def broken_server(
     tmp_path_factory: pytest.TempPathFactory, packs: dict[str, Path], signer: Signer
 ) -> Iterator[LiveServer]:
-    """a, b, c imported; then v0002's folder removed and a byte of v0001's database flipped."""
-    data_dir = store_of(tmp_path_factory, signer, packs["a"], packs["b"], packs["c"])
+    """a, b, c, d imported (v0004 current); then v0003's import report garbled, v0002's folder
+    removed and a byte of v0001's answers flipped."""
+    data_dir = store_of(tmp_path_factory, signer, *packs.values())
+    report = data_dir / "versions" / "v0003" / "import.json"
+    report.chmod(0o644)
+    report.write_text("{not json")
     removed = data_dir / "versions" / "v0002"
     removed.chmod(0o755)
     shutil.rmtree(removed)
@@ -669,13 +673,23 @@ def test_a_version_removed_from_the_store_is_not_found_and_says_so(
 
 
 def test_a_damaged_version_is_never_compared_with(broken_server: LiveServer) -> None:
-    # v0002 is gone, so the one before v0003 is v0001, whose files fail their SHA256SUMS.
+    # v0003's report does not read and v0002 is gone, so the one before v0004 is v0001, whose
+    # files fail their SHA256SUMS.
     for params in ({}, {"against": "v0001"}):
         message, reason = error_of(broken_server.get("/api/v1/revisions", params=params), 503)
         assert reason == "against-damaged" and "v0001" in message
     item = broken_server.get("/api/v1/items/IT-0000001/revision", params={"against": "v0001"})
     assert error_of(item, 503)[1] == "against-damaged"
     assert broken_server.get("/api/v1/items/IT-0000001/timeseries").status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/api/v1/revisions", "/api/v1/items/IT-0000001/revision"])
+def test_a_version_whose_report_does_not_read_is_a_fault_of_the_node(
+    broken_server: LiveServer, path: str
+) -> None:
+    message, reason = error_of(broken_server.get(path, params={"against": "v0003"}), 503)
+    assert reason == "against-unreadable" and "v0003" in message
+    assert "/tmp" not in message  # no path of the node
 
 
 # --- HTTP: ETags, HEAD, logs ---------------------------------------------------------------------

@@ -28,7 +28,6 @@ from appliance.data.revisions import (
     overlap,
 )
 from appliance.data.store import DataStore
-from appliance.data.version_build import BuildLimits
 from appliance.errors import UnknownVersion
 from server.revision_bodies import nothing_before_note, pair_note
 from tests.conftest import Signer
@@ -352,7 +351,7 @@ def test_a_previous_version_that_cannot_be_read_is_left_to_the_server(tmp_path: 
     lines: list[str] = []
     base = RevisionBase("v0001", garbage, "2026-11-01T06:00:00Z")
     meta = {"generated_at": "2026-11-03T00:00:00Z"}
-    version_build._precompute_revisions(con, "v0002", meta, base, BuildLimits(), lines.append)
+    version_build._precompute_revisions(con, "v0002", meta, base, lines.append)
     assert len(lines) == 1 and lines[0].startswith("revisions against v0001 not precomputed (")
     assert lines[0].endswith("; served on demand")
     tables = {row[0] for row in con.execute("SHOW TABLES").fetchall()}
