@@ -36,8 +36,13 @@ def store_with(data_dir: Path, signer: Signer, *packs: Path) -> Path:
     return data_dir
 
 
-def valid_values(server: LiveServer) -> dict[str, str]:
-    """A valid value for every parameter name the API uses, taken from the served data."""
+def valid_values(server: LiveServer) -> dict[str, str | None]:
+    """A valid value for every parameter name the API uses, taken from the served data.
+
+    None for `against` while the store has no version but the served one (then it is left out).
+    """
+    served = server.get("/api/v1/data/current").json()["version"]
+    kept = [v["version"] for v in server.get("/api/v1/data/versions").json()["versions"]]
     page = server.get("/api/v1/items", params={"limit": 2}).json()
     item = page["items"][0]
     dates = server.get(f"/api/v1/items/{item['item_id']}/timeseries").json()["dates"]
@@ -51,6 +56,12 @@ def valid_values(server: LiveServer) -> dict[str, str]:
         "limit": "2",
         "from": dates[1],
         "to": dates[-2],
+        "against": next((vid for vid in kept if vid != served), None),
+        "status": "all",
+        "file_name": "fact_forecast.csv",  # an export, which takes every filter
+        "item": item["item_id"],
+        "version": kept[0],
+        "offset": "0",
     }
 
 
@@ -65,7 +76,11 @@ def call_every_get(server: LiveServer, schema: dict[str, Any]) -> dict[str, int]
         unknown = set(names) - set(values)
         assert not unknown, f"GET {template}: give this test a valid value for {unknown}"
         path = template.format(**values)
-        query = {name: values[name] for name in names if f"{{{name}}}" not in template}
+        query = {
+            name: values[name]
+            for name in names
+            if f"{{{name}}}" not in template and values[name] is not None
+        }
         statuses[f"GET {template}"] = server.get(path, params=query).status_code
     return statuses
 
