@@ -141,9 +141,6 @@ class ComparedVersions:
             return handle
 
     def _open(self, version: DataVersion) -> VersionHandle:
-        notice = self.folders.damage_notice(version.vid)
-        if notice.exists():  # a worker found it damaged while serving it
-            raise VersionDamaged(notice.read_text(encoding="utf-8"))
         check_unless_stamped(self.folders, version.vid, version.path)
         try:
             handle = VersionHandle(version, self.memory_limit, self.threads)

@@ -64,13 +64,23 @@ def check_unless_stamped(folders: RunFolders, vid: str, path: Path) -> None:
     """Check `vid`'s files unless its stamp says they matched as they are now (VersionDamaged).
 
     A good check leaves a stamp, so the next worker or export finds it at once; a file that
-    changed while it was hashed gets none.
+    changed while it was hashed gets none. A failed one leaves a damage notice in the run folder
+    (as a worker that finds the served version damaged does), which answers at once after that.
     """
+    notice = folders.damage_notice(vid)
+    if notice.exists():  # a worker found it damaged since the node started: no need to hash again
+        raise VersionDamaged(notice.read_text(encoding="utf-8"))
     stamp = folders.check_stamp(vid)
     if stamp_holds(stamp, path):
         return
     before = file_facts(path)
-    check_before_serving(vid, path)
+    try:
+        check_before_serving(vid, path)
+    except VersionDamaged as exc:
+        # Said once for every worker and export: asking again must not hash it again.
+        with contextlib.suppress(OSError):
+            atomic_write_bytes(notice, str(exc).encode(), mode=0o600)
+        raise
     with contextlib.suppress(OSError):  # a read-only data dir: the next start hashes
         if file_facts(path) == before:
             write_check_stamp(stamp, path)

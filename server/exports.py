@@ -21,6 +21,7 @@ import json
 import os
 import re
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -40,11 +41,14 @@ ATTACHED = "v"  # the name of the exported version's database in the export's Du
 EXPORT_MEMORY = "256MB"  # a streaming COPY needs little; the limit bounds a worker's share
 CHUNK_BYTES = 1 << 20  # what one read of the pipe returns at most (and the pipe's buffer)
 MAX_ITEMS = 100
+DAMAGE_HINT = "`appliance support-bundle` checks the files of every version against their SHA-256"
+EXPORT_REVISION = 1  # raise it when the export's bytes change for the same rows (the ETag has it)
 ITEM_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 NAME_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 MAX_FILTER_LENGTH = 64
 F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ, Linux; named here for Pythons whose fcntl lacks it
 ITEMS_PARAMETER, SCOPE_PARAMETER = "items", "scope_items"
+LOW_ITEM, HIGH_ITEM = "low_item", "high_item"
 # Timestamps in CSV as RFC 3339 in UTC, as the pack's manifest writes them (format_timestamp).
 RFC3339_SECONDS, RFC3339_MICROSECONDS = "%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S.%fZ"
 
@@ -129,9 +133,19 @@ class ExportRequest:
     filter: ExportFilter
 
     def etag(self) -> str:
-        """A strong ETag: the (immutable) version, the table, the format and the filter."""
+        """A strong ETag: the (immutable) version, the table, the format and the filter.
+
+        The writer too (EXPORT_REVISION and DuckDB's version): the same rows written by another
+        release may differ by a byte, and a strong ETag promises the same bytes.
+        """
         key = json.dumps(
-            [self.table.name, self.format.suffix, self.filter.key()],
+            [
+                EXPORT_REVISION,
+                duckdb.__version__,
+                self.table.name,
+                self.format.suffix,
+                self.filter.key(),
+            ],
             sort_keys=True,
             separators=(",", ":"),
         )
@@ -160,7 +174,14 @@ class ExportRequest:
 
 
 class ExportFailed(Exception):
-    """DuckDB stopped writing an export part-way (the stream is cut off, never passed as whole)."""
+    """DuckDB stopped writing an export part-way (the stream is cut off, never passed as whole).
+
+    `reason` is the node fault's (disk-full, io-error, damaged, ...): the request was valid.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def database_of(versions_dir: Path, vid: str) -> Path:
@@ -193,8 +214,11 @@ def filter_sql(request: ExportRequest) -> tuple[list[str], dict[str, Any]]:
     conditions: list[str] = []
     params: dict[str, Any] = {}
     if chosen.items:
+        # The bounds let DuckDB skip the row groups outside them (tables are sorted by item).
+        conditions.append(f"item_id BETWEEN ${LOW_ITEM} AND ${HIGH_ITEM}")
         conditions.append(f"list_contains(${ITEMS_PARAMETER}, item_id)")
         params[ITEMS_PARAMETER] = list(chosen.items)
+        params.update(item_bounds(chosen.items))
     if chosen.category is not None or chosen.site is not None:
         if table.own_scope:
             for column, value in (("category", chosen.category), ("site", chosen.site)):
@@ -204,6 +228,9 @@ def filter_sql(request: ExportRequest) -> tuple[list[str], dict[str, Any]]:
         else:
             # The items of that category and site, as a list: a filter on each row keeps the
             # table's order (a join does not), and DuckDB checks a constant list quickly.
+            # Its bounds (filled in with the list) let DuckDB skip row groups, as for items.
+            if not chosen.items:
+                conditions.append(f"item_id BETWEEN ${LOW_ITEM} AND ${HIGH_ITEM}")
             conditions.append(f"list_contains(${SCOPE_PARAMETER}, item_id)")
     if chosen.start is not None:
         conditions.append('"date" >= $start')
@@ -212,6 +239,12 @@ def filter_sql(request: ExportRequest) -> tuple[list[str], dict[str, Any]]:
         conditions.append('"date" <= $end')
         params["end"] = chosen.end
     return conditions, params
+
+
+def item_bounds(items: Iterable[str]) -> dict[str, str | None]:
+    """The lowest and highest item id of a list, as the BETWEEN parameters (None: no rows)."""
+    ordered = sorted(items)
+    return {LOW_ITEM: ordered[0] if ordered else None, HIGH_ITEM: ordered[-1] if ordered else None}
 
 
 def scope_items(con: duckdb.DuckDBPyConnection, chosen: ExportFilter) -> list[str]:
@@ -273,11 +306,7 @@ class ExportStream:
             con.execute("SET lock_configuration = true")
         except duckdb.Error as exc:
             self.close()
-            fault = node_fault(exc, f"opening data version {self.request.vid} for an export")
-            if fault is None:
-                msg = f"cannot open data version {self.request.vid} for an export ({exc})"
-                fault = NodeFault("damaged", " ".join(msg.split()))
-            raise fault from exc
+            raise self.fault(exc, f"opening data version {self.request.vid} for an export") from exc
         try:
             self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
             os.mkfifo(self.pipe, 0o600)
@@ -299,10 +328,16 @@ class ExportStream:
             msg = "open the export before starting it"
             raise RuntimeError(msg)
         conditions, params = filter_sql(self.request)
-        if SCOPE_PARAMETER in " ".join(conditions):
-            params[SCOPE_PARAMETER] = scope_items(con, self.request.filter)
+        try:
+            if SCOPE_PARAMETER in " ".join(conditions):
+                scope = scope_items(con, self.request.filter)
+                params[SCOPE_PARAMETER] = scope
+                params.update(item_bounds(scope))
+            columns = select_list(con, self.request.table, self.request.format)
+        except duckdb.Error as exc:
+            # The version's database answered a catalog or read error before the COPY began.
+            raise self.fault(exc, f"reading data version {self.request.vid} for an export") from exc
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-        columns = select_list(con, self.request.table, self.request.format)
         sql = (
             f"COPY (SELECT {columns} FROM {ATTACHED}.{quote(self.request.table.name)}{where}) "
             f"TO {literal(str(self.pipe))} ({self.request.format.copy_options})"
@@ -311,6 +346,26 @@ class ExportStream:
             target=self._copy, args=(con, sql, params), name="export", daemon=True
         )
         self._thread.start()
+
+    def fault(self, exc: BaseException, doing: str) -> NodeFault:
+        """What DuckDB's error says of the node, on one line and without the node's paths.
+
+        Every value of the request was checked before DuckDB saw it, so an error of DuckDB is
+        the node's (its disk, its memory, or a version's database it cannot read as expected).
+        """
+        fault = node_fault(exc, doing)
+        if fault is not None:
+            reason, text = fault.reason, str(fault)
+        else:
+            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            reason = "damaged"
+            text = f"{doing} failed ({detail}); its files may be damaged: {DAMAGE_HINT}"
+        for path, name in (
+            (self.pipe, "the export's pipe"),
+            (self.database.parent, self.request.vid),
+        ):
+            text = text.replace(str(path), name)
+        return NodeFault(reason, " ".join(text.split()))
 
     def _copy(self, con: duckdb.DuckDBPyConnection, sql: str, params: dict[str, Any]) -> None:
         try:
@@ -341,8 +396,11 @@ class ExportStream:
             if self._thread is not None:
                 self._thread.join()  # the end of the pipe: DuckDB has finished, or failed
             if self._error is not None:
-                fault = node_fault(self._error, f"the export of {self.request.table.name}")
-                raise ExportFailed(str(fault or self._error)) from self._error
+                doing = (
+                    f"the export of {self.request.table.name} of data version {self.request.vid}"
+                )
+                fault = self.fault(self._error, doing)
+                raise ExportFailed(fault.reason, str(fault)) from self._error
         self.bytes += size
         return b"".join(parts)
 

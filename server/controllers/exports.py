@@ -25,7 +25,6 @@ from litestar.response.base import ASGIResponse
 from litestar.status_codes import (
     HTTP_304_NOT_MODIFIED,
     HTTP_429_TOO_MANY_REQUESTS,
-    HTTP_500_INTERNAL_SERVER_ERROR,
     HTTP_503_SERVICE_UNAVAILABLE,
 )
 
@@ -345,14 +344,14 @@ class ExportsController(Controller):
         )
         try:
             first = await anyio.to_thread.run_sync(start_export, export)
-        except NodeFault as exc:
+        except BaseException as exc:
+            # Whatever ended it (a fault, or a cancel that came once the thread had started the
+            # COPY): stop DuckDB and remove the pipe before the slot is free again.
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(export.close)
             claim.release()
-            raise ExportError(HTTP_503_SERVICE_UNAVAILABLE, exc.reason, str(exc)) from exc
-        except ExportFailed as exc:
-            claim.release()
-            raise ExportError(HTTP_500_INTERNAL_SERVER_ERROR, "export_failed", str(exc)) from exc
-        except BaseException:
-            claim.release()
+            if isinstance(exc, NodeFault | ExportFailed):  # the request was valid: the node's
+                raise ExportError(HTTP_503_SERVICE_UNAVAILABLE, exc.reason, str(exc)) from exc
             raise
         run = ExportRun(rt, getattr(request.app.state, "log", None), export, claim, state)
         run.first = first

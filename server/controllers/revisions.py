@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import anyio
 from litestar import Controller, Request, Response, get
 from litestar.params import Parameter
 
@@ -67,7 +68,8 @@ class RevisionsController(Controller):
         rt = runtime(request)
         with rt.data.lease() as leased:
             handle = require_version(leased)
-            base = against_of(rt.store, handle.vid, against)
+            # It reads the store (and, for a version it does not have, the audit trail).
+            base = await anyio.to_thread.run_sync(against_of, rt.store, handle.vid, against)
 
             def body() -> bytes:
                 return revisions_body(
@@ -88,7 +90,8 @@ class RevisionsController(Controller):
         rt = runtime(request)
         with rt.data.lease() as leased:
             handle = require_version(leased)
-            base = against_of(rt.store, handle.vid, against)
+            # It reads the store (and, for a version it does not have, the audit trail).
+            base = await anyio.to_thread.run_sync(against_of, rt.store, handle.vid, against)
 
             def body() -> bytes:
                 return item_revision_body(rt.compared, rt.store, handle, base, item_id)

@@ -180,3 +180,42 @@ def test_an_item_row_opens_the_item_with_the_line_on(revisions: Dashboard) -> No
 def test_an_item_of_the_first_version_has_no_second_line(dashboard: Dashboard) -> None:
     dashboard.open_item("IT-0000001")
     expect(dashboard.get("previous-toggle")).to_have_count(0)
+
+
+def legend_values(chart: Any) -> dict[str, str]:
+    rows = chart.locator(".u-legend .u-series")
+    return {
+        row.locator(".u-label").inner_text().strip(): row.locator(".u-value").inner_text().strip()
+        for row in rows.all()
+    }
+
+
+def test_the_second_line_s_points_are_the_api_s_day_by_day(revisions: Dashboard) -> None:
+    """The cursor is moved over the chart; at each day it lands on, the legend's value of the
+    earlier forecast is the API's value for that day (none where that version had none)."""
+    item = api(revisions.server, "/api/v1/revisions", limit=1)["items"][0]["item_id"]
+    series = api(revisions.server, f"/api/v1/items/{item}/revision")
+    earlier = dict(zip(series["dates"], series["against_yhat"], strict=True))
+    label = f"{series['against']['version']} forecast"
+    revisions.open(f"/items/{item}?against=v0001")
+    revisions.wait_for_charts()
+    chart = revisions.get("forecast-chart")
+    expect(chart).to_have_attribute("data-other-shown", "true")
+    over = chart.locator(".u-over")
+    box = over.bounding_box()
+    assert box is not None
+    seen: dict[str, str] = {}
+    for step in range(1, 40):
+        revisions.page.mouse.move(box["x"] + box["width"] * step / 40, box["y"] + box["height"] / 2)
+        values = legend_values(chart)
+        seen[values["Date"][:10]] = values[label]
+    assert len(seen) >= 30, seen  # the cursor landed on that many different days
+    compared = 0
+    for day, shown in seen.items():
+        value = earlier.get(day)
+        if value is None:
+            assert shown == NO_VALUE, (day, shown)
+        else:
+            assert shown == f"{value:,.3f}".rstrip("0").rstrip("."), (day, shown, value)
+            compared += 1
+    assert compared >= 10, seen  # most of them are days both versions forecast
