@@ -87,6 +87,14 @@ class LiveServer:
         return self.process.returncode
 
 
+def wait_until_served(server: LiveServer, vid: str) -> None:
+    """Until every worker serves `vid` (each looks at `current` every 0.25 s)."""
+    deadline = time.monotonic() + 10
+    while any(server.get("/api/v1/data/current").json()["version"] != vid for _ in range(8)):
+        assert time.monotonic() < deadline, f"the workers did not all switch to {vid}"
+        time.sleep(0.1)
+
+
 @contextmanager
 def live_server(
     data_dir: Path,

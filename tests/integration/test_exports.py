@@ -36,7 +36,7 @@ from appliance.packs.schema_registry import load_registry
 from ml_workstation.demo import DemoSpec, generate_demo
 from server.schemas import DataVersions, ErrorBody
 from tests.conftest import Signer, import_into, make_pack, run
-from tests.integration.live_server import LiveServer, live_server
+from tests.integration.live_server import LiveServer, live_server, wait_until_served
 from tests.packs import ForgedPack
 
 OLDER, NEWER = "v0001", "v0002"
@@ -258,14 +258,6 @@ def request_line(
                     return record
         time.sleep(0.02)
     raise AssertionError(f"no request log line for request {rid}")
-
-
-def wait_until_served(server: LiveServer, vid: str) -> None:
-    """Until every worker serves `vid` (each looks at `current` every 0.25 s)."""
-    deadline = time.monotonic() + 10
-    while any(server.get("/api/v1/data/current").json()["version"] != vid for _ in range(8)):
-        assert time.monotonic() < deadline, f"the workers did not all switch to {vid}"
-        time.sleep(0.1)
 
 
 def pipes_left(data_dir: Path) -> list[Path]:

@@ -17,7 +17,7 @@ import httpx
 
 from appliance.audit.compliance import ML_MODULES
 from tests.conftest import BIN, Signer, run
-from tests.integration.live_server import LiveServer, live_server
+from tests.integration.live_server import LiveServer, live_server, wait_until_served
 
 OLD, NEW = "v0001", "v0002"
 # Not import names, but folders and file names that ML wheels put their native libraries in.
@@ -168,6 +168,7 @@ def test_no_ml_library_is_importable_or_loaded_after_every_route_was_called(
             "POST /api/v1/data/packs": [201],  # a whole import ran inside a worker
             "POST /api/v1/data/rollback": [409, 200],  # NEW is current already; back to OLD
         }
+        wait_until_served(server, OLD)  # else a worker still serving NEW is asked against=NEW
         gets_again = call_every_get(server, schema)
         assert set(gets_again.values()) == {200}, gets_again
 
