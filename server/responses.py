@@ -13,14 +13,21 @@ from litestar.exceptions import HTTPException, NotFoundException
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.status_codes import HTTP_304_NOT_MODIFIED, HTTP_503_SERVICE_UNAVAILABLE
 
+from appliance import __version__
 from appliance.data.answers import decompress
 from server.data import VersionHandle
 from server.errors import ERROR_STATUSES
+from server.node_metrics import revision
 from server.runtime import Runtime, runtime_of
 from server.schemas import ErrorBody
 
 JSON = "application/json"
 GZIP_VARIANT = "-gz"  # the gzip and the plain body of one answer are different representations
+# What else an answer's bytes depend on: the server that made them. The response cache outlives a
+# run, and a client keeps its ETags, so after an upgrade neither may give an answer that an older
+# server shaped (a field it did not have yet). Raise ANSWER_REVISION when a shape changes.
+ANSWER_REVISION = 1
+RELEASE_KEY = f"{ANSWER_REVISION}|{__version__}|{revision()}|".encode()
 
 
 class NoDataError(HTTPException):
@@ -43,8 +50,9 @@ def require_version(handle: VersionHandle | None) -> VersionHandle:
 
 
 def etag_of(vid: str, path: str, query: bytes, variant: str = "") -> str:
-    """A strong ETag: the version (immutable), the exact request target, and the encoding."""
-    target = path.encode() + b"?" + query
+    """A strong ETag: the version (immutable), the exact request target, the encoding, and the
+    server release that shapes the answer (RELEASE_KEY)."""
+    target = RELEASE_KEY + path.encode() + b"?" + query
     return f'"{vid}-{hashlib.blake2b(target, digest_size=8).hexdigest()}{variant}"'
 
 

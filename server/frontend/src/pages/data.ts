@@ -19,12 +19,7 @@ export async function dataPage(ctx: PageContext): Promise<void> {
     if (!noData || versionsResult.status === "rejected") throw err;
   }
   const versions = versionsResult.status === "fulfilled" ? versionsResult.value : null;
-  let current = currentResult.status === "fulfilled" ? currentResult.value : null;
-  if (current && current.imported_via == null) {
-    // An answer cached before the server said how a version was imported: the list says it.
-    const listed = versions?.versions.find((v) => v.version === current?.version);
-    if (listed?.imported_via) current = { ...current, imported_via: listed.imported_via };
-  }
+  const current = currentResult.status === "fulfilled" ? currentResult.value : null;
   ctx.showing(current ? current.version : null);
 
   fill(
