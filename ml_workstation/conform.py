@@ -336,14 +336,14 @@ class TablePlan:
         return quote(f"__mlws_input_{name}")
 
 
-def _found_type(staged: StagedTable, name: str, duckdb_type: str) -> tuple[str, bool]:
-    """A column's type for messages, and whether the node would take it as the registry's."""
+def _found_type(staged: StagedTable, column: Column, duckdb_type: str) -> tuple[str, bool]:
+    """An input column's type for messages, and whether the node takes it as `column`'s."""
     if staged.text:
         return "text", False
     if staged.footer is not None:
-        file_column = next(c for c in staged.footer if c.name == name)
+        file_column = next(c for c in staged.footer if c.name == column.name)
         held = registry_type(file_column)
-        return held or file_column.describe(), held is not None
+        return held or file_column.describe(), held == column.type
     return duckdb_type, False
 
 
@@ -400,7 +400,7 @@ def plan_table(staged: StagedTable, schema: TableSchema) -> TablePlan:
 
 
 def _plan_column(plan: TablePlan, column: Column, duckdb_type: str) -> None:
-    found, exact = _found_type(plan.staged, column.name, duckdb_type)
+    found, exact = _found_type(plan.staged, column, duckdb_type)
     kind = kind_of(duckdb_type, text=plan.staged.text)
     rule: Rule | None
     if exact or (duckdb_type == column.duckdb_type and plan.staged.footer is None):
