@@ -55,7 +55,9 @@ def as_arrow(name: str, table: object) -> Any:
             return pa.Table.from_pandas(table)
         if library == "polars" and type(table).__name__ in {"DataFrame", "LazyFrame"}:
             _library("polars")
-            frame = table.collect() if type(table).__name__ == "LazyFrame" else table  # type: ignore[attr-defined]
+            frame: Any = table
+            if type(table).__name__ == "LazyFrame":
+                frame = frame.collect()
             return frame.to_arrow()
     except (pa.ArrowException, TypeError, ValueError) as exc:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -40,8 +40,6 @@ if TYPE_CHECKING:
 EXAMPLE_ROWS = 5  # example rows a problem names
 ROW = "__mlws_row"  # the input row number in a conformed view
 INT32_RANGE = "-2,147,483,648..2,147,483,647"
-# pandas writes an index that is not a plain range as a column of this name.
-PANDAS_INDEX = re.compile(r"__index_level_\d+__")
 
 
 @dataclass(frozen=True)
@@ -90,6 +88,8 @@ _KINDS: dict[str, str] = {
     '"NULL"': ALL_NULL,
     "NULL": ALL_NULL,
 }
+# DuckDB type -> the registry's name for it, to speak of a column in the registry's words.
+_REGISTRY_NAMES = {duckdb_type: name for name, (duckdb_type, _) in TYPE_NAMES.items()}
 _KIND_PREFIXES = (("DECIMAL", DECIMAL), ("ENUM", CATEGORICAL))
 _TEXT_OFFSET = r"([zZ]|[+-][0-9][0-9](:?[0-9][0-9])?)$"
 _TEXT_TIMESTAMP = "TRY_CAST({v} AS TIMESTAMPTZ_NS)"
@@ -213,8 +213,10 @@ class Problem:
         """The problem as one readable line."""
         where = f"{self.table}.{self.column}" if self.column else self.table
         text = f"{where}: {self.message}"
-        if self.found is not None or self.expected is not None:
-            text += f" (found {self.found}, registry says {self.expected})"
+        said = [f"found {self.found}"] if self.found is not None else []
+        said += [f"registry says {self.expected}"] if self.expected is not None else []
+        if said:
+            text += f" ({', '.join(said)})"
         if self.examples:
             shown = ", ".join(
                 f"row {e.row}" + ("" if e.value is None else f" = {e.value!r}")
@@ -344,7 +346,7 @@ def _found_type(staged: StagedTable, column: Column, duckdb_type: str) -> tuple[
         file_column = next(c for c in staged.footer if c.name == column.name)
         held = registry_type(file_column)
         return held or file_column.describe(), held == column.type
-    return duckdb_type, False
+    return _REGISTRY_NAMES.get(duckdb_type, duckdb_type), False
 
 
 def plan_table(staged: StagedTable, schema: TableSchema) -> TablePlan:
@@ -362,7 +364,7 @@ def plan_table(staged: StagedTable, schema: TableSchema) -> TablePlan:
     for input_name in names:
         if input_name in schema.column_names:
             continue
-        if PANDAS_INDEX.fullmatch(input_name):
+        if input_name in staged.index_columns:
             plan.conversions.append(
                 Conversion(name, input_name, types[input_name], "(left out)", "pandas index column")
             )
@@ -671,8 +673,15 @@ def write_conformed(
         for c in plan.schema.columns
     ]
     order = ", ".join(quote(c) for c in plan.schema.sort_key)
+    # Materialised first, so that DuckDB knows from the data which columns hold no null and
+    # writes them as REQUIRED, as it does for `mlws demo`, whatever the conversion was.
+    converted_table = quote(f"mlws_written_{plan.name}")
     con.execute(
-        f"COPY (SELECT {', '.join(columns)} FROM (SELECT * FROM (SELECT {converted} "
-        f"FROM {quote(plan.staged.relation)}) ORDER BY {order})) "
+        f"CREATE OR REPLACE TEMP TABLE {converted_table} AS SELECT {converted} "
+        f"FROM {quote(plan.staged.relation)}"
+    )
+    con.execute(
+        f"COPY (SELECT {', '.join(columns)} FROM (SELECT * FROM {converted_table} ORDER BY {order})) "
         f"TO {literal(target)} (FORMAT parquet, COMPRESSION zstd)"
     )
+    con.execute(f"DROP TABLE {converted_table}")

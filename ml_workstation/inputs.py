@@ -10,6 +10,7 @@ Nothing here converts a value: that is conform.py's job.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,6 +64,7 @@ class StagedTable:
         None  # PARQUET: the file's columns as the node reads them
     )
     text: bool = False  # CSV: every column is text, typed by the registry
+    index_columns: tuple[str, ...] = ()  # columns pandas wrote for its index
 
     @property
     def column_names(self) -> tuple[str, ...]:
@@ -160,12 +162,36 @@ def _relation_of(con: duckdb.DuckDBPyConnection, table: TableInput, handle: str)
         # Every column as text: the registry types them, nothing is guessed from the values.
         return (
             f"read_csv({literal(str(table.path))}, header = true, all_varchar = true, "
-            "delim = ',', quote = '\"', escape = '\"', auto_detect = false, strict_mode = true)"
+            "delim = ',', quote = '\"', escape = '\"', strict_mode = true)"
         )
     if table.kind == DUCKDB:
         return f"{quote(SOURCE_DATABASE)}.main.{quote(table.name)}"
     con.register(handle, table.data)
     return quote(handle)
+
+
+def _pandas_index(metadata: bytes | str | None) -> tuple[str, ...]:
+    """The columns pandas' metadata (as pyarrow and fastparquet write it) says hold its index."""
+    if not metadata:
+        return ()
+    try:
+        index = json.loads(metadata).get("index_columns", [])
+    except (ValueError, AttributeError):
+        return ()
+    # A plain range index is stored as a description, not as a column.
+    return tuple(name for name in index if isinstance(name, str))
+
+
+def _index_columns(con: duckdb.DuckDBPyConnection, table: TableInput) -> tuple[str, ...]:
+    if table.kind == PARQUET:
+        rows = con.execute(
+            "SELECT value FROM parquet_kv_metadata(?) WHERE key = 'pandas'", [str(table.path)]
+        ).fetchall()
+        return _pandas_index(rows[0][0] if rows else None)
+    if table.kind == IN_MEMORY:
+        metadata = getattr(getattr(table.data, "schema", None), "metadata", None) or {}
+        return _pandas_index(metadata.get(b"pandas"))
+    return ()
 
 
 def _unreadable(table: TableInput, exc: Exception) -> SchemaError:
@@ -218,6 +244,7 @@ def _stage(con: duckdb.DuckDBPyConnection, table: TableInput) -> StagedTable:
             (str(name), str(kind))
             for name, kind, *_ in con.execute(f"DESCRIBE {quote(relation)}").fetchall()
         )
+        index_columns = _index_columns(con, table)
     except duckdb.Error as exc:
         fault = node_fault(exc, f"reading {table.where}")
         if fault is not None:
@@ -226,4 +253,4 @@ def _stage(con: duckdb.DuckDBPyConnection, table: TableInput) -> StagedTable:
     finally:
         if table.kind == IN_MEMORY:
             con.unregister(handle)
-    return StagedTable(table, relation, columns, footer, text=table.kind == CSV)
+    return StagedTable(table, relation, columns, footer, table.kind == CSV, index_columns)
