@@ -429,7 +429,7 @@ def _plan_column(plan: TablePlan, column: Column, duckdb_type: str) -> None:
 
 def create_view(con: duckdb.DuckDBPyConnection, plan: TablePlan) -> None:
     """Make the view of the conformed rows: each planned column converted, the input beside it."""
-    selected = [f"rowid AS {quote(ROW)}"]
+    selected = [f"{plan.staged.row} AS {quote(ROW)}"]
     for name, column in plan.columns.items():
         source = quote(column.source)
         selected.append(f"{column.expression(source)} AS {quote(name)}")
@@ -553,17 +553,25 @@ def _examples(found: Any) -> tuple[Example, ...]:
 def row_problems(
     con: duckdb.DuckDBPyConnection, plan: TablePlan, metadata: Mapping[str, Any]
 ) -> list[Problem]:
-    """Count, in one scan, the rows breaking each rule of the table; a few of each as examples."""
+    """Count, in one scan, the rows breaking each rule of the table; a few of each as examples.
+
+    The examples are looked for in a second scan, only for the rules some row breaks: a table
+    that conforms is read once.
+    """
     rules = _row_rules(plan, metadata)
-    parts = ["count(*)"]
-    for rule in rules:
-        example = f"{{'row': {quote(ROW)}, 'value': {rule.value}}}"
-        parts.append(f"count(*) FILTER (WHERE {rule.condition})")
-        parts.append(
-            f"min_by({example}, {quote(ROW)}, {EXAMPLE_ROWS}) FILTER (WHERE {rule.condition})"
-        )
-    row = con.execute(f"SELECT {', '.join(parts)} FROM {quote(plan.view)}").fetchone()
-    total, *counted = row if row is not None else (0,) * (2 * len(rules) + 1)
+    counts = ["count(*)"] + [f"count(*) FILTER (WHERE {rule.condition})" for rule in rules]
+    row = con.execute(f"SELECT {', '.join(counts)} FROM {quote(plan.view)}").fetchone()
+    total, *bad_rows = row if row is not None else (0,) * (len(rules) + 1)
+    broken = [index for index, bad in enumerate(bad_rows) if bad]
+    found: dict[int, Any] = {}
+    if broken:
+        parts = [
+            f"min_by({{'row': {quote(ROW)}, 'value': {rules[i].value}}}, {quote(ROW)}, "
+            f"{EXAMPLE_ROWS}) FILTER (WHERE {rules[i].condition})"
+            for i in broken
+        ]
+        examples = con.execute(f"SELECT {', '.join(parts)} FROM {quote(plan.view)}").fetchone()
+        found = dict(zip(broken, examples or (), strict=False))
     problems = []
     if total < plan.schema.min_rows:
         problems.append(
@@ -573,20 +581,19 @@ def row_problems(
                 f"{total:,} row(s), the registry needs at least {plan.schema.min_rows:,}",
             )
         )
-    for index, rule in enumerate(rules):
-        bad, examples = counted[2 * index], counted[2 * index + 1]
-        if bad:
-            problems.append(
-                Problem(
-                    plan.name,
-                    rule.column,
-                    f"{bad:,} row(s) {rule.message}",
-                    rule.found,
-                    rule.expected,
-                    bad,
-                    _examples(examples),
-                )
+    for index in broken:
+        rule, bad = rules[index], bad_rows[index]
+        problems.append(
+            Problem(
+                plan.name,
+                rule.column,
+                f"{bad:,} row(s) {rule.message}",
+                rule.found,
+                rule.expected,
+                bad,
+                _examples(found.get(index)),
             )
+        )
     return problems + _duplicate_keys(con, plan)
 
 
@@ -595,6 +602,12 @@ def _duplicate_keys(con: duckdb.DuckDBPyConnection, plan: TablePlan) -> list[Pro
     if not all(k in plan.columns for k in keys):
         return []
     grouped = ", ".join(quote(k) for k in keys)
+    counted = con.execute(
+        f"SELECT count(*) FROM (SELECT 1 FROM {quote(plan.view)} GROUP BY {grouped} "
+        "HAVING count(*) > 1)"
+    ).fetchone()
+    if not counted or not counted[0]:
+        return []
     shown = " || ', ' || ".join(f"coalesce(CAST({quote(k)} AS VARCHAR), 'NULL')" for k in keys)
     sql = (
         f"SELECT count(*), min_by({{'row': first_row, 'value': key || ' (rows ' || rows || ')'}}, "

@@ -3,8 +3,9 @@
 A pipeline writes its tables as a folder of `<table>.parquet` or `<table>.csv` files (pandas with
 either engine, polars, DuckDB, or any Parquet writer), as one DuckDB database file holding tables
 named as the registry's, or hands them in memory (pyarrow Tables, pandas or polars DataFrames).
-Each is staged into a temporary DuckDB table in the input's row order, so that every later check
-can name a row by its position (DuckDB's rowid: 0 for the first row, as pandas' iloc counts).
+Each is staged in DuckDB with its row number beside it, so that every later check can name a row
+by its position (0 for the first row, as pandas' iloc counts): a Parquet file is read in place
+(its file_row_number), anything else is loaded into a temporary table in input order (its rowid).
 Nothing here converts a value: that is conform.py's job.
 """
 
@@ -32,6 +33,7 @@ TABLE_FILE_SUFFIXES = (layout.TABLE_SUFFIX, CSV_SUFFIX)
 DUCKDB_MAGIC = b"DUCK"
 DUCKDB_MAGIC_OFFSET = 8
 SOURCE_DATABASE = "mlws_source"
+ROW_NUMBER = "__mlws_file_row"  # a Parquet input's row number, beside its columns
 
 PARQUET, CSV, DUCKDB, IN_MEMORY = "Parquet", "CSV", "DuckDB", "in-memory"
 
@@ -58,7 +60,8 @@ class StagedTable:
     """One input table loaded into DuckDB: its relation, its columns and what the file says of them."""
 
     source: TableInput
-    relation: str  # a temporary DuckDB table holding the rows in input order
+    relation: str  # a temporary DuckDB table or view holding the rows in input order
+    row: str  # the relation's column numbering the rows from 0, in input order
     columns: tuple[tuple[str, str], ...]  # (name, DuckDB type) in input order
     footer: tuple[FileColumn, ...] | None = (
         None  # PARQUET: the file's columns as the node reads them
@@ -156,8 +159,6 @@ def _database_inputs(path: Path, registry: SchemaRegistry) -> dict[str, TableInp
 
 def _relation_of(con: duckdb.DuckDBPyConnection, table: TableInput, handle: str) -> str:
     """A SQL relation reading `table`'s rows in input order."""
-    if table.kind == PARQUET:
-        return f"read_parquet({literal(str(table.path))})"
     if table.kind == CSV:
         # Every column as text: the registry types them, nothing is guessed from the values.
         return (
@@ -238,11 +239,22 @@ def _stage(con: duckdb.DuckDBPyConnection, table: TableInput) -> StagedTable:
     relation = f"mlws_input_{table.name}"
     handle = f"mlws_given_{table.name}"
     try:
-        source = _relation_of(con, table, handle)
-        con.execute(f"CREATE TEMP TABLE {quote(relation)} AS SELECT * FROM {source}")
+        if table.kind == PARQUET:
+            # Read in place: a file that is already right is never loaded whole into memory.
+            row = quote(ROW_NUMBER)
+            con.execute(
+                f"CREATE TEMP VIEW {quote(relation)} AS SELECT * EXCLUDE (file_row_number), "
+                f"file_row_number AS {row} FROM read_parquet({literal(str(table.path))}, "
+                "file_row_number = true)"
+            )
+        else:
+            row = "rowid"
+            source = _relation_of(con, table, handle)
+            con.execute(f"CREATE TEMP TABLE {quote(relation)} AS SELECT * FROM {source}")
         columns = tuple(
             (str(name), str(kind))
             for name, kind, *_ in con.execute(f"DESCRIBE {quote(relation)}").fetchall()
+            if name != ROW_NUMBER
         )
         index_columns = _index_columns(con, table)
     except duckdb.Error as exc:
@@ -253,4 +265,4 @@ def _stage(con: duckdb.DuckDBPyConnection, table: TableInput) -> StagedTable:
     finally:
         if table.kind == IN_MEMORY:
             con.unregister(handle)
-    return StagedTable(table, relation, columns, footer, table.kind == CSV, index_columns)
+    return StagedTable(table, relation, row, columns, footer, table.kind == CSV, index_columns)
