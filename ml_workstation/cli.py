@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -21,7 +21,7 @@ from appliance.trust.sshsig import generate_key, load_allowed_signers
 from ml_workstation import demo
 from ml_workstation.conform import Conversion, TablesDoNotConform
 from ml_workstation.export import export_pack
-from ml_workstation.pack_builder import PackRequest, build_pack
+from ml_workstation.pack_builder import PackRequest, build_pack, conform_to_folder
 
 
 class Timestamp(click.ParamType[datetime, Any]):
@@ -132,6 +132,47 @@ def keygen_command(key_file: Path, principal: str) -> None:
     click.echo(f'{principal} namespaces="{SIGNATURE_NAMESPACE}" {public.openssh_line()}')
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def metadata_options(command: F) -> F:
+    """The four traceability flags, each defaulting to the value the tables carry."""
+    options = (
+        click.option(
+            "--dataset-id",
+            default=None,
+            help="Identifier of the input data set [default: the tables' dataset_id].",
+        ),
+        click.option(
+            "--model-version",
+            default=None,
+            help="Version of the model that made the results [default: the tables' model_version].",
+        ),
+        click.option(
+            "--source",
+            default=None,
+            help="Model family: prophet, arima, lstm, ensemble, ... [default: the tables' source].",
+        ),
+        click.option(
+            "--generated-at",
+            type=Timestamp(),
+            default=None,
+            help="When the results were made [default: the tables' generated_at, else now].",
+        ),
+    )
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+json_option = click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the result, or every problem, as JSON on stdout (for pipelines).",
+)
+
+
 def _print_conversions(conversions: Sequence[Conversion]) -> None:
     """Say on stderr what was converted, one line per table and column."""
     for conversion in conversions:
@@ -163,39 +204,14 @@ def _report_problems(exc: TablesDoNotConform, as_json: bool) -> None:
     type=click.Path(path_type=Path, dir_okay=False),
     help="Ed25519 private key (OpenSSH format).",
 )
-@click.option(
-    "--dataset-id",
-    default=None,
-    help="Identifier of the input data set [default: the tables' dataset_id].",
-)
-@click.option(
-    "--model-version",
-    default=None,
-    help="Version of the model that made the results [default: the tables' model_version].",
-)
-@click.option(
-    "--source",
-    default=None,
-    help="Model family: prophet, arima, lstm, ensemble, ... [default: the tables' source].",
-)
-@click.option(
-    "--generated-at",
-    type=Timestamp(),
-    default=None,
-    help="When the results were made [default: the tables' generated_at, else now].",
-)
+@metadata_options
 @click.option(
     "--out",
     required=True,
     type=click.Path(path_type=Path, dir_okay=False),
     help="The pack file to write (NAME.pack).",
 )
-@click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    help="Print the result, or every problem, as JSON on stdout (for pipelines).",
-)
+@json_option
 def pack_command(
     tables: Path,
     key_file: Path,
@@ -233,6 +249,47 @@ def pack_command(
         click.echo(json.dumps(result, indent=2))
     else:
         _print_conversions(built.conversions)
+        click.echo(str(out))
+
+
+@main.command("conform")
+@click.argument("tables", type=click.Path(path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path))
+@metadata_options
+@json_option
+def conform_command(
+    tables: Path,
+    out: Path,
+    dataset_id: str | None,
+    model_version: str | None,
+    source: str | None,
+    generated_at: datetime | None,
+    as_json: bool,
+) -> None:
+    """Conform the tables in TABLES to the registry into the new folder OUT, without signing.
+
+    OUT then holds one <table>.parquet per table, exactly as `mlws pack` would put them in a
+    pack (and `mlws pack OUT` takes them byte for byte). The conversions and problems are
+    reported as by `mlws pack`.
+    """
+    progress = Progress()
+    with reported_errors():
+        request = PackRequest(tables, dataset_id, model_version, source, generated_at)
+        try:
+            conformed = conform_to_folder(request, out, progress)
+        except TablesDoNotConform as exc:
+            _report_problems(exc, as_json)
+            raise
+    if as_json:
+        result = {
+            "ok": True,
+            "tables": str(out),
+            "rows": {name: entry.rows for name, entry in conformed.manifest.tables.items()},
+            "conversions": [c.as_dict() for c in conformed.conversions],
+        }
+        click.echo(json.dumps(result, indent=2))
+    else:
+        _print_conversions(conformed.conversions)
         click.echo(str(out))
 
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from appliance import __version__
 from appliance.errors import ConfigError, SchemaError
 from appliance.faults import node_fault
-from appliance.fsio import atomic_output, scratch_dir, sha256_file
+from appliance.fsio import atomic_output, fsync_path, fsync_tree, scratch_dir, sha256_file
 from appliance.packs import pack_layout as layout
 from appliance.packs.parquet_footer import read_footer
 from appliance.packs.result_pack import PackManifest, TableEntry, parse_manifest
@@ -253,8 +253,12 @@ def _prepare_tables(
     registry: SchemaRegistry,
     work: Path,
     progress: Progress,
+    tables_dir: Path | None = None,
 ) -> tuple[PackManifest, dict[str, Path], list[Conversion]]:
-    """Conform and check the tables into `work`; the manifest (with entries), files, conversions."""
+    """Conform and check the tables into `tables_dir` (default `work`), DuckDB spilling into `work`.
+
+    Returns the manifest (with its table entries), the table files and the conversions made.
+    """
     import duckdb
 
     con = _connect(work)
@@ -273,7 +277,7 @@ def _prepare_tables(
         canonical: dict[str, Path] = {}
         conversions: list[Conversion] = []
         for name, plan in plans.items():
-            target = work / f"{name}{layout.TABLE_SUFFIX}"
+            target = (tables_dir or work) / f"{name}{layout.TABLE_SUFFIX}"
             if plan.as_is and plan.staged.source.path is not None:
                 # Already what the node takes: the bytes go in as they are.
                 shutil.copyfile(plan.staged.source.path, target)
@@ -347,3 +351,50 @@ def _with_entries(
         for name, path in files.items()
     }
     return dataclasses.replace(manifest, tables=entries)
+
+
+@dataclass(frozen=True)
+class ConformedTables:
+    """Tables conformed into a folder: where, the metadata and rows a pack of them has, and how."""
+
+    path: Path
+    manifest: PackManifest
+    conversions: tuple[Conversion, ...]
+
+
+def conform_to_folder(
+    request: PackRequest, out_dir: Path, progress: Progress = quiet
+) -> ConformedTables:
+    """Conform the tables and write them into the new folder `out_dir` as a pack would hold them.
+
+    The folder appears whole or not at all. `mlws pack` of it takes the files byte for byte.
+    """
+    registry = load_registry()
+    if out_dir.exists() or out_dir.is_symlink():
+        msg = f"{out_dir} already exists: give a new folder for the conformed tables"
+        raise ConfigError(msg)
+    if not out_dir.parent.is_dir():
+        msg = f"{out_dir.parent} is not a folder"
+        raise ConfigError(msg)
+    inputs = request_inputs(request, registry)
+    with ExitStack() as stack:
+        try:
+            work = stack.enter_context(scratch_dir(out_dir.parent, ".mlws-conform-"))
+            tables_dir = work / "tables"
+            tables_dir.mkdir()
+        except OSError as exc:
+            msg = f"{out_dir.parent}: cannot write there ({exc.strerror})"
+            raise ConfigError(msg) from exc
+        try:
+            manifest, _, conversions = _prepare_tables(
+                request, inputs, registry, work, progress, tables_dir
+            )
+            fsync_tree(tables_dir)
+            tables_dir.rename(out_dir)
+            fsync_path(out_dir.parent)
+        except OSError as exc:
+            fault = node_fault(exc, f"writing {out_dir}")
+            if fault is None:
+                raise
+            raise fault from exc
+    return ConformedTables(out_dir, manifest, tuple(conversions))

@@ -125,3 +125,46 @@ def test_a_file_that_is_neither_folder_nor_database(tmp_path: Path, signer: Sign
     assert done.returncode == USAGE
     (line,) = done.stderr.splitlines()
     assert line.startswith(f"error: {fake} is a file, but not a DuckDB database")
+
+
+def test_conform_writes_the_tables_a_pack_holds(
+    tmp_path: Path, demo_tables: Path, signer: Signer
+) -> None:
+    from tests.packs import ForgedPack
+
+    tables = ml_tables.write_polars(demo_tables, tmp_path / "polars")
+    conformed = tmp_path / "conformed"
+    done = run("mlws", "conform", tables, conformed)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"{conformed}\n"
+    assert "converted fact_forecast.date:" in done.stderr
+    direct, via = tmp_path / "direct.pack", tmp_path / "via.pack"
+    run("mlws", "pack", tables, "--key", signer.key, "--out", direct, check=True)
+    packed = run("mlws", "pack", conformed, "--key", signer.key, "--out", via, check=True)
+    assert "converted" not in packed.stderr  # the conformed files go in byte for byte
+    ours, theirs = ForgedPack.read(via), ForgedPack.read(direct)
+    assert ours.tables == theirs.tables
+    for member, data in ours.tables.items():
+        assert (conformed / Path(member).name).read_bytes() == data
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "conformed",
+        "direct.pack",
+        "polars",
+        "via.pack",
+    ]
+
+
+def test_conform_refuses_and_leaves_nothing(
+    tmp_path: Path, demo_tables: Path, signer: Signer
+) -> None:
+    tables = spoiled_tables(demo_tables, tmp_path / "spoiled")
+    done = run("mlws", "conform", tables, tmp_path / "out", "--json")
+    assert done.returncode == REFUSED
+    assert len(json.loads(done.stdout)["problems"]) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spoiled"]
+    (tmp_path / "taken").mkdir()
+    done = run("mlws", "conform", demo_tables, tmp_path / "taken")
+    assert done.returncode == USAGE
+    assert done.stderr.splitlines()[-1] == (
+        f"error: {tmp_path / 'taken'} already exists: give a new folder for the conformed tables"
+    )
