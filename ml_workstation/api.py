@@ -91,8 +91,8 @@ def write_pack(
     """
     given: Path | dict[str, Any]
     if isinstance(tables, str | Path):
-        given = Path(tables)
+        given = Path(tables).expanduser()
     else:
         given = {name: as_arrow(name, table) for name, table in tables.items()}
     request = PackRequest(given, dataset_id, model_version, source, generated_at)
-    return build_pack(request, Path(key), Path(out))
+    return build_pack(request, Path(key).expanduser(), Path(out).expanduser())
