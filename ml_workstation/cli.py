@@ -14,7 +14,7 @@ import click
 from appliance import __version__
 from appliance.console import Progress, reported_errors
 from appliance.data.importer import check_pack
-from appliance.errors import PackRejected
+from appliance.errors import ApplianceError, PackRejected
 from appliance.packs.pack_layout import SIGNATURE_NAMESPACE
 from appliance.packs.result_pack import format_timestamp, parse_timestamp
 from appliance.trust.sshsig import generate_key, load_allowed_signers
@@ -179,15 +179,23 @@ def _print_conversions(conversions: Sequence[Conversion]) -> None:
         click.echo(f"converted {conversion.line()}", err=True)
 
 
-def _report_problems(exc: TablesDoNotConform, as_json: bool) -> None:
-    """Print every problem (stderr, or stdout as JSON); the error line follows."""
+def _report_problems(exc: ApplianceError, as_json: bool) -> None:
+    """Print every problem (stderr, or stdout as JSON for any error); the error line follows."""
+    problems = exc.problems if isinstance(exc, TablesDoNotConform) else []
     if as_json:
         report = {
             "ok": False,
-            "problems": [p.as_dict() for p in exc.problems],
-            "conversions": [c.as_dict() for c in exc.conversions],
+            "error": str(exc),
+            "exit_code": exc.exit_code,
+            "problems": [p.as_dict() for p in problems],
+            "conversions": [
+                c.as_dict()
+                for c in (exc.conversions if isinstance(exc, TablesDoNotConform) else [])
+            ],
         }
         click.echo(json.dumps(report, indent=2))
+        return
+    if not isinstance(exc, TablesDoNotConform):
         return
     _print_conversions(exc.conversions)
     click.echo(f"{len(exc.problems)} problem(s):", err=True)
@@ -235,7 +243,7 @@ def pack_command(
         request = PackRequest(tables, dataset_id, model_version, source, generated_at)
         try:
             built = build_pack(request, key_file, out, progress)
-        except TablesDoNotConform as exc:
+        except ApplianceError as exc:
             _report_problems(exc, as_json)
             raise
     progress(f"wrote {out} (pack_id {built.pack_id})")
@@ -277,7 +285,7 @@ def conform_command(
         request = PackRequest(tables, dataset_id, model_version, source, generated_at)
         try:
             conformed = conform_to_folder(request, out, progress)
-        except TablesDoNotConform as exc:
+        except ApplianceError as exc:
             _report_problems(exc, as_json)
             raise
     if as_json:

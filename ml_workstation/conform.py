@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from ml_workstation.inputs import StagedTable
 
 EXAMPLE_ROWS = 5  # example rows a problem names
+EXAMPLE_CHARS = 80  # the most characters of a value an example shows
 ROW = "__mlws_row"  # the input row number in a conformed view
 INT32_RANGE = "-2,147,483,648..2,147,483,647"
 
@@ -189,6 +190,13 @@ def registry_says(column: Column) -> str:
     return f"{column.type} ({stored}){'' if column.nullable else ', not null'}"
 
 
+def _where(table: str, column: str | None) -> str:
+    """`table.column` for a message; a column name that is not a plain word is quoted."""
+    if column is None:
+        return table
+    return f"{table}.{column if re.fullmatch(r'[A-Za-z0-9_]+', column) else repr(column)}"
+
+
 @dataclass(frozen=True)
 class Example:
     """One input row a problem applies to: its number and the value found there."""
@@ -211,7 +219,7 @@ class Problem:
 
     def line(self) -> str:
         """The problem as one readable line."""
-        where = f"{self.table}.{self.column}" if self.column else self.table
+        where = _where(self.table, self.column)
         text = f"{where}: {self.message}"
         said = [f"found {self.found}"] if self.found is not None else []
         said += [f"registry says {self.expected}"] if self.expected is not None else []
@@ -250,7 +258,7 @@ class Conversion:
 
     def line(self) -> str:
         """The conversion as one readable line."""
-        where = f"{self.table}.{self.column}" if self.column else self.table
+        where = _where(self.table, self.column)
         how = f" ({self.how})" if self.how else ""
         return f"{where}: {self.found} -> {self.registry}{how}"
 
@@ -546,6 +554,14 @@ def _row_rules(plan: TablePlan, metadata: Mapping[str, Any]) -> list[_RowRule]:
     return rules
 
 
+def _shown(value: str) -> str:
+    """SQL of an example value cut to EXAMPLE_CHARS characters (a long string says so)."""
+    return (
+        f"CASE WHEN length({value}) > {EXAMPLE_CHARS} "
+        f"THEN left({value}, {EXAMPLE_CHARS}) || '...' ELSE {value} END"
+    )
+
+
 def _examples(found: Any) -> tuple[Example, ...]:
     return tuple(Example(int(e["row"]), e["value"]) for e in found or [])
 
@@ -566,7 +582,7 @@ def row_problems(
     found: dict[int, Any] = {}
     if broken:
         parts = [
-            f"min_by({{'row': {quote(ROW)}, 'value': {rules[i].value}}}, {quote(ROW)}, "
+            f"min_by({{'row': {quote(ROW)}, 'value': {_shown(rules[i].value)}}}, {quote(ROW)}, "
             f"{EXAMPLE_ROWS}) FILTER (WHERE {rules[i].condition})"
             for i in broken
         ]
@@ -610,7 +626,7 @@ def _duplicate_keys(con: duckdb.DuckDBPyConnection, plan: TablePlan) -> list[Pro
         return []
     shown = " || ', ' || ".join(f"coalesce(CAST({quote(k)} AS VARCHAR), 'NULL')" for k in keys)
     sql = (
-        f"SELECT count(*), min_by({{'row': first_row, 'value': key || ' (rows ' || rows || ')'}}, "
+        f"SELECT count(*), min_by({{'row': first_row, 'value': {_shown('key')} || ' (rows ' || rows || ')'}}, "
         f"first_row, {EXAMPLE_ROWS}) FROM (SELECT min({quote(ROW)}) AS first_row, {shown} AS key, "
         f"array_to_string(list({quote(ROW)} ORDER BY {quote(ROW)})[1:{EXAMPLE_ROWS}], ', ') AS rows "
         f"FROM {quote(plan.view)} GROUP BY {grouped} HAVING count(*) > 1)"
@@ -633,7 +649,8 @@ def foreign_key_problems(
             parent = plans.get(parent_table)
             if parent is None or column not in plan.columns or parent_column not in parent.columns:
                 continue
-            example = f"{{'row': c.{quote(ROW)}, 'value': CAST(c.{quote(column)} AS VARCHAR)}}"
+            shown = _shown(f"CAST(c.{quote(column)} AS VARCHAR)")
+            example = f"{{'row': c.{quote(ROW)}, 'value': {shown}}}"
             sql = (
                 f"SELECT count(*), min_by({example}, c.{quote(ROW)}, {EXAMPLE_ROWS}) "
                 f"FROM {quote(plan.view)} AS c WHERE c.{quote(column)} IS NOT NULL AND NOT EXISTS ("

@@ -168,3 +168,14 @@ def test_conform_refuses_and_leaves_nothing(
     assert done.stderr.splitlines()[-1] == (
         f"error: {tmp_path / 'taken'} already exists: give a new folder for the conformed tables"
     )
+
+
+def test_json_for_an_unreadable_table(tmp_path: Path, demo_tables: Path, signer: Signer) -> None:
+    tables = ml_tables.write_pandas(demo_tables, tmp_path / "in")
+    (tables / "dim_item.parquet").write_bytes(b"PAR1 truncated")
+    done = run("mlws", "pack", tables, "--key", signer.key, "--out", tmp_path / "x.pack", "--json")
+    assert done.returncode == REFUSED
+    report = json.loads(done.stdout)
+    assert (report["ok"], report["exit_code"], report["problems"]) == (False, REFUSED, [])
+    assert "dim_item.parquet: not a readable Parquet file" in report["error"]
+    assert done.stderr.splitlines()[-1] == f"error: {report['error']}"

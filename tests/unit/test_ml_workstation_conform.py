@@ -372,3 +372,47 @@ def test_write_pack_says_how_to_install_a_missing_library(monkeypatch: pytest.Mo
     monkeypatch.setitem(sys.modules, "pyarrow", None)
     with pytest.raises(ConfigError, match=r"pyarrow is needed .*appliance\[workstation\]"):
         api._library("pyarrow")
+
+
+def test_an_empty_csv_and_a_header_only_csv(
+    tmp_path: Path, demo_tables: Path, signer: Signer
+) -> None:
+    tables = ml_tables.write_csv(demo_tables, tmp_path / "in")
+    header = (tables / "fact_metrics.csv").read_text().splitlines()[0]
+    (tables / "fact_metrics.csv").write_text(header + "\n")
+    with pytest.raises(TablesDoNotConform) as refused:
+        write_pack(tables, key=signer.key, out=tmp_path / "x.pack")
+    assert [p.line() for p in refused.value.problems] == [
+        "fact_metrics: 0 row(s), the registry needs at least 1"
+    ]
+    (tables / "fact_metrics.csv").write_bytes(b"")
+    with pytest.raises(SchemaError, match=r"fact_metrics.csv: not a readable CSV table"):
+        write_pack(tables, key=signer.key, out=tmp_path / "x.pack")
+    assert not (tmp_path / "x.pack").exists()
+
+
+def test_a_binary_file_named_csv(tmp_path: Path, demo_tables: Path, signer: Signer) -> None:
+    tables = ml_tables.write_csv(demo_tables, tmp_path / "in")
+    (tables / "dim_item.csv").write_bytes((demo_tables / "dim_item.parquet").read_bytes())
+    with pytest.raises(SchemaError) as refused:
+        write_pack(tables, key=signer.key, out=tmp_path / "x.pack")
+    assert "dim_item" in str(refused.value)
+    assert "\n" not in str(refused.value)
+    assert not (tmp_path / "x.pack").exists()
+
+
+def test_long_values_and_odd_column_names_stay_on_one_line(
+    tmp_path: Path, demo_tables: Path, signer: Signer
+) -> None:
+    given = pandas_tables(demo_tables)
+    items = given["dim_item"]
+    items.loc[items.index[0], "name"] = "x" * 5000
+    given["dim_item"] = items.assign(**{"note\nfrom the pipeline": 1})
+    with pytest.raises(TablesDoNotConform) as refused:
+        write_pack(given, key=signer.key, out=tmp_path / "x.pack")
+    lines = {p.column: p.line() for p in refused.value.problems}
+    assert lines["name"].endswith(f"e.g. row 0 = '{'x' * 80}...'")
+    assert lines["note\nfrom the pipeline"].startswith(
+        "dim_item.'note\\nfrom the pipeline': unexpected column"
+    )
+    assert all("\n" not in line for line in lines.values())
