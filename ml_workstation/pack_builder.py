@@ -48,9 +48,6 @@ from ml_workstation.inputs import (
 if TYPE_CHECKING:
     import duckdb
 
-DUCKDB_MEMORY_LIMIT = "4GB"
-
-
 @dataclass(frozen=True)
 class PackRequest:
     """What goes into a pack: the tables and the traceability values.
@@ -209,12 +206,7 @@ def _connect(work: Path) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB for conforming: UTC, input order kept, spilling into `work`."""
     import duckdb
 
-    con = duckdb.connect(
-        config={
-            "memory_limit": DUCKDB_MEMORY_LIMIT,
-            "preserve_insertion_order": True,
-        }
-    )
+    con = duckdb.connect(config={"preserve_insertion_order": True})
     # Timestamps turn into days, and into text for messages, in UTC whatever the machine's zone.
     con.execute("SET TimeZone = 'UTC'")
     con.execute("SET enable_progress_bar = false")
