@@ -237,7 +237,9 @@ def _stage(con: duckdb.DuckDBPyConnection, table: TableInput) -> StagedTable:
             msg = f"{table.path}: not a readable Parquet file ({exc})"
             raise SchemaError(msg) from exc
     if table.kind == CSV and table.path is not None and table.path.stat().st_size == 0:
-        msg = f"{table.path}: not a readable CSV table (the file is empty; it needs its header line)"
+        msg = (
+            f"{table.path}: not a readable CSV table (the file is empty; it needs its header line)"
+        )
         raise SchemaError(msg)
     relation = f"mlws_input_{table.name}"
     handle = f"mlws_given_{table.name}"

@@ -48,6 +48,7 @@ from ml_workstation.inputs import (
 if TYPE_CHECKING:
     import duckdb
 
+
 @dataclass(frozen=True)
 class PackRequest:
     """What goes into a pack: the tables and the traceability values.
