@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
 from appliance import __version__
 from appliance.console import Progress, reported_errors
 from appliance.data.importer import check_pack
-from appliance.errors import PackRejected
+from appliance.errors import ApplianceError, PackRejected
 from appliance.packs.pack_layout import SIGNATURE_NAMESPACE
 from appliance.packs.result_pack import format_timestamp, parse_timestamp
 from appliance.trust.sshsig import generate_key, load_allowed_signers
 from ml_workstation import demo
+from ml_workstation.conform import Conversion, TablesDoNotConform
 from ml_workstation.export import export_pack
-from ml_workstation.pack_builder import PackRequest, build_pack
+from ml_workstation.pack_builder import PackRequest, build_pack, conform_to_folder
 
 
 class Timestamp(click.ParamType[datetime, Any]):
@@ -129,8 +132,79 @@ def keygen_command(key_file: Path, principal: str) -> None:
     click.echo(f'{principal} namespaces="{SIGNATURE_NAMESPACE}" {public.openssh_line()}')
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def metadata_options(command: F) -> F:
+    """The four traceability flags, each defaulting to the value the tables carry."""
+    options = (
+        click.option(
+            "--dataset-id",
+            default=None,
+            help="Identifier of the input data set [default: the tables' dataset_id].",
+        ),
+        click.option(
+            "--model-version",
+            default=None,
+            help="Version of the model that made the results [default: the tables' model_version].",
+        ),
+        click.option(
+            "--source",
+            default=None,
+            help="Model family: prophet, arima, lstm, ensemble, ... [default: the tables' source].",
+        ),
+        click.option(
+            "--generated-at",
+            type=Timestamp(),
+            default=None,
+            help="When the results were made [default: the tables' generated_at, else now].",
+        ),
+    )
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+json_option = click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the result, or every problem, as JSON on stdout (for pipelines).",
+)
+
+
+def _print_conversions(conversions: Sequence[Conversion]) -> None:
+    """Say on stderr what was converted, one line per table and column."""
+    for conversion in conversions:
+        click.echo(f"converted {conversion.line()}", err=True)
+
+
+def _report_problems(exc: ApplianceError, as_json: bool) -> None:
+    """Print every problem (stderr, or stdout as JSON for any error); the error line follows."""
+    problems = exc.problems if isinstance(exc, TablesDoNotConform) else []
+    if as_json:
+        report = {
+            "ok": False,
+            "error": str(exc),
+            "exit_code": exc.exit_code,
+            "problems": [p.as_dict() for p in problems],
+            "conversions": [
+                c.as_dict()
+                for c in (exc.conversions if isinstance(exc, TablesDoNotConform) else [])
+            ],
+        }
+        click.echo(json.dumps(report, indent=2))
+        return
+    if not isinstance(exc, TablesDoNotConform):
+        return
+    _print_conversions(exc.conversions)
+    click.echo(f"{len(exc.problems)} problem(s):", err=True)
+    for problem in exc.problems:
+        click.echo(f"  {problem.line()}", err=True)
+
+
 @main.command("pack")
-@click.argument("tables_dir", type=click.Path(path_type=Path, file_okay=False))
+@click.argument("tables", type=click.Path(path_type=Path))
 @click.option(
     "--key",
     "key_file",
@@ -138,53 +212,93 @@ def keygen_command(key_file: Path, principal: str) -> None:
     type=click.Path(path_type=Path, dir_okay=False),
     help="Ed25519 private key (OpenSSH format).",
 )
-@click.option(
-    "--dataset-id",
-    default=None,
-    help="Identifier of the input data set [default: the tables' dataset_id].",
-)
-@click.option(
-    "--model-version",
-    default=None,
-    help="Version of the model that made the results [default: the tables' model_version].",
-)
-@click.option(
-    "--source",
-    default=None,
-    help="Model family: prophet, arima, lstm, ensemble, ... [default: the tables' source].",
-)
-@click.option(
-    "--generated-at",
-    type=Timestamp(),
-    default=None,
-    help="When the results were made [default: the tables' generated_at, else now].",
-)
+@metadata_options
 @click.option(
     "--out",
     required=True,
     type=click.Path(path_type=Path, dir_okay=False),
     help="The pack file to write (NAME.pack).",
 )
+@json_option
 def pack_command(
-    tables_dir: Path,
+    tables: Path,
     key_file: Path,
     dataset_id: str | None,
     model_version: str | None,
     source: str | None,
     generated_at: datetime | None,
     out: Path,
+    as_json: bool,
 ) -> None:
-    """Check the tables in TABLES_DIR against the registry and write a signed result pack.
+    """Conform the tables in TABLES to the registry and write a signed result pack.
 
-    Tables that carry the metadata columns go in as they are, and give the flags their defaults;
-    tables without them get the flags' values.
+    TABLES is a folder of <table>.parquet or <table>.csv files (pandas, polars, DuckDB or any
+    Parquet writer), or a DuckDB database file with tables named as the registry's. What can be
+    converted without losing information is converted, and said on stderr; anything else is
+    refused with every problem listed (exit 3). Tables that carry the metadata columns give the
+    flags their defaults; tables without them get the flags' values.
     """
     progress = Progress()
     with reported_errors():
-        request = PackRequest(tables_dir, dataset_id, model_version, source, generated_at)
-        manifest = build_pack(request, key_file, out, progress)
-    progress(f"wrote {out} (pack_id {manifest.pack_id})")
-    click.echo(str(out))
+        request = PackRequest(tables, dataset_id, model_version, source, generated_at)
+        try:
+            built = build_pack(request, key_file, out, progress)
+        except ApplianceError as exc:
+            _report_problems(exc, as_json)
+            raise
+    progress(f"wrote {out} (pack_id {built.pack_id})")
+    if as_json:
+        result = {
+            "ok": True,
+            "pack": str(out),
+            "pack_id": built.pack_id,
+            "conversions": [c.as_dict() for c in built.conversions],
+        }
+        click.echo(json.dumps(result, indent=2))
+    else:
+        _print_conversions(built.conversions)
+        click.echo(str(out))
+
+
+@main.command("conform")
+@click.argument("tables", type=click.Path(path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path))
+@metadata_options
+@json_option
+def conform_command(
+    tables: Path,
+    out: Path,
+    dataset_id: str | None,
+    model_version: str | None,
+    source: str | None,
+    generated_at: datetime | None,
+    as_json: bool,
+) -> None:
+    """Conform the tables in TABLES to the registry into the new folder OUT, without signing.
+
+    OUT then holds one <table>.parquet per table, exactly as `mlws pack` would put them in a
+    pack (and `mlws pack OUT` takes them byte for byte). The conversions and problems are
+    reported as by `mlws pack`.
+    """
+    progress = Progress()
+    with reported_errors():
+        request = PackRequest(tables, dataset_id, model_version, source, generated_at)
+        try:
+            conformed = conform_to_folder(request, out, progress)
+        except ApplianceError as exc:
+            _report_problems(exc, as_json)
+            raise
+    if as_json:
+        result = {
+            "ok": True,
+            "tables": str(out),
+            "rows": {name: entry.rows for name, entry in conformed.manifest.tables.items()},
+            "conversions": [c.as_dict() for c in conformed.conversions],
+        }
+        click.echo(json.dumps(result, indent=2))
+    else:
+        _print_conversions(conformed.conversions)
+        click.echo(str(out))
 
 
 @main.command("verify")

@@ -1,10 +1,12 @@
-"""Build signed result packs from a folder of gold tables (one `<table>.parquet` per table).
+"""Build signed result packs from the gold tables an ML pipeline wrote.
 
-Each table is checked against the schema registry. A table without the traceability metadata
-columns is rewritten with them (registry column order, sorted by the sort key, ZSTD); a table with
-them goes in byte for byte, and its values must equal the flags. A flag not given takes the one
-value the tables carry. Every table then passes the same data checks the node runs, and is listed
-with its rows, size and SHA-256 in pack.json, signed with SSHSIG.
+The tables come as a folder (one `<table>.parquet` or `<table>.csv` per table), a DuckDB database
+file, or in memory (inputs.py). Each is conformed to the schema registry without losing
+information (conform.py): a Parquet file that is already what the node takes goes in byte for
+byte; any other table is rewritten in registry column order, sorted by the sort key, ZSTD, with
+the metadata columns. Every problem of every table is reported at once. A flag not given takes
+the one value the tables carry. The conformed tables then pass the same data checks the node
+runs, and are listed with their rows, size and SHA-256 in pack.json, signed with SSHSIG.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import shutil
 import socket
 import tarfile
 import uuid
+from collections.abc import Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,27 +25,25 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from appliance import __version__
-from appliance.errors import ConfigError, SchemaError, UnreadableParquet
+from appliance.errors import ConfigError, SchemaError
 from appliance.faults import node_fault
-from appliance.fsio import atomic_output, scratch_dir, sha256_file
+from appliance.fsio import atomic_output, fsync_path, fsync_tree, scratch_dir, sha256_file
 from appliance.packs import pack_layout as layout
 from appliance.packs.parquet_footer import read_footer
-from appliance.packs.result_pack import PackManifest, TableEntry, format_timestamp, parse_manifest
-from appliance.packs.schema_registry import (
-    SchemaRegistry,
-    TableSchema,
-    load_registry,
-    schema_problems,
-)
-from appliance.packs.table_checks import (
-    foreign_key_problems,
-    from_epoch_us,
-    literal,
-    quote,
-    table_problems,
-)
+from appliance.packs.result_pack import PackManifest, TableEntry, parse_manifest
+from appliance.packs.schema_registry import SchemaRegistry, load_registry
+from appliance.packs.table_checks import foreign_key_problems, literal, table_problems
 from appliance.progress import Progress, quiet
 from appliance.trust.sshsig import load_private_key, public_key_of, sign
+from ml_workstation import conform
+from ml_workstation.conform import Conversion, TablePlan, TablesDoNotConform
+from ml_workstation.inputs import (
+    IN_MEMORY,
+    TableInput,
+    check_table_names,
+    find_inputs,
+    stage_tables,
+)
 
 if TYPE_CHECKING:
     import duckdb
@@ -50,21 +51,44 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class PackRequest:
-    """What goes into a pack: the tables folder and the traceability values.
+    """What goes into a pack: the tables and the traceability values.
 
-    A value left None is the one the tables' metadata columns carry (generated_at: else now).
+    `tables` is a folder of table files or a DuckDB database file, or a mapping of table name
+    to pyarrow Table. A value left None is the one the tables' metadata columns carry
+    (generated_at: else now). `pack_id` is for a reproducible build only: the node refuses a
+    pack_id it has imported before, so leave it None (a fresh UUID) for a real pack.
     """
 
-    tables_dir: Path
+    tables: Path | Mapping[str, Any]
     dataset_id: str | None = None
     model_version: str | None = None
     source: str | None = None
     generated_at: datetime | None = None
+    pack_id: str | None = None
 
     def given(self, column: str) -> Any:
         """The value asked for metadata column `column`, or None."""
         value = getattr(self, column)
         return value.astimezone(UTC) if isinstance(value, datetime) else value
+
+    @property
+    def where(self) -> str:
+        """The tables, for a message."""
+        return str(self.tables) if isinstance(self.tables, Path) else "the tables given"
+
+
+@dataclass(frozen=True)
+class BuiltPack:
+    """A pack written: where, its manifest, and what was converted to make its tables."""
+
+    path: Path
+    manifest: PackManifest
+    conversions: tuple[Conversion, ...]
+
+    @property
+    def pack_id(self) -> str:
+        """The pack's unique id, as the node lists it."""
+        return self.manifest.pack_id
 
 
 def _flag(column: str) -> str:
@@ -72,82 +96,13 @@ def _flag(column: str) -> str:
     return "--" + column.replace("_", "-")
 
 
-def find_tables(tables_dir: Path, registry: SchemaRegistry) -> dict[str, Path]:
-    """The registry tables present in `tables_dir`; refuse unknown files and absent required ones."""
-    if not tables_dir.is_dir():
-        msg = f"{tables_dir} is not a folder of <table>.parquet files"
-        raise ConfigError(msg)
-    try:
-        # glob() would take an unreadable folder for an empty one.
-        entries = sorted(tables_dir.iterdir())
-    except OSError as exc:
-        msg = f"{tables_dir}: cannot read the folder ({exc.strerror})"
-        raise ConfigError(msg) from exc
-    found = {p.stem: p for p in entries if p.suffix == layout.TABLE_SUFFIX}
-    unknown = sorted(set(found) - set(registry.tables))
-    if unknown:
-        msg = f"{tables_dir}: {', '.join(unknown)} not in the schema registry ({', '.join(registry.tables)})"
-        raise SchemaError(msg)
-    absent = [name for name in registry.required_tables if name not in found]
-    if absent:
-        msg = f"{tables_dir}: required table(s) missing: {', '.join(absent)}"
-        raise SchemaError(msg)
-    return {name: found[name] for name in registry.tables if name in found}
-
-
-def _has_metadata(table: TableSchema, path: Path) -> bool:
-    """Whether the file carries the metadata columns (all of them), after checking its schema.
-
-    The check is the node's, so a table that passes here passes the import.
-    """
-    try:
-        columns = read_footer(path).columns
-    except UnreadableParquet as exc:
-        msg = f"{path}: not a readable Parquet file ({exc})"
-        raise SchemaError(msg) from exc
-    names = [column.name for column in columns]
-    present = [c for c in layout.METADATA_COLUMNS if c in names]
-    if present and len(present) != len(layout.METADATA_COLUMNS):
-        msg = f"{path.name}: has {', '.join(present)} but not all of {', '.join(layout.METADATA_COLUMNS)}"
-        raise SchemaError(msg)
-    expected = table if present else dataclasses.replace(table, columns=table.data_columns)
-    problems = schema_problems(expected, columns)
-    if problems:
-        raise SchemaError(problems[0])
-    return bool(present)
-
-
-def _carried_values(
-    con: duckdb.DuckDBPyConnection, stamped: dict[str, Path]
-) -> dict[str, set[Any]]:
-    """The distinct non-null values of each metadata column across the tables that carry them."""
-    carried: dict[str, set[Any]] = {column: set() for column in layout.METADATA_COLUMNS}
-    selected = ", ".join(
-        f"epoch_us({quote(c)})" if c == "generated_at" else quote(c)
-        for c in layout.METADATA_COLUMNS
-    )
-    for path in stamped.values():
-        # Two distinct rows already prove a disagreement: no need to read them all.
-        rows = con.execute(
-            f"SELECT DISTINCT {selected} FROM read_parquet({literal(str(path))}) LIMIT 2"
-        ).fetchall()
-        for row in rows:
-            for column, value in zip(layout.METADATA_COLUMNS, row, strict=True):
-                if value is not None:
-                    carried[column].add(from_epoch_us(value) if column == "generated_at" else value)
-    return carried
-
-
-def _traceability(
-    con: duckdb.DuckDBPyConnection, stamped: dict[str, Path], request: PackRequest
-) -> dict[str, Any]:
+def _traceability(carried: dict[str, set[Any]], request: PackRequest) -> dict[str, Any]:
     """The pack's metadata: each flag given, else the one value the tables carry.
 
     generated_at defaults to now when no table carries it; the other three must then be given.
-    A flag that contradicts the tables is left to the data checks, which say which table and
-    how many rows.
+    A flag that contradicts the tables is left to the row checks, which say which table and
+    which rows.
     """
-    carried = _carried_values(con, stamped)
     values: dict[str, Any] = {}
     for column in layout.METADATA_COLUMNS:
         given, found = request.given(column), carried[column]
@@ -167,21 +122,12 @@ def _traceability(
     return values
 
 
-def _write_canonical(
-    con: duckdb.DuckDBPyConnection,
-    table: TableSchema,
-    source: Path,
-    target: Path,
-    stamp: dict[str, str],
-) -> None:
-    """Rewrite a table in registry column order, sorted, ZSTD, with the metadata columns added."""
-    columns = [quote(c.name) for c in table.data_columns]
-    columns += [f"{value} AS {quote(name)}" for name, value in stamp.items()]
-    order = ", ".join(quote(c) for c in table.sort_key)
-    con.execute(
-        f"COPY (SELECT {', '.join(columns)} FROM read_parquet({literal(str(source))}) "
-        f"ORDER BY {order}) TO {literal(str(target))} (FORMAT parquet, COMPRESSION zstd)"
-    )
+def request_inputs(request: PackRequest, registry: SchemaRegistry) -> dict[str, TableInput]:
+    """The tables a request names, checked against the registry's table names."""
+    if isinstance(request.tables, Path):
+        return find_inputs(request.tables, registry)
+    given = {name: TableInput(name, IN_MEMORY, data=data) for name, data in request.tables.items()}
+    return check_table_names(request.where, given, registry)
 
 
 def _check_tables(
@@ -257,23 +203,62 @@ def _check_output(out: Path) -> None:
         raise ConfigError(msg)
 
 
+def _connect(work: Path) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB for conforming: UTC, input order kept, spilling into `work`."""
+    import duckdb
+
+    con = duckdb.connect(config={"preserve_insertion_order": True})
+    # Timestamps turn into days, and into text for messages, in UTC whatever the machine's zone.
+    con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET enable_progress_bar = false")
+    con.execute(f"SET temp_directory = {literal(str(work / 'duckdb-tmp'))}")
+    return con
+
+
+def conform_tables(
+    con: duckdb.DuckDBPyConnection,
+    inputs: dict[str, TableInput],
+    request: PackRequest,
+    registry: SchemaRegistry,
+) -> tuple[dict[str, TablePlan], dict[str, Any]]:
+    """Stage and plan every table and check every row; the plans and the pack's metadata.
+
+    Raises TablesDoNotConform with every problem found, of every table.
+    """
+    staged = stage_tables(con, inputs)
+    plans = {name: conform.plan_table(staged[name], registry.table(name)) for name in staged}
+    for plan in plans.values():
+        conform.create_view(con, plan)
+    values = _traceability(conform.carried_values(con, plans), request)
+    problems = [problem for plan in plans.values() for problem in plan.problems]
+    for plan in plans.values():
+        problems += conform.row_problems(con, plan, values)
+    problems += conform.foreign_key_problems(con, plans, registry)
+    if problems:
+        conversions = [c for plan in plans.values() for c in plan.conversions]
+        raise TablesDoNotConform(problems, conversions)
+    return plans, values
+
+
 def _prepare_tables(
     request: PackRequest,
-    sources: dict[str, Path],
+    inputs: dict[str, TableInput],
     registry: SchemaRegistry,
     work: Path,
     progress: Progress,
-) -> tuple[PackManifest, dict[str, Path]]:
-    """Stamp and check the tables into `work`; the manifest (with entries) and the files."""
+    tables_dir: Path | None = None,
+) -> tuple[PackManifest, dict[str, Path], list[Conversion]]:
+    """Conform and check the tables into `tables_dir` (default `work`), DuckDB spilling into `work`.
+
+    Returns the manifest (with its table entries), the table files and the conversions made.
+    """
     import duckdb
 
-    con = duckdb.connect()
+    con = _connect(work)
     try:
-        con.execute(f"SET temp_directory = {literal(str(work / 'duckdb-tmp'))}")
-        stamped = {n: p for n, p in sources.items() if _has_metadata(registry.table(n), p)}
-        values = _traceability(con, stamped, request)
+        plans, values = conform_tables(con, inputs, request, registry)
         manifest = PackManifest(
-            pack_id=str(uuid.uuid4()),
+            pack_id=request.pack_id or str(uuid.uuid4()),
             dataset_id=values["dataset_id"],
             model_version=values["model_version"],
             source=values["source"],
@@ -282,43 +267,39 @@ def _prepare_tables(
             schema_registry_version=registry.version,
             tables={},
         )
-        stamp = {
-            "model_version": f"{literal(manifest.model_version)}::VARCHAR",
-            "generated_at": f"{literal(format_timestamp(manifest.generated_at))}::TIMESTAMPTZ",
-            "source": f"{literal(manifest.source)}::VARCHAR",
-            "dataset_id": f"{literal(manifest.dataset_id)}::VARCHAR",
-        }
         canonical: dict[str, Path] = {}
-        for name, path in sources.items():
-            target = work / f"{name}{layout.TABLE_SUFFIX}"
-            if name in stamped:
-                # Already in registry layout with its metadata: the bytes go in as they are.
-                shutil.copyfile(path, target)
+        conversions: list[Conversion] = []
+        for name, plan in plans.items():
+            target = (tables_dir or work) / f"{name}{layout.TABLE_SUFFIX}"
+            if plan.as_is and plan.staged.source.path is not None:
+                # Already what the node takes: the bytes go in as they are.
+                shutil.copyfile(plan.staged.source.path, target)
             else:
-                _write_canonical(con, registry.table(name), path, target, stamp)
-                progress(f"{name}: metadata columns added")
+                conform.write_conformed(con, plan, str(target), values)
+                progress(f"{name}: conformed ({len(plan.conversions)} conversion(s))")
+            conversions += plan.conversions
             canonical[name] = target
         rows = _check_tables(con, canonical, manifest, registry)
         progress("data checks passed")
     except duckdb.Error as exc:
-        fault = node_fault(exc, f"checking the tables in {request.tables_dir}")
+        fault = node_fault(exc, f"checking the tables in {request.where}")
         if fault is not None:
             raise fault from exc
-        msg = f"{request.tables_dir}: a table cannot be read ({str(exc).splitlines()[0]})"
+        msg = f"{request.where}: a table cannot be read ({str(exc).splitlines()[0]})"
         raise SchemaError(msg) from exc
     finally:
         con.close()
-    return _with_entries(manifest, canonical, rows, registry), canonical
+    return _with_entries(manifest, canonical, rows, registry), canonical, conversions
 
 
 def build_pack(
     request: PackRequest, key_file: Path, out: Path, progress: Progress = quiet
-) -> PackManifest:
-    """Validate, stamp, sign and write a result pack; returns its manifest."""
+) -> BuiltPack:
+    """Conform, check, sign and write a result pack; a failure leaves no file at `out`."""
     registry = load_registry()
     private_key = load_private_key(key_file)
     _check_output(out)
-    sources = find_tables(request.tables_dir, registry)
+    inputs = request_inputs(request, registry)
     with ExitStack() as stack:
         try:
             work = stack.enter_context(scratch_dir(out.parent, ".mlws-pack-"))
@@ -326,7 +307,9 @@ def build_pack(
             msg = f"{out.parent}: cannot write there ({exc.strerror})"
             raise ConfigError(msg) from exc
         try:
-            manifest, files = _prepare_tables(request, sources, registry, work, progress)
+            manifest, files, conversions = _prepare_tables(
+                request, inputs, registry, work, progress
+            )
             manifest_bytes = manifest.to_bytes()
             parse_manifest(manifest_bytes, registry)  # the node must accept what we sign
             signature = sign(manifest_bytes, private_key, layout.SIGNATURE_NAMESPACE)
@@ -339,7 +322,7 @@ def build_pack(
             if fault is None:
                 raise
             raise fault from exc
-    return manifest
+    return BuiltPack(out, manifest, tuple(conversions))
 
 
 def _with_entries(
@@ -361,3 +344,50 @@ def _with_entries(
         for name, path in files.items()
     }
     return dataclasses.replace(manifest, tables=entries)
+
+
+@dataclass(frozen=True)
+class ConformedTables:
+    """Tables conformed into a folder: where, the metadata and rows a pack of them has, and how."""
+
+    path: Path
+    manifest: PackManifest
+    conversions: tuple[Conversion, ...]
+
+
+def conform_to_folder(
+    request: PackRequest, out_dir: Path, progress: Progress = quiet
+) -> ConformedTables:
+    """Conform the tables and write them into the new folder `out_dir` as a pack would hold them.
+
+    The folder appears whole or not at all. `mlws pack` of it takes the files byte for byte.
+    """
+    registry = load_registry()
+    if out_dir.exists() or out_dir.is_symlink():
+        msg = f"{out_dir} already exists: give a new folder for the conformed tables"
+        raise ConfigError(msg)
+    if not out_dir.parent.is_dir():
+        msg = f"{out_dir.parent} is not a folder"
+        raise ConfigError(msg)
+    inputs = request_inputs(request, registry)
+    with ExitStack() as stack:
+        try:
+            work = stack.enter_context(scratch_dir(out_dir.parent, ".mlws-conform-"))
+            tables_dir = work / "tables"
+            tables_dir.mkdir()
+        except OSError as exc:
+            msg = f"{out_dir.parent}: cannot write there ({exc.strerror})"
+            raise ConfigError(msg) from exc
+        try:
+            manifest, _, conversions = _prepare_tables(
+                request, inputs, registry, work, progress, tables_dir
+            )
+            fsync_tree(tables_dir)
+            tables_dir.rename(out_dir)
+            fsync_path(out_dir.parent)
+        except OSError as exc:
+            fault = node_fault(exc, f"writing {out_dir}")
+            if fault is None:
+                raise
+            raise fault from exc
+    return ConformedTables(out_dir, manifest, tuple(conversions))
