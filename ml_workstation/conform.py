@@ -281,7 +281,9 @@ class TablesDoNotConform(SchemaError):
         more = len(problems) - 1
         super().__init__(first if not more else f"{first} (and {more} more problem(s))")
         self.problems = problems
-        self.conversions = conversions
+        refused = {(p.table, p.column) for p in problems}
+        # What would have been converted: not the columns that are refused after all.
+        self.conversions = [c for c in conversions if (c.table, c.column) not in refused]
 
 
 @dataclass(frozen=True)

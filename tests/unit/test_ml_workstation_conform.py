@@ -202,6 +202,8 @@ def test_a_lossy_conversion_is_refused_with_its_reason(
         # Rows count from 0 in the order the pipeline holds them (pandas' iloc).
         assert [e.row for e in problem.examples] == [row]
         assert problem.rows == 1
+    # A column refused is not also said to be converted (a date with a time is no midnight).
+    assert (table, column) not in {(c.table, c.column) for c in refused.value.conversions}
     assert refused.value.exit_code == 3
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []
