@@ -418,3 +418,19 @@ def test_long_values_and_odd_column_names_stay_on_one_line(
         "dim_item.'note\\nfrom the pipeline': unexpected column"
     )
     assert all("\n" not in line for line in lines.values())
+
+
+def test_32_bit_floats_widen_to_the_registry_s_doubles_exactly(
+    tmp_path: Path, demo_tables: Path, signer: Signer
+) -> None:
+    """float32 as a pipeline may keep it: each value widens to the same number as a double."""
+    as_doubles = {n: ml_tables.as_pandas_writes(demo_tables, n) for n in ml_tables.TABLES}
+    inventory = as_doubles["fact_inventory"]
+    inventory["on_hand"] = inventory["on_hand"].round(0)  # whole numbers: exact in 32 bits too
+    as_floats = dict(as_doubles, fact_inventory=inventory.astype({"on_hand": "float32"}))
+    built = build_pack(PackRequest(as_floats, pack_id=PACK_ID), signer.key, tmp_path / "f.pack")
+    assert any(
+        c.column == "on_hand" and "32-bit floats to 64-bit" in c.line() for c in built.conversions
+    ), [c.line() for c in built.conversions]
+    doubles = pack_bytes(as_doubles, signer, tmp_path / "d.pack")
+    assert (tmp_path / "f.pack").read_bytes() == doubles
