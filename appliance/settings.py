@@ -176,6 +176,13 @@ EXPORT_SLOTS = Setting(
     "Exports (GET /api/v1/export/...) the node streams at once, across all workers; each takes "
     "one core while it runs, and one client address may run one at a time.",
 )
+EXPORT_SECONDS = Setting(
+    "export_seconds",
+    "APPLIANCE_EXPORT_SECONDS",
+    "3600",
+    "Longest an export may take; one still running then is cut off (the client sees a failed "
+    "download) and its slot freed, so a client that reads very slowly cannot hold one for hours.",
+)
 DUCKDB_MEMORY = Setting(
     "duckdb_memory",
     "APPLIANCE_DUCKDB_MEMORY",
@@ -242,6 +249,7 @@ SERVER_SETTINGS = (
     CACHE_MB,
     MAX_UPLOAD_MB,
     EXPORT_SLOTS,
+    EXPORT_SECONDS,
     DUCKDB_MEMORY,
     DUCKDB_THREADS,
     IMPORT_MEMORY,
@@ -294,6 +302,7 @@ class ServerSettings:
     log_reads: int = 2
     fast_path: bool = True
     export_slots: int = 2
+    export_seconds: int = 3600
     share_port: bool = False
     run_name: str = DEFAULT_RUN_NAME
     tls_cert: Path | None = None
@@ -388,6 +397,7 @@ def load_server_settings(env: Mapping[str, str] | None = None) -> ServerSettings
         log_reads=_integer(env, LOG_READS, 0, 1_000_000),
         fast_path=bool(_integer(env, FAST_PATH, 0, 1)),
         export_slots=_integer(env, EXPORT_SLOTS, 1, 64),
+        export_seconds=_integer(env, EXPORT_SECONDS, 1, 7 * 24 * 3600),
         share_port=bool(_integer(env, SHARE_PORT, 0, 1)),
         run_name=_run_name(env),
         **_tls_pair(env),

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 ITEM_REVISION_TABLE = "item_revision"  # the rows of the precomputed comparison
 PAIR_TABLE = "revision_pair"  # its one row: which version, horizons and window
 COMPARED, NEW, DROPPED = "compared", "new", "dropped"
-AT_RISK = 0.5  # as GET /forecasts/summary counts items at risk
+AT_RISK = 0.5  # an item is "at risk" when its stock-out probability reaches this (the summary too)
 WINDOW_RULE = "overlap"
 
 # One row per item of a version (dim_item), with its forecast over the window ($start..$end;

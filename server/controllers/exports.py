@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import date
 from typing import Annotated, Any, cast
 
@@ -154,6 +154,10 @@ def parse_query(request: Request[Any, Any, Any], table: str) -> tuple[str | None
     return version, chosen
 
 
+class ExportTooSlow(Exception):
+    """An export ran out of APPLIANCE_EXPORT_SECONDS: the stream is cut off."""
+
+
 class ExportRun:
     """One export being streamed, and what is told of it once it ends (log line, metrics)."""
 
@@ -168,6 +172,7 @@ class ExportRun:
         self.rt, self.log, self.export, self.claim, self.state = rt, log, export, claim, state
         self.rid = str(state.get("request_id", ""))
         self.started = time.perf_counter()
+        self.deadline = self.started + rt.settings.export_seconds  # APPLIANCE_EXPORT_SECONDS
         self.first = b""
         self.outcome = "cut-off"  # the client went away, or stopped taking the bytes
         self.problem: str | None = None
@@ -177,6 +182,10 @@ class ExportRun:
         """The file, chunk by chunk, the first one read before the answer started."""
         yield self.first
         while True:
+            if time.perf_counter() > self.deadline:
+                self.too_slow()
+                await self.finish()
+                raise ExportTooSlow(self.problem)
             try:
                 chunk = await anyio.to_thread.run_sync(self.export.read)
             except ExportFailed as exc:
@@ -192,6 +201,20 @@ class ExportRun:
                 await self.finish()
                 return
             yield chunk
+
+    def too_slow(self) -> None:
+        """Record that the export ran out of its time (the client took the bytes too slowly)."""
+        seconds = self.rt.settings.export_seconds
+        self.outcome = "too-slow"
+        self.problem = (
+            f"the export was cut off after {seconds} s (APPLIANCE_EXPORT_SECONDS), "
+            f"{self.export.bytes:,} bytes sent: the client took them too slowly"
+        )
+        self.state[REQUEST_PROBLEM] = self.problem
+
+    def send_timeout(self) -> float:
+        """How long the next send may wait: the idle limit, or less near the deadline."""
+        return max(0.0, min(SEND_TIMEOUT_SECONDS, self.deadline - time.perf_counter()))
 
     async def finish(self) -> None:
         """Stop DuckDB, remove the pipe, free the caps, and log the export: once."""
@@ -220,19 +243,24 @@ class ExportRun:
 class FinishingApp:
     """An ASGI answer that runs `finish` however the answer ends: sent, cut off, or never sent."""
 
-    def __init__(self, inner: ASGIResponse, finish: Callable[[], Awaitable[None]]) -> None:
-        self.inner, self.finish = inner, finish
+    def __init__(self, inner: ASGIResponse, run: ExportRun) -> None:
+        self.inner, self.run = inner, run
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         async def bounded_send(message: Any) -> None:
-            with anyio.fail_after(SEND_TIMEOUT_SECONDS):
-                await send(message)
+            try:
+                with anyio.fail_after(self.run.send_timeout()):
+                    await send(message)
+            except TimeoutError:
+                if time.perf_counter() >= self.run.deadline:
+                    self.run.too_slow()
+                raise
 
         try:
             await self.inner(scope, receive, bounded_send)
         finally:
             with anyio.CancelScope(shield=True):
-                await self.finish()
+                await self.run.finish()
 
 
 class ExportAnswer(Stream):
@@ -244,7 +272,7 @@ class ExportAnswer(Stream):
 
     def to_asgi_response(self, *args: Any, **kwargs: Any) -> ASGIResponse:
         inner = super().to_asgi_response(*args, **kwargs)
-        return cast("ASGIResponse", FinishingApp(inner, self.run.finish))
+        return cast("ASGIResponse", FinishingApp(inner, self.run))
 
 
 def resolve_version(rt: Runtime, vid: str | None) -> tuple[str, dict[str, Any]]:

@@ -9,13 +9,13 @@ from litestar import Controller, Request, Response, get
 from litestar.params import Parameter
 
 from appliance.data.answers import OVERVIEW_TABLE
+from appliance.data.revisions import AT_RISK
 from server.bodies import traceability
 from server.data import VersionHandle
 from server.responses import READ_ERRORS, cached_answer, require_version, runtime
 from server.schemas import ForecastSummary, Kpi
 from server.security import require_viewer
 
-AT_RISK = 0.5  # an item is "at risk" when its stock-out probability reaches this over the horizon
 Filter = Annotated[str | None, Parameter(max_length=64)]
 
 

@@ -822,6 +822,41 @@ def test_a_client_that_goes_away_stops_the_export_and_leaves_nothing(
     assert export_log(big_server, whole)["rows"] == BIG_ITEMS * BIG_DAYS
 
 
+def test_an_export_that_outlasts_its_time_is_cut_off_and_frees_its_slot(
+    tmp_path: Path, big_pack: Path, newer_pack: Path, signer: Signer
+) -> None:
+    """A client that takes the bytes very slowly (here 64 KiB every 0.2 s) holds its export, and
+    a node slot, no longer than APPLIANCE_EXPORT_SECONDS: then the download breaks, never ends
+    as a short file, and the same client may export again at once."""
+    data_dir = big_store(tmp_path, big_pack, newer_pack, signer)
+    env = {"APPLIANCE_EXPORT_SECONDS": "2", "APPLIANCE_EXPORT_SLOTS": "1"}
+    with live_server(data_dir, signer.allowed_signers, env=env) as live:
+        received = 0
+        started = time.monotonic()
+        with (
+            live.client() as client,
+            client.stream("GET", f"{EXPORT}/fact_forecast.csv") as answer,
+        ):
+            assert answer.status_code == 200
+            with pytest.raises(httpx.RemoteProtocolError):
+                for chunk in answer.iter_bytes(64 << 10):
+                    received += len(chunk)
+                    time.sleep(0.2)
+        took = time.monotonic() - started
+        assert 2 <= took < 2 + 60, took  # cut at the limit, not at the 60 s idle limit
+        record = export_log(live, answer)
+        assert record["outcome"] == "too-slow"
+        assert "APPLIANCE_EXPORT_SECONDS" in record["error"]
+        assert record["rows"] is None
+        assert 0 < received < 100 << 20  # the whole file is 100 MB
+        line = request_line(live, answer)
+        assert (line["level"], line["status"]) == ("warning", 200)
+        assert "too slowly" in line["error"]
+        small = live.get(f"{EXPORT}/dim_item.csv")  # the slot and the client's lock are free
+        assert small.status_code == 200, small.text
+        assert not any("Traceback" in entry for entry in live.log_lines)
+
+
 def test_a_database_that_fails_part_way_cuts_the_download_off(big_server: LiveServer) -> None:
     """Bit rot found while streaming: the client sees a broken download, never a short file."""
     database = big_server.data_dir / "versions" / OLDER / "data.duckdb"
