@@ -78,9 +78,19 @@ def against_of(store: DataStore, current: str, requested: str | None) -> DataVer
         raise AgainstUnusable(detail=str(exc), extra={"reason": "against-unreadable"}) from exc
 
 
-def etag_variant(against: DataVersion | None) -> str:
-    """What the ETag of an answer adds for the version compared with (the default can change)."""
-    return f"-{against.vid}" if against is not None else NO_AGAINST
+def comparison(
+    store: DataStore, current: str, requested: str | None
+) -> tuple[DataVersion | None, str]:
+    """The version to compare `current` with (against_of) and what the answer's ETag adds.
+
+    The ETag names the version compared with, since the default can change; with none, the
+    newest version on the node, which the answer's note may name as a later one to compare with.
+    """
+    against = against_of(store, current, requested)
+    if against is not None:
+        return against, f"-{against.vid}"
+    ids = store.version_ids()
+    return None, f"{NO_AGAINST}-{ids[-1] if ids else ''}"
 
 
 def unusable(exc: StoreError) -> AgainstUnusable:

@@ -11,8 +11,7 @@ from litestar.params import Parameter
 from server.controllers.items import ItemId
 from server.responses import READ_ERRORS, cached_answer, require_version, runtime
 from server.revision_bodies import (
-    against_of,
-    etag_variant,
+    comparison,
     item_revision_body,
     revisions_body,
 )
@@ -69,14 +68,16 @@ class RevisionsController(Controller):
         with rt.data.lease() as leased:
             handle = require_version(leased)
             # It reads the store (and, for a version it does not have, the audit trail).
-            base = await anyio.to_thread.run_sync(against_of, rt.store, handle.vid, against)
+            base, variant = await anyio.to_thread.run_sync(
+                comparison, rt.store, handle.vid, against
+            )
 
             def body() -> bytes:
                 return revisions_body(
                     rt.compared, rt.store, handle, base, category, site, status, sort, offset, limit
                 )
 
-            return await cached_answer(request, handle, body, etag_variant(base))
+            return await cached_answer(request, handle, body, variant)
 
     @get(
         "/items/{item_id:str}/revision",
@@ -91,9 +92,11 @@ class RevisionsController(Controller):
         with rt.data.lease() as leased:
             handle = require_version(leased)
             # It reads the store (and, for a version it does not have, the audit trail).
-            base = await anyio.to_thread.run_sync(against_of, rt.store, handle.vid, against)
+            base, variant = await anyio.to_thread.run_sync(
+                comparison, rt.store, handle.vid, against
+            )
 
             def body() -> bytes:
                 return item_revision_body(rt.compared, rt.store, handle, base, item_id)
 
-            return await cached_answer(request, handle, body, etag_variant(base))
+            return await cached_answer(request, handle, body, variant)

@@ -33,7 +33,7 @@ import pytest
 from ml_workstation.demo import DemoSpec, generate_demo
 from server.schemas import ErrorBody, ItemRevision, ItemRevisionSeries, Revisions, Timeseries
 from tests.conftest import Signer, import_into, make_pack, run
-from tests.integration.live_server import LiveServer, live_server
+from tests.integration.live_server import LiveServer, live_server, wait_until_served
 from tests.integration.test_server_api import parse_metrics, requests_total
 from tests.integration.test_server_edge import raw_request
 from tests.packs import flip_byte
@@ -624,6 +624,24 @@ def test_the_first_version_has_nothing_to_compare_with_and_says_so(
     assert item.against is None and item.revision is None and item.note == body.note
     assert item.dates and item.against_yhat == [None] * len(item.dates)
     error_of(first_server.get("/api/v1/items/IT-0009999/revision"), 404)
+
+
+def test_the_first_version_s_note_names_the_newest_later_version_as_versions_come(
+    tmp_path_factory: pytest.TempPathFactory, packs: dict[str, Path], signer: Signer
+) -> None:
+    """Rolled back to v0001, its answer suggests the newest version; after another import and
+    the same rollback, the newer one (the answer of before is cached, and must not be given)."""
+    data_dir = store_of(tmp_path_factory, signer, packs["a"], packs["b"])
+    run("appliance", "rollback", "v0001", "--data-dir", data_dir, check=True)
+    with live_server(data_dir, signer.allowed_signers, workers=1) as live:
+        first = revisions(live)
+        assert first.against is None and first.note is not None
+        assert first.note.endswith("e.g. against=v0002"), first.note
+        import_into(data_dir, packs["c"], signer)  # v0003, served
+        run("appliance", "rollback", "v0001", "--data-dir", data_dir, check=True)
+        wait_until_served(live, "v0001")
+        again = revisions(live)
+        assert again.note is not None and again.note.endswith("e.g. against=v0003"), again.note
 
 
 # --- refusals -------------------------------------------------------------------------------------
