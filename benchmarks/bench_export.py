@@ -25,7 +25,6 @@ import io
 import os
 import resource
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -35,77 +34,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
+from bench_server import BIN, BenchmarkError, Layout, free_port, import_ours, make_tables, progress
 
-BIN = Path(sys.executable).parent
-ITEMS, DAYS = 20_000, 730
-DATASET_ID, MODEL_VERSION, SOURCE = "demo-telecom-spares", "demo-ensemble-1.0", "ensemble"
+ITEMS, DAYS = 20_000, 730  # the field scale of bench_server.py, whose store this one uses
 READ_BYTES = 1 << 20
 SLOW_CLIENT_BYTES_PER_SECOND = 20 << 20
 SLOW_CLIENT_SECONDS = 10.0
 PYTHON_ROWS_SAMPLE = 2_000_000
 
 
-def progress(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
-def run(argv: list[str]) -> str:
-    done = subprocess.run(argv, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        sys.exit(f"error: {' '.join(argv)} failed:\n{done.stderr.strip()}")
-    return done.stdout
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def field_store(workdir: Path) -> tuple[Path, Path]:
-    """(data dir, allowed signers) of the field-scale store, made unless bench_server made it."""
-    scale = workdir / f"demo-{ITEMS}x{DAYS}"
-    tables, ours = scale / "tables", scale / "ours"
-    data_dir, signers, pack = ours / "data", ours / "allowed_signers", ours / "demo.pack"
-    if (data_dir / "current").exists():
-        progress(f"store: reusing {data_dir}")
-        return data_dir, signers
-    if not (tables / "fact_forecast.parquet").exists():
-        progress(f"store: mlws demo --items {ITEMS} --days {DAYS} ...")
-        run(
-            [
-                str(BIN / "mlws"),
-                "demo",
-                "--out",
-                str(tables),
-                "--items",
-                str(ITEMS),
-                "--days",
-                str(DAYS),
-            ]
-        )
-    if not pack.exists():
-        progress("store: mlws keygen, mlws pack ...")
-        ours.mkdir(parents=True, exist_ok=True)
-        key = ours / "key"
-        signers.write_text(
-            run([str(BIN / "mlws"), "keygen", "--out", str(key), "--principal", "bench@mlws"])
-        )
-        run([str(BIN / "mlws"), "pack", str(tables), "--key", str(key), "--dataset-id", DATASET_ID,
-             "--model-version", MODEL_VERSION, "--source", SOURCE, "--out", str(pack)])  # fmt: skip
-    progress("store: appliance import ...")
-    run(
-        [
-            str(BIN / "appliance"),
-            "import",
-            str(pack),
-            "--data-dir",
-            str(data_dir),
-            "--signers",
-            str(signers),
-        ]
-    )
-    return data_dir, signers
+    """(data dir, allowed signers) of bench_server.py's field-scale store, made if missing."""
+    layout = Layout(workdir, workdir.parent / "peers", ITEMS, DAYS)
+    make_tables(layout)
+    import_ours(layout)
+    return layout.ours_data, layout.ours / "allowed_signers"
 
 
 def worker_of(parent: int) -> int:
@@ -165,7 +108,7 @@ def download(port: int, path: str, rate: float | None = None, seconds: float | N
             if not chunk:
                 break
             size += len(chunk)
-            lines += chunk.count(b"\r\n")
+            lines += chunk.count(b"\n")  # a record ends in CRLF; its LF is never split by a read
             if rate is not None:
                 time.sleep(len(chunk) / rate)
     finally:
@@ -361,7 +304,10 @@ def main() -> None:
             sys.exit("error: --data-dir needs --signers")
         data_dir, signers = args.data_dir, args.signers
     else:
-        data_dir, signers = field_store(args.workdir)
+        try:
+            data_dir, signers = field_store(args.workdir)
+        except BenchmarkError as exc:
+            sys.exit(f"error: {exc}")
     results = serve_and_measure(data_dir, signers)
     scratch = data_dir.parent / "export-scratch"
     scratch.mkdir(exist_ok=True)
