@@ -33,6 +33,7 @@ from appliance.data.run_layout import RunFolders
 from appliance.data.store import DataVersion
 from appliance.errors import StoreError, VersionDamaged
 from server.data import VersionHandle, check_unless_stamped
+from server.leases import Leased
 from server.metrics import WorkerMetrics
 
 VERSIONS_KEPT = 2  # other versions open at once per worker (each holds its answer index)
@@ -42,7 +43,7 @@ PAIR_MEMORY = "256MB"
 PAIRS_COMPUTED = "appliance_revision_pairs_computed_total"
 
 
-class RevisionPair:
+class RevisionPair(Leased):
     """The rows of one comparison in a DuckDB table, and what the comparison is."""
 
     def __init__(
@@ -52,14 +53,12 @@ class RevisionPair:
         handle: VersionHandle | None = None,
         con: duckdb.DuckDBPyConnection | None = None,
     ) -> None:
+        super().__init__()
         self.info = info
         self.precomputed = precomputed
         self.table = ITEM_REVISION_TABLE if precomputed else PAIR_TABLE
         self._handle = handle  # precomputed: the current version's database holds the rows
         self._con = con  # on demand: an in-memory database of its own
-        self._leases = 0
-        self._retired = False
-        self._lock = threading.Lock()
 
     def query(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
         """The rows of `sql` on the connection that holds the pair's table."""
@@ -70,27 +69,6 @@ class RevisionPair:
             raise RuntimeError(msg)
         with self._con.cursor() as cursor:
             return cursor.execute(sql, params or []).fetchall()
-
-    def acquire(self) -> None:
-        """Start a lease: the pair stays open until the matching release."""
-        with self._lock:
-            self._leases += 1
-
-    def release(self) -> None:
-        """End a lease; close the pair if it was retired and this was the last lease."""
-        with self._lock:
-            self._leases -= 1
-            close = self._retired and self._leases == 0
-        if close:
-            self._close()
-
-    def retire(self) -> None:
-        """Close now if no request holds the pair, else after the last one."""
-        with self._lock:
-            self._retired = True
-            close = self._leases == 0
-        if close:
-            self._close()
 
     def _close(self) -> None:
         if self._con is not None:

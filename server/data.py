@@ -42,6 +42,7 @@ from appliance.data.version_integrity import (
 from appliance.errors import StoreError, VersionDamaged
 from appliance.fsio import atomic_write_bytes
 from server.item_index import OVERVIEW_COLUMNS, ItemIndex
+from server.leases import Leased
 
 AnswerColumns = tuple["array.array[int]", "array.array[int]", "array.array[int]"]
 CHECK_SECONDS = 0.25
@@ -86,10 +87,11 @@ def check_unless_stamped(folders: RunFolders, vid: str, path: Path) -> None:
             write_check_stamp(stamp, path)
 
 
-class VersionHandle:
+class VersionHandle(Leased):
     """One published version opened by this worker: its database, answers and identity."""
 
     def __init__(self, version: DataVersion, memory_limit: str, threads: int) -> None:
+        super().__init__()
         self.vid = vid = version.vid
         self.path = path = version.path
         self.report: ImportReport = version.report
@@ -112,9 +114,6 @@ class VersionHandle:
         self._items_loaded = threading.Event()
         self.damage: str | None = None  # set when a served answer fails its CRC
         self._blob = self._map(path / layout.VERSION_ANSWERS)
-        self._leases = 0
-        self._retired = False
-        self._lock = threading.Lock()
         self._close_after_loading = False
         # Its own cursor, made here: a connection refuses a cursor() while it runs a query.
         loader = threading.Thread(
@@ -251,27 +250,6 @@ class VersionHandle:
             cursor = self._con.cursor()
             self._local.cursor = cursor
         return cursor
-
-    def acquire(self) -> None:
-        """Start a lease: the handle stays open until the matching release."""
-        with self._lock:
-            self._leases += 1
-
-    def release(self) -> None:
-        """End a lease; close the handle if it was retired and this was the last lease."""
-        with self._lock:
-            self._leases -= 1
-            close = self._retired and self._leases == 0
-        if close:
-            self._close()
-
-    def retire(self) -> None:
-        """A newer version replaced this one: close now if idle, else after the last lease."""
-        with self._lock:
-            self._retired = True
-            close = self._leases == 0
-        if close:
-            self._close()
 
     def _close(self) -> None:
         with self._lock:

@@ -119,6 +119,22 @@ def server(
     yield from started(data_dir, signer, request_log)
 
 
+@pytest.fixture(scope="module")
+def two_versions(
+    tmp_path_factory: pytest.TempPathFactory,
+    built_dashboard: Path,
+    good_pack: Path,
+    newer_pack: Path,
+    signer: Signer,
+    request_log: RequestLog,
+) -> Iterator[LiveServer]:
+    """good_pack as v0001, then newer_pack (a day later, other figures) as v0002, served now."""
+    data_dir = tmp_path_factory.mktemp("two") / "data"
+    import_into(data_dir, good_pack, signer)
+    import_into(data_dir, newer_pack, signer)
+    yield from started(data_dir, signer, request_log)
+
+
 @pytest.fixture
 def fresh_server(
     tmp_path: Path,

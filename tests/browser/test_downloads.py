@@ -11,17 +11,13 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
-import pytest
 from playwright.sync_api import Download, Locator, Page, expect
 
-from tests.browser.conftest import started
-from tests.browser.dashboard import Dashboard, RequestLog
-from tests.conftest import Signer, import_into
+from tests.browser.dashboard import Dashboard
 from tests.integration.live_server import VIEWER_TOKEN, LiveServer
 
 TABLES = ["dim_item", "fact_forecast", "fact_inventory", "fact_metrics"]
@@ -50,21 +46,6 @@ def saved(page: Page, link: Locator) -> Download:
 
 def rows_of(data: bytes) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(data.decode())))
-
-
-@pytest.fixture(scope="module")
-def two_versions(
-    tmp_path_factory: pytest.TempPathFactory,
-    built_dashboard: Path,
-    good_pack: Path,
-    newer_pack: Path,
-    signer: Signer,
-    request_log: RequestLog,
-) -> Iterator[LiveServer]:
-    data_dir = tmp_path_factory.mktemp("kept") / "data"
-    import_into(data_dir, good_pack, signer)
-    import_into(data_dir, newer_pack, signer)
-    yield from started(data_dir, signer, request_log)
 
 
 def test_an_items_csv_and_parquet_are_its_exported_rows(

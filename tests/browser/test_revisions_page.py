@@ -8,17 +8,13 @@ version's forecast as a second line that can be turned on, drawn on the API's da
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser.conftest import started
-from tests.browser.dashboard import Dashboard, RequestLog
-from tests.conftest import Signer, import_into
+from tests.browser.dashboard import Dashboard
 from tests.integration.live_server import LiveServer
 
 
@@ -44,22 +40,6 @@ def signed(value: float, digits: int) -> str:
     if float(text.replace(",", "")) == 0:
         return text
     return f"+{text}" if value > 0 else f"{MINUS}{text}"
-
-
-@pytest.fixture(scope="module")
-def two_versions(
-    tmp_path_factory: pytest.TempPathFactory,
-    built_dashboard: Path,
-    good_pack: Path,
-    newer_pack: Path,
-    signer: Signer,
-    request_log: RequestLog,
-) -> Iterator[LiveServer]:
-    """good_pack as v0001, then newer_pack (a day later, other figures) as v0002, served now."""
-    data_dir = tmp_path_factory.mktemp("two") / "data"
-    import_into(data_dir, good_pack, signer)
-    import_into(data_dir, newer_pack, signer)
-    yield from started(data_dir, signer, request_log)
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 // Building blocks shared by the pages: loading and error states, freshness lines, cards, tables, CSV.
-import { ApiError, tokens } from "./api";
-import { h, icon, type Child } from "./dom";
+import { ApiError, isAbort, tokens } from "./api";
+import { fill, h, icon, type Child } from "./dom";
 import { lastUpdatedText, pct, utc } from "./format";
 import type { Traceability } from "./types";
 
@@ -246,6 +246,45 @@ export function table<R>(
       ]),
     ),
   );
+}
+
+/**
+ * Loads pages of a list so that the latest request wins: each call aborts the one before, and
+ * only the latest one's answer or error is shown. While it runs, `status` says so and `slot` is
+ * busy; a failure fills `slot` with the error and a retry. `more(at)`: `at` asks for a further
+ * page (added to the list) rather than a new list.
+ */
+export function latestPage<K, T>(
+  signal: AbortSignal,
+  slot: HTMLElement,
+  status: HTMLElement,
+  load: { get: (at: K, signal: AbortSignal) => Promise<T>; got: (answer: T, at: K) => void; more: (at: K) => boolean },
+): (at: K) => Promise<void> {
+  let seq = 0;
+  let pending: AbortController | null = null;
+  const fetchPage = async (at: K): Promise<void> => {
+    seq += 1;
+    const mine = seq;
+    pending?.abort();
+    const controller = new AbortController();
+    pending = controller;
+    signal.addEventListener("abort", () => controller.abort(), { once: true });
+    fill(status, loading(load.more(at) ? "Loading more…" : "Updating…"));
+    slot.setAttribute("aria-busy", "true");
+    try {
+      const answer = await load.get(at, controller.signal);
+      if (mine === seq) load.got(answer, at);
+    } catch (err) {
+      if (isAbort(err) || mine !== seq) return;
+      fill(slot, errorState(err, { retry: () => void fetchPage(at) }));
+    } finally {
+      if (mine === seq) {
+        status.replaceChildren();
+        slot.removeAttribute("aria-busy");
+      }
+    }
+  };
+  return fetchPage;
 }
 
 /** A key/value list. */

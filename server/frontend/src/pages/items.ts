@@ -1,11 +1,11 @@
 // Items: every item of the served version, sorted by risk, cover or units, filtered by category,
 // site and text; what is chosen is kept in the URL (`#/items?sort=cover&category=Radio`).
 import type { PageContext } from "../app";
-import { apiPath, getJson, isAbort } from "../api";
+import { apiPath, getJson } from "../api";
 import { fill, h, icon } from "../dom";
 import { num, plural } from "../format";
 import type { ForecastSummary, ItemSummary, ItemsPage } from "../types";
-import { card, empty, errorState, filterSelect, itemLink, loading, riskCell, table, traceLine, type Column } from "../ui";
+import { card, empty, filterSelect, itemLink, latestPage, riskCell, table, traceLine, type Column } from "../ui";
 
 const PAGE_SIZE = 50;
 const DEFAULT_SORT = "risk";
@@ -63,8 +63,6 @@ export async function itemsPage(ctx: PageContext): Promise<void> {
   const listSlot = h("div", { class: "items-slot" });
   let rows: ItemSummary[] = [];
   let page = first;
-  let seq = 0;
-  let pending: AbortController | null = null;
   let focusAfter: string | null = null; // what gets the focus once the list is drawn again
 
   const search = h("input", {
@@ -90,33 +88,17 @@ export async function itemsPage(ctx: PageContext): Promise<void> {
     if (focusAfter) listSlot.querySelector<HTMLElement>(focusAfter)?.focus();
     focusAfter = null;
   };
-  const fetchPage = async (cursor: string | null): Promise<void> => {
-    seq += 1;
-    const mine = seq;
-    pending?.abort();
-    const controller = new AbortController();
-    pending = controller;
-    ctx.signal.addEventListener("abort", () => controller.abort(), { once: true });
-    fill(status, loading(cursor ? "Loading more…" : "Updating…"));
-    listSlot.setAttribute("aria-busy", "true");
-    try {
-      const next = await getJson<ItemsPage>(listPath(choice, cursor), controller.signal);
-      if (mine !== seq) return;
+  const fetchPage = latestPage<string | null, ItemsPage>(ctx.signal, listSlot, status, {
+    get: (cursor, signal) => getJson<ItemsPage>(listPath(choice, cursor), signal),
+    got: (next, cursor) => {
       page = next;
       rows = cursor ? [...rows, ...next.items] : next.items;
       fill(trace, traceLine(next.data));
       ctx.showing(next.data.version);
       show();
-    } catch (err) {
-      if (isAbort(err) || mine !== seq) return;
-      fill(listSlot, errorState(err, { retry: () => void fetchPage(cursor) }));
-    } finally {
-      if (mine === seq) {
-        status.replaceChildren();
-        listSlot.removeAttribute("aria-busy");
-      }
-    }
-  };
+    },
+    more: (cursor) => cursor !== null,
+  });
   const changed = (): void => {
     history.replaceState(history.state, "", itemsHash(choice));
     syncClear();

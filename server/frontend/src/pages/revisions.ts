@@ -2,11 +2,11 @@
 // default the one before), over the days both horizons cover: totals, by category and by site,
 // and item by item. What is chosen is kept in the URL (`#/revisions?against=v0001&sort=risk`).
 import type { PageContext } from "../app";
-import { apiPath, getJson, isAbort } from "../api";
+import { apiPath, getJson } from "../api";
 import { fill, h } from "../dom";
 import { num, pct, plural, utc } from "../format";
 import type { DataVersions, ItemRevision, Revisions, RevisionTotals } from "../types";
-import { card, empty, errorState, filterSelect, loading, table, traceLine, type Column } from "../ui";
+import { card, empty, filterSelect, latestPage, table, traceLine, type Column } from "../ui";
 
 const PAGE_SIZE = 50;
 const STATUSES: Record<string, string> = { all: "All items", compared: "In both versions", new: "New items", dropped: "Dropped items" };
@@ -82,8 +82,6 @@ export async function revisionsPage(ctx: PageContext): Promise<void> {
   const body = h("div", { class: "revisions-body" });
   let answer = first;
   let rows: ItemRevision[] = first.items;
-  let seq = 0;
-  let pending: AbortController | null = null;
 
   const others = versions.versions.filter((v) => v.version !== first.current.version).reverse();
   const againstSelect = h(
@@ -104,33 +102,17 @@ export async function revisionsPage(ctx: PageContext): Promise<void> {
   statusSelect.value = choice.status;
 
   const show = (): void => fill(body, content(answer, rows, choice, sortBy, more));
-  const fetchPage = async (offset: number): Promise<void> => {
-    seq += 1;
-    const mine = seq;
-    pending?.abort();
-    const controller = new AbortController();
-    pending = controller;
-    ctx.signal.addEventListener("abort", () => controller.abort(), { once: true });
-    fill(status, loading(offset ? "Loading more…" : "Updating…"));
-    body.setAttribute("aria-busy", "true");
-    try {
-      const next = await getJson<Revisions>(revisionsPath(choice, offset), controller.signal);
-      if (mine !== seq) return;
+  const fetchPage = latestPage<number, Revisions>(ctx.signal, body, status, {
+    get: (offset, signal) => getJson<Revisions>(revisionsPath(choice, offset), signal),
+    got: (next, offset) => {
       answer = next;
       rows = offset ? [...rows, ...next.items] : next.items;
       fill(trace, traceLine(next.data));
       ctx.showing(next.data.version);
       show();
-    } catch (err) {
-      if (isAbort(err) || mine !== seq) return;
-      fill(body, errorState(err, { retry: () => void fetchPage(offset) }));
-    } finally {
-      if (mine === seq) {
-        status.replaceChildren();
-        body.removeAttribute("aria-busy");
-      }
-    }
-  };
+    },
+    more: (offset) => offset > 0,
+  });
   const changed = (): void => {
     history.replaceState(history.state, "", hashOf(choice));
     void fetchPage(0);
