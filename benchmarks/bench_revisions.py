@@ -33,6 +33,7 @@ from pathlib import Path
 
 import duckdb
 import httpx
+from bench_import import make_key, tool
 
 from appliance.data.revisions import (
     ITEM_REVISION_TABLE,
@@ -65,11 +66,6 @@ REQUESTS = (
 )
 
 
-def tool(name: str) -> str:
-    """Path of one of the project's commands in this venv."""
-    return str(BIN / name)
-
-
 def run(argv: list[str]) -> tuple[float, str]:
     """Run a command; (wall seconds, stderr). Exits on failure."""
     started = time.perf_counter()
@@ -83,19 +79,12 @@ def run(argv: list[str]) -> tuple[float, str]:
 def make_packs(work: Path, items: int, days: int, reuse: bool) -> tuple[list[Path], Path]:
     """The three packs (made unless reused) and the allowed_signers that trusts them."""
     packs = work / "packs"
-    key, signers = packs / "key", packs / "allowed_signers"
     made = [packs / f"seed-{seed}.pack" for seed in SEEDS]
-    if reuse and all(p.exists() for p in made) and signers.exists():
-        return made, signers
+    if reuse and all(p.exists() for p in made) and (packs / "allowed_signers").exists():
+        return made, packs / "allowed_signers"
     shutil.rmtree(packs, ignore_errors=True)
     packs.mkdir(parents=True)
-    line = subprocess.run(
-        [tool("mlws"), "keygen", "--out", str(key), "--principal", "bench@mlws"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    signers.write_text(line)
+    key, signers = make_key(packs)
     for seed, generated, pack in zip(SEEDS, GENERATED, made, strict=True):
         tables = packs / f"seed-{seed}-tables"
         run([tool("mlws"), "demo", "--out", str(tables), "--items", str(items),
