@@ -393,12 +393,13 @@ def serve_command(
     if site is not None:
         names = ", ".join(site.names) or "no names"
         progress(f"TLS certificate {site.fingerprint} for {names}, until {site.not_after:%Y-%m-%d}")
-    from granian import Granian
     from granian.constants import HTTPModes, Interfaces, SSLProtocols
     from granian.http import HTTP1Settings
     from granian.log import LogLevels
 
-    Granian(
+    from server.handover import HandoverServer
+
+    server = HandoverServer(
         "server.asgi:app",
         address=host,
         port=port,
@@ -417,7 +418,11 @@ def serve_command(
         # A request still running then (a slow upload) would hold the shutdown for as long as
         # the client likes; its worker is killed, and the next start clears what it left.
         workers_kill_timeout=SHUTDOWN_GRACE_SECONDS,
-    ).serve()
+    )
+    server.on_leave = lambda seconds: progress(
+        f"left the shared port; the connections accepted get {seconds:g} s to send their requests"
+    )
+    server.serve()
     claim.release()  # the run folder is this server's until here (or the process's end)
 
 

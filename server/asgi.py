@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from server.app import create_app
+from server.handover import leave_on_signal
 from server.middleware import RequestEdge
 from server.runtime import Runtime
 
@@ -15,3 +16,4 @@ def _runtime() -> Runtime | None:
 
 
 app = RequestEdge(litestar_app, _runtime)
+leave_on_signal()  # before a stop beside another server, this worker leaves the shared port

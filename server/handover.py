@@ -1,0 +1,147 @@
+"""Leaving a shared port without dropping a connection: the stop of a server during a switch.
+
+An upgrade's switch (ansible/roles/appliance_server/tasks/switch.yml) stops a server while
+another listens on the same port. Granian stops a worker by shutting each of its connections
+down gracefully, and hyper closes at once a connection that has not sent a byte yet: a client
+that connected a moment before the stop, and was about to send its request, would see its
+connection closed without an answer.
+
+So a server that shares its port leaves it before it stops. Each Granian worker has its own
+listening socket in the port's group (SO_REUSEPORT); on `LEAVE_SIGNAL` a worker shuts its
+listener down, which takes it out of the group: the kernel gives new connections to the other
+server and moves those still queued at this one to it (`net.ipv4.tcp_migrate_req`). The
+connections the workers have already accepted get `DRAIN_SECONDS` to send their requests, then
+the server stops as before. A server alone on its port stops at once: there is no one to leave
+the connections to.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from types import FrameType
+
+from granian.server.mp import MPServer
+
+LEAVE_SIGNAL = signal.SIGUSR1  # Granian's workers stop on SIGINT/SIGTERM and reload on SIGHUP
+DRAIN_SECONDS = 0.5  # a request follows its connection within a round trip (with TLS, three)
+LISTEN = "0A"  # the TCP state LISTEN in /proc/net/tcp
+PROC_NET = (Path("/proc/net/tcp"), Path("/proc/net/tcp6"))
+
+
+def listeners_on(port: int, tables: Iterable[Path] = PROC_NET) -> set[int]:
+    """The socket inodes that listen on TCP `port` in this network namespace (any address)."""
+    inodes: set[int] = set()
+    for table in tables:
+        try:
+            lines = table.read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 10 or fields[3] != LISTEN:
+                continue
+            if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(int(fields[9]))
+    return inodes
+
+
+def socket_inodes(pid: int | str) -> set[int]:
+    """The inodes of the sockets process `pid` has open ('self' for this one)."""
+    inodes: set[int] = set()
+    folder = Path("/proc") / str(pid) / "fd"
+    with contextlib.suppress(OSError):
+        for entry in folder.iterdir():
+            with contextlib.suppress(OSError):
+                target = os.readlink(entry)
+                if target.startswith("socket:["):
+                    inodes.add(int(target[len("socket:[") : -1]))
+    return inodes
+
+
+def listening_fds() -> list[tuple[int, socket.AddressFamily]]:
+    """This process's file descriptors of listening TCP sockets, with their families."""
+    found: list[tuple[int, socket.AddressFamily]] = []
+    for entry in Path("/proc/self/fd").iterdir():
+        try:
+            if not os.readlink(entry).startswith("socket:["):
+                continue
+            fd = int(entry.name)
+            probe = socket.socket(fileno=os.dup(fd))
+        except (OSError, ValueError):
+            continue
+        with probe:
+            if probe.family in (socket.AF_INET, socket.AF_INET6) and probe.getsockopt(
+                socket.SOL_SOCKET, socket.SO_ACCEPTCONN
+            ):
+                found.append((fd, probe.family))
+    return found
+
+
+def placeholder(family: socket.AddressFamily) -> socket.socket:
+    """A listener no client knows of: its accept never has a connection to give (EAGAIN)."""
+    holder = socket.socket(family, socket.SOCK_STREAM)
+    holder.setblocking(False)
+    holder.bind(("::1" if family == socket.AF_INET6 else "127.0.0.1", 0))
+    holder.listen(1)
+    return holder
+
+
+def leave_the_port(_signum: int = 0, _frame: FrameType | None = None) -> None:
+    """In a worker: close its listeners, each fd in place, so that their ports' groups lose them.
+
+    The worker's accept loop keeps its file descriptor, which now names a placeholder listener:
+    the loop waits on it (no error to spin on, no fd freed for reuse) until the worker stops.
+    Closing the last descriptor of a listener takes it out of its port's group, and the kernel
+    moves the connections queued there to another listener of the group."""
+    holders: dict[socket.AddressFamily, socket.socket] = {}
+    for fd, family in listening_fds():
+        with contextlib.suppress(OSError):
+            holder = holders.get(family) or holders.setdefault(family, placeholder(family))
+            os.dup2(holder.fileno(), fd, inheritable=False)
+    for holder in holders.values():
+        holder.close()
+
+
+def leave_on_signal() -> None:
+    """In a worker, at start: leave the port when the server's main process asks.
+
+    Only a process's main thread may set a signal handler; elsewhere (the app built inside a
+    test) there is no Granian main process to ask, and nothing is set."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(LEAVE_SIGNAL, leave_the_port)
+
+
+class HandoverServer(MPServer):
+    """Granian's server of worker processes, which leave a shared port before they stop."""
+
+    on_leave: Callable[[float], None] | None = None
+
+    def _stop_workers(self) -> None:
+        if (leaving := self._workers_to_leave()) and self.on_leave is not None:
+            self.on_leave(DRAIN_SECONDS)
+        for pid in leaving:
+            with contextlib.suppress(OSError):
+                os.kill(pid, LEAVE_SIGNAL)
+        if leaving:
+            time.sleep(DRAIN_SECONDS)
+        super()._stop_workers()  # type: ignore[no-untyped-call]  # Granian: no annotations
+
+    def _workers_to_leave(self) -> list[int]:
+        """The workers listening on the port, if another server listens there too, else none.
+
+        A worker listens only once it has loaded the app, which sets its LEAVE_SIGNAL handler: a
+        worker still starting is not asked (the signal would end it)."""
+        listening = listeners_on(self.bind_port)
+        workers: dict[int, set[int]] = {}
+        for worker in self.wrks:
+            if worker.inner.is_alive() and worker.inner.pid:
+                workers[worker.inner.pid] = socket_inodes(worker.inner.pid) & listening
+        others = listening.difference(*workers.values())
+        return [pid for pid, inodes in workers.items() if inodes] if others else []
