@@ -65,30 +65,32 @@ def socket_inodes(pid: int | str) -> set[int]:
     return inodes
 
 
-def listening_fds() -> list[tuple[int, socket.AddressFamily]]:
-    """This process's file descriptors of listening TCP sockets, with their families."""
-    found: list[tuple[int, socket.AddressFamily]] = []
+def listening_fds() -> list[int]:
+    """This process's file descriptors of listening TCP sockets."""
+    found: list[int] = []
     for entry in Path("/proc/self/fd").iterdir():
         try:
             if not os.readlink(entry).startswith("socket:["):
                 continue
             fd = int(entry.name)
-            probe = socket.socket(fileno=os.dup(fd))
-        except (OSError, ValueError):
+            with socket.socket(fileno=os.dup(fd)) as probe:
+                if probe.family in (socket.AF_INET, socket.AF_INET6) and probe.getsockopt(
+                    socket.SOL_SOCKET, socket.SO_ACCEPTCONN
+                ):
+                    found.append(fd)
+        except (OSError, ValueError):  # gone meanwhile, or not a socket after all
             continue
-        with probe:
-            if probe.family in (socket.AF_INET, socket.AF_INET6) and probe.getsockopt(
-                socket.SOL_SOCKET, socket.SO_ACCEPTCONN
-            ):
-                found.append((fd, probe.family))
     return found
 
 
-def placeholder(family: socket.AddressFamily) -> socket.socket:
-    """A listener no client knows of: its accept never has a connection to give (EAGAIN)."""
-    holder = socket.socket(family, socket.SOCK_STREAM)
+def placeholder() -> socket.socket:
+    """A listener no client knows of: its accept never has a connection to give (EAGAIN).
+
+    IPv4 loopback whatever the listener's family: it is only an fd to wait on, and every node
+    has 127.0.0.1 (not always ::1)."""
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     holder.setblocking(False)
-    holder.bind(("::1" if family == socket.AF_INET6 else "127.0.0.1", 0))
+    holder.bind(("127.0.0.1", 0))
     holder.listen(1)
     return holder
 
@@ -99,14 +101,12 @@ def leave_the_port(_signum: int = 0, _frame: FrameType | None = None) -> None:
     The worker's accept loop keeps its file descriptor, which now names a placeholder listener:
     the loop waits on it (no error to spin on, no fd freed for reuse) until the worker stops.
     Closing the last descriptor of a listener takes it out of its port's group, and the kernel
-    moves the connections queued there to another listener of the group."""
-    holders: dict[socket.AddressFamily, socket.socket] = {}
-    for fd, family in listening_fds():
-        with contextlib.suppress(OSError):
-            holder = holders.get(family) or holders.setdefault(family, placeholder(family))
-            os.dup2(holder.fileno(), fd, inheritable=False)
-    for holder in holders.values():
-        holder.close()
+    moves the connections queued there to another listener of the group. A signal handler: it
+    raises nothing (a listener it cannot replace stays, and the stop is as it was before)."""
+    with contextlib.suppress(OSError), placeholder() as holder:
+        for fd in listening_fds():
+            with contextlib.suppress(OSError):
+                os.dup2(holder.fileno(), fd, inheritable=False)
 
 
 def leave_on_signal() -> None:

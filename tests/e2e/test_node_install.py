@@ -461,6 +461,9 @@ def test_an_upgrade_fails_no_request(node: Node) -> None:
     assert node.sh("cat /proc/sys/net/ipv4/tcp_migrate_req", check=True).stdout.strip() == "1"
     assert current_version(node) == "v0002"  # the data stayed
     assert_the_logs_are_in_the_journal_only(node, since, report["requests"])
+    journal = node.sh(f"journalctl --since '{since}' -o cat --no-pager", check=True).stdout
+    # The old server, then the go-between, left the shared port before it stopped (handover.py).
+    assert journal.count("left the shared port") == 2, journal[-3000:]
 
 
 def test_an_upgrade_that_fails_its_health_gate_rolls_itself_back(node: Node) -> None:

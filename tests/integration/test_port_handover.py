@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from appliance.access.site_tls import make_self_signed
 from tests.conftest import Signer
 from tests.integration.live_server import LiveServer, live_server
 
@@ -47,6 +49,7 @@ class Clients:
     """Threads asking /health/startup on fresh connections, each pausing before its request."""
 
     port: int
+    tls: ssl.SSLContext | None
     answers: list[tuple[float, str]] = field(default_factory=list)  # (when answered, run name)
     failures: list[str] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
@@ -54,8 +57,13 @@ class Clients:
     def ask(self) -> None:
         while not self.stop.is_set():
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=10) as client:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=10) as plain:
                     time.sleep(PAUSE_SECONDS)
+                    client = (
+                        self.tls.wrap_socket(plain, server_hostname="localhost")
+                        if self.tls
+                        else plain
+                    )
                     client.sendall(
                         b"GET /health/startup HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
                     )
@@ -80,19 +88,26 @@ def serving(server: LiveServer, run_name: str) -> None:
 
 
 @pytest.mark.usefixtures("migrating_kernel")
+@pytest.mark.parametrize("scheme", ["http", "https"])
 def test_a_server_stopped_beside_another_answers_every_connection_it_accepted(
-    tmp_path: Path, signer: Signer
+    tmp_path: Path, signer: Signer, scheme: str
 ) -> None:
+    """With HTTPS, the handshakes under way at the stop finish too."""
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     shared = {"APPLIANCE_SHARE_PORT": "1"}
-    with live_server(
-        data_dir, signer.allowed_signers, env=shared | {"APPLIANCE_RUN_NAME": "old"}
-    ) as old:
-        with live_server(data_dir, signer.allowed_signers, port=old.port,
+    args: tuple[str, ...] = ()
+    tls = None
+    if scheme == "https":
+        site = make_self_signed(tmp_path / "tls.crt", tmp_path / "tls.key", ["localhost"], [])
+        args = ("--tls-cert", str(site.cert), "--tls-key", str(site.key))
+        tls = ssl.create_default_context(cafile=site.cert)
+    with live_server(data_dir, signer.allowed_signers, args=args,
+                     env=shared | {"APPLIANCE_RUN_NAME": "old"}) as old:  # fmt: skip
+        with live_server(data_dir, signer.allowed_signers, port=old.port, args=args,
                          env=shared | {"APPLIANCE_RUN_NAME": "new"}) as new:  # fmt: skip
             serving(new, "new")
-            clients = Clients(old.port)
+            clients = Clients(old.port, tls)
             threads = [threading.Thread(target=clients.ask) for _ in range(CLIENTS)]
             for thread in threads:
                 thread.start()
