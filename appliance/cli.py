@@ -419,8 +419,11 @@ def serve_command(
         # the client likes; its worker is killed, and the next start clears what it left.
         workers_kill_timeout=SHUTDOWN_GRACE_SECONDS,
     )
-    server.on_leave = lambda seconds: progress(
+    server.on_leave = lambda seconds, stayed: progress(
         f"left the shared port; the connections accepted get {seconds:g} s to send their requests"
+        if not stayed
+        else f"warning: {stayed} of {settings.workers} workers did not leave the shared port; "
+        f"stopping them anyway in {seconds:g} s"
     )
     server.serve()
     claim.release()  # the run folder is this server's until here (or the process's end)

@@ -7,12 +7,18 @@ that connected a moment before the stop, and was about to send its request, woul
 connection closed without an answer.
 
 So a server that shares its port leaves it before it stops. Each Granian worker has its own
-listening socket in the port's group (SO_REUSEPORT); on `LEAVE_SIGNAL` a worker shuts its
-listener down, which takes it out of the group: the kernel gives new connections to the other
-server and moves those still queued at this one to it (`net.ipv4.tcp_migrate_req`). The
-connections the workers have already accepted get `DRAIN_SECONDS` to send their requests, then
-the server stops as before. A server alone on its port stops at once: there is no one to leave
-the connections to.
+listening socket in the port's group (SO_REUSEPORT); on `LEAVE_SIGNAL` a worker closes its
+listener (its fd now names a placeholder), which takes it out of the group: the kernel gives
+new connections to the other server and moves those still queued at this one to it
+(`net.ipv4.tcp_migrate_req`). Once every worker has left, the connections they have already
+accepted get `DRAIN_SECONDS` to send their requests, then the server stops as before. A server
+alone on its port stops at once: there is no one to leave the connections to.
+
+This leans on Granian's internals (pinned in requirements/node.lock; tests/unit/test_handover.py
+and tests/integration/test_port_handover.py fail if they change): `MPServer.shutdown` stops the
+workers through `_stop_workers`; on Linux each worker binds its own listener, after it has
+imported the app (so after `leave_on_signal`: a worker is only signalled once it listens, since
+the signal's default action would end it).
 """
 
 from __future__ import annotations
@@ -31,13 +37,17 @@ from granian.server.mp import MPServer
 
 LEAVE_SIGNAL = signal.SIGUSR1  # Granian's workers stop on SIGINT/SIGTERM and reload on SIGHUP
 DRAIN_SECONDS = 0.5  # a request follows its connection within a round trip (with TLS, three)
+LEAVE_SECONDS = 2.0  # for the workers to leave (a signal handler runs between two bytecodes)
 LISTEN = "0A"  # the TCP state LISTEN in /proc/net/tcp
 PROC_NET = (Path("/proc/net/tcp"), Path("/proc/net/tcp6"))
 
 
-def listeners_on(port: int, tables: Iterable[Path] = PROC_NET) -> set[int]:
-    """The socket inodes that listen on TCP `port` in this network namespace (any address)."""
-    inodes: set[int] = set()
+def listeners_on(port: int, tables: Iterable[Path] = PROC_NET) -> dict[int, str]:
+    """The sockets that listen on TCP `port` in this network namespace: inode -> local address.
+
+    The address is as /proc/net/tcp(6) writes it (hex, with the port); sockets share a port's
+    group, and so its connections, only at the same address."""
+    listening: dict[int, str] = {}
     for table in tables:
         try:
             lines = table.read_text().splitlines()[1:]
@@ -45,11 +55,12 @@ def listeners_on(port: int, tables: Iterable[Path] = PROC_NET) -> set[int]:
             continue
         for line in lines:
             fields = line.split()
-            if len(fields) < 10 or fields[3] != LISTEN:
+            if len(fields) < 10 or fields[3] != LISTEN or ":" not in fields[1]:
                 continue
-            if int(fields[1].rsplit(":", 1)[1], 16) == port:
-                inodes.add(int(fields[9]))
-    return inodes
+            with contextlib.suppress(ValueError):
+                if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                    listening[int(fields[9])] = f"{table.name} {fields[1]}"
+    return listening
 
 
 def socket_inodes(pid: int | str) -> set[int]:
@@ -103,8 +114,9 @@ def leave_the_port(_signum: int = 0, _frame: FrameType | None = None) -> None:
     Closing the last descriptor of a listener takes it out of its port's group, and the kernel
     moves the connections queued there to another listener of the group. A signal handler: it
     raises nothing (a listener it cannot replace stays, and the stop is as it was before)."""
+    listeners = listening_fds()  # before the placeholder is made: it is not one to close
     with contextlib.suppress(OSError), placeholder() as holder:
-        for fd in listening_fds():
+        for fd in listeners:
             with contextlib.suppress(OSError):
                 os.dup2(holder.fileno(), fd, inheritable=False)
 
@@ -121,27 +133,47 @@ def leave_on_signal() -> None:
 class HandoverServer(MPServer):
     """Granian's server of worker processes, which leave a shared port before they stop."""
 
-    on_leave: Callable[[float], None] | None = None
+    on_leave: Callable[[float, int], None] | None = None  # (drain seconds, workers that stayed)
 
     def _stop_workers(self) -> None:
-        if (leaving := self._workers_to_leave()) and self.on_leave is not None:
-            self.on_leave(DRAIN_SECONDS)
-        for pid in leaving:
-            with contextlib.suppress(OSError):
-                os.kill(pid, LEAVE_SIGNAL)
-        if leaving:
+        if leaving := self._workers_to_leave():
+            for pid in leaving:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, LEAVE_SIGNAL)
+            stayed = self._wait_until_left(leaving)
+            if self.on_leave is not None:
+                self.on_leave(DRAIN_SECONDS, stayed)
             time.sleep(DRAIN_SECONDS)
         super()._stop_workers()  # type: ignore[no-untyped-call]  # Granian: no annotations
 
-    def _workers_to_leave(self) -> list[int]:
-        """The workers listening on the port, if another server listens there too, else none.
+    def _workers_to_leave(self) -> dict[int, set[int]]:
+        """The workers' pids and their listeners on the port, if another server listens there
+        too (at one of their addresses), else none.
 
         A worker listens only once it has loaded the app, which sets its LEAVE_SIGNAL handler: a
         worker still starting is not asked (the signal would end it)."""
         listening = listeners_on(self.bind_port)
         workers: dict[int, set[int]] = {}
         for worker in self.wrks:
-            if worker.inner.is_alive() and worker.inner.pid:
-                workers[worker.inner.pid] = socket_inodes(worker.inner.pid) & listening
-        others = listening.difference(*workers.values())
-        return [pid for pid, inodes in workers.items() if inodes] if others else []
+            pid = worker.inner.pid
+            if (
+                worker.inner.is_alive()
+                and pid
+                and (inodes := socket_inodes(pid) & listening.keys())
+            ):
+                workers[pid] = inodes
+        ours = set().union(*workers.values())
+        addresses = {listening[inode] for inode in ours}
+        others = {inode for inode, address in listening.items() if address in addresses} - ours
+        return workers if others else {}
+
+    def _wait_until_left(self, leaving: dict[int, set[int]]) -> int:
+        """Until the workers' listeners are gone from the port (at most LEAVE_SECONDS); how many
+        workers still listen then (0: all left)."""
+        deadline = time.monotonic() + LEAVE_SECONDS
+        while True:
+            listening = listeners_on(self.bind_port).keys()
+            stayed = sum(1 for inodes in leaving.values() if inodes & listening)
+            if not stayed or time.monotonic() >= deadline:
+                return stayed
+            time.sleep(0.01)

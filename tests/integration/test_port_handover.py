@@ -25,14 +25,15 @@ from tests.conftest import Signer
 from tests.integration.live_server import LiveServer, live_server
 
 MIGRATE_REQ = Path("/proc/sys/net/ipv4/tcp_migrate_req")
-CLIENTS = 6
+CLIENTS = 16  # each reaches either server: that none reaches the old one is a 1 in 65,536 chance
 PAUSE_SECONDS = 0.05  # between connect and request: a LAN round trip and a TLS handshake, widened
 LEAVE_LINE = "left the shared port"
 
 
 @pytest.fixture
 def migrating_kernel() -> Iterator[None]:
-    """net.ipv4.tcp_migrate_req = 1, as the installer sets it, for this test's network only."""
+    """net.ipv4.tcp_migrate_req = 1, as the installer sets it (for the network namespace the
+    tests run in, the host's if that is where they run), and the value before put back."""
     before = MIGRATE_REQ.read_text().strip()
     if before != "1":
         try:
