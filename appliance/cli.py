@@ -397,7 +397,7 @@ def serve_command(
     from granian.http import HTTP1Settings
     from granian.log import LogLevels
 
-    from server.handover import HandoverServer
+    from appliance.handover import HandoverServer
 
     server = HandoverServer(
         "server.asgi:app",

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from appliance.handover import leave_on_signal
 from server.app import create_app
-from server.handover import leave_on_signal
 from server.middleware import RequestEdge
 from server.runtime import Runtime
 

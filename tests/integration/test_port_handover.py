@@ -1,7 +1,7 @@
 """A server stopped beside another on its port (an upgrade's switch) drops no connection.
 
 The clients here pause between connecting and sending their request, as a client across a
-network (a round trip) or behind TLS (its handshake) does. Without the leave (server/handover.py),
+network (a round trip) or behind TLS (its handshake) does. Without the leave (appliance/handover.py),
 the connections the stopped server had accepted and not yet read from are closed unanswered:
 about one per client at each stop.
 """

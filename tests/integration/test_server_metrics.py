@@ -74,6 +74,11 @@ def server(
 
 
 def test_metrics_are_valid_exposition_with_the_families_to_alert_on(server: LiveServer) -> None:
+    # The request families appear once a request is counted: this test may run first, and the
+    # worker answering it may have answered nothing yet (the other's counts reach the answer
+    # with its next snapshot).
+    from_every_worker(server, "/api/v1/data/current", at_least=2)
+    time.sleep(FLUSH_WAIT)
     answer = server.get("/metrics")
     kinds = {f.name: f.type for f in text_string_to_metric_families(answer.text)}
     # prometheus_client names a counter's family without its _total.

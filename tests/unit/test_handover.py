@@ -1,4 +1,4 @@
-"""The listeners a server sees beside its own, and a worker's leave (server/handover.py)."""
+"""The listeners a server sees beside its own, and a worker's leave (appliance/handover.py)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from types import SimpleNamespace
 import pytest
 from granian.server.mp import MPServer
 
-from server import handover
-from server.handover import HandoverServer, listeners_on, socket_inodes
+from appliance import handover
+from appliance.handover import HandoverServer, listeners_on, socket_inodes
 
 TCP = """\
   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
@@ -57,7 +57,7 @@ def test_this_kernel_lists_a_listener_under_the_inode_its_process_holds() -> Non
 LEAVER = textwrap.dedent(
     """
     import socket, sys
-    from server.handover import leave_the_port, listeners_on
+    from appliance.handover import leave_the_port, listeners_on
     first, second = (socket.socket() for _ in range(2))
     for listener in (first, second):
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
