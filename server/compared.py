@@ -34,13 +34,12 @@ from appliance.data.store import DataVersion
 from appliance.errors import StoreError, VersionDamaged
 from server.data import VersionHandle, check_unless_stamped
 from server.leases import Leased
-from server.metrics import WorkerMetrics
+from server.metrics import PAIRS_COMPUTED, WorkerMetrics
 
 VERSIONS_KEPT = 2  # other versions open at once per worker (each holds its answer index)
 PAIRS_KEPT = 4  # comparisons computed on demand kept per worker (4.1 MiB each at field scale)
 PAIR_TABLE = "pair"  # the table of an on-demand pair, in its own in-memory database
 PAIR_MEMORY = "256MB"
-PAIRS_COMPUTED = "appliance_revision_pairs_computed_total"
 
 
 class RevisionPair(Leased):

@@ -32,6 +32,7 @@ from appliance.errors import VersionDamaged
 from server.bodies import decode_cursor, items_page, range_body
 from server.data import VersionHandle
 from server.item_index import SORTS
+from server.metrics import CACHE_HITS
 from server.responses import GZIP_VARIANT, JSON, etag_of, names_etag, takes_gzip
 from server.runtime import Runtime
 from server.security import bearer_of, may_read
@@ -256,7 +257,7 @@ class FastPath:
         body = self.runtime.cache.in_memory(f"{handle.vid}|{etag}")
         if body is None:
             return None  # made (or read from disk) by the framework, then remembered
-        self.runtime.metrics.inc("appliance_cache_hits_total")
+        self.runtime.metrics.inc(CACHE_HITS)
         return Direct(200, whole(version_headers(handle, etag), body), body, SUMMARY_ROUTE, handle)
 
     @staticmethod

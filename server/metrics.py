@@ -36,11 +36,25 @@ REQUESTS_TOTAL = "appliance_http_requests_total"
 REQUEST_DURATION = "appliance_http_request_duration_seconds"
 DATA_VERSION_INFO = "appliance_data_version_info"
 WORKER_READY = "appliance_worker_ready"
+CACHE_HITS = "appliance_cache_hits_total"
+CACHE_MISSES = "appliance_cache_misses_total"
+RATE_LIMITED = "appliance_rate_limited_total"
+EXPORTS_TOTAL = "appliance_exports_total"
+EXPORT_BYTES = "appliance_export_bytes_total"
+EXPORTS_REFUSED = "appliance_exports_refused_total"
+PAIRS_COMPUTED = "appliance_revision_pairs_computed_total"
 DEFAULT_HELP = {
     REQUESTS_TOTAL: "HTTP requests answered, by route template, method and status code.",
     REQUEST_DURATION: "Time taken to answer an HTTP request, by route template.",
     DATA_VERSION_INFO: "The data version each worker serves (always 1; version none before any).",
     WORKER_READY: "1 if this worker is ready (would answer GET /health/ready with 200), else 0.",
+    CACHE_HITS: "Answers served from the shared response cache.",
+    CACHE_MISSES: "Answers computed and added to the shared response cache.",
+    RATE_LIMITED: "Requests refused with 429 by a rate limit, by kind (read or admin).",
+    EXPORTS_TOTAL: "Exports ended, by table, format and outcome (complete, cut-off, failed, too-slow).",
+    EXPORT_BYTES: "Bytes of exports sent, by table and format.",
+    EXPORTS_REFUSED: "Exports refused because the export slots were taken, by reason.",
+    PAIRS_COMPUTED: "Forecast revisions computed on demand (against another than the previous version).",
 }
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 REQUEST_KEYS_KEPT = 4096  # series keys of (route, method, status) kept made, so counting is cheap

@@ -26,6 +26,7 @@ from appliance.access.tokens import TOKEN_PREFIX
 from server.errors import error_envelope
 from server.fast_path import Direct, FastPath
 from server.logs import JsonLog
+from server.metrics import RATE_LIMITED
 from server.read_log import SLOW_SECONDS, SUCCESS, ReadTally
 from server.runtime import Runtime
 
@@ -252,7 +253,7 @@ class RequestEdge:
             limiter = runtime.admin_limiter if kind == "admin" else runtime.read_limiter
             allowed, retry_after = limiter.hit(f"{kind}:{client}")
             if not allowed:
-                runtime.metrics.inc("appliance_rate_limited_total", kind=kind)
+                runtime.metrics.inc(RATE_LIMITED, kind=kind)
                 return 429, "too many requests from this address; slow down", retry_after
         if carries_a_token(scope["path"], query):
             return 400, TOKEN_IN_URL, 0.0

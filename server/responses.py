@@ -17,6 +17,7 @@ from appliance import __version__
 from appliance.data.answers import decompress
 from server.data import VersionHandle
 from server.errors import ERROR_STATUSES
+from server.metrics import CACHE_HITS, CACHE_MISSES
 from server.node_metrics import revision
 from server.runtime import Runtime, runtime_of
 from server.schemas import ErrorBody
@@ -178,7 +179,7 @@ async def cached_answer(
     if body is None:
         body = await _compute_once(rt, key, compute)
     else:
-        rt.metrics.inc("appliance_cache_hits_total")
+        rt.metrics.inc(CACHE_HITS)
     return Response(body, media_type=JSON, headers=version_headers(handle, etag))
 
 
@@ -193,7 +194,7 @@ async def _compute_once(rt: Runtime, key: str, compute: Callable[[], bytes]) -> 
     future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
     _computing[key] = future
     try:
-        rt.metrics.inc("appliance_cache_misses_total")
+        rt.metrics.inc(CACHE_MISSES)
         body = await anyio.to_thread.run_sync(compute)
         rt.cache.set(key, body)
         future.set_result(body)

@@ -23,6 +23,7 @@ from litestar.handlers.base import BaseRouteHandler
 
 from appliance.access.actors import Actor, api_actor
 from appliance.access.tokens import TOKEN_BOOK_UNUSABLE, Caller, Refused
+from server.metrics import RATE_LIMITED
 from server.runtime import runtime_of
 from server.tokens import TokenGate
 
@@ -123,7 +124,7 @@ def charge_a_bad_token(connection: ASGIConnection) -> None:  # type: ignore[type
     client = connection.client.host if connection.client else "unknown"
     allowed, retry_after = runtime.admin_limiter.hit(f"admin:{client}")
     if not allowed:
-        runtime.metrics.inc("appliance_rate_limited_total", kind="admin")
+        runtime.metrics.inc(RATE_LIMITED, kind="admin")
         msg = "too many bad tokens from this address; slow down"
         raise TooManyRequestsException(
             msg, headers={"retry-after": str(max(1, math.ceil(retry_after)))}

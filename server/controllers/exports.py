@@ -47,6 +47,7 @@ from server.exports import (
     database_of,
 )
 from server.logs import JsonLog
+from server.metrics import EXPORT_BYTES, EXPORTS_REFUSED, EXPORTS_TOTAL
 from server.middleware import HEAD_REQUEST, REQUEST_PROBLEM
 from server.responses import error_responses, matches, require_version, runtime
 from server.runtime import Runtime
@@ -227,8 +228,8 @@ class ExportRun:
             self.claim.release()
         request = self.export.request
         labels = {"table": request.table.name, "format": request.format.suffix}
-        self.rt.metrics.inc("appliance_exports_total", outcome=self.outcome, **labels)
-        self.rt.metrics.inc("appliance_export_bytes_total", float(self.export.bytes), **labels)
+        self.rt.metrics.inc(EXPORTS_TOTAL, outcome=self.outcome, **labels)
+        self.rt.metrics.inc(EXPORT_BYTES, float(self.export.bytes), **labels)
         if self.log is not None:
             self.log.event(
                 "info" if self.outcome == "complete" else "warning", "export",
@@ -394,7 +395,7 @@ def claim_slot(rt: Runtime, request: Request[Any, Any, Any]) -> SlotClaim:
         return slots.claim(client)
     except ExportRefused as exc:
         reason = "export_in_progress" if exc.per_client else "exports_busy"
-        rt.metrics.inc("appliance_exports_refused_total", reason=reason)
+        rt.metrics.inc(EXPORTS_REFUSED, reason=reason)
         status = HTTP_429_TOO_MANY_REQUESTS if exc.per_client else HTTP_503_SERVICE_UNAVAILABLE
         raise ExportError(status, reason, str(exc), {"retry-after": str(RETRY_SECONDS)}) from exc
     except OSError as exc:
