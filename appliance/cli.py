@@ -429,7 +429,7 @@ def serve_command(
     claim.release()  # the run folder is this server's until here (or the process's end)
 
 
-SHUTDOWN_GRACE_SECONDS = 5  # within the 10 s `podman stop -t 10` of the systemd unit
+SHUTDOWN_GRACE_SECONDS = 5  # after the leave (2.5 s at most): within the unit's `podman stop -t 10`
 
 
 def refuse_a_served_port(host: str, port: int) -> None:
