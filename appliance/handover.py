@@ -63,33 +63,34 @@ def listeners_on(port: int, tables: Iterable[Path] = PROC_NET) -> dict[int, str]
     return listening
 
 
-def socket_inodes(pid: int | str) -> set[int]:
-    """The inodes of the sockets process `pid` has open ('self' for this one)."""
-    inodes: set[int] = set()
-    folder = Path("/proc") / str(pid) / "fd"
+def socket_fds(pid: int | str) -> dict[int, int]:
+    """The sockets process `pid` has open ('self' for this one): file descriptor -> inode."""
+    sockets: dict[int, int] = {}
     with contextlib.suppress(OSError):
-        for entry in folder.iterdir():
-            with contextlib.suppress(OSError):
+        for entry in (Path("/proc") / str(pid) / "fd").iterdir():
+            with contextlib.suppress(OSError, ValueError):
                 target = os.readlink(entry)
                 if target.startswith("socket:["):
-                    inodes.add(int(target[len("socket:[") : -1]))
-    return inodes
+                    sockets[int(entry.name)] = int(target[len("socket:[") : -1])
+    return sockets
+
+
+def socket_inodes(pid: int | str) -> set[int]:
+    """The inodes of the sockets process `pid` has open ('self' for this one)."""
+    return set(socket_fds(pid).values())
 
 
 def listening_fds() -> list[int]:
     """This process's file descriptors of listening TCP sockets."""
     found: list[int] = []
-    for entry in Path("/proc/self/fd").iterdir():
+    for fd in socket_fds("self"):
         try:
-            if not os.readlink(entry).startswith("socket:["):
-                continue
-            fd = int(entry.name)
             with socket.socket(fileno=os.dup(fd)) as probe:
                 if probe.family in (socket.AF_INET, socket.AF_INET6) and probe.getsockopt(
                     socket.SOL_SOCKET, socket.SO_ACCEPTCONN
                 ):
                     found.append(fd)
-        except (OSError, ValueError):  # gone meanwhile, or not a socket after all
+        except OSError:  # closed meanwhile
             continue
     return found
 
